@@ -1,0 +1,135 @@
+// Package config is vigil's one configuration model: the YAML schema, its
+// defaults, and validation that names the key path and line of every problem.
+// Components receive their own typed part of a validated Config; nothing here
+// touches the network or the kernel.
+package config
+
+import (
+	"time"
+)
+
+// Config is the whole vigil.yaml.
+type Config struct {
+	// Cluster names this group of nodes; VRIDs derive from it when omitted.
+	Cluster string `yaml:"cluster"`
+	// Node is this node's name. Default: the hostname.
+	Node   string   `yaml:"node"`
+	VRRP   VRRP     `yaml:"vrrp"`
+	Checks []Check  `yaml:"checks"`
+	Log    Log      `yaml:"log"`
+	lines  lineInfo `yaml:"-"`
+}
+
+// VRRP holds the virtual routers.
+type VRRP struct {
+	Instances  []Instance  `yaml:"instances"`
+	SyncGroups []SyncGroup `yaml:"sync_groups"`
+}
+
+// Instance is one virtual router: a VRID on one interface owning some VIPs.
+type Instance struct {
+	Name      string `yaml:"name"`
+	Interface string `yaml:"interface"`
+	// VRID 1..255. Default: derived from cluster and instance name (DeriveVRID).
+	VRID int `yaml:"vrid"`
+	// Version 2 (RFC 3768, IPv4 only) or 3 (RFC 5798). Default 3.
+	Version int `yaml:"version"`
+	// Priority 1..255; 255 means this node owns the addresses. Default 100.
+	Priority int `yaml:"priority"`
+	// AdvertInterval between adverts. Default 1s. v3: multiples of 10ms; v2: whole seconds.
+	AdvertInterval time.Duration `yaml:"advert_interval"`
+	// Preempt a lower-priority master. Default true.
+	Preempt *bool `yaml:"preempt"`
+	// PreemptDelay after start before preempting. Default 0.
+	PreemptDelay time.Duration `yaml:"preempt_delay"`
+	// UnicastPeers: send adverts to these addresses instead of multicast,
+	// and accept adverts only from them.
+	UnicastPeers []string `yaml:"unicast_peers"`
+	// AuthPass is VRRPv2 simple-text authentication, at most 8 bytes.
+	AuthPass string `yaml:"auth_pass"`
+	// VIPs are the virtual addresses, with or without a prefix length.
+	VIPs   []string `yaml:"vips"`
+	Track  Track    `yaml:"track"`
+	GARP   GARP     `yaml:"garp"`
+	Notify string   `yaml:"notify"`
+	// NotifyTimeout bounds one run of the notify hook. Default 10s.
+	NotifyTimeout time.Duration `yaml:"notify_timeout"`
+}
+
+// Track lists what changes an instance's priority or puts it in FAULT.
+type Track struct {
+	Interfaces []TrackRef `yaml:"interfaces"`
+	Checks     []TrackRef `yaml:"checks"`
+}
+
+// TrackRef names a tracked interface or check. Weight 0: down means FAULT.
+// Weight > 0: added to the priority while up. Weight < 0: added while down.
+type TrackRef struct {
+	Name   string `yaml:"name"`
+	Weight int    `yaml:"weight"`
+}
+
+// GARP controls gratuitous ARP / unsolicited neighbour advertisements.
+type GARP struct {
+	// Count of announcements on becoming master. Default 5.
+	Count *int `yaml:"count"`
+	// Interval between them. Default 250ms, so a burst spans Linux's 1s ARP locktime.
+	Interval time.Duration `yaml:"interval"`
+	// Refresh repeats one announcement this often while master; 0 turns it off. Default 60s.
+	Refresh *time.Duration `yaml:"refresh"`
+}
+
+// SyncGroup makes instances change state together, as keepalived's vrrp_sync_group.
+type SyncGroup struct {
+	Name      string   `yaml:"name"`
+	Instances []string `yaml:"instances"`
+	Notify    string   `yaml:"notify"`
+}
+
+// Check is a named health check that instances can track.
+type Check struct {
+	Name string     `yaml:"name"`
+	Exec *ExecCheck `yaml:"exec"`
+	TCP  *TCPCheck  `yaml:"tcp"`
+	// Interval between runs. Default 2s.
+	Interval time.Duration `yaml:"interval"`
+	// Timeout of one run. Default 1s.
+	Timeout time.Duration `yaml:"timeout"`
+	// Rise successes in a row make the check up. Default 2.
+	Rise int `yaml:"rise"`
+	// Fall failures in a row make the check down. Default 2.
+	Fall int `yaml:"fall"`
+}
+
+// ExecCheck runs a command through /bin/sh -c; exit status 0 means up.
+type ExecCheck struct {
+	Script string `yaml:"script"`
+}
+
+// TCPCheck is up when a TCP connection to Address opens.
+type TCPCheck struct {
+	Address string `yaml:"address"`
+}
+
+// Log configures log/slog output.
+type Log struct {
+	// Format text or json. Default text.
+	Format string `yaml:"format"`
+	// Level debug, info, warn or error. Default info.
+	Level string `yaml:"level"`
+}
+
+// Defaults shared by validation and documentation.
+const (
+	DefaultVersion        = 3
+	DefaultPriority       = 100
+	DefaultAdvertInterval = time.Second
+	DefaultGARPCount      = 5
+	DefaultGARPInterval   = 250 * time.Millisecond
+	DefaultGARPRefresh    = 60 * time.Second
+	DefaultNotifyTimeout  = 10 * time.Second
+	DefaultCheckInterval  = 2 * time.Second
+	DefaultCheckTimeout   = time.Second
+	DefaultRise           = 2
+	DefaultFall           = 2
+)

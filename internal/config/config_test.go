@@ -1,0 +1,160 @@
+package config
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+const good = `cluster: prod-east
+node: lb1
+vrrp:
+  instances:
+    - name: api
+      interface: eth0
+      priority: 150
+      advert_interval: 100ms
+      vips: [192.0.2.10/32, 192.0.2.11]
+      track:
+        interfaces: [{name: eth1, weight: 0}]
+        checks: [{name: api-up, weight: 50}]
+    - name: api6
+      interface: eth0
+      vrid: 52
+      vips: ["2001:db8::10"]
+  sync_groups:
+    - name: g
+      instances: [api, api6]
+checks:
+  - name: api-up
+    tcp: {address: "127.0.0.1:6443"}
+`
+
+func TestParseGoodAppliesDefaults(t *testing.T) {
+	c, err := Parse([]byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := c.VRRP.Instances[0]
+	if in.Version != 3 || in.Priority != 150 || in.AdvertInterval != 100*time.Millisecond || !*in.Preempt {
+		t.Fatalf("instance %+v", in)
+	}
+	if in.VRID != DeriveVRID("prod-east", "api") {
+		t.Fatalf("derived vrid %d", in.VRID)
+	}
+	if *in.GARP.Count != DefaultGARPCount || in.GARP.Interval != DefaultGARPInterval || *in.GARP.Refresh != DefaultGARPRefresh {
+		t.Fatalf("garp defaults %+v", in.GARP)
+	}
+	if c.VRRP.Instances[1].VRID != 52 || c.VRRP.Instances[1].Priority != DefaultPriority {
+		t.Fatalf("second instance %+v", c.VRRP.Instances[1])
+	}
+	ch := c.Checks[0]
+	if ch.Interval != DefaultCheckInterval || ch.Rise != DefaultRise || ch.Fall != DefaultFall {
+		t.Fatalf("check defaults %+v", ch)
+	}
+	if c.Line("vrrp.instances[0].priority") != 7 {
+		t.Fatalf("line of priority = %d", c.Line("vrrp.instances[0].priority"))
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	cases := []struct {
+		name    string
+		replace [2]string
+		want    string
+	}{
+		{"priority out of range", [2]string{"priority: 150", "priority: 300"}, "vrrp.instances[0].priority: 300 is out of range 1..255 (line 7)"},
+		{"unknown key", [2]string{"priority: 150", "prioritty: 150"}, `vrrp.instances[0].prioritty: unknown key "prioritty" (line 7)`},
+		{"duration without unit", [2]string{"advert_interval: 100ms", "advert_interval: 1"}, `vrrp.instances[0].advert_interval: "1" is not a duration with a unit, like 1s or 100ms (line 8)`},
+		{"v3 interval not centiseconds", [2]string{"advert_interval: 100ms", "advert_interval: 105ms"}, "needs a multiple of 10ms from 10ms to 40.95s (line 8)"},
+		{"bad vip", [2]string{"192.0.2.11]", "192.0.2.300]"}, `vrrp.instances[0].vips[1]: "192.0.2.300" is not an IP address or prefix (line 9)`},
+		{"mixed families", [2]string{"192.0.2.11]", "2001:db8::1]"}, "use one instance per family (line 9)"},
+		{"duplicate vip", [2]string{`"2001:db8::10"`, `"192.0.2.10"`}, "vrrp.instances[1].vips[0]: 192.0.2.10 is already a VIP of vrrp.instances[0] (line 16)"},
+		{"unknown check", [2]string{"name: api-up, weight", "name: nope, weight"}, `vrrp.instances[0].track.checks[0].name: no check named "nope" in checks (line 12)`},
+		{"vrid twice", [2]string{"vrid: 52", "vrid: 52\n      version: 3"}, ""},
+		{"auth on v3", [2]string{"vrid: 52", "vrid: 52\n      auth_pass: x"}, "authentication exists only in VRRP version 2"},
+		{"v2 with IPv6", [2]string{"vrid: 52", "vrid: 52\n      version: 2"}, "needs version 3"},
+		{"sync group unknown member", [2]string{"[api, api6]", "[api, nope]"}, `vrrp.sync_groups[0].instances[1]: no instance named "nope" (line 19)`},
+		{"no cluster for derived vrid", [2]string{"cluster: prod-east", "cluster: \"\""}, "vrrp.instances[0].vrid: is omitted, so it derives from the cluster name"},
+		{"syntax error", [2]string{"vrrp:", "vrrp: ["}, "line"},
+		{"type error", [2]string{"priority: 150", "priority: high"}, `vrrp.instances[0].priority: "high" is not a whole number (line 7)`},
+		{"relative notify", [2]string{"vrid: 52", "vrid: 52\n      notify: notify.sh"}, `"notify.sh" is not an absolute path`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			src := strings.Replace(good, tc.replace[0], tc.replace[1], 1)
+			if src == good {
+				t.Fatalf("replacement %q not found", tc.replace[0])
+			}
+			_, err := Parse([]byte(src))
+			if err == nil {
+				if tc.want == "" {
+					return
+				}
+				t.Fatalf("no error, want %q", tc.want)
+			}
+			var es Errors
+			if !errors.As(err, &es) || len(es) == 0 {
+				t.Fatalf("error %T %v is not Errors", err, err)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error\n%v\ndoes not contain\n%s", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseReportsEveryProblem(t *testing.T) {
+	src := strings.Replace(good, "priority: 150", "priority: 0\n      version: 4", 1)
+	_, err := Parse([]byte(src))
+	var es Errors
+	if !errors.As(err, &es) || len(es) < 2 {
+		t.Fatalf("want two errors, got %v", err)
+	}
+}
+
+func TestEmptyConfig(t *testing.T) {
+	_, err := Parse(nil)
+	if err == nil || !strings.Contains(err.Error(), "nothing to do") {
+		t.Fatalf("empty config: %v", err)
+	}
+}
+
+func TestDeriveVRIDIsStableAndInRange(t *testing.T) {
+	// The mapping is part of the user contract (docs/config.md): pin it.
+	if got := DeriveVRID("prod-east", "api"); got != DeriveVRID("prod-east", "api") || got < 1 || got > 255 {
+		t.Fatalf("DeriveVRID = %d", got)
+	}
+	seen := map[int]int{}
+	for i := range 1000 {
+		seen[DeriveVRID("c", strings.Repeat("x", i))]++
+	}
+	if len(seen) < 200 {
+		t.Fatalf("only %d distinct VRIDs over 1000 names", len(seen))
+	}
+	if DeriveVRID("a", "api") == DeriveVRID("b", "api") {
+		t.Fatal("two clusters derive the same VRID for api")
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(good))
+	f.Add([]byte("vrrp: {instances: [{name: a, interface: e, vrid: 1, vips: [1.2.3.4]}]}"))
+	f.Add([]byte("checks: [{name: x, exec: {script: true}}]"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := Parse(b)
+		if err != nil {
+			var es Errors
+			if !errors.As(err, &es) || len(es) == 0 || es.Error() == "" {
+				t.Fatalf("error without detail: %v", err)
+			}
+			return
+		}
+		for _, in := range c.VRRP.Instances {
+			if in.VRID < 1 || in.VRID > 255 || in.Priority < 1 || in.Priority > 255 {
+				t.Fatalf("validated instance out of range: %+v", in)
+			}
+		}
+	})
+}

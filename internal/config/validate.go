@@ -1,0 +1,363 @@
+package config
+
+import (
+	"fmt"
+	"hash/fnv"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+)
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
+
+// validator collects errors with the line of their key path.
+type validator struct {
+	c  *Config
+	es Errors
+}
+
+func (v *validator) add(path, format string, args ...any) {
+	line := v.c.lines.byPath[path]
+	// A defaulted key has no line: point at its closest parent that has one.
+	for p := path; line == 0 && p != ""; {
+		i := strings.LastIndexAny(p, ".[")
+		if i < 0 {
+			break
+		}
+		p = p[:i]
+		line = v.c.lines.byPath[p]
+	}
+	v.es = append(v.es, Error{Path: path, Line: line, Msg: fmt.Sprintf(format, args...)})
+}
+
+// DeriveVRID maps cluster and instance name to a VRID in 1..255 with FNV-1a,
+// so clusters sharing a segment pick different VRIDs without coordination
+// and every node of one cluster computes the same one.
+func DeriveVRID(cluster, instance string) int {
+	h := fnv.New32a()
+	h.Write([]byte(cluster + "/" + instance))
+	return int(h.Sum32()%255) + 1
+}
+
+// ParseVIP accepts an address with or without a prefix length; a bare address
+// is a host route (/32 or /128).
+func ParseVIP(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		return p, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+func (c *Config) validate() Errors {
+	v := &validator{c: c}
+	if c.Node == "" {
+		c.Node, _ = os.Hostname()
+	}
+	switch c.Log.Format {
+	case "":
+		c.Log.Format = "text"
+	case "text", "json":
+	default:
+		v.add("log.format", "%q is not text or json", c.Log.Format)
+	}
+	switch c.Log.Level {
+	case "":
+		c.Log.Level = "info"
+	case "debug", "info", "warn", "error":
+	default:
+		v.add("log.level", "%q is not debug, info, warn or error", c.Log.Level)
+	}
+	checks := v.checks()
+	v.instances(checks)
+	v.syncGroups()
+	if len(c.VRRP.Instances) == 0 && len(c.Checks) == 0 {
+		v.add("vrrp.instances", "nothing to do: no instances configured")
+	}
+	return v.es
+}
+
+func (v *validator) checks() map[string]bool {
+	names := map[string]bool{}
+	for i := range v.c.Checks {
+		ch := &v.c.Checks[i]
+		p := fmt.Sprintf("checks[%d]", i)
+		switch {
+		case !nameRE.MatchString(ch.Name):
+			v.add(p+".name", "%q is not a valid name (letters, digits, _ . -)", ch.Name)
+		case names[ch.Name]:
+			v.add(p+".name", "%q is used twice", ch.Name)
+		}
+		names[ch.Name] = true
+		kinds := 0
+		if ch.Exec != nil {
+			kinds++
+			if strings.TrimSpace(ch.Exec.Script) == "" {
+				v.add(p+".exec.script", "is empty")
+			}
+		}
+		if ch.TCP != nil {
+			kinds++
+			if _, err := netip.ParseAddrPort(ch.TCP.Address); err != nil {
+				v.add(p+".tcp.address", "%q is not ADDRESS:PORT", ch.TCP.Address)
+			}
+		}
+		if kinds != 1 {
+			v.add(p, "needs exactly one of exec or tcp")
+		}
+		setDefault(v, p+".interval", &ch.Interval, DefaultCheckInterval)
+		setDefault(v, p+".timeout", &ch.Timeout, DefaultCheckTimeout)
+		setDefault(v, p+".rise", &ch.Rise, DefaultRise)
+		setDefault(v, p+".fall", &ch.Fall, DefaultFall)
+		if ch.Interval < 10*time.Millisecond {
+			v.add(p+".interval", "%v is below 10ms", ch.Interval)
+		}
+		if ch.Timeout <= 0 || ch.Timeout > ch.Interval {
+			v.add(p+".timeout", "%v must be above 0 and at most the interval %v", ch.Timeout, ch.Interval)
+		}
+		if ch.Rise < 1 || ch.Rise > 100 {
+			v.add(p+".rise", "%d is out of range 1..100", ch.Rise)
+		}
+		if ch.Fall < 1 || ch.Fall > 100 {
+			v.add(p+".fall", "%d is out of range 1..100", ch.Fall)
+		}
+	}
+	return names
+}
+
+func (v *validator) instances(checks map[string]bool) {
+	names := map[string]bool{}
+	vrids := map[string]string{} // interface/family/vrid -> path
+	vips := map[netip.Addr]string{}
+	for i := range v.c.VRRP.Instances {
+		in := &v.c.VRRP.Instances[i]
+		p := fmt.Sprintf("vrrp.instances[%d]", i)
+		switch {
+		case !nameRE.MatchString(in.Name):
+			v.add(p+".name", "%q is not a valid name (letters, digits, _ . -)", in.Name)
+		case names[in.Name]:
+			v.add(p+".name", "%q is used twice", in.Name)
+		}
+		names[in.Name] = true
+		if in.Interface == "" || len(in.Interface) > 15 || strings.ContainsAny(in.Interface, "/ ") {
+			v.add(p+".interface", "%q is not an interface name", in.Interface)
+		}
+		setDefault(v, p+".version", &in.Version, DefaultVersion)
+		setDefault(v, p+".priority", &in.Priority, DefaultPriority)
+		setDefault(v, p+".advert_interval", &in.AdvertInterval, DefaultAdvertInterval)
+		setDefault(v, p+".notify_timeout", &in.NotifyTimeout, DefaultNotifyTimeout)
+		if in.Preempt == nil {
+			t := true
+			in.Preempt = &t
+		}
+		if in.Version != 2 && in.Version != 3 {
+			v.add(p+".version", "%d is not 2 or 3", in.Version)
+		}
+		if in.Priority < 1 || in.Priority > 255 {
+			v.add(p+".priority", "%d is out of range 1..255", in.Priority)
+		}
+		v.interval(p+".advert_interval", in.Version, in.AdvertInterval)
+		if in.NotifyTimeout <= 0 || in.NotifyTimeout > time.Hour {
+			v.add(p+".notify_timeout", "%v is out of range (0..1h]", in.NotifyTimeout)
+		}
+		if in.PreemptDelay < 0 || in.PreemptDelay > time.Hour {
+			v.add(p+".preempt_delay", "%v is out of range 0..1h", in.PreemptDelay)
+		}
+		family := v.vips(p, in, vips)
+		derived := in.VRID == 0 && v.c.lines.byPath[p+".vrid"] == 0
+		if derived {
+			if v.c.Cluster == "" {
+				v.add(p+".vrid", "is omitted, so it derives from the cluster name: set cluster or vrid")
+			}
+			in.VRID = DeriveVRID(v.c.Cluster, in.Name)
+		}
+		if in.VRID < 1 || in.VRID > 255 {
+			v.add(p+".vrid", "%d is out of range 1..255", in.VRID)
+		}
+		key := fmt.Sprintf("%s/%s/%d", in.Interface, family, in.VRID)
+		if other, ok := vrids[key]; ok {
+			hint := ""
+			if derived {
+				hint = " (derived from the cluster name: set vrid explicitly)"
+			}
+			v.add(p+".vrid", "%d on %s is already used by %s%s", in.VRID, in.Interface, other, hint)
+		}
+		vrids[key] = p
+		for j, peer := range in.UnicastPeers {
+			a, err := netip.ParseAddr(peer)
+			pp := fmt.Sprintf("%s.unicast_peers[%d]", p, j)
+			switch {
+			case err != nil:
+				v.add(pp, "%q is not an IP address", peer)
+			case family != "" && familyOf(a) != family:
+				v.add(pp, "%s is not %s like the instance's VIPs", a, family)
+			}
+		}
+		if in.AuthPass != "" {
+			if in.Version != 2 {
+				v.add(p+".auth_pass", "authentication exists only in VRRP version 2 (RFC 5798 removed it)")
+			}
+			if len(in.AuthPass) > 8 {
+				v.add(p+".auth_pass", "is %d bytes, at most 8 fit", len(in.AuthPass))
+			}
+		}
+		for j, t := range in.Track.Interfaces {
+			tp := fmt.Sprintf("%s.track.interfaces[%d]", p, j)
+			if t.Name == "" || len(t.Name) > 15 {
+				v.add(tp+".name", "%q is not an interface name", t.Name)
+			}
+			v.weight(tp+".weight", t.Weight)
+		}
+		for j, t := range in.Track.Checks {
+			tp := fmt.Sprintf("%s.track.checks[%d]", p, j)
+			if !checks[t.Name] {
+				v.add(tp+".name", "no check named %q in checks", t.Name)
+			}
+			v.weight(tp+".weight", t.Weight)
+		}
+		v.garp(p+".garp", &in.GARP)
+		v.executable(p+".notify", in.Notify)
+	}
+}
+
+// vips validates the instance's VIPs and returns their family.
+func (v *validator) vips(p string, in *Instance, seen map[netip.Addr]string) string {
+	if len(in.VIPs) == 0 {
+		v.add(p+".vips", "needs at least one address")
+	}
+	if len(in.VIPs) > 255 {
+		v.add(p+".vips", "%d addresses, at most 255 fit in an advert", len(in.VIPs))
+	}
+	family := ""
+	for j, s := range in.VIPs {
+		vp := fmt.Sprintf("%s.vips[%d]", p, j)
+		pfx, err := ParseVIP(s)
+		if err != nil {
+			v.add(vp, "%q is not an IP address or prefix", s)
+			continue
+		}
+		a := pfx.Addr()
+		f := familyOf(a)
+		switch {
+		case family == "":
+			family = f
+		case f != family:
+			v.add(vp, "%s is %s but the instance's first VIP is %s: use one instance per family", a, f, family)
+		}
+		if f == "IPv6" && in.Version == 2 {
+			v.add(vp, "%s is IPv6, which needs version 3", a)
+		}
+		if a.IsUnspecified() || a.IsMulticast() || a.IsLoopback() {
+			v.add(vp, "%s cannot be a virtual address", a)
+		}
+		if other, ok := seen[a]; ok {
+			v.add(vp, "%s is already a VIP of %s", a, other)
+		}
+		seen[a] = p
+	}
+	return family
+}
+
+func familyOf(a netip.Addr) string {
+	if a.Unmap().Is4() {
+		return "IPv4"
+	}
+	return "IPv6"
+}
+
+func (v *validator) interval(p string, version int, d time.Duration) {
+	switch {
+	case version == 2 && (d%time.Second != 0 || d < time.Second || d > 255*time.Second):
+		v.add(p, "%v: version 2 needs whole seconds from 1s to 255s", d)
+	case version == 3 && (d%(10*time.Millisecond) != 0 || d < 10*time.Millisecond || d > 40950*time.Millisecond):
+		v.add(p, "%v: version 3 needs a multiple of 10ms from 10ms to 40.95s", d)
+	}
+}
+
+func (v *validator) weight(p string, w int) {
+	if w < -254 || w > 254 {
+		v.add(p, "%d is out of range -254..254", w)
+	}
+}
+
+func (v *validator) garp(p string, g *GARP) {
+	if g.Count == nil {
+		n := DefaultGARPCount
+		g.Count = &n
+	}
+	setDefault(v, p+".interval", &g.Interval, DefaultGARPInterval)
+	if g.Refresh == nil {
+		r := DefaultGARPRefresh
+		g.Refresh = &r
+	}
+	if *g.Count < 0 || *g.Count > 100 {
+		v.add(p+".count", "%d is out of range 0..100", *g.Count)
+	}
+	if g.Interval < time.Millisecond || g.Interval > 10*time.Second {
+		v.add(p+".interval", "%v is out of range 1ms..10s", g.Interval)
+	}
+	if *g.Refresh != 0 && *g.Refresh < time.Second {
+		v.add(p+".refresh", "%v is below 1s (0 turns the refresh off)", *g.Refresh)
+	}
+}
+
+func (v *validator) executable(p, path string) {
+	if path == "" {
+		return
+	}
+	if !filepath.IsAbs(path) {
+		v.add(p, "%q is not an absolute path", path)
+	}
+}
+
+func (v *validator) syncGroups() {
+	inst := map[string]bool{}
+	for _, in := range v.c.VRRP.Instances {
+		inst[in.Name] = true
+	}
+	member := map[string]string{}
+	names := map[string]bool{}
+	for i, g := range v.c.VRRP.SyncGroups {
+		p := fmt.Sprintf("vrrp.sync_groups[%d]", i)
+		switch {
+		case !nameRE.MatchString(g.Name):
+			v.add(p+".name", "%q is not a valid name", g.Name)
+		case names[g.Name]:
+			v.add(p+".name", "%q is used twice", g.Name)
+		}
+		names[g.Name] = true
+		if len(g.Instances) < 2 {
+			v.add(p+".instances", "a sync group needs at least two instances")
+		}
+		for j, n := range g.Instances {
+			ip := fmt.Sprintf("%s.instances[%d]", p, j)
+			switch {
+			case !inst[n]:
+				v.add(ip, "no instance named %q", n)
+			case member[n] != "":
+				v.add(ip, "%q is already in sync group %s", n, member[n])
+			}
+			member[n] = g.Name
+		}
+		v.executable(p+".notify", g.Notify)
+	}
+}
+
+// setDefault fills a key the file does not set; an explicit zero stays, so
+// validation can reject it instead of hiding it behind the default.
+func setDefault[T comparable](v *validator, path string, p *T, d T) {
+	var zero T
+	if *p == zero && v.c.lines.byPath[path] == 0 {
+		*p = d
+	}
+}

@@ -1,0 +1,304 @@
+package vrrp
+
+import (
+	"net/netip"
+	"time"
+)
+
+// State is a VRRP router state (RFC 5798 section 6.4) plus Fault, which
+// keepalived users know: a tracked interface or check says this node must not
+// be master, so it neither advertises nor takes over.
+type State int
+
+// States in the order a router normally passes through them.
+const (
+	Initialize State = iota
+	Backup
+	Master
+	Fault
+	Stopped
+)
+
+var stateNames = [...]string{"INIT", "BACKUP", "MASTER", "FAULT", "STOP"}
+
+func (s State) String() string {
+	if s < 0 || int(s) >= len(stateNames) {
+		return "UNKNOWN"
+	}
+	return stateNames[s]
+}
+
+// Clock tells the time. The machine never sleeps or starts timers itself: its
+// owner asks NextDeadline and calls Tick then, so a fake clock drives it
+// deterministically in tests.
+type Clock interface {
+	Now() time.Time
+}
+
+// Link is what the machine does to the world. Each call is a decision; the
+// implementation (sockets, netlink, gratuitous ARP) lives elsewhere.
+type Link interface {
+	// Advertise sends one advertisement with the given priority.
+	Advertise(priority uint8)
+	// TakeOver configures the virtual addresses and announces them (GARP/NA).
+	TakeOver()
+	// Release removes the virtual addresses.
+	Release()
+	// Reannounce repeats the announcement of addresses already held, after
+	// a split brain heals, so switches and routers learn the master again.
+	Reannounce()
+}
+
+// Params are the fixed settings of one VRRP instance.
+type Params struct {
+	Version      uint8         // 2 or 3
+	Priority     uint8         // configured priority, 1..255
+	Interval     time.Duration // advertisement interval
+	Preempt      bool          // take over from a lower-priority master
+	PreemptDelay time.Duration // after start, wait this long before preempting
+	LocalAddr    netip.Addr    // primary address, breaks priority ties
+}
+
+// Advert is what the machine needs from a received, validated advertisement.
+type Advert struct {
+	Source   netip.Addr
+	Priority uint8
+	Interval time.Duration
+}
+
+// Transition describes one state change, for logs, notify hooks and metrics.
+type Transition struct {
+	From, To State
+	Reason   string
+	Priority uint8
+}
+
+// Machine is the VRRP election for one virtual router. It is not safe for
+// concurrent use: its owner serialises calls (see Instance).
+type Machine struct {
+	p     Params
+	clock Clock
+	link  Link
+	// OnTransition, when set, hears about every state change.
+	OnTransition func(Transition)
+
+	state       State
+	priority    uint8 // effective priority: configured plus tracking
+	fault       bool
+	masterAdv   time.Duration // Master_Adver_Interval learned from the master (v3)
+	masterDown  time.Time     // Master_Down_Timer expiry; zero when not running
+	advertAt    time.Time     // Adver_Timer expiry; zero when not running
+	preemptFrom time.Time     // no preemption before this time
+	lastReclaim time.Time     // last re-announcement after a lower-priority advert
+	master      netip.Addr    // who we believe is master (ourselves when Master)
+}
+
+// NewMachine returns a machine in Initialize; call Start to run the election.
+func NewMachine(p Params, clock Clock, link Link) *Machine {
+	return &Machine{p: p, clock: clock, link: link, priority: p.Priority, masterAdv: p.Interval}
+}
+
+// State returns the current state.
+func (m *Machine) State() State { return m.state }
+
+// Priority returns the effective priority advertised now.
+func (m *Machine) Priority() uint8 { return m.priority }
+
+// MasterAddr returns the address of the current master, if known.
+func (m *Machine) MasterAddr() netip.Addr { return m.master }
+
+// Start leaves Initialize (RFC 5798 section 6.4.1).
+func (m *Machine) Start() {
+	m.preemptFrom = m.clock.Now().Add(m.p.PreemptDelay)
+	if m.fault {
+		m.enter(Fault, "fault at start")
+		return
+	}
+	m.initialize("start")
+}
+
+func (m *Machine) initialize(reason string) {
+	if m.priority == 255 {
+		m.becomeMaster(reason + ": address owner")
+		return
+	}
+	m.becomeBackup(reason)
+}
+
+// Stop shuts the instance down: a master sends priority 0 so a backup takes
+// over after its skew time instead of three intervals, then drops the VIPs.
+func (m *Machine) Stop() {
+	if m.state == Master {
+		m.link.Advertise(0)
+		m.link.Release()
+	}
+	m.masterDown, m.advertAt = time.Time{}, time.Time{}
+	m.enter(Stopped, "shutdown")
+}
+
+// SetFault moves into or out of Fault, for a tracked interface or check that
+// has weight 0 (or the instance's own interface).
+func (m *Machine) SetFault(fault bool, reason string) {
+	if fault == m.fault || m.state == Stopped {
+		m.fault = fault
+		return
+	}
+	m.fault = fault
+	if fault {
+		if m.state == Master {
+			m.link.Advertise(0)
+			m.link.Release()
+		}
+		m.masterDown, m.advertAt = time.Time{}, time.Time{}
+		m.enter(Fault, reason)
+		return
+	}
+	if m.state == Fault {
+		m.initialize(reason)
+	}
+}
+
+// SetPriority changes the effective priority (tracking weights). The address
+// owner (255) is never adjusted, as in keepalived.
+func (m *Machine) SetPriority(p uint8) {
+	if m.p.Priority == 255 || p == m.priority {
+		return
+	}
+	m.priority = p
+	if m.state == Master {
+		// Tell backups at once: a higher one may now preempt.
+		m.link.Advertise(m.priority)
+		m.advertAt = m.clock.Now().Add(m.p.Interval)
+	}
+}
+
+// Resign makes a master step down and hold Backup as if a better master had
+// spoken, so a sync group can keep its members together.
+func (m *Machine) Resign(reason string) {
+	if m.state != Master {
+		return
+	}
+	m.link.Release()
+	m.becomeBackupAt(reason)
+}
+
+// Claim makes a backup take over now, for sync groups.
+func (m *Machine) Claim(reason string) {
+	if m.state == Backup {
+		m.becomeMaster(reason)
+	}
+}
+
+// skew is Skew_Time: lower priorities wait longer, so the best backup wins.
+func (m *Machine) skew() time.Duration {
+	if m.p.Version == 2 {
+		return time.Duration(256-int(m.priority)) * time.Second / 256
+	}
+	return time.Duration(256-int(m.priority)) * m.masterAdv / 256
+}
+
+func (m *Machine) masterDownInterval() time.Duration { return 3*m.masterAdv + m.skew() }
+
+// NextDeadline is the time at which Tick must next be called; zero when no
+// timer runs.
+func (m *Machine) NextDeadline() time.Time {
+	switch m.state {
+	case Backup:
+		return m.masterDown
+	case Master:
+		return m.advertAt
+	}
+	return time.Time{}
+}
+
+// Tick fires the timers that have expired by now.
+func (m *Machine) Tick() {
+	now := m.clock.Now()
+	switch m.state {
+	case Backup:
+		if !m.masterDown.IsZero() && !now.Before(m.masterDown) {
+			m.becomeMaster("master down timer expired")
+		}
+	case Master:
+		if !m.advertAt.IsZero() && !now.Before(m.advertAt) {
+			m.link.Advertise(m.priority)
+			m.advertAt = now.Add(m.p.Interval)
+		}
+	}
+}
+
+// Receive handles an advertisement that passed validation (TTL, checksum,
+// version, VRID, authentication, addresses).
+func (m *Machine) Receive(a Advert) {
+	now := m.clock.Now()
+	switch m.state {
+	case Backup:
+		if a.Priority == 0 {
+			// The master is leaving: take over after our skew time only.
+			m.masterDown = now.Add(m.skew())
+			return
+		}
+		preempt := m.p.Preempt && !now.Before(m.preemptFrom)
+		if !preempt || a.Priority >= m.priority {
+			if m.p.Version == 3 && a.Interval > 0 {
+				m.masterAdv = a.Interval
+			}
+			m.master = a.Source
+			m.masterDown = now.Add(m.masterDownInterval())
+		}
+		// Otherwise a lower-priority master: let the timer run out and preempt.
+	case Master:
+		switch {
+		case a.Priority == 0:
+			m.link.Advertise(m.priority)
+			m.advertAt = now.Add(m.p.Interval)
+		case a.Priority > m.priority || a.Priority == m.priority && a.Source.Compare(m.p.LocalAddr) > 0:
+			if m.p.Version == 3 && a.Interval > 0 {
+				m.masterAdv = a.Interval
+			}
+			m.master = a.Source
+			m.link.Release()
+			m.becomeBackupAt("higher priority master " + a.Source.String())
+		default:
+			// A lower-priority router also believes it is master: a split
+			// brain is healing. Assert ourselves at once and re-announce the
+			// addresses, at most once per interval, so the segment learns
+			// the right owner without waiting.
+			if now.Sub(m.lastReclaim) >= m.p.Interval {
+				m.lastReclaim = now
+				m.link.Advertise(m.priority)
+				m.link.Reannounce()
+				m.advertAt = now.Add(m.p.Interval)
+			}
+		}
+	}
+}
+
+func (m *Machine) becomeMaster(reason string) {
+	m.link.Advertise(m.priority)
+	m.link.TakeOver()
+	m.masterDown = time.Time{}
+	m.advertAt = m.clock.Now().Add(m.p.Interval)
+	m.master = m.p.LocalAddr
+	m.enter(Master, reason)
+}
+
+func (m *Machine) becomeBackup(reason string) {
+	m.masterAdv = m.p.Interval
+	m.master = netip.Addr{}
+	m.becomeBackupAt(reason)
+}
+
+func (m *Machine) becomeBackupAt(reason string) {
+	m.advertAt = time.Time{}
+	m.masterDown = m.clock.Now().Add(m.masterDownInterval())
+	m.enter(Backup, reason)
+}
+
+func (m *Machine) enter(s State, reason string) {
+	from := m.state
+	m.state = s
+	if from != s && m.OnTransition != nil {
+		m.OnTransition(Transition{From: from, To: s, Reason: reason, Priority: m.priority})
+	}
+}
