@@ -1,0 +1,197 @@
+package garp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/mdlayher/packet"
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv6"
+)
+
+var allNodes = net.ParseIP("ff02::1")
+
+// Announcer sends gratuitous ARP and unsolicited neighbour advertisements on
+// one interface. Sockets open on first use, so an IPv4-only instance never
+// needs an ICMPv6 socket. Safe for concurrent use.
+type Announcer struct {
+	ifname string
+
+	mu   sync.Mutex
+	ifi  *net.Interface
+	arp  *packet.Conn
+	icmp *icmp.PacketConn
+	sent uint64
+}
+
+// NewAnnouncer returns an announcer for ifname.
+func NewAnnouncer(ifname string) *Announcer { return &Announcer{ifname: ifname} }
+
+// Sent is the number of frames sent so far.
+func (a *Announcer) Sent() uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.sent
+}
+
+// Announce sends one round for every address: an ARP request and reply for
+// IPv4, one neighbour advertisement to all nodes for IPv6.
+func (a *Announcer) Announce(addrs []netip.Addr) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var errs []error
+	for _, ip := range addrs {
+		if err := a.announce(ip); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (a *Announcer) announce(ip netip.Addr) error {
+	if a.ifi == nil {
+		ifi, err := net.InterfaceByName(a.ifname)
+		if err != nil {
+			return fmt.Errorf("garp: interface %s: %w", a.ifname, err)
+		}
+		a.ifi = ifi
+	}
+	if ip.Is4() {
+		if a.arp == nil {
+			c, err := packet.Listen(a.ifi, packet.Raw, etherTypeARP, nil)
+			if err != nil {
+				return fmt.Errorf("garp: open ARP socket on %s: %w", a.ifname, permission(err))
+			}
+			a.arp = c
+		}
+		frames, err := gratuitousFrames(ip, a.ifi.HardwareAddr)
+		if err != nil {
+			return fmt.Errorf("garp %s on %s: %w", ip, a.ifname, err)
+		}
+		for _, f := range frames {
+			if _, err := a.arp.WriteTo(f, &packet.Addr{HardwareAddr: broadcast}); err != nil {
+				return fmt.Errorf("garp %s on %s: %w", ip, a.ifname, err)
+			}
+			a.sent++
+		}
+		return nil
+	}
+	if a.icmp == nil {
+		c, err := icmp.ListenPacket("ip6:ipv6-icmp", "::")
+		if err != nil {
+			return fmt.Errorf("garp: open ICMPv6 socket for %s: %w", a.ifname, permission(err))
+		}
+		// Receiving nothing on this socket: drop everything at the kernel.
+		var f ipv6.ICMPFilter
+		f.SetAll(true)
+		_ = c.IPv6PacketConn().SetICMPFilter(&f)
+		a.icmp = c
+	}
+	cm := &ipv6.ControlMessage{HopLimit: 255, IfIndex: a.ifi.Index}
+	msg := neighborAdvert(ip, a.ifi.HardwareAddr)
+	if _, err := a.icmp.IPv6PacketConn().WriteTo(msg, cm, &net.IPAddr{IP: allNodes, Zone: a.ifname}); err != nil {
+		return fmt.Errorf("unsolicited NA %s on %s: %w", ip, a.ifname, err)
+	}
+	a.sent++
+	return nil
+}
+
+// Close closes the sockets.
+func (a *Announcer) Close() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var errs []error
+	if a.arp != nil {
+		errs = append(errs, a.arp.Close())
+		a.arp = nil
+	}
+	if a.icmp != nil {
+		errs = append(errs, a.icmp.Close())
+		a.icmp = nil
+	}
+	return errors.Join(errs...)
+}
+
+// Burst announces addrs count times, interval apart, the first at once,
+// until ctx ends. Linux ignores a second update of one neighbour entry within
+// its locktime (1s by default), so a burst spread over more than a second
+// reaches caches that missed the first frame.
+func (a *Announcer) Burst(ctx context.Context, addrs []netip.Addr, count int, interval time.Duration) error {
+	var errs []error
+	for i := range count {
+		if i > 0 {
+			select {
+			case <-ctx.Done():
+				return errors.Join(errs...)
+			case <-time.After(interval):
+			}
+		}
+		if err := a.Announce(addrs); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Probe asks who answers ARP for ip on ifname (an RFC 5227 probe: sender
+// address 0.0.0.0, so no cache learns from it) and returns the hardware
+// addresses of every reply within wait, own replies excluded.
+func Probe(ctx context.Context, ifname string, ip netip.Addr, wait time.Duration) ([]net.HardwareAddr, error) {
+	if !ip.Is4() {
+		return nil, fmt.Errorf("arp probe: %s is not IPv4", ip)
+	}
+	ifi, err := net.InterfaceByName(ifname)
+	if err != nil {
+		return nil, fmt.Errorf("arp probe: interface %s: %w", ifname, err)
+	}
+	c, err := packet.Listen(ifi, packet.Raw, etherTypeARP, nil)
+	if err != nil {
+		return nil, fmt.Errorf("arp probe: open socket on %s: %w", ifname, permission(err))
+	}
+	defer c.Close()
+	req := ARP{Op: OpRequest, SenderMAC: ifi.HardwareAddr, SenderIP: netip.IPv4Unspecified(),
+		TargetMAC: make(net.HardwareAddr, 6), TargetIP: ip}
+	f, err := req.Frame(broadcast, ifi.HardwareAddr)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.WriteTo(f, &packet.Addr{HardwareAddr: broadcast}); err != nil {
+		return nil, fmt.Errorf("arp probe %s on %s: %w", ip, ifname, err)
+	}
+	deadline := time.Now().Add(wait)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	_ = c.SetReadDeadline(deadline)
+	seen := map[string]net.HardwareAddr{}
+	buf := make([]byte, 1500)
+	for {
+		n, _, err := c.ReadFrom(buf)
+		if err != nil {
+			break // deadline reached
+		}
+		rep, err := ParseFrame(buf[:n])
+		if err != nil || rep.Op != OpReply || rep.SenderIP != ip || rep.SenderMAC.String() == ifi.HardwareAddr.String() {
+			continue
+		}
+		seen[rep.SenderMAC.String()] = rep.SenderMAC
+	}
+	out := make([]net.HardwareAddr, 0, len(seen))
+	for _, m := range seen {
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+func permission(err error) error {
+	if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EACCES) {
+		return fmt.Errorf("%w (vigil needs CAP_NET_RAW)", err)
+	}
+	return err
+}
