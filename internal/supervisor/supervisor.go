@@ -1,0 +1,248 @@
+// Package supervisor turns a validated config into running components, and
+// shuts them down in reverse order: instances first (priority-0 adverts, VIPs
+// removed), then sockets, then hooks.
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/vigil-lb/vigil/internal/check"
+	"github.com/vigil-lb/vigil/internal/config"
+	"github.com/vigil-lb/vigil/internal/garp"
+	"github.com/vigil-lb/vigil/internal/notify"
+	"github.com/vigil-lb/vigil/internal/vip"
+	"github.com/vigil-lb/vigil/internal/vrrp"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Supervisor owns every component of one running config.
+type Supervisor struct {
+	cfg *config.Config
+	log *slog.Logger
+
+	transports map[string]*vrrp.Transport
+	announcers map[string]*garp.Announcer
+	instances  []*vrrp.Instance
+	hooks      map[string]*notify.Hook // instance or group name -> hook
+	groups     []*syncGroup
+	vipSets    []*vip.Set
+	bus        *check.Bus
+}
+
+// New prepares every component; nothing touches the network until Run, except
+// opening sockets, so permission and interface errors come before any change.
+func New(cfg *config.Config, log *slog.Logger) (*Supervisor, error) {
+	s := &Supervisor{cfg: cfg, log: log, transports: map[string]*vrrp.Transport{},
+		announcers: map[string]*garp.Announcer{}, hooks: map[string]*notify.Hook{}, bus: check.NewBus()}
+	if err := s.build(); err != nil {
+		s.close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Supervisor) build() error {
+	exclude := map[netip.Addr]bool{}
+	parsed := make([][]netip.Prefix, len(s.cfg.VRRP.Instances))
+	for i, ic := range s.cfg.VRRP.Instances {
+		for _, v := range ic.VIPs {
+			p, _ := config.ParseVIP(v) // validated already
+			parsed[i] = append(parsed[i], p)
+			exclude[p.Addr()] = true
+		}
+	}
+	for i, ic := range s.cfg.VRRP.Instances {
+		key := fmt.Sprintf("vrrp.instances[%d].interface", i)
+		if _, err := net.InterfaceByName(ic.Interface); err != nil {
+			return fmt.Errorf("%s: no interface %q on this host (line %d)", key, ic.Interface, s.cfg.Line(key))
+		}
+		is6 := parsed[i][0].Addr().Is6()
+		tkey := fmt.Sprintf("%s/%v", ic.Interface, is6)
+		tr := s.transports[tkey]
+		if tr == nil {
+			var err error
+			if tr, err = vrrp.OpenTransport(ic.Interface, is6, exclude, s.log); err != nil {
+				return fmt.Errorf("vrrp instance %s: %w", ic.Name, err)
+			}
+			s.transports[tkey] = tr
+		}
+		ann := s.announcers[ic.Interface]
+		if ann == nil {
+			ann = garp.NewAnnouncer(ic.Interface)
+			s.announcers[ic.Interface] = ann
+		}
+		set, err := vip.New(ic.Interface, parsed[i])
+		if err != nil {
+			return err
+		}
+		s.vipSets = append(s.vipSets, set)
+		in := vrrp.NewInstance(instanceConfig(ic, parsed[i]), tr, set, ann, s.log)
+		in.Probe = func(ctx context.Context, ip netip.Addr) ([]net.HardwareAddr, error) {
+			return garp.Probe(ctx, ic.Interface, ip, probeWait)
+		}
+		if err := tr.Register(uint8(ic.VRID), in.Receive()); err != nil {
+			return err
+		}
+		s.instances = append(s.instances, in)
+		s.hooks[ic.Name] = notify.New(ic.Notify, ic.NotifyTimeout, s.log)
+	}
+	byName := map[string]*vrrp.Instance{}
+	for _, in := range s.instances {
+		byName[in.Name()] = in
+	}
+	for _, g := range s.cfg.VRRP.SyncGroups {
+		sg := &syncGroup{name: g.Name, log: s.log.With("sync_group", g.Name), faulted: map[string]bool{}}
+		for _, n := range g.Instances {
+			sg.members = append(sg.members, byName[n])
+		}
+		s.hooks["group/"+g.Name] = notify.New(g.Notify, config.DefaultNotifyTimeout, s.log)
+		sg.hook = s.hooks["group/"+g.Name]
+		s.groups = append(s.groups, sg)
+	}
+	groupOf := map[*vrrp.Instance]*syncGroup{}
+	for _, g := range s.groups {
+		for _, m := range g.members {
+			groupOf[m] = g
+		}
+	}
+	for _, in := range s.instances {
+		hook, g := s.hooks[in.Name()], groupOf[in]
+		in.OnTransition = func(in *vrrp.Instance, t vrrp.Transition) {
+			hook.Notify("INSTANCE", in.Name(), t.To.String(), int(t.Priority))
+			if g != nil {
+				g.transition(in, t)
+			}
+		}
+	}
+	return nil
+}
+
+func instanceConfig(ic config.Instance, vips []netip.Prefix) vrrp.Config {
+	c := vrrp.Config{
+		Name: ic.Name, Interface: ic.Interface, VRID: uint8(ic.VRID), Version: uint8(ic.Version),
+		Priority: uint8(ic.Priority), Interval: ic.AdvertInterval, Preempt: *ic.Preempt,
+		PreemptDelay: ic.PreemptDelay, VIPs: vips, AuthPass: ic.AuthPass,
+		GARPCount: *ic.GARP.Count, GARPInterval: ic.GARP.Interval, GARPRefresh: *ic.GARP.Refresh,
+	}
+	for _, p := range ic.UnicastPeers {
+		c.Peers = append(c.Peers, netip.MustParseAddr(p))
+	}
+	for _, t := range ic.Track.Interfaces {
+		c.Track = append(c.Track, vrrp.TrackItem{Kind: "interface", Name: t.Name, Weight: t.Weight})
+	}
+	for _, t := range ic.Track.Checks {
+		c.Track = append(c.Track, vrrp.TrackItem{Kind: "check", Name: t.Name, Weight: t.Weight})
+	}
+	return c
+}
+
+// Instances returns the VRRP instances, for status.
+func (s *Supervisor) Instances() []*vrrp.Instance { return s.instances }
+
+// Run runs everything until ctx ends and returns after a clean shutdown.
+func (s *Supervisor) Run(ctx context.Context) error {
+	defer s.close()
+	var wg sync.WaitGroup
+	hookCtx, stopHooks := context.WithCancel(context.Background())
+	defer func() { stopHooks(); wg.Wait() }()
+	for _, h := range s.hooks {
+		wg.Go(func() { h.Run(hookCtx) })
+	}
+	for _, tr := range s.transports {
+		wg.Go(tr.Serve)
+	}
+
+	// One instance failing to start stops the others cleanly.
+	ictx, cancelInstances := context.WithCancel(ctx)
+	defer cancelInstances()
+	// Interface and check states reach instances before their elections
+	// start, so an instance whose link is down starts in FAULT.
+	linkUpdates, err := s.watchLinks(ictx, &wg)
+	if err != nil {
+		return err
+	}
+	checkCtx, stopChecks := context.WithCancel(ictx)
+	defer stopChecks()
+	events := s.bus.Subscribe()
+	for _, c := range s.cfg.Checks {
+		r := &check.Runner{Name: c.Name, Interval: c.Interval, Timeout: c.Timeout, Rise: c.Rise, Fall: c.Fall,
+			Bus: s.bus, Log: s.log}
+		if c.Exec != nil {
+			r.Prober = check.Exec{Script: c.Exec.Script}
+		} else {
+			r.Prober = check.TCP{Address: c.TCP.Address}
+		}
+		wg.Go(func() { r.Run(checkCtx) })
+	}
+
+	var iwg sync.WaitGroup
+	errs := make(chan error, len(s.instances))
+	for _, in := range s.instances {
+		iwg.Go(func() {
+			if err := in.Run(ictx); err != nil {
+				errs <- err
+			}
+		})
+	}
+	done := make(chan struct{})
+	go func() { iwg.Wait(); close(done) }()
+	for {
+		select {
+		case u := <-linkUpdates:
+			up := u.Attrs().Flags&net.FlagUp != 0 && u.Attrs().RawFlags&unix.IFF_RUNNING != 0
+			for _, in := range s.instances {
+				in.SetTracked("interface", u.Attrs().Name, up)
+			}
+		case e := <-events:
+			for _, in := range s.instances {
+				in.SetTracked("check", e.Name, e.Up)
+			}
+		case err := <-errs:
+			cancelInstances()
+			<-done
+			return err
+		case <-done:
+			return nil
+		}
+	}
+}
+
+// probeWait is how long a new master listens for other hosts answering ARP
+// for its VIPs.
+const probeWait = 500 * time.Millisecond
+
+func (s *Supervisor) watchLinks(ctx context.Context, wg *sync.WaitGroup) (<-chan netlink.LinkUpdate, error) {
+	raw := make(chan netlink.LinkUpdate, 64)
+	done := make(chan struct{})
+	err := netlink.LinkSubscribeWithOptions(raw, done, netlink.LinkSubscribeOptions{ListExisting: true,
+		ErrorCallback: func(err error) { s.log.Warn("link monitor", "err", err) }})
+	if err != nil {
+		return nil, fmt.Errorf("watch interfaces: %w", err)
+	}
+	wg.Go(func() { <-ctx.Done(); close(done) })
+	return raw, nil
+}
+
+func (s *Supervisor) close() {
+	var errs []error
+	for _, tr := range s.transports {
+		errs = append(errs, tr.Close())
+	}
+	for _, a := range s.announcers {
+		errs = append(errs, a.Close())
+	}
+	for _, v := range s.vipSets {
+		v.Close()
+	}
+	if err := errors.Join(errs...); err != nil {
+		s.log.Debug("close", "err", err)
+	}
+}

@@ -1,0 +1,69 @@
+package supervisor
+
+import (
+	"log/slog"
+	"sync"
+
+	"github.com/vigil-lb/vigil/internal/notify"
+	"github.com/vigil-lb/vigil/internal/vrrp"
+)
+
+// syncGroup keeps its instances in the same state, as keepalived's
+// vrrp_sync_group: one member in FAULT puts all in FAULT; one member becoming
+// master pulls the others up; one member pushed back to backup by a better
+// master takes the others down with it. Members should carry the same
+// priorities on each node, or the group can chase itself as in keepalived.
+type syncGroup struct {
+	name    string
+	members []*vrrp.Instance
+	hook    *notify.Hook
+	log     *slog.Logger
+
+	mu      sync.Mutex
+	faulted map[string]bool
+	state   vrrp.State
+}
+
+// transition runs on the member's goroutine; the calls it makes on other
+// members are queued to theirs, so nothing here blocks or recurses.
+func (g *syncGroup) transition(from *vrrp.Instance, t vrrp.Transition) {
+	g.mu.Lock()
+	wasFaulted := len(g.faulted) > 0
+	if t.To == vrrp.Fault {
+		g.faulted[from.Name()] = true
+	} else if t.From == vrrp.Fault || t.To == vrrp.Stopped {
+		delete(g.faulted, from.Name())
+	}
+	faulted := len(g.faulted) > 0
+	changed := g.state != t.To
+	g.state = t.To
+	g.mu.Unlock()
+
+	if faulted != wasFaulted {
+		reason := "sync group " + g.name + ": member " + from.Name() + " in fault"
+		for _, m := range g.members {
+			if m != from {
+				m.SetGroupFault(faulted, reason)
+			}
+		}
+	}
+	reason := "sync group " + g.name + ": member " + from.Name() + " became " + t.To.String()
+	switch {
+	case t.To == vrrp.Master:
+		for _, m := range g.members {
+			if m != from {
+				m.Claim(reason)
+			}
+		}
+	case t.From == vrrp.Master && t.To == vrrp.Backup:
+		for _, m := range g.members {
+			if m != from {
+				m.Resign(reason)
+			}
+		}
+	}
+	if changed {
+		g.log.Info("sync group state", "to", t.To.String(), "member", from.Name())
+		g.hook.Notify("GROUP", g.name, t.To.String(), int(t.Priority))
+	}
+}

@@ -1,0 +1,441 @@
+package vrrp
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Addresses configures and removes an instance's VIPs (package vip).
+type Addresses interface {
+	Add() error
+	Remove() error
+	Present() ([]netip.Prefix, error)
+}
+
+// Announcer tells the segment about addresses (package garp).
+type Announcer interface {
+	Announce(addrs []netip.Addr) error
+	Burst(ctx context.Context, addrs []netip.Addr, count int, interval time.Duration) error
+}
+
+// Sender puts encoded adverts on the wire (Transport).
+type Sender interface {
+	Send(b []byte, dst netip.Addr) error
+	Local() netip.Addr
+}
+
+// Config is one instance's part of the validated configuration.
+type Config struct {
+	Name         string
+	Interface    string
+	VRID         uint8
+	Version      uint8
+	Priority     uint8
+	Interval     time.Duration
+	Preempt      bool
+	PreemptDelay time.Duration
+	VIPs         []netip.Prefix
+	Peers        []netip.Addr
+	AuthPass     string
+	GARPCount    int
+	GARPInterval time.Duration
+	GARPRefresh  time.Duration
+	// Track lists what moves the priority or causes FAULT. The instance's
+	// own interface is always tracked with weight 0.
+	Track []TrackItem
+}
+
+// TrackItem is one tracked interface or check.
+type TrackItem struct {
+	Kind   string // "interface" or "check"
+	Name   string
+	Weight int
+}
+
+// Status is a snapshot for status output and tests.
+type Status struct {
+	Name       string
+	VRID       uint8
+	State      State
+	Priority   uint8 // effective
+	Master     netip.Addr
+	Since      time.Time
+	Drops      map[DropReason]uint64
+	Adverts    uint64 // sent
+	Received   uint64 // accepted
+	Transition uint64
+	Conflicts  uint64 // takeovers where another host answered ARP for a VIP
+}
+
+// Instance runs one virtual router: a Machine fed by the wire, the clock and
+// tracking, acting through netlink and gratuitous ARP. All state changes
+// happen on its Run goroutine.
+type Instance struct {
+	cfg    Config
+	log    *slog.Logger
+	tx     Sender
+	addrs  Addresses
+	ann    Announcer
+	expect Expect
+	vips   []netip.Addr
+	m      *Machine
+
+	recv chan Received
+	ctl  chan func()
+
+	// Probe, when set, asks the segment who else answers ARP for a VIP. It
+	// runs on every takeover: an answer from another host means an address
+	// conflict, such as a crashed master that still holds the VIP.
+	Probe func(ctx context.Context, ip netip.Addr) ([]net.HardwareAddr, error)
+
+	// OnTransition hears every state change, on the Run goroutine; it must
+	// not block (notify hooks and sync groups queue their work).
+	OnTransition func(*Instance, Transition)
+
+	track     map[string]*trackState // kind/name -> state
+	burstStop context.CancelFunc
+	lastLog   map[DropReason]time.Time
+
+	mu     sync.Mutex
+	status Status
+}
+
+type trackState struct {
+	TrackItem
+	up bool
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time { return time.Now() }
+
+// NewInstance wires an instance. tx must be registered for cfg.VRID by the
+// caller with Receive as the target channel.
+func NewInstance(cfg Config, tx Sender, addrs Addresses, ann Announcer, log *slog.Logger) *Instance {
+	in := &Instance{
+		cfg: cfg, tx: tx, addrs: addrs, ann: ann,
+		log:     log.With("instance", cfg.Name, "vrid", cfg.VRID),
+		recv:    make(chan Received, 64),
+		ctl:     make(chan func(), 64),
+		track:   map[string]*trackState{},
+		lastLog: map[DropReason]time.Time{},
+	}
+	for _, p := range cfg.VIPs {
+		in.vips = append(in.vips, p.Addr())
+	}
+	slices.SortFunc(in.vips, netip.Addr.Compare)
+	in.vips = slices.Compact(in.vips)
+	in.expect = Expect{Version: cfg.Version, VRID: cfg.VRID, Interval: cfg.Interval,
+		VIPs: in.vips, Peers: cfg.Peers, Local: tx.Local()}
+	if cfg.AuthPass != "" {
+		in.expect.AuthType = AuthSimple
+		copy(in.expect.AuthData[:], cfg.AuthPass)
+	}
+	own := TrackItem{Kind: "interface", Name: cfg.Interface, Weight: 0}
+	for _, t := range append([]TrackItem{own}, cfg.Track...) {
+		// Checks start up, as keepalived scripts do, until they fail.
+		in.track[t.Kind+"/"+t.Name] = &trackState{TrackItem: t, up: true}
+	}
+	in.m = NewMachine(Params{
+		Version: cfg.Version, Priority: cfg.Priority, Interval: cfg.Interval,
+		Preempt: cfg.Preempt, PreemptDelay: cfg.PreemptDelay, LocalAddr: tx.Local(),
+	}, realClock{}, (*link)(in))
+	in.m.OnTransition = in.transition
+	in.status = Status{Name: cfg.Name, VRID: cfg.VRID, Drops: map[DropReason]uint64{}, Priority: cfg.Priority}
+	return in
+}
+
+// Name is the instance name.
+func (in *Instance) Name() string { return in.cfg.Name }
+
+// Receive is the channel the transport delivers this VRID's messages to.
+func (in *Instance) Receive() chan<- Received { return in.recv }
+
+// Status returns a snapshot.
+func (in *Instance) Status() Status {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	s := in.status
+	s.Drops = maps.Clone(in.status.Drops)
+	return s
+}
+
+// SetTracked reports that a tracked interface or check went up or down. It
+// does nothing for things this instance does not track.
+func (in *Instance) SetTracked(kind, name string, up bool) {
+	in.do(func() {
+		t, ok := in.track[kind+"/"+name]
+		if !ok || t.up == up {
+			return
+		}
+		t.up = up
+		in.log.Info("tracked state changed", "kind", kind, "name", name, "up", up)
+		in.applyTracking()
+	})
+}
+
+// Claim and Resign serve sync groups (see Machine).
+func (in *Instance) Claim(reason string)  { in.do(func() { in.m.Claim(reason) }) }
+func (in *Instance) Resign(reason string) { in.do(func() { in.m.Resign(reason) }) }
+
+// SetGroupFault puts the instance in FAULT because another member of its sync group is.
+func (in *Instance) SetGroupFault(fault bool, reason string) {
+	in.do(func() {
+		t := in.track["group/"]
+		if t == nil {
+			t = &trackState{TrackItem: TrackItem{Kind: "group"}, up: true}
+			in.track["group/"] = t
+		}
+		t.up, t.Name = !fault, reason
+		in.applyTracking()
+	})
+}
+
+func (in *Instance) do(f func()) {
+	select {
+	case in.ctl <- f:
+	default:
+		in.log.Error("control queue full: tracking update lost")
+	}
+}
+
+// applyTracking derives fault and effective priority from tracked states with
+// keepalived's weights: weight 0 down means FAULT; a positive weight is added
+// while up, a negative one while down; the sum is clamped to 1..254.
+func (in *Instance) applyTracking() {
+	prio := int(in.cfg.Priority)
+	var faults []string
+	for _, t := range in.track {
+		switch {
+		case t.Weight == 0 && !t.up:
+			faults = append(faults, t.Kind+" "+t.Name+" down")
+		case t.Weight > 0 && t.up, t.Weight < 0 && !t.up:
+			prio += t.Weight
+		}
+	}
+	prio = min(max(prio, 1), 254)
+	if in.cfg.Priority == 255 {
+		prio = 255
+	}
+	in.m.SetPriority(uint8(prio))
+	slices.Sort(faults)
+	reason := "tracking recovered"
+	if len(faults) > 0 {
+		reason = fmt.Sprint(faults)
+	}
+	in.m.SetFault(len(faults) > 0, reason)
+	in.mu.Lock()
+	in.status.Priority = in.m.Priority()
+	in.mu.Unlock()
+}
+
+// Run runs the instance until ctx ends, then shuts it down cleanly: a master
+// sends priority 0 and removes its VIPs.
+func (in *Instance) Run(ctx context.Context) error {
+	// A node that crashed as master comes back with its VIPs still
+	// configured; it must not answer ARP for them before it wins again.
+	if in.cfg.Priority != 255 {
+		if stale, err := in.addrs.Present(); err != nil {
+			return fmt.Errorf("vrrp %s: %w", in.cfg.Name, err)
+		} else if len(stale) > 0 {
+			in.log.Warn("removing VIPs left from an earlier run", "vips", fmt.Sprint(stale))
+			if err := in.addrs.Remove(); err != nil {
+				return fmt.Errorf("vrrp %s: remove stale VIPs: %w", in.cfg.Name, err)
+			}
+		}
+	}
+	in.applyTracking()
+	in.m.Start()
+
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	var refresh <-chan time.Time
+	if in.cfg.GARPRefresh > 0 {
+		t := time.NewTicker(in.cfg.GARPRefresh)
+		defer t.Stop()
+		refresh = t.C
+	}
+	for {
+		timer.Reset(in.wait())
+		select {
+		case <-ctx.Done():
+			in.m.Stop()
+			in.stopBurst()
+			return nil
+		case r := <-in.recv:
+			in.handle(r)
+		case f := <-in.ctl:
+			f()
+		case <-timer.C:
+			in.m.Tick()
+		case <-refresh:
+			if in.m.State() == Master {
+				in.announce("refresh")
+			}
+		}
+	}
+}
+
+func (in *Instance) wait() time.Duration {
+	next := in.m.NextDeadline()
+	if next.IsZero() {
+		return time.Hour
+	}
+	return max(time.Until(next), 0)
+}
+
+func (in *Instance) handle(r Received) {
+	adv, p, reason := Accept(r, &in.expect)
+	if reason != DropNone {
+		in.mu.Lock()
+		in.status.Drops[reason]++
+		in.mu.Unlock()
+		if reason != DropOwn && time.Since(in.lastLog[reason]) > 10*time.Second {
+			in.lastLog[reason] = time.Now()
+			attrs := []any{"reason", string(reason), "src", r.Src}
+			if p != nil {
+				attrs = append(attrs, "their_vips", fmt.Sprint(p.Addresses), "their_version", p.Version, "their_priority", p.Priority)
+			}
+			in.log.Warn("advert dropped", attrs...)
+		}
+		return
+	}
+	in.mu.Lock()
+	in.status.Received++
+	in.mu.Unlock()
+	in.m.Receive(adv)
+	in.mu.Lock()
+	in.status.Master = in.m.MasterAddr()
+	in.mu.Unlock()
+}
+
+func (in *Instance) transition(t Transition) {
+	in.log.Info("state change", "from", t.From.String(), "to", t.To.String(), "reason", t.Reason, "priority", t.Priority)
+	in.mu.Lock()
+	in.status.State = t.To
+	in.status.Since = time.Now()
+	in.status.Master = in.m.MasterAddr()
+	in.status.Transition++
+	in.mu.Unlock()
+	if in.OnTransition != nil {
+		in.OnTransition(in, t)
+	}
+}
+
+func (in *Instance) announce(why string) {
+	if err := in.ann.Announce(in.vips); err != nil {
+		in.log.Warn("announce failed", "why", why, "err", err)
+	}
+}
+
+func (in *Instance) stopBurst() {
+	if in.burstStop != nil {
+		in.burstStop()
+		in.burstStop = nil
+	}
+}
+
+// link is the Instance seen as the machine's Link.
+type link Instance
+
+func (l *link) Advertise(prio uint8) {
+	in := (*Instance)(l)
+	p := Packet{Version: in.cfg.Version, Type: TypeAdvertisement, VRID: in.cfg.VRID, Priority: prio,
+		MaxAdvertInt: EncodeInterval(in.cfg.Version, in.cfg.Interval), Addresses: in.vips,
+		AuthType: in.expect.AuthType, AuthData: in.expect.AuthData}
+	dsts := in.cfg.Peers
+	if len(dsts) == 0 {
+		g := Group4
+		if in.vips[0].Is6() {
+			g = Group6
+		}
+		dsts = []netip.Addr{g}
+	}
+	for _, dst := range dsts {
+		b, err := p.Marshal(in.tx.Local(), dst)
+		if err == nil {
+			err = in.tx.Send(b, dst)
+		}
+		if err != nil {
+			in.log.Warn("advert not sent", "dst", dst, "err", err)
+			continue
+		}
+		in.mu.Lock()
+		in.status.Adverts++
+		in.mu.Unlock()
+	}
+}
+
+func (l *link) TakeOver() {
+	in := (*Instance)(l)
+	if err := in.addrs.Add(); err != nil {
+		in.log.Error("VIPs not configured", "err", err)
+	}
+	in.stopBurst()
+	in.probeConflicts()
+	if in.cfg.GARPCount == 0 {
+		return
+	}
+	// The first round goes out now, on this goroutine: clients must reach
+	// the new master without waiting for a scheduler.
+	in.announce("takeover")
+	if in.cfg.GARPCount > 1 {
+		ctx, cancel := context.WithCancel(context.Background())
+		in.burstStop = cancel
+		go func() {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(in.cfg.GARPInterval):
+			}
+			if err := in.ann.Burst(ctx, in.vips, in.cfg.GARPCount-1, in.cfg.GARPInterval); err != nil {
+				in.log.Warn("announce burst failed", "err", err)
+			}
+		}()
+	}
+}
+
+// probeConflicts asks, in the background, whether another host answers ARP
+// for our IPv4 VIPs, and warns: both would now answer, and the segment would
+// split its traffic between them.
+func (in *Instance) probeConflicts() {
+	if in.Probe == nil {
+		return
+	}
+	for _, ip := range in.vips {
+		if !ip.Is4() {
+			continue
+		}
+		go func() {
+			macs, err := in.Probe(context.Background(), ip)
+			if err != nil {
+				in.log.Debug("arp probe failed", "vip", ip, "err", err)
+				return
+			}
+			if len(macs) > 0 {
+				in.mu.Lock()
+				in.status.Conflicts++
+				in.mu.Unlock()
+				in.log.Warn("address conflict: another host answers ARP for a VIP this node now owns",
+					"vip", ip, "their_mac", fmt.Sprint(macs))
+			}
+		}()
+	}
+}
+
+func (l *link) Release() {
+	in := (*Instance)(l)
+	in.stopBurst()
+	if err := in.addrs.Remove(); err != nil {
+		in.log.Error("VIPs not removed", "err", err)
+	}
+}
+
+func (l *link) Reannounce() { (*Instance)(l).announce("split brain healed") }
