@@ -160,4 +160,3 @@ func (r *Runner) record(err error) (Event, bool) {
 	}
 	return Event{}, false
 }
-

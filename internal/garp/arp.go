@@ -110,7 +110,7 @@ func gratuitousFrames(ip netip.Addr, mac net.HardwareAddr) ([][]byte, error) {
 // caches replace the old link-layer address. The kernel fills the checksum.
 func neighborAdvert(target netip.Addr, mac net.HardwareAddr) []byte {
 	b := make([]byte, 32)
-	b[0] = 136                                      // neighbour advertisement
+	b[0] = 136                                     // neighbour advertisement
 	binary.BigEndian.PutUint32(b[4:8], 0x20000000) // O (override)
 	t := target.As16()
 	copy(b[8:24], t[:])

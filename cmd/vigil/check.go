@@ -1,0 +1,35 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+	"github.com/vigil-lb/vigil/internal/config"
+)
+
+func checkCmd() *cobra.Command {
+	var path string
+	cmd := &cobra.Command{
+		Use:   "check",
+		Short: "Validate a config file",
+		Long:  "Validate a config file and print every problem with its key path and line. Exit status 2 on any error.",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := config.Load(path)
+			if err != nil {
+				return &exitError{2, err}
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "%s: ok\n", path)
+			for _, in := range cfg.VRRP.Instances {
+				fmt.Fprintf(out, "  instance %s: %s vrid %d v%d priority %d interval %v vips %v\n",
+					in.Name, in.Interface, in.VRID, in.Version, in.Priority, in.AdvertInterval, in.VIPs)
+			}
+			for _, c := range cfg.Checks {
+				fmt.Fprintf(out, "  check %s: every %v, rise %d fall %d\n", c.Name, c.Interval, c.Rise, c.Fall)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&path, "config", "c", "/etc/vigil/vigil.yaml", "config file")
+	return cmd
+}

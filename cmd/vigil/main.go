@@ -1,0 +1,37 @@
+// Command vigil keeps a cluster's front door open: VRRP virtual IPs with
+// fast failover, and (in later releases) health checks, load balancing and BGP.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// exitError carries a process exit code through cobra.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+
+func main() {
+	root := &cobra.Command{
+		Use:           "vigil",
+		Short:         "VRRP virtual IPs with sub-second failover, in one binary",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(runCmd(), checkCmd(), versionCmd(), demoCmd())
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "vigil:", err)
+		var ee *exitError
+		if errors.As(err, &ee) {
+			os.Exit(ee.code)
+		}
+		os.Exit(1)
+	}
+}

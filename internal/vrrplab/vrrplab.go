@@ -1,0 +1,381 @@
+// Package vrrplab builds VRRP clusters of vigil or keepalived nodes in a
+// netlab, each node running a tiny "who am I" TCP server, and measures from a
+// client namespace which node answers on the VIP. The demo, the integration
+// tests and the failover benchmark share it, so all three measure the same way.
+package vrrplab
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vigil-lb/vigil/internal/netlab"
+)
+
+// Impl is a VRRP implementation.
+type Impl string
+
+// Implementations a node can run.
+const (
+	Vigil      Impl = "vigil"
+	Keepalived Impl = "keepalived"
+)
+
+// WhoamiPort is where every node answers with its name.
+const WhoamiPort = 8080
+
+// NodeSpec is one router.
+type NodeSpec struct {
+	Name     string
+	Impl     Impl
+	Priority int
+}
+
+// Spec is the shared settings of one virtual router.
+type Spec struct {
+	Version   int
+	Interval  time.Duration
+	VRID      int
+	AuthPass  string // v2 only
+	Unicast   bool
+	NoPreempt bool
+	VIP       netip.Prefix
+	IPv6      bool // hosts get IPv6 addresses and the VIP is IPv6
+	GARPCount int  // vigil only; 0 means vigil's default
+	Nodes     []NodeSpec
+}
+
+// Cluster is a running lab.
+type Cluster struct {
+	Spec   Spec
+	Lab    *netlab.Lab
+	Client *netlab.Host
+	Nodes  []*Node
+	dir    string
+	vigil  string
+}
+
+// Node is one router host and the daemon on it.
+type Node struct {
+	NodeSpec
+	Host    *netlab.Host
+	Proc    *netlab.Proc
+	Config  string
+	LogPath string
+	c       *Cluster
+}
+
+// Build creates the lab: a client and one host per node, configs written to
+// dir, whoami servers listening. Daemons are not started yet (Start).
+// vigilBin is the vigil executable for vigil nodes.
+func Build(spec Spec, vigilBin, dir string) (*Cluster, error) {
+	lab, err := netlab.New()
+	if err != nil {
+		return nil, err
+	}
+	c := &Cluster{Spec: spec, Lab: lab, dir: dir, vigil: vigilBin}
+	if err := c.build(); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Cluster) addr(i int) netip.Prefix {
+	if c.Spec.IPv6 {
+		return netip.MustParsePrefix(fmt.Sprintf("fd00:77::%x/64", i))
+	}
+	return netip.MustParsePrefix(fmt.Sprintf("10.77.0.%d/24", i))
+}
+
+func (c *Cluster) build() error {
+	var err error
+	if c.Client, err = c.Lab.AddHost("client", c.addr(100)); err != nil {
+		return err
+	}
+	for i, ns := range c.Spec.Nodes {
+		h, err := c.Lab.AddHost(ns.Name, c.addr(11+i))
+		if err != nil {
+			return err
+		}
+		n := &Node{NodeSpec: ns, Host: h, c: c, LogPath: filepath.Join(c.dir, ns.Name+".log")}
+		c.Nodes = append(c.Nodes, n)
+		if err := serveWhoami(h); err != nil {
+			return err
+		}
+	}
+	for _, n := range c.Nodes {
+		if err := n.writeConfig(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func serveWhoami(h *netlab.Host) error {
+	network, any := "tcp4", "0.0.0.0"
+	if h.Addr(false) == (netip.Addr{}) {
+		network, any = "tcp6", "::"
+	}
+	l, err := h.Listen(network, net.JoinHostPort(any, fmt.Sprint(WhoamiPort)))
+	if err != nil {
+		return fmt.Errorf("whoami on %s: %w", h.Name, err)
+	}
+	go func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return // closed with the namespace
+			}
+			_, _ = conn.Write([]byte(h.Name + "\n"))
+			conn.Close()
+		}
+	}()
+	return nil
+}
+
+func (n *Node) peers() []netip.Addr {
+	var out []netip.Addr
+	for _, o := range n.c.Nodes {
+		if o != n {
+			out = append(out, o.Host.Addr(n.c.Spec.IPv6))
+		}
+	}
+	return out
+}
+
+func (n *Node) writeConfig() error {
+	s := n.c.Spec
+	var b strings.Builder
+	switch n.Impl {
+	case Vigil:
+		n.Config = filepath.Join(n.c.dir, n.Name+".yaml")
+		fmt.Fprintf(&b, "cluster: lab\nnode: %s\nvrrp:\n  instances:\n    - name: vip\n      interface: eth0\n", n.Name)
+		fmt.Fprintf(&b, "      vrid: %d\n      version: %d\n      priority: %d\n      advert_interval: %v\n", s.VRID, s.Version, n.Priority, s.Interval)
+		fmt.Fprintf(&b, "      preempt: %v\n      vips: [%q]\n", !s.NoPreempt, s.VIP.String())
+		if s.AuthPass != "" {
+			fmt.Fprintf(&b, "      auth_pass: %q\n", s.AuthPass)
+		}
+		if s.GARPCount > 0 {
+			fmt.Fprintf(&b, "      garp: {count: %d}\n", s.GARPCount)
+		}
+		if s.Unicast {
+			fmt.Fprintf(&b, "      unicast_peers: [")
+			for i, p := range n.peers() {
+				if i > 0 {
+					b.WriteString(", ")
+				}
+				fmt.Fprintf(&b, "%q", p.String())
+			}
+			b.WriteString("]\n")
+		}
+		b.WriteString("log: {level: debug}\n")
+	case Keepalived:
+		n.Config = filepath.Join(n.c.dir, n.Name+".conf")
+		fmt.Fprintf(&b, "global_defs {\n  router_id %s\n  vrrp_version %d\n  script_user root\n}\n", n.Name, s.Version)
+		fmt.Fprintf(&b, "vrrp_instance VI {\n  state BACKUP\n  interface eth0\n  virtual_router_id %d\n  priority %d\n", s.VRID, n.Priority)
+		fmt.Fprintf(&b, "  advert_int %g\n", s.Interval.Seconds())
+		if s.NoPreempt {
+			b.WriteString("  nopreempt\n")
+		}
+		if s.AuthPass != "" {
+			fmt.Fprintf(&b, "  authentication {\n    auth_type PASS\n    auth_pass %s\n  }\n", s.AuthPass)
+		}
+		if s.Unicast {
+			b.WriteString("  unicast_peer {\n")
+			for _, p := range n.peers() {
+				fmt.Fprintf(&b, "    %s\n", p)
+			}
+			b.WriteString("  }\n")
+		}
+		fmt.Fprintf(&b, "  virtual_ipaddress {\n    %s dev eth0\n  }\n}\n", s.VIP)
+	default:
+		return fmt.Errorf("vrrplab: unknown implementation %q", n.Impl)
+	}
+	return os.WriteFile(n.Config, []byte(b.String()), 0o644)
+}
+
+// Start starts the node's daemon, appending its output to LogPath.
+func (n *Node) Start() error {
+	if n.Proc != nil && !n.Proc.Exited() {
+		return fmt.Errorf("vrrplab: %s already running", n.Name)
+	}
+	logf, err := os.OpenFile(n.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	var cmd *exec.Cmd
+	switch n.Impl {
+	case Vigil:
+		cmd = exec.Command(n.c.vigil, "run", "-c", n.Config)
+	case Keepalived:
+		base := filepath.Join(n.c.dir, n.Name)
+		cmd = exec.Command("keepalived", "-f", n.Config, "-p", base+".pid", "-r", base+".vrrp.pid",
+			"-c", base+".chk.pid", "-P", "-n", "-l", "-D", "-G")
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	p, err := n.Host.Start(cmd)
+	if err != nil {
+		return err
+	}
+	n.Proc = p
+	return nil
+}
+
+// Kill sends sig to the daemon. SIGKILL simulates a crash: the VIP stays
+// configured on the host, as after a real crash.
+func (n *Node) Kill(sig syscall.Signal) error {
+	if n.Proc == nil {
+		return errors.New("vrrplab: not started")
+	}
+	if sig == syscall.SIGKILL {
+		// keepalived forks a VRRP child: kill the whole group.
+		return syscall.Kill(-n.Proc.Cmd.Process.Pid, sig)
+	}
+	return n.Proc.Signal(sig)
+}
+
+// Stop ends the daemon gracefully and waits up to 5s.
+func (n *Node) Stop() error {
+	if n.Proc == nil || n.Proc.Exited() {
+		return nil
+	}
+	_ = n.Kill(syscall.SIGTERM)
+	if ok, _ := n.Proc.Wait(5 * time.Second); !ok {
+		n.Proc.Kill()
+		return fmt.Errorf("vrrplab: %s ignored SIGTERM for 5s", n.Name)
+	}
+	return nil
+}
+
+// HasVIP reports whether the node's host holds the VIP.
+func (n *Node) HasVIP() bool {
+	ok, _ := n.Host.HasAddr(n.c.Spec.VIP.Addr())
+	return ok
+}
+
+// RemoveVIP removes a VIP a crashed daemon left behind.
+func (n *Node) RemoveVIP() error {
+	h, err := n.Host.Netlink()
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	lk, err := h.LinkByName("eth0")
+	if err != nil {
+		return err
+	}
+	addrs, err := h.AddrList(lk, 0)
+	if err != nil {
+		return err
+	}
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == n.c.Spec.VIP.Addr() {
+			return h.AddrDel(lk, &a)
+		}
+	}
+	return nil
+}
+
+// Log returns the tail of the node's log, for failure messages.
+func (n *Node) Log() string {
+	b, _ := os.ReadFile(n.LogPath)
+	if len(b) > 4000 {
+		b = b[len(b)-4000:]
+	}
+	return string(b)
+}
+
+// Node returns the node with the given name.
+func (c *Cluster) Node(name string) *Node {
+	for _, n := range c.Nodes {
+		if n.Name == name {
+			return n
+		}
+	}
+	return nil
+}
+
+// Owners lists the nodes holding the VIP.
+func (c *Cluster) Owners() []string {
+	var out []string
+	for _, n := range c.Nodes {
+		if n.HasVIP() {
+			out = append(out, n.Name)
+		}
+	}
+	return out
+}
+
+// WaitOwner waits until exactly the named node holds the VIP.
+func (c *Cluster) WaitOwner(ctx context.Context, name string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	var got []string
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		got = c.Owners()
+		if len(got) == 1 && got[0] == name {
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return fmt.Errorf("vrrplab: after %v the VIP is on %v, want only %s", timeout, got, name)
+}
+
+// Ask connects from the client to the VIP and returns the name of the node
+// that answered. Each attempt is bounded by timeout.
+func (c *Cluster) Ask(ctx context.Context, timeout time.Duration) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	conn, err := c.Client.Dial(ctx, "tcp", net.JoinHostPort(c.Spec.VIP.Addr().String(), fmt.Sprint(WhoamiPort)))
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(timeout))
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", err
+	}
+	return strings.TrimSpace(line), nil
+}
+
+// WaitAnswer asks the VIP every 5ms until want answers or timeout passes,
+// and returns how long it took from start. At most timeout/5ms attempts.
+func (c *Cluster) WaitAnswer(ctx context.Context, want string, start time.Time, timeout time.Duration) (time.Duration, error) {
+	deadline := start.Add(timeout)
+	last := ""
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		got, err := c.Ask(ctx, 25*time.Millisecond)
+		if err == nil && got == want {
+			return time.Since(start), nil
+		}
+		if err != nil {
+			last = err.Error()
+		} else {
+			last = "answered by " + got
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return 0, fmt.Errorf("vrrplab: %s did not answer on the VIP within %v (last: %s)", want, timeout, last)
+}
+
+// Close stops every daemon and removes the lab.
+func (c *Cluster) Close() error {
+	for _, n := range c.Nodes {
+		if n.Proc != nil && !n.Proc.Exited() {
+			_ = n.Stop()
+		}
+	}
+	return c.Lab.Close()
+}
