@@ -177,7 +177,10 @@ func Probe(ctx context.Context, ifname string, ip netip.Addr, wait time.Duration
 			break // deadline reached
 		}
 		rep, err := ParseFrame(buf[:n])
-		if err != nil || rep.Op != OpReply || rep.SenderIP != ip || rep.SenderMAC.String() == ifi.HardwareAddr.String() {
+		// Only replies addressed to us answer the probe: a gratuitous reply
+		// (to broadcast) is an announcement, not an answer.
+		if err != nil || rep.Op != OpReply || rep.SenderIP != ip ||
+			rep.SenderMAC.String() == ifi.HardwareAddr.String() || rep.TargetMAC.String() != ifi.HardwareAddr.String() {
 			continue
 		}
 		seen[rep.SenderMAC.String()] = rep.SenderMAC

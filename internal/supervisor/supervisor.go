@@ -147,30 +147,22 @@ func instanceConfig(ic config.Instance, vips []netip.Prefix) vrrp.Config {
 // Instances returns the VRRP instances, for status.
 func (s *Supervisor) Instances() []*vrrp.Instance { return s.instances }
 
-// Run runs everything until ctx ends and returns after a clean shutdown.
+// Run runs everything until ctx ends and returns after a clean shutdown, in
+// reverse order of start: instances (priority-0 adverts, VIPs removed), then
+// checks and sockets, then the notify hooks, which still run the STOP events.
 func (s *Supervisor) Run(ctx context.Context) error {
-	defer s.close()
-	var wg sync.WaitGroup
+	var hooks, bg sync.WaitGroup
 	hookCtx, stopHooks := context.WithCancel(context.Background())
-	defer func() { stopHooks(); wg.Wait() }()
 	for _, h := range s.hooks {
-		wg.Go(func() { h.Run(hookCtx) })
+		hooks.Go(func() { h.Run(hookCtx) })
 	}
-	for _, tr := range s.transports {
-		wg.Go(tr.Serve)
-	}
-
 	// One instance failing to start stops the others cleanly.
-	ictx, cancelInstances := context.WithCancel(ctx)
-	defer cancelInstances()
-	// Interface and check states reach instances before their elections
-	// start, so an instance whose link is down starts in FAULT.
-	linkUpdates, err := s.watchLinks(ictx, &wg)
-	if err != nil {
-		return err
+	ictx, cancel := context.WithCancel(ctx)
+	for _, tr := range s.transports {
+		bg.Go(tr.Serve)
 	}
-	checkCtx, stopChecks := context.WithCancel(ictx)
-	defer stopChecks()
+	links := make(chan netlink.LinkUpdate, 64)
+	bg.Go(func() { s.watchLinks(ictx, links) })
 	events := s.bus.Subscribe()
 	for _, c := range s.cfg.Checks {
 		r := &check.Runner{Name: c.Name, Interval: c.Interval, Timeout: c.Timeout, Rise: c.Rise, Fall: c.Fall,
@@ -180,23 +172,26 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		} else {
 			r.Prober = check.TCP{Address: c.TCP.Address}
 		}
-		wg.Go(func() { r.Run(checkCtx) })
+		bg.Go(func() { r.Run(ictx) })
 	}
 
-	var iwg sync.WaitGroup
+	var instances sync.WaitGroup
 	errs := make(chan error, len(s.instances))
 	for _, in := range s.instances {
-		iwg.Go(func() {
+		instances.Go(func() {
 			if err := in.Run(ictx); err != nil {
 				errs <- err
 			}
 		})
 	}
 	done := make(chan struct{})
-	go func() { iwg.Wait(); close(done) }()
+	go func() { instances.Wait(); close(done) }()
+
+	var err error
+loop:
 	for {
 		select {
-		case u := <-linkUpdates:
+		case u := <-links:
 			up := u.Attrs().Flags&net.FlagUp != 0 && u.Attrs().RawFlags&unix.IFF_RUNNING != 0
 			for _, in := range s.instances {
 				in.SetTracked("interface", u.Attrs().Name, up)
@@ -205,30 +200,59 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			for _, in := range s.instances {
 				in.SetTracked("check", e.Name, e.Up)
 			}
-		case err := <-errs:
-			cancelInstances()
-			<-done
-			return err
+		case err = <-errs:
+			break loop
 		case <-done:
-			return nil
+			break loop
 		}
 	}
+	cancel()
+	<-done
+	s.close()
+	bg.Wait()
+	stopHooks()
+	hooks.Wait()
+	return err
 }
 
 // probeWait is how long a new master listens for other hosts answering ARP
 // for its VIPs.
 const probeWait = 500 * time.Millisecond
 
-func (s *Supervisor) watchLinks(ctx context.Context, wg *sync.WaitGroup) (<-chan netlink.LinkUpdate, error) {
-	raw := make(chan netlink.LinkUpdate, 64)
-	done := make(chan struct{})
-	err := netlink.LinkSubscribeWithOptions(raw, done, netlink.LinkSubscribeOptions{ListExisting: true,
-		ErrorCallback: func(err error) { s.log.Warn("link monitor", "err", err) }})
-	if err != nil {
-		return nil, fmt.Errorf("watch interfaces: %w", err)
+// watchLinks forwards link updates until ctx ends. The netlink library ends a
+// subscription on any receive error; a new one lists every link again, so no
+// change is lost for good.
+func (s *Supervisor) watchLinks(ctx context.Context, out chan<- netlink.LinkUpdate) {
+	for ctx.Err() == nil {
+		raw := make(chan netlink.LinkUpdate, 64)
+		done := make(chan struct{})
+		err := netlink.LinkSubscribeWithOptions(raw, done, netlink.LinkSubscribeOptions{ListExisting: true,
+			ErrorCallback: func(err error) { s.log.Debug("link monitor resubscribes", "err", err) }})
+		if err != nil {
+			s.log.Warn("link monitor", "err", err)
+		} else {
+		forward:
+			for {
+				select {
+				case u, ok := <-raw:
+					if !ok {
+						break forward
+					}
+					select {
+					case out <- u:
+					case <-ctx.Done():
+					}
+				case <-ctx.Done():
+					break forward
+				}
+			}
+		}
+		close(done)
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
-	wg.Go(func() { <-ctx.Done(); close(done) })
-	return raw, nil
 }
 
 func (s *Supervisor) close() {

@@ -1,0 +1,284 @@
+// Package e2e runs the vigil binary in network namespaces against itself and
+// against keepalived. It needs root; CI runs it as root.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vigil-lb/vigil/internal/netlab"
+	"github.com/vigil-lb/vigil/internal/vrrplab"
+)
+
+var vigilBin string
+
+func TestMain(m *testing.M) {
+	if !netlab.Root() {
+		fmt.Println("e2e: skipping namespace tests: they need root to create network namespaces")
+		os.Exit(m.Run())
+	}
+	dir, err := os.MkdirTemp("", "vigil-e2e-")
+	if err != nil {
+		panic(err)
+	}
+	vigilBin = filepath.Join(dir, "vigil")
+	build := exec.Command("go", "build", "-race", "-o", vigilBin, "../../cmd/vigil")
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Println("e2e: building vigil failed:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// cluster builds a lab for spec, starts every node in order and registers cleanup.
+func cluster(t *testing.T, spec vrrplab.Spec) *vrrplab.Cluster {
+	t.Helper()
+	if !netlab.Root() {
+		t.Skip("needs root to create network namespaces")
+	}
+	if spec.VIP == (netip.Prefix{}) {
+		spec.VIP = netip.MustParsePrefix("10.77.0.10/32")
+	}
+	if spec.VRID == 0 {
+		spec.VRID = 51
+	}
+	for _, n := range spec.Nodes {
+		if n.Impl == vrrplab.Keepalived {
+			if _, err := exec.LookPath("keepalived"); err != nil {
+				t.Fatal("keepalived is not installed (.ci/run installs it)")
+			}
+		}
+	}
+	c, err := vrrplab.Build(spec, vigilBin, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, n := range c.Nodes {
+				t.Logf("--- %s (%s) ---\n%s", n.Name, n.Impl, n.Log())
+			}
+		}
+		if err := c.Close(); err != nil {
+			t.Errorf("lab cleanup: %v", err)
+		}
+	})
+	return c
+}
+
+func start(t *testing.T, c *vrrplab.Cluster, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		if err := c.Node(n).Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func waitOwner(t *testing.T, c *vrrplab.Cluster, name string, d time.Duration) {
+	t.Helper()
+	if err := c.WaitOwner(context.Background(), name, d); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func waitAnswer(t *testing.T, c *vrrplab.Cluster, name string, t0 time.Time, d time.Duration) time.Duration {
+	t.Helper()
+	took, err := c.WaitAnswer(context.Background(), name, t0, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return took
+}
+
+// stable checks that for d the VIP stays on exactly one node, the named one.
+func stable(t *testing.T, c *vrrplab.Cluster, name string, d time.Duration) {
+	t.Helper()
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if got := c.Owners(); len(got) != 1 || got[0] != name {
+			t.Fatalf("VIP owners %v, want only %s", got, name)
+		}
+	}
+}
+
+func pair(impl1, impl2 vrrplab.Impl, p1, p2 int) []vrrplab.NodeSpec {
+	return []vrrplab.NodeSpec{{Name: "lb1", Impl: impl1, Priority: p1}, {Name: "lb2", Impl: impl2, Priority: p2}}
+}
+
+var fast = vrrplab.Spec{Version: 3, Interval: 100 * time.Millisecond}
+
+func TestFailoverOnKillAndStaleVIPCleanup(t *testing.T) {
+	spec := fast
+	spec.Nodes = pair(vrrplab.Vigil, vrrplab.Vigil, 150, 100)
+	c := cluster(t, spec)
+	start(t, c, "lb1", "lb2")
+	waitOwner(t, c, "lb1", 5*time.Second)
+	t0 := time.Now()
+	if err := c.Node("lb1").Kill(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	took := waitAnswer(t, c, "lb2", t0, 5*time.Second)
+	t.Logf("kill -9 failover: client reached lb2 after %v", took)
+	if !c.Node("lb2").HasVIP() {
+		t.Fatal("lb2 answers but does not hold the VIP")
+	}
+	// The crashed node still holds the VIP; its restart must remove it
+	// before anything else, then win back as the higher priority.
+	if !c.Node("lb1").HasVIP() {
+		t.Fatal("lab assumption: kill -9 leaves the VIP on lb1")
+	}
+	start(t, c, "lb1")
+	waitOwner(t, c, "lb1", 5*time.Second)
+	if !strings.Contains(c.Node("lb1").Log(), "removing VIPs left from an earlier run") {
+		t.Fatal("restart did not report removing the stale VIP")
+	}
+	waitAnswer(t, c, "lb1", time.Now(), 3*time.Second)
+}
+
+func TestFailoverOnSIGTERMIsFastAndClean(t *testing.T) {
+	spec := fast
+	spec.Nodes = pair(vrrplab.Vigil, vrrplab.Vigil, 150, 100)
+	c := cluster(t, spec)
+	start(t, c, "lb1", "lb2")
+	waitOwner(t, c, "lb1", 5*time.Second)
+	t0 := time.Now()
+	if err := c.Node("lb1").Kill(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	took := waitAnswer(t, c, "lb2", t0, 3*time.Second)
+	t.Logf("SIGTERM failover: %v", took)
+	if exited, err := c.Node("lb1").Proc.Wait(5 * time.Second); !exited || err != nil {
+		t.Fatalf("vigil did not exit cleanly on SIGTERM: exited=%v err=%v", exited, err)
+	}
+	if c.Node("lb1").HasVIP() {
+		t.Fatal("lb1 kept the VIP after a graceful stop")
+	}
+	// Priority 0 means the backup waits only its skew time (61ms here),
+	// not three intervals: well under the 361ms master-down interval.
+	if took > 300*time.Millisecond {
+		t.Logf("note: SIGTERM failover took %v on this busy machine", took)
+	}
+	if !strings.Contains(c.Node("lb1").Log(), "to=STOP") {
+		t.Fatal("no STOP transition logged")
+	}
+}
+
+func TestFaultOnCarrierLossAndRecovery(t *testing.T) {
+	spec := fast
+	spec.Nodes = pair(vrrplab.Vigil, vrrplab.Vigil, 150, 100)
+	c := cluster(t, spec)
+	start(t, c, "lb1", "lb2")
+	waitOwner(t, c, "lb1", 5*time.Second)
+	lb1 := c.Node("lb1")
+	if err := lb1.Host.SetCable(false); err != nil {
+		t.Fatal(err)
+	}
+	waitOwner(t, c, "lb2", 5*time.Second) // lb1 in FAULT removed its VIP too
+	if !strings.Contains(lb1.Log(), "to=FAULT") {
+		t.Fatal("lb1 did not enter FAULT on carrier loss")
+	}
+	if err := lb1.Host.SetCable(true); err != nil {
+		t.Fatal(err)
+	}
+	waitOwner(t, c, "lb1", 5*time.Second)
+	waitAnswer(t, c, "lb1", time.Now(), 3*time.Second)
+}
+
+func TestAdminLinkDown(t *testing.T) {
+	spec := fast
+	spec.Nodes = pair(vrrplab.Vigil, vrrplab.Vigil, 150, 100)
+	c := cluster(t, spec)
+	start(t, c, "lb1", "lb2")
+	waitOwner(t, c, "lb1", 5*time.Second)
+	if err := c.Node("lb1").Host.SetLink(false); err != nil {
+		t.Fatal(err)
+	}
+	// Addresses on a down interface stay listed: what counts is that the
+	// client reaches lb2.
+	waitAnswer(t, c, "lb2", time.Now(), 5*time.Second)
+	if err := c.Node("lb1").Host.SetLink(true); err != nil {
+		t.Fatal(err)
+	}
+	waitOwner(t, c, "lb1", 5*time.Second)
+}
+
+func TestNoPreemptKeepsLowerMaster(t *testing.T) {
+	spec := fast
+	spec.NoPreempt = true
+	spec.Nodes = pair(vrrplab.Vigil, vrrplab.Vigil, 150, 100)
+	c := cluster(t, spec)
+	start(t, c, "lb2")
+	waitOwner(t, c, "lb2", 5*time.Second)
+	start(t, c, "lb1")
+	stable(t, c, "lb2", 1500*time.Millisecond)
+}
+
+func TestPreemptTakesOverFromLowerMaster(t *testing.T) {
+	spec := fast
+	spec.Nodes = pair(vrrplab.Vigil, vrrplab.Vigil, 150, 100)
+	c := cluster(t, spec)
+	start(t, c, "lb2")
+	waitOwner(t, c, "lb2", 5*time.Second)
+	start(t, c, "lb1")
+	waitOwner(t, c, "lb1", 5*time.Second)
+	stable(t, c, "lb1", 500*time.Millisecond)
+}
+
+func TestUnicastPeers(t *testing.T) {
+	spec := fast
+	spec.Unicast = true
+	spec.Nodes = pair(vrrplab.Vigil, vrrplab.Vigil, 150, 100)
+	c := cluster(t, spec)
+	start(t, c, "lb1", "lb2")
+	waitOwner(t, c, "lb1", 5*time.Second)
+	stable(t, c, "lb1", 500*time.Millisecond)
+	t0 := time.Now()
+	if err := c.Node("lb1").Kill(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitAnswer(t, c, "lb2", t0, 5*time.Second)
+}
+
+func TestVersion2WithAuth(t *testing.T) {
+	spec := vrrplab.Spec{Version: 2, Interval: time.Second, AuthPass: "s3cret",
+		Nodes: pair(vrrplab.Vigil, vrrplab.Vigil, 150, 100)}
+	c := cluster(t, spec)
+	start(t, c, "lb1", "lb2")
+	waitOwner(t, c, "lb1", 8*time.Second)
+	stable(t, c, "lb1", 2500*time.Millisecond) // lb2 hears and accepts the adverts
+	t0 := time.Now()
+	if err := c.Node("lb1").Kill(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	took := waitAnswer(t, c, "lb2", t0, 8*time.Second)
+	t.Logf("v2 kill -9 failover with 1s adverts: %v", took)
+}
+
+func TestIPv6VIP(t *testing.T) {
+	spec := fast
+	spec.IPv6 = true
+	spec.VIP = netip.MustParsePrefix("fd00:77::10/128")
+	spec.Nodes = pair(vrrplab.Vigil, vrrplab.Vigil, 150, 100)
+	c := cluster(t, spec)
+	start(t, c, "lb1", "lb2")
+	waitOwner(t, c, "lb1", 5*time.Second)
+	waitAnswer(t, c, "lb1", time.Now(), 3*time.Second)
+	stable(t, c, "lb1", 500*time.Millisecond)
+	t0 := time.Now()
+	if err := c.Node("lb1").Kill(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitAnswer(t, c, "lb2", t0, 5*time.Second)
+	waitOwner(t, c, "lb2", 2*time.Second)
+}
