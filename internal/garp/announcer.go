@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mdlayher/packet"
+	"golang.org/x/net/bpf"
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv6"
 )
@@ -54,21 +55,71 @@ func (a *Announcer) Announce(addrs []netip.Addr) error {
 	return errors.Join(errs...)
 }
 
-func (a *Announcer) announce(ip netip.Addr) error {
-	if a.ifi == nil {
-		ifi, err := net.InterfaceByName(a.ifname)
-		if err != nil {
-			return fmt.Errorf("garp: interface %s: %w", a.ifname, err)
+// Open opens the sockets for the given families now, so the first takeover
+// does not wait for them and a missing capability shows at start-up.
+func (a *Announcer) Open(v4, v6 bool) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if v4 {
+		if err := a.openARP(); err != nil {
+			return err
 		}
-		a.ifi = ifi
 	}
+	if v6 {
+		return a.openICMP()
+	}
+	return nil
+}
+
+func (a *Announcer) openARP() error {
+	if err := a.lookup(); err != nil || a.arp != nil {
+		return err
+	}
+	c, err := packet.Listen(a.ifi, packet.Raw, etherTypeARP, nil)
+	if err != nil {
+		return fmt.Errorf("garp: open ARP socket on %s: %w", a.ifname, permission(err))
+	}
+	// This socket only sends: a filter that accepts nothing keeps the kernel
+	// from queueing every ARP frame of the segment for it.
+	if drop, err := bpf.Assemble([]bpf.Instruction{bpf.RetConstant{Val: 0}}); err == nil {
+		_ = c.SetBPF(drop)
+	}
+	a.arp = c
+	return nil
+}
+
+func (a *Announcer) openICMP() error {
+	if err := a.lookup(); err != nil || a.icmp != nil {
+		return err
+	}
+	c, err := icmp.ListenPacket("ip6:ipv6-icmp", "::")
+	if err != nil {
+		return fmt.Errorf("garp: open ICMPv6 socket for %s: %w", a.ifname, permission(err))
+	}
+	// Receiving nothing on this socket: drop everything at the kernel.
+	var f ipv6.ICMPFilter
+	f.SetAll(true)
+	_ = c.IPv6PacketConn().SetICMPFilter(&f)
+	a.icmp = c
+	return nil
+}
+
+func (a *Announcer) lookup() error {
+	if a.ifi != nil {
+		return nil
+	}
+	ifi, err := net.InterfaceByName(a.ifname)
+	if err != nil {
+		return fmt.Errorf("garp: interface %s: %w", a.ifname, err)
+	}
+	a.ifi = ifi
+	return nil
+}
+
+func (a *Announcer) announce(ip netip.Addr) error {
 	if ip.Is4() {
-		if a.arp == nil {
-			c, err := packet.Listen(a.ifi, packet.Raw, etherTypeARP, nil)
-			if err != nil {
-				return fmt.Errorf("garp: open ARP socket on %s: %w", a.ifname, permission(err))
-			}
-			a.arp = c
+		if err := a.openARP(); err != nil {
+			return err
 		}
 		frames, err := gratuitousFrames(ip, a.ifi.HardwareAddr)
 		if err != nil {
@@ -82,16 +133,8 @@ func (a *Announcer) announce(ip netip.Addr) error {
 		}
 		return nil
 	}
-	if a.icmp == nil {
-		c, err := icmp.ListenPacket("ip6:ipv6-icmp", "::")
-		if err != nil {
-			return fmt.Errorf("garp: open ICMPv6 socket for %s: %w", a.ifname, permission(err))
-		}
-		// Receiving nothing on this socket: drop everything at the kernel.
-		var f ipv6.ICMPFilter
-		f.SetAll(true)
-		_ = c.IPv6PacketConn().SetICMPFilter(&f)
-		a.icmp = c
+	if err := a.openICMP(); err != nil {
+		return err
 	}
 	cm := &ipv6.ControlMessage{HopLimit: 255, IfIndex: a.ifi.Index}
 	msg := neighborAdvert(ip, a.ifi.HardwareAddr)

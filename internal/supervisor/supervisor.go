@@ -79,6 +79,9 @@ func (s *Supervisor) build() error {
 			ann = garp.NewAnnouncer(ic.Interface)
 			s.announcers[ic.Interface] = ann
 		}
+		if err := ann.Open(!is6, is6); err != nil {
+			return fmt.Errorf("vrrp instance %s: %w", ic.Name, err)
+		}
 		set, err := vip.New(ic.Interface, parsed[i])
 		if err != nil {
 			return err

@@ -379,13 +379,15 @@ func (l *link) TakeOver() {
 		in.log.Error("VIPs not configured", "err", err)
 	}
 	in.stopBurst()
-	in.probeConflicts()
 	if in.cfg.GARPCount == 0 {
+		in.probeConflicts()
 		return
 	}
 	// The first round goes out now, on this goroutine: clients must reach
-	// the new master without waiting for a scheduler.
+	// the new master without waiting for a scheduler. The conflict probe
+	// comes after it.
 	in.announce("takeover")
+	in.probeConflicts()
 	if in.cfg.GARPCount > 1 {
 		ctx, cancel := context.WithCancel(context.Background())
 		in.burstStop = cancel

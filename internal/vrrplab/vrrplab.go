@@ -221,6 +221,11 @@ func (n *Node) Start() error {
 		cmd = exec.Command(n.c.vigil, "run", "-c", n.Config)
 	case Keepalived:
 		base := filepath.Join(n.c.dir, n.Name)
+		// A killed keepalived leaves pid files that make the next start
+		// refuse with "daemon is already running".
+		for _, f := range []string{".pid", ".vrrp.pid", ".chk.pid"} {
+			_ = os.Remove(base + f)
+		}
 		cmd = exec.Command("keepalived", "-f", n.Config, "-p", base+".pid", "-r", base+".vrrp.pid",
 			"-c", base+".chk.pid", "-P", "-n", "-l", "-D", "-G")
 	}
@@ -351,23 +356,41 @@ func (c *Cluster) Ask(ctx context.Context, timeout time.Duration) (string, error
 }
 
 // WaitAnswer asks the VIP every 5ms until want answers or timeout passes,
-// and returns how long it took from start. At most timeout/5ms attempts.
+// and returns how long it took from start to that answer's arrival. Probes
+// overlap (each may take 200ms), so one sent to a stale neighbour entry does
+// not hold up the next: the resolution stays 5ms. At most timeout/5ms probes.
 func (c *Cluster) WaitAnswer(ctx context.Context, want string, start time.Time, timeout time.Duration) (time.Duration, error) {
-	deadline := start.Add(timeout)
-	last := ""
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		got, err := c.Ask(ctx, 25*time.Millisecond)
-		if err == nil && got == want {
-			return time.Since(start), nil
-		}
-		if err != nil {
-			last = err.Error()
-		} else {
-			last = "answered by " + got
-		}
-		time.Sleep(5 * time.Millisecond)
+	ctx, cancel := context.WithDeadline(ctx, start.Add(timeout))
+	defer cancel()
+	type answer struct {
+		name string
+		at   time.Time
+		err  error
 	}
-	return 0, fmt.Errorf("vrrplab: %s did not answer on the VIP within %v (last: %s)", want, timeout, last)
+	answers := make(chan answer, int(timeout/(5*time.Millisecond))+1)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	last := "no answer"
+	for {
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("vrrplab: %s did not answer on the VIP within %v (last: %s)", want, timeout, last)
+		case a := <-answers:
+			switch {
+			case a.err == nil && a.name == want:
+				return a.at.Sub(start), nil
+			case a.err != nil:
+				last = a.err.Error()
+			default:
+				last = "answered by " + a.name
+			}
+		case <-tick.C:
+			go func() {
+				name, err := c.Ask(ctx, 200*time.Millisecond)
+				answers <- answer{name, time.Now(), err}
+			}()
+		}
+	}
 }
 
 // Close stops every daemon and removes the lab.

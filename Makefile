@@ -1,0 +1,42 @@
+# The two commands of the README: `make demo` and `make test`. Both install
+# what they need first (Debian packages via apt-get, Go modules).
+GO ?= go
+PKGS_DEBIAN := keepalived tshark tcpdump arping iproute2 iputils-ping
+FUZZTIME ?= 5s
+
+.PHONY: all build deps demo test vet fuzz bench-failover
+
+all: build
+
+build:
+	$(GO) build -o bin/vigil ./cmd/vigil
+
+# deps installs the real peers the tests run against, when missing.
+deps:
+	@missing=""; for p in $(PKGS_DEBIAN); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	$(GO) mod download
+
+demo: build
+	./bin/vigil demo
+
+vet:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l .; echo "gofmt needed"; exit 1; }
+	$(GO) vet ./...
+
+# fuzz runs every fuzz target briefly; the seed corpora also run in `go test`.
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzUnmarshal$$' -fuzztime $(FUZZTIME) ./internal/vrrp
+	$(GO) test -run '^$$' -fuzz '^FuzzParseFrame$$' -fuzztime $(FUZZTIME) ./internal/garp
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/config
+
+test: deps vet
+	$(GO) test -race -count=1 ./...
+	$(MAKE) fuzz
+
+# bench-failover measures vigil against keepalived and rewrites its table in docs/benchmarks.md.
+bench-failover: deps
+	$(GO) run ./bench/failover -rounds 10 -out docs/benchmarks.md

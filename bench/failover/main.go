@@ -1,0 +1,278 @@
+// Command failover measures VIP failover of vigil and keepalived side by side
+// in one run, with the same settings in the same namespace lab, and writes
+// the table into docs/benchmarks.md between its markers. Needs root and
+// keepalived. Every loop is bounded by a round count and timeouts.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vigil-lb/vigil/internal/netlab"
+	"github.com/vigil-lb/vigil/internal/vrrplab"
+)
+
+type scenario struct {
+	name     string
+	version  int
+	interval time.Duration
+	signal   syscall.Signal
+}
+
+type result struct {
+	client []time.Duration // kill -> client answered by the backup
+	vipGap []time.Duration // backup holds the VIP -> client answered
+}
+
+func main() {
+	rounds := flag.Int("rounds", 10, "rounds per scenario and implementation")
+	out := flag.String("out", "docs/benchmarks.md", "markdown file to update")
+	flag.Parse()
+	if err := run(*rounds, *out); err != nil {
+		fmt.Fprintln(os.Stderr, "bench/failover:", err)
+		os.Exit(1)
+	}
+}
+
+func run(rounds int, out string) error {
+	if !netlab.Root() {
+		return fmt.Errorf("needs root to build the namespace lab")
+	}
+	if _, err := exec.LookPath("keepalived"); err != nil {
+		return fmt.Errorf("keepalived not installed: apt-get install keepalived")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	dir, err := os.MkdirTemp("", "vigil-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	bin := filepath.Join(dir, "vigil")
+	if b, err := exec.Command("go", "build", "-o", bin, "./cmd/vigil").CombinedOutput(); err != nil {
+		return fmt.Errorf("build vigil: %v\n%s", err, b)
+	}
+	kv, _ := exec.Command("keepalived", "--version").CombinedOutput()
+	scenarios := []scenario{
+		{"crash (kill -9), v2, advert 1s", 2, time.Second, syscall.SIGKILL},
+		{"crash (kill -9), v3, advert 100ms", 3, 100 * time.Millisecond, syscall.SIGKILL},
+		{"graceful stop (SIGTERM), v3, advert 100ms", 3, 100 * time.Millisecond, syscall.SIGTERM},
+	}
+	var table strings.Builder
+	fmt.Fprintf(&table, "Written by `make bench-failover` (`go run ./bench/failover -rounds %d`) on %s, %d rounds per row.\n",
+		rounds, time.Now().UTC().Format("2006-01-02 15:04 MST"), rounds)
+	fmt.Fprintf(&table, "Peer: %s. Lab: two routers (priority 150 and 100) and a client on one bridge, each in its own namespace.\n", firstLine(string(kv)))
+	table.WriteString("Failover time is from the signal to the client's first TCP answer from the backup on the VIP (probed every 5 ms); ")
+	table.WriteString("the kill happens at a random phase of the advert interval. \"VIP → client\" is from the backup holding the VIP to that answer (GARP reaching the client).\n\n")
+	table.WriteString("| scenario | vigil median | vigil worst | keepalived median | keepalived worst | ratio (median) | vigil VIP → client (median) | keepalived VIP → client (median) |\n")
+	table.WriteString("|---|---|---|---|---|---|---|---|\n")
+	for _, sc := range scenarios {
+		res := map[vrrplab.Impl]result{}
+		for _, impl := range []vrrplab.Impl{vrrplab.Vigil, vrrplab.Keepalived} {
+			r, err := measure(ctx, sc, impl, bin, dir, rounds)
+			if err != nil {
+				return fmt.Errorf("%s, %s: %w", sc.name, impl, err)
+			}
+			res[impl] = r
+			fmt.Printf("%-45s %-10s median %7.1f ms worst %7.1f ms  (VIP->client %5.1f ms)\n", sc.name, impl,
+				ms(median(r.client)), ms(slices.Max(r.client)), ms(median(r.vipGap)))
+		}
+		v, k := res[vrrplab.Vigil], res[vrrplab.Keepalived]
+		fmt.Fprintf(&table, "| %s | %.0f ms | %.0f ms | %.0f ms | %.0f ms | %.2fx | %.1f ms | %.1f ms |\n", sc.name,
+			ms(median(v.client)), ms(slices.Max(v.client)), ms(median(k.client)), ms(slices.Max(k.client)),
+			float64(median(v.client))/float64(median(k.client)), ms(median(v.vipGap)), ms(median(k.vipGap)))
+	}
+	mem, err := memory(ctx, bin, dir)
+	if err != nil {
+		return err
+	}
+	table.WriteString("\n" + mem)
+	fmt.Print("\n" + table.String())
+	return writeSection(out, "failover", table.String())
+}
+
+func measure(ctx context.Context, sc scenario, impl vrrplab.Impl, bin, dir string, rounds int) (result, error) {
+	spec := vrrplab.Spec{Version: sc.version, Interval: sc.interval, VRID: 51, VIP: netip.MustParsePrefix("10.77.0.10/32"),
+		Nodes: []vrrplab.NodeSpec{{Name: "lb1", Impl: impl, Priority: 150}, {Name: "lb2", Impl: impl, Priority: 100}}}
+	sub := filepath.Join(dir, fmt.Sprintf("%s-v%d-%d", impl, sc.version, sc.interval.Milliseconds()))
+	if err := os.MkdirAll(sub, 0o755); err != nil {
+		return result{}, err
+	}
+	c, err := vrrplab.Build(spec, bin, sub)
+	if err != nil {
+		return result{}, err
+	}
+	defer c.Close()
+	lb1, lb2 := c.Node("lb1"), c.Node("lb2")
+	if err := lb2.Start(); err != nil {
+		return result{}, err
+	}
+	var r result
+	for i := range rounds {
+		if ctx.Err() != nil {
+			return r, ctx.Err()
+		}
+		if err := lb1.Start(); err != nil {
+			return r, err
+		}
+		if err := c.WaitOwner(ctx, "lb1", 15*time.Second); err != nil {
+			return r, fmt.Errorf("round %d: %w\n%s", i, err, lb1.Log())
+		}
+		if _, err := c.WaitAnswer(ctx, "lb1", time.Now(), 5*time.Second); err != nil {
+			return r, fmt.Errorf("round %d: %w", i, err)
+		}
+		// Past Linux's 1s neighbour locktime, so the backup's GARP counts,
+		// then a random phase of the advert interval.
+		time.Sleep(1200*time.Millisecond + rand.N(sc.interval))
+		vipAt := make(chan time.Time, 1)
+		watchCtx, stopWatch := context.WithTimeout(ctx, 15*time.Second)
+		go func() {
+			for watchCtx.Err() == nil {
+				if lb2.HasVIP() {
+					vipAt <- time.Now()
+					return
+				}
+				time.Sleep(time.Millisecond)
+			}
+			vipAt <- time.Time{}
+		}()
+		t0 := time.Now()
+		if err := lb1.Kill(sc.signal); err != nil {
+			stopWatch()
+			return r, err
+		}
+		took, err := c.WaitAnswer(ctx, "lb2", t0, 15*time.Second)
+		answered := time.Now()
+		at := <-vipAt
+		stopWatch()
+		if err != nil {
+			return r, fmt.Errorf("round %d: %w\n%s", i, err, lb2.Log())
+		}
+		r.client = append(r.client, took)
+		if !at.IsZero() {
+			r.vipGap = append(r.vipGap, max(answered.Sub(at), 0))
+		}
+		lb1.Proc.Wait(5 * time.Second)
+		lb1.Proc.Kill()
+	}
+	if len(r.vipGap) == 0 {
+		r.vipGap = []time.Duration{0}
+	}
+	return r, nil
+}
+
+// memory compares resident memory with 50 instances (50 VRIDs, one VIP each).
+func memory(ctx context.Context, bin, dir string) (string, error) {
+	lab, err := netlab.New()
+	if err != nil {
+		return "", err
+	}
+	defer lab.Close()
+	h, err := lab.AddHost("mem", netip.MustParsePrefix("10.78.0.1/24"))
+	if err != nil {
+		return "", err
+	}
+	var y, k strings.Builder
+	y.WriteString("cluster: mem\nvrrp:\n  instances:\n")
+	k.WriteString("global_defs {\n  vrrp_version 3\n}\n")
+	for i := 1; i <= 50; i++ {
+		fmt.Fprintf(&y, "    - {name: i%d, interface: eth0, vrid: %d, priority: 100, advert_interval: 1s, vips: [10.78.1.%d]}\n", i, i, i)
+		fmt.Fprintf(&k, "vrrp_instance i%d {\n  state BACKUP\n  interface eth0\n  virtual_router_id %d\n  priority 100\n  advert_int 1\n  virtual_ipaddress {\n    10.78.1.%d/32 dev eth0\n  }\n}\n", i, i, i)
+	}
+	yc, kc := filepath.Join(dir, "mem.yaml"), filepath.Join(dir, "mem.conf")
+	if err := os.WriteFile(yc, []byte(y.String()), 0o644); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(kc, []byte(k.String()), 0o644); err != nil {
+		return "", err
+	}
+	rss := func(cmd *exec.Cmd) (int, error) {
+		p, err := h.Start(cmd)
+		if err != nil {
+			return 0, err
+		}
+		defer p.Kill()
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(6 * time.Second): // all 50 have become master
+		}
+		return groupRSS(p.Cmd.Process.Pid), nil
+	}
+	vk, err := rss(exec.Command(bin, "run", "-c", yc))
+	if err != nil {
+		return "", err
+	}
+	kk, err := rss(exec.Command("keepalived", "-f", kc, "-p", kc+".pid", "-r", kc+".vp", "-c", kc+".cp", "-P", "-n", "-G"))
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("| memory, 50 instances (all master) | vigil | keepalived (all its processes) |\n|---|---|---|\n| RSS | %.1f MiB | %.1f MiB |\n",
+		float64(vk)/1024, float64(kk)/1024), nil
+}
+
+// groupRSS sums VmRSS (KiB) over the process group of pid.
+func groupRSS(pgid int) int {
+	total := 0
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if g, err := syscall.Getpgid(pid); err != nil || g != pgid {
+			continue
+		}
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+				n, _ := strconv.Atoi(f[1])
+				total += n
+			}
+		}
+	}
+	return total
+}
+
+// writeSection replaces the text between <!-- name:begin --> and <!-- name:end -->.
+func writeSection(path, name, body string) error {
+	begin, end := "<!-- "+name+":begin -->", "<!-- "+name+":end -->"
+	old, _ := os.ReadFile(path)
+	s := string(old)
+	i, j := strings.Index(s, begin), strings.Index(s, end)
+	block := begin + "\n" + body + end
+	if i < 0 || j < i {
+		if s == "" {
+			s = "# Benchmarks\n\nTables between markers are written by the benchmark commands; do not edit them by hand.\n"
+		}
+		s += "\n## VIP failover: vigil vs keepalived\n\n" + block + "\n"
+	} else {
+		s = s[:i] + block + s[j+len(end):]
+	}
+	return os.WriteFile(path, []byte(s), 0o644)
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(strings.TrimSpace(s), "\n")
+	return line
+}
