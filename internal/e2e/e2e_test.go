@@ -282,3 +282,5 @@ func TestIPv6VIP(t *testing.T) {
 	waitAnswer(t, c, "lb2", t0, 5*time.Second)
 	waitOwner(t, c, "lb2", 2*time.Second)
 }
+
+func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }

@@ -39,6 +39,10 @@ type NodeSpec struct {
 	Name     string
 	Impl     Impl
 	Priority int
+	// Vigil only: extra keys of the instance (indented 6 spaces) and extra
+	// top-level YAML, such as checks.
+	InstanceYAML string
+	TopYAML      string
 }
 
 // Spec is the shared settings of one virtual router.
@@ -179,7 +183,9 @@ func (n *Node) writeConfig() error {
 			}
 			b.WriteString("]\n")
 		}
+		b.WriteString(n.InstanceYAML)
 		b.WriteString("log: {level: debug}\n")
+		b.WriteString(n.TopYAML)
 	case Keepalived:
 		n.Config = filepath.Join(n.c.dir, n.Name+".conf")
 		fmt.Fprintf(&b, "global_defs {\n  router_id %s\n  vrrp_version %d\n  script_user root\n}\n", n.Name, s.Version)
