@@ -124,6 +124,9 @@ func (s *Supervisor) build() error {
 				g.transition(in, t)
 			}
 		}
+		if g != nil {
+			in.OnOwnFault = g.ownFault
+		}
 	}
 	return nil
 }

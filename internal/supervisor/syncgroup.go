@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"fmt"
 	"log/slog"
 	"sync"
 
@@ -24,29 +25,37 @@ type syncGroup struct {
 	state   vrrp.State
 }
 
+// ownFault records a member's own fault (its tracking, not the group) and
+// gives every member a group fault while any other member has one.
+func (g *syncGroup) ownFault(from *vrrp.Instance, fault bool) {
+	g.mu.Lock()
+	if fault {
+		g.faulted[from.Name()] = true
+	} else {
+		delete(g.faulted, from.Name())
+	}
+	others := map[*vrrp.Instance][]string{}
+	for _, m := range g.members {
+		for name := range g.faulted {
+			if name != m.Name() {
+				others[m] = append(others[m], name)
+			}
+		}
+	}
+	g.mu.Unlock()
+	for _, m := range g.members {
+		reason := fmt.Sprintf("sync group %s: %v in fault", g.name, others[m])
+		m.SetGroupFault(len(others[m]) > 0, reason)
+	}
+}
+
 // transition runs on the member's goroutine; the calls it makes on other
 // members are queued to theirs, so nothing here blocks or recurses.
 func (g *syncGroup) transition(from *vrrp.Instance, t vrrp.Transition) {
 	g.mu.Lock()
-	wasFaulted := len(g.faulted) > 0
-	if t.To == vrrp.Fault {
-		g.faulted[from.Name()] = true
-	} else if t.From == vrrp.Fault || t.To == vrrp.Stopped {
-		delete(g.faulted, from.Name())
-	}
-	faulted := len(g.faulted) > 0
 	changed := g.state != t.To
 	g.state = t.To
 	g.mu.Unlock()
-
-	if faulted != wasFaulted {
-		reason := "sync group " + g.name + ": member " + from.Name() + " in fault"
-		for _, m := range g.members {
-			if m != from {
-				m.SetGroupFault(faulted, reason)
-			}
-		}
-	}
 	reason := "sync group " + g.name + ": member " + from.Name() + " became " + t.To.String()
 	switch {
 	case t.To == vrrp.Master:

@@ -99,7 +99,12 @@ type Instance struct {
 	// not block (notify hooks and sync groups queue their work).
 	OnTransition func(*Instance, Transition)
 
+	// OnOwnFault hears when the instance's own tracking (not its sync
+	// group) starts or stops demanding FAULT, on the Run goroutine.
+	OnOwnFault func(in *Instance, fault bool)
+
 	track     map[string]*trackState // kind/name -> state
+	ownFault  bool
 	burstStop context.CancelFunc
 	lastLog   map[DropReason]time.Time
 
@@ -212,10 +217,12 @@ func (in *Instance) do(f func()) {
 func (in *Instance) applyTracking() {
 	prio := int(in.cfg.Priority)
 	var faults []string
+	own := false
 	for _, t := range in.track {
 		switch {
 		case t.Weight == 0 && !t.up:
 			faults = append(faults, t.Kind+" "+t.Name+" down")
+			own = own || t.Kind != "group"
 		case t.Weight > 0 && t.up, t.Weight < 0 && !t.up:
 			prio += t.Weight
 		}
@@ -231,6 +238,12 @@ func (in *Instance) applyTracking() {
 		reason = fmt.Sprint(faults)
 	}
 	in.m.SetFault(len(faults) > 0, reason)
+	if own != in.ownFault {
+		in.ownFault = own
+		if in.OnOwnFault != nil {
+			in.OnOwnFault(in, own)
+		}
+	}
 	in.mu.Lock()
 	in.status.Priority = in.m.Priority()
 	in.mu.Unlock()
