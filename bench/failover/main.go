@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -20,8 +21,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vigil-lb/vigil/internal/config"
 	"github.com/vigil-lb/vigil/internal/netlab"
 	"github.com/vigil-lb/vigil/internal/vrrplab"
+	"golang.org/x/net/ipv4"
 )
 
 type scenario struct {
@@ -29,6 +32,13 @@ type scenario struct {
 	version  int
 	interval time.Duration
 	signal   syscall.Signal
+	// aligned kills right after the client sees an advert from the master,
+	// so every round faces the full master-down interval and the two
+	// implementations are compared without the luck of the kill's phase.
+	aligned bool
+	// defaults gives each implementation its own default settings instead
+	// of the version and interval above.
+	defaults bool
 }
 
 type result struct {
@@ -66,16 +76,21 @@ func run(rounds int, out string) error {
 	}
 	kv, _ := exec.Command("keepalived", "--version").CombinedOutput()
 	scenarios := []scenario{
-		{"crash (kill -9), v2, advert 1s", 2, time.Second, syscall.SIGKILL},
-		{"crash (kill -9), v3, advert 100ms", 3, 100 * time.Millisecond, syscall.SIGKILL},
-		{"graceful stop (SIGTERM), v3, advert 100ms", 3, 100 * time.Millisecond, syscall.SIGTERM},
+		{"crash (kill -9) just after an advert, each with its defaults (vigil v3 200ms, keepalived v2 1s)", 0, 0, syscall.SIGKILL, true, true},
+		{"crash (kill -9) just after an advert, v2, advert 1s", 2, time.Second, syscall.SIGKILL, true, false},
+		{"crash (kill -9) just after an advert, v3, advert 100ms", 3, 100 * time.Millisecond, syscall.SIGKILL, true, false},
+		{"crash (kill -9) at a random phase, v3, advert 100ms", 3, 100 * time.Millisecond, syscall.SIGKILL, false, false},
+		{"graceful stop (SIGTERM), v3, advert 100ms", 3, 100 * time.Millisecond, syscall.SIGTERM, false, false},
 	}
 	var table strings.Builder
 	fmt.Fprintf(&table, "Written by `make bench-failover` (`go run ./bench/failover -rounds %d`) on %s, %d rounds per row.\n",
 		rounds, time.Now().UTC().Format("2006-01-02 15:04 MST"), rounds)
 	fmt.Fprintf(&table, "Peer: %s. Lab: two routers (priority 150 and 100) and a client on one bridge, each in its own namespace.\n", firstLine(string(kv)))
-	table.WriteString("Failover time is from the signal to the client's first TCP answer from the backup on the VIP (probed every 5 ms); ")
-	table.WriteString("the kill happens at a random phase of the advert interval. \"VIP → client\" is from the backup holding the VIP to that answer (GARP reaching the client).\n\n")
+	table.WriteString("Failover time is from the signal to the client's first TCP answer from the backup on the VIP (overlapping probes every 5 ms). ")
+	table.WriteString("\"Just after an advert\" rows kill the master as soon as the client sees its advert, so each round waits the full master-down interval ")
+	table.WriteString("(3 × interval + skew: 3609 ms at 1s, 361 ms at 100ms for priority 100) and the ratio compares the implementations; ")
+	table.WriteString("\"random phase\" rows kill at a random point of the interval, as a real crash does. ")
+	table.WriteString("\"VIP → client\" is from the backup holding the VIP to that answer (the GARP reaching the client).\n\n")
 	table.WriteString("| scenario | vigil median | vigil worst | keepalived median | keepalived worst | ratio (median) | vigil VIP → client (median) | keepalived VIP → client (median) |\n")
 	table.WriteString("|---|---|---|---|---|---|---|---|\n")
 	for _, sc := range scenarios {
@@ -104,6 +119,12 @@ func run(rounds int, out string) error {
 }
 
 func measure(ctx context.Context, sc scenario, impl vrrplab.Impl, bin, dir string, rounds int) (result, error) {
+	if sc.defaults {
+		sc.version, sc.interval = 3, config.DefaultAdvertInterval
+		if impl == vrrplab.Keepalived {
+			sc.version, sc.interval = 2, time.Second // keepalived's vrrp_version and advert_int defaults
+		}
+	}
 	spec := vrrplab.Spec{Version: sc.version, Interval: sc.interval, VRID: 51, VIP: netip.MustParsePrefix("10.77.0.10/32"),
 		Nodes: []vrrplab.NodeSpec{{Name: "lb1", Impl: impl, Priority: 150}, {Name: "lb2", Impl: impl, Priority: 100}}}
 	sub := filepath.Join(dir, fmt.Sprintf("%s-v%d-%d", impl, sc.version, sc.interval.Milliseconds()))
@@ -116,6 +137,11 @@ func measure(ctx context.Context, sc scenario, impl vrrplab.Impl, bin, dir strin
 	}
 	defer c.Close()
 	lb1, lb2 := c.Node("lb1"), c.Node("lb2")
+	adverts, err := listenAdverts(c.Client)
+	if err != nil {
+		return result{}, err
+	}
+	defer adverts.Close()
 	if err := lb2.Start(); err != nil {
 		return result{}, err
 	}
@@ -136,6 +162,11 @@ func measure(ctx context.Context, sc scenario, impl vrrplab.Impl, bin, dir strin
 		// Past Linux's 1s neighbour locktime, so the backup's GARP counts,
 		// then a random phase of the advert interval.
 		time.Sleep(1200*time.Millisecond + rand.N(sc.interval))
+		if sc.aligned {
+			if err := adverts.next(lb1.Host.Addr(false), 5*time.Second); err != nil {
+				return r, fmt.Errorf("round %d: %w", i, err)
+			}
+		}
 		vipAt := make(chan time.Time, 1)
 		watchCtx, stopWatch := context.WithTimeout(ctx, 15*time.Second)
 		go func() {
@@ -171,6 +202,56 @@ func measure(ctx context.Context, sc scenario, impl vrrplab.Impl, bin, dir strin
 		r.vipGap = []time.Duration{0}
 	}
 	return r, nil
+}
+
+// advertWatch receives VRRP adverts in the client namespace.
+type advertWatch struct {
+	*ipv4.PacketConn
+}
+
+func listenAdverts(h *netlab.Host) (*advertWatch, error) {
+	var w *advertWatch
+	err := h.Do(func() error {
+		c, err := net.ListenPacket("ip4:112", "0.0.0.0")
+		if err != nil {
+			return err
+		}
+		p := ipv4.NewPacketConn(c)
+		ifi, err := net.InterfaceByName("eth0")
+		if err == nil {
+			err = p.JoinGroup(ifi, &net.IPAddr{IP: net.IPv4(224, 0, 0, 18)})
+		}
+		if err != nil {
+			c.Close()
+			return fmt.Errorf("watch adverts: %w", err)
+		}
+		w = &advertWatch{p}
+		return nil
+	})
+	return w, err
+}
+
+// next discards queued adverts, then waits for a fresh one from src.
+func (w *advertWatch) next(src netip.Addr, timeout time.Duration) error {
+	buf := make([]byte, 1500)
+	// A deadline already passed returns at once without reading, so drain
+	// with one slightly ahead; at most a socket buffer of queued adverts.
+	for range 10000 {
+		_ = w.SetReadDeadline(time.Now().Add(time.Millisecond))
+		if _, _, _, err := w.ReadFrom(buf); err != nil {
+			break
+		}
+	}
+	_ = w.SetReadDeadline(time.Now().Add(timeout))
+	for {
+		_, _, from, err := w.ReadFrom(buf)
+		if err != nil {
+			return fmt.Errorf("no advert from %s within %v: %w", src, timeout, err)
+		}
+		if a, ok := from.(*net.IPAddr); ok && a.IP.Equal(src.AsSlice()) {
+			return nil
+		}
+	}
 }
 
 // memory compares resident memory with 50 instances (50 VRIDs, one VIP each).

@@ -36,7 +36,8 @@ type Instance struct {
 	Version int `yaml:"version"`
 	// Priority 1..255; 255 means this node owns the addresses. Default 100.
 	Priority int `yaml:"priority"`
-	// AdvertInterval between adverts. Default 1s. v3: multiples of 10ms; v2: whole seconds.
+	// AdvertInterval between adverts. Default 200ms for v3 (failover in about
+	// 0.7s), 1s for v2. v3: multiples of 10ms; v2: whole seconds.
 	AdvertInterval time.Duration `yaml:"advert_interval"`
 	// Preempt a lower-priority master. Default true.
 	Preempt *bool `yaml:"preempt"`
@@ -123,7 +124,11 @@ type Log struct {
 const (
 	DefaultVersion        = 3
 	DefaultPriority       = 100
-	DefaultAdvertInterval = time.Second
+	// DefaultAdvertInterval (v3) gives sub-second failover by default while
+	// leaving a backup 600ms+ of silence before it acts, so a briefly starved
+	// master does not flap. v2 cannot go below a second.
+	DefaultAdvertInterval   = 200 * time.Millisecond
+	DefaultAdvertIntervalV2 = time.Second
 	DefaultGARPCount      = 5
 	DefaultGARPInterval   = 250 * time.Millisecond
 	DefaultGARPRefresh    = 60 * time.Second

@@ -46,6 +46,13 @@ func TestParseGoodAppliesDefaults(t *testing.T) {
 	if *in.GARP.Count != DefaultGARPCount || in.GARP.Interval != DefaultGARPInterval || *in.GARP.Refresh != DefaultGARPRefresh {
 		t.Fatalf("garp defaults %+v", in.GARP)
 	}
+	if c.VRRP.Instances[1].AdvertInterval != 200*time.Millisecond {
+		t.Fatalf("v3 default interval %v", c.VRRP.Instances[1].AdvertInterval)
+	}
+	v2, err := Parse([]byte("vrrp: {instances: [{name: a, interface: e, vrid: 1, version: 2, vips: [192.0.2.1]}]}"))
+	if err != nil || v2.VRRP.Instances[0].AdvertInterval != time.Second {
+		t.Fatalf("v2 default interval: %v %v", v2, err)
+	}
 	if c.VRRP.Instances[1].VRID != 52 || c.VRRP.Instances[1].Priority != DefaultPriority {
 		t.Fatalf("second instance %+v", c.VRRP.Instances[1])
 	}

@@ -87,18 +87,23 @@ func (c *Config) validate() Errors {
 	return v.es
 }
 
+// uniqueName checks a name's form and that seen does not hold it yet.
+func (v *validator) uniqueName(path, name string, seen map[string]bool) {
+	switch {
+	case !nameRE.MatchString(name):
+		v.add(path, "%q is not a valid name (letters, digits, _ . -)", name)
+	case seen[name]:
+		v.add(path, "%q is used twice", name)
+	}
+	seen[name] = true
+}
+
 func (v *validator) checks() map[string]bool {
 	names := map[string]bool{}
 	for i := range v.c.Checks {
 		ch := &v.c.Checks[i]
 		p := fmt.Sprintf("checks[%d]", i)
-		switch {
-		case !nameRE.MatchString(ch.Name):
-			v.add(p+".name", "%q is not a valid name (letters, digits, _ . -)", ch.Name)
-		case names[ch.Name]:
-			v.add(p+".name", "%q is used twice", ch.Name)
-		}
-		names[ch.Name] = true
+		v.uniqueName(p+".name", ch.Name, names)
 		kinds := 0
 		if ch.Exec != nil {
 			kinds++
@@ -142,18 +147,15 @@ func (v *validator) instances(checks map[string]bool) {
 	for i := range v.c.VRRP.Instances {
 		in := &v.c.VRRP.Instances[i]
 		p := fmt.Sprintf("vrrp.instances[%d]", i)
-		switch {
-		case !nameRE.MatchString(in.Name):
-			v.add(p+".name", "%q is not a valid name (letters, digits, _ . -)", in.Name)
-		case names[in.Name]:
-			v.add(p+".name", "%q is used twice", in.Name)
-		}
-		names[in.Name] = true
+		v.uniqueName(p+".name", in.Name, names)
 		if in.Interface == "" || len(in.Interface) > 15 || strings.ContainsAny(in.Interface, "/ ") {
 			v.add(p+".interface", "%q is not an interface name", in.Interface)
 		}
 		setDefault(v, p+".version", &in.Version, DefaultVersion)
 		setDefault(v, p+".priority", &in.Priority, DefaultPriority)
+		if in.Version == 2 {
+			setDefault(v, p+".advert_interval", &in.AdvertInterval, DefaultAdvertIntervalV2)
+		}
 		setDefault(v, p+".advert_interval", &in.AdvertInterval, DefaultAdvertInterval)
 		setDefault(v, p+".notify_timeout", &in.NotifyTimeout, DefaultNotifyTimeout)
 		if in.Preempt == nil {
@@ -329,13 +331,7 @@ func (v *validator) syncGroups() {
 	names := map[string]bool{}
 	for i, g := range v.c.VRRP.SyncGroups {
 		p := fmt.Sprintf("vrrp.sync_groups[%d]", i)
-		switch {
-		case !nameRE.MatchString(g.Name):
-			v.add(p+".name", "%q is not a valid name", g.Name)
-		case names[g.Name]:
-			v.add(p+".name", "%q is used twice", g.Name)
-		}
-		names[g.Name] = true
+		v.uniqueName(p+".name", g.Name, names)
 		if len(g.Instances) < 2 {
 			v.add(p+".instances", "a sync group needs at least two instances")
 		}

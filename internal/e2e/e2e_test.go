@@ -102,6 +102,35 @@ func waitAnswer(t *testing.T, c *vrrplab.Cluster, name string, t0 time.Time, d t
 	return took
 }
 
+// failover signals the daemon on from and returns how long until to answers
+// on the VIP.
+func failover(t *testing.T, c *vrrplab.Cluster, from string, sig syscall.Signal, to string, d time.Duration) time.Duration {
+	t.Helper()
+	t0 := time.Now()
+	if err := c.Node(from).Kill(sig); err != nil {
+		t.Fatal(err)
+	}
+	return waitAnswer(t, c, to, t0, d)
+}
+
+// oneHost builds a lab with a single host n at 10.79.0.1/24.
+func oneHost(t *testing.T) *netlab.Host {
+	t.Helper()
+	if !netlab.Root() {
+		t.Skip("needs root to create network namespaces")
+	}
+	lab, err := netlab.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lab.Close() })
+	h, err := lab.AddHost("n", mustPrefix("10.79.0.1/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
 // stable checks that for d the VIP stays on exactly one node, the named one.
 func stable(t *testing.T, c *vrrplab.Cluster, name string, d time.Duration) {
 	t.Helper()
@@ -124,11 +153,7 @@ func TestFailoverOnKillAndStaleVIPCleanup(t *testing.T) {
 	c := cluster(t, spec)
 	start(t, c, "lb1", "lb2")
 	waitOwner(t, c, "lb1", 5*time.Second)
-	t0 := time.Now()
-	if err := c.Node("lb1").Kill(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	took := waitAnswer(t, c, "lb2", t0, 5*time.Second)
+	took := failover(t, c, "lb1", syscall.SIGKILL, "lb2", 5*time.Second)
 	t.Logf("kill -9 failover: client reached lb2 after %v", took)
 	if !c.Node("lb2").HasVIP() {
 		t.Fatal("lb2 answers but does not hold the VIP")
@@ -152,11 +177,7 @@ func TestFailoverOnSIGTERMIsFastAndClean(t *testing.T) {
 	c := cluster(t, spec)
 	start(t, c, "lb1", "lb2")
 	waitOwner(t, c, "lb1", 5*time.Second)
-	t0 := time.Now()
-	if err := c.Node("lb1").Kill(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	took := waitAnswer(t, c, "lb2", t0, 3*time.Second)
+	took := failover(t, c, "lb1", syscall.SIGTERM, "lb2", 3*time.Second)
 	t.Logf("SIGTERM failover: %v", took)
 	if exited, err := c.Node("lb1").Proc.Wait(5 * time.Second); !exited || err != nil {
 		t.Fatalf("vigil did not exit cleanly on SIGTERM: exited=%v err=%v", exited, err)
@@ -243,11 +264,7 @@ func TestUnicastPeers(t *testing.T) {
 	start(t, c, "lb1", "lb2")
 	waitOwner(t, c, "lb1", 5*time.Second)
 	stable(t, c, "lb1", 500*time.Millisecond)
-	t0 := time.Now()
-	if err := c.Node("lb1").Kill(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	waitAnswer(t, c, "lb2", t0, 5*time.Second)
+	failover(t, c, "lb1", syscall.SIGKILL, "lb2", 5*time.Second)
 }
 
 func TestVersion2WithAuth(t *testing.T) {
@@ -257,11 +274,7 @@ func TestVersion2WithAuth(t *testing.T) {
 	start(t, c, "lb1", "lb2")
 	waitOwner(t, c, "lb1", 8*time.Second)
 	stable(t, c, "lb1", 2500*time.Millisecond) // lb2 hears and accepts the adverts
-	t0 := time.Now()
-	if err := c.Node("lb1").Kill(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	took := waitAnswer(t, c, "lb2", t0, 8*time.Second)
+	took := failover(t, c, "lb1", syscall.SIGKILL, "lb2", 8*time.Second)
 	t.Logf("v2 kill -9 failover with 1s adverts: %v", took)
 }
 
@@ -275,11 +288,7 @@ func TestIPv6VIP(t *testing.T) {
 	waitOwner(t, c, "lb1", 5*time.Second)
 	waitAnswer(t, c, "lb1", time.Now(), 3*time.Second)
 	stable(t, c, "lb1", 500*time.Millisecond)
-	t0 := time.Now()
-	if err := c.Node("lb1").Kill(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	waitAnswer(t, c, "lb2", t0, 5*time.Second)
+	failover(t, c, "lb1", syscall.SIGTERM, "lb2", 5*time.Second)
 	waitOwner(t, c, "lb2", 2*time.Second)
 }
 

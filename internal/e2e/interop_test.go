@@ -85,11 +85,7 @@ func TestKeepalivedInteropV2Auth(t *testing.T) {
 	stable(t, c, "lb1", 3*time.Second)    // keepalived accepts vigil's adverts: no flapping
 	checkCapture(t, wait(), "10.77.0.11", "10.77.0.12")
 
-	t0 := time.Now()
-	if err := c.Node("lb1").Kill(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("keepalived took over from a killed vigil after %v", waitAnswer(t, c, "lb2", t0, 8*time.Second))
+	t.Logf("keepalived took over from a killed vigil after %v", failover(t, c, "lb1", syscall.SIGKILL, "lb2", 8*time.Second))
 	start(t, c, "lb1")
 	waitOwner(t, c, "lb1", 8*time.Second) // stale VIP removed, keepalived released it
 	stable(t, c, "lb1", 2*time.Second)
@@ -106,11 +102,7 @@ func TestKeepalivedInteropV3(t *testing.T) {
 	checkCapture(t, wait(), "10.77.0.11")
 
 	// Graceful stop: keepalived's priority-0 advert hands over at once.
-	t0 := time.Now()
-	if err := c.Node("lb1").Kill(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("vigil took over from a stopping keepalived after %v", waitAnswer(t, c, "lb2", t0, 5*time.Second))
+	t.Logf("vigil took over from a stopping keepalived after %v", failover(t, c, "lb1", syscall.SIGTERM, "lb2", 5*time.Second))
 	waitOwner(t, c, "lb2", 3*time.Second)
 	wait = capture(t, c.Client, 2*time.Second)
 	stable(t, c, "lb2", time.Second)
@@ -122,9 +114,5 @@ func TestKeepalivedInteropV3(t *testing.T) {
 	stable(t, c, "lb1", time.Second)
 
 	// Crash of keepalived: vigil takes over after the master-down interval.
-	t0 = time.Now()
-	if err := c.Node("lb1").Kill(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("vigil took over from a killed keepalived after %v", waitAnswer(t, c, "lb2", t0, 5*time.Second))
+	t.Logf("vigil took over from a killed keepalived after %v", failover(t, c, "lb1", syscall.SIGKILL, "lb2", 5*time.Second))
 }

@@ -73,15 +73,7 @@ func TestBadConfigAndUnknownInterface(t *testing.T) {
 			t.Fatalf("vigil %s output does not name the key and line:\n%s", sub, out)
 		}
 	}
-	lab, err := netlab.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lab.Close() })
-	h, err := lab.AddHost("n", mustPrefix("10.79.0.1/24"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := oneHost(t)
 	cfg := filepath.Join(dir, "noif.yaml")
 	os.WriteFile(cfg, []byte("vrrp:\n  instances:\n    - {name: a, interface: eth0, vrid: 1, vips: [10.79.0.10]}\n    - {name: b, interface: eth9, vrid: 2, vips: [10.79.0.11]}\n"), 0o644)
 	var out strings.Builder
@@ -105,18 +97,7 @@ func TestBadConfigAndUnknownInterface(t *testing.T) {
 
 // Without privileges vigil says which capabilities it needs and changes nothing.
 func TestMissingPermissions(t *testing.T) {
-	if !netlab.Root() {
-		t.Skip("needs root to build the lab")
-	}
-	lab, err := netlab.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lab.Close() })
-	h, err := lab.AddHost("n", mustPrefix("10.79.0.1/24"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := oneHost(t)
 	dir, err := os.MkdirTemp("", "vigil-perm-")
 	if err != nil {
 		t.Fatal(err)

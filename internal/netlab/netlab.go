@@ -253,8 +253,8 @@ func (h *Host) Dial(ctx context.Context, network, addr string) (net.Conn, error)
 	return c, err
 }
 
-// SetLink sets the host's eth0 up or down from inside the host.
-func (h *Host) SetLink(up bool) error {
+// withEth0 runs f with a netlink handle in the host and its eth0.
+func (h *Host) withEth0(f func(hh *netlink.Handle, eth0 netlink.Link) error) error {
 	hh, err := h.Netlink()
 	if err != nil {
 		return err
@@ -262,12 +262,19 @@ func (h *Host) SetLink(up bool) error {
 	defer hh.Close()
 	lk, err := hh.LinkByName("eth0")
 	if err != nil {
-		return err
+		return fmt.Errorf("netlab: eth0 of %s: %w", h.Name, err)
 	}
-	if up {
-		return hh.LinkSetUp(lk)
-	}
-	return hh.LinkSetDown(lk)
+	return f(hh, lk)
+}
+
+// SetLink sets the host's eth0 up or down from inside the host.
+func (h *Host) SetLink(up bool) error {
+	return h.withEth0(func(hh *netlink.Handle, lk netlink.Link) error {
+		if up {
+			return hh.LinkSetUp(lk)
+		}
+		return hh.LinkSetDown(lk)
+	})
 }
 
 // SetCable plugs or unplugs the host's cable: the switch side goes down, so
@@ -285,54 +292,59 @@ func (h *Host) SetCable(up bool) error {
 	})
 }
 
-// HasAddr reports whether eth0 holds a.
-func (h *Host) HasAddr(a netip.Addr) (bool, error) {
-	hh, err := h.Netlink()
-	if err != nil {
-		return false, err
-	}
-	defer hh.Close()
-	lk, err := hh.LinkByName("eth0")
-	if err != nil {
-		return false, err
-	}
+// findAddr returns eth0's address a, or nil.
+func findAddr(hh *netlink.Handle, lk netlink.Link, a netip.Addr) (*netlink.Addr, error) {
 	list, err := hh.AddrList(lk, netlink.FAMILY_ALL)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	for _, x := range list {
 		if ip, ok := netip.AddrFromSlice(x.IP); ok && ip.Unmap() == a {
-			return true, nil
+			return &x, nil
 		}
 	}
-	return false, nil
+	return nil, nil
+}
+
+// HasAddr reports whether eth0 holds a.
+func (h *Host) HasAddr(a netip.Addr) (bool, error) {
+	var found bool
+	err := h.withEth0(func(hh *netlink.Handle, lk netlink.Link) error {
+		x, err := findAddr(hh, lk, a)
+		found = x != nil
+		return err
+	})
+	return found, err
+}
+
+// DelAddr removes a from eth0 if it is there.
+func (h *Host) DelAddr(a netip.Addr) error {
+	return h.withEth0(func(hh *netlink.Handle, lk netlink.Link) error {
+		x, err := findAddr(hh, lk, a)
+		if err != nil || x == nil {
+			return err
+		}
+		return hh.AddrDel(lk, x)
+	})
 }
 
 // Neighbor returns the link-layer address eth0's neighbour table holds for ip.
 func (h *Host) Neighbor(ip netip.Addr) (net.HardwareAddr, error) {
-	hh, err := h.Netlink()
-	if err != nil {
-		return nil, err
-	}
-	defer hh.Close()
-	lk, err := hh.LinkByName("eth0")
-	if err != nil {
-		return nil, err
-	}
-	fam := netlink.FAMILY_V4
-	if ip.Is6() {
-		fam = netlink.FAMILY_V6
-	}
-	list, err := hh.NeighList(lk.Attrs().Index, fam)
-	if err != nil {
-		return nil, err
-	}
-	for _, n := range list {
-		if a, ok := netip.AddrFromSlice(n.IP); ok && a.Unmap() == ip && len(n.HardwareAddr) > 0 {
-			return n.HardwareAddr, nil
+	var mac net.HardwareAddr
+	err := h.withEth0(func(hh *netlink.Handle, lk netlink.Link) error {
+		fam := netlink.FAMILY_V4
+		if ip.Is6() {
+			fam = netlink.FAMILY_V6
 		}
-	}
-	return nil, nil
+		list, err := hh.NeighList(lk.Attrs().Index, fam)
+		for _, n := range list {
+			if a, ok := netip.AddrFromSlice(n.IP); ok && a.Unmap() == ip && len(n.HardwareAddr) > 0 {
+				mac = n.HardwareAddr
+			}
+		}
+		return err
+	})
+	return mac, err
 }
 
 // Proc is a process started inside a host.

@@ -277,27 +277,7 @@ func (n *Node) HasVIP() bool {
 }
 
 // RemoveVIP removes a VIP a crashed daemon left behind.
-func (n *Node) RemoveVIP() error {
-	h, err := n.Host.Netlink()
-	if err != nil {
-		return err
-	}
-	defer h.Close()
-	lk, err := h.LinkByName("eth0")
-	if err != nil {
-		return err
-	}
-	addrs, err := h.AddrList(lk, 0)
-	if err != nil {
-		return err
-	}
-	for _, a := range addrs {
-		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == n.c.Spec.VIP.Addr() {
-			return h.AddrDel(lk, &a)
-		}
-	}
-	return nil
-}
+func (n *Node) RemoveVIP() error { return n.Host.DelAddr(n.c.Spec.VIP.Addr()) }
 
 // Log returns the tail of the node's log, for failure messages.
 func (n *Node) Log() string {
