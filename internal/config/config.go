@@ -43,6 +43,10 @@ type Instance struct {
 	Preempt *bool `yaml:"preempt"`
 	// PreemptDelay after start before preempting. Default 0.
 	PreemptDelay time.Duration `yaml:"preempt_delay"`
+	// Accept packets addressed to the VIPs while master. Default true, as
+	// keepalived without vrrp_strict: vigil serves on its VIPs. false is
+	// RFC 5798 Accept_Mode False: traffic to the VIPs is dropped (nftables).
+	Accept *bool `yaml:"accept"`
 	// UnicastPeers: send adverts to these addresses instead of multicast,
 	// and accept adverts only from them.
 	UnicastPeers []string `yaml:"unicast_peers"`

@@ -162,6 +162,10 @@ func (v *validator) instances(checks map[string]bool) {
 			t := true
 			in.Preempt = &t
 		}
+		if in.Accept == nil {
+			t := true
+			in.Accept = &t
+		}
 		if in.Version != 2 && in.Version != 3 {
 			v.add(p+".version", "%d is not 2 or 3", in.Version)
 		}

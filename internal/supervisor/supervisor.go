@@ -34,6 +34,7 @@ type Supervisor struct {
 	hooks      map[string]*notify.Hook // instance or group name -> hook
 	groups     []*syncGroup
 	vipSets    []*vip.Set
+	guard      *vip.Guard
 	bus        *check.Bus
 }
 
@@ -97,6 +98,9 @@ func (s *Supervisor) build() error {
 		s.instances = append(s.instances, in)
 		s.hooks[ic.Name] = notify.New(ic.Notify, ic.NotifyTimeout, s.log)
 	}
+	if err := s.acceptMode(parsed); err != nil {
+		return err
+	}
 	byName := map[string]*vrrp.Instance{}
 	for _, in := range s.instances {
 		byName[in.Name()] = in
@@ -128,6 +132,29 @@ func (s *Supervisor) build() error {
 			in.OnOwnFault = g.ownFault
 		}
 	}
+	return nil
+}
+
+// acceptMode installs the drop rules for instances with accept: false. The
+// address owner (priority 255) always accepts, as the RFC says.
+func (s *Supervisor) acceptMode(parsed [][]netip.Prefix) error {
+	var drop []netip.Addr
+	for i, ic := range s.cfg.VRRP.Instances {
+		if !*ic.Accept && ic.Priority != 255 {
+			for _, p := range parsed[i] {
+				drop = append(drop, p.Addr())
+			}
+		}
+	}
+	if len(drop) == 0 {
+		vip.RemoveStaleGuard()
+		return nil
+	}
+	g, err := vip.NewGuard(drop)
+	if err != nil {
+		return err
+	}
+	s.guard = g
 	return nil
 }
 
@@ -271,6 +298,9 @@ func (s *Supervisor) close() {
 	}
 	for _, v := range s.vipSets {
 		v.Close()
+	}
+	if s.guard != nil {
+		errs = append(errs, s.guard.Close())
 	}
 	if err := errors.Join(errs...); err != nil {
 		s.log.Debug("close", "err", err)

@@ -115,7 +115,7 @@ func (s *Set) Present() ([]netip.Prefix, error) {
 }
 
 func permission(err error) error {
-	if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EACCES) {
+	if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EACCES) || errors.Is(err, os.ErrPermission) {
 		return fmt.Errorf("%w (vigil needs CAP_NET_ADMIN)", err)
 	}
 	return err

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -10,7 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/nftables"
 	"github.com/vigil-lb/vigil/internal/netlab"
+	"github.com/vigil-lb/vigil/internal/vip"
 	"github.com/vigil-lb/vigil/internal/vrrplab"
 )
 
@@ -126,4 +129,80 @@ func TestMissingPermissions(t *testing.T) {
 	if ok, _ := h.HasAddr(mustPrefix("10.79.0.10/32").Addr()); ok {
 		t.Fatal("a VIP was configured without privileges")
 	}
+}
+
+// A host that holds the VIP without speaking VRRP (a stale or mistyped
+// address) is reported when vigil takes the VIP over.
+func TestConflictingHostIsReported(t *testing.T) {
+	spec := fast
+	spec.Nodes = []vrrplab.NodeSpec{{Name: "lb1", Impl: vrrplab.Vigil, Priority: 100}}
+	c := cluster(t, spec)
+	squatter, err := c.Lab.AddHost("squatter", mustPrefix("10.77.0.50/24"), c.Spec.VIP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(t, c, "lb1")
+	waitOwner(t, c, "lb1", 5*time.Second)
+	want := "address conflict: another host answers ARP for a VIP this node now owns"
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		log := c.Node("lb1").Log()
+		if strings.Contains(log, want) {
+			if !strings.Contains(log, squatter.MAC.String()) {
+				t.Fatalf("conflict logged without the squatter's MAC %s", squatter.MAC)
+			}
+			return
+		}
+	}
+	t.Fatalf("no conflict reported although %s holds the VIP", squatter.MAC)
+}
+
+// accept: false (RFC 5798 Accept_Mode False) drops traffic to the VIP on the
+// master while ARP still works; stopping removes the nftables table.
+func TestAcceptModeOff(t *testing.T) {
+	spec := fast
+	spec.Nodes = []vrrplab.NodeSpec{{Name: "lb1", Impl: vrrplab.Vigil, Priority: 100, InstanceYAML: "      accept: false\n"}}
+	c := cluster(t, spec)
+	start(t, c, "lb1")
+	waitOwner(t, c, "lb1", 5*time.Second)
+	if name, err := c.Ask(context.Background(), 300*time.Millisecond); err == nil {
+		t.Fatalf("accept mode off, yet %s answered on the VIP", name)
+	}
+	// The node itself is reachable, and the client learned the VIP's MAC.
+	conn, err := c.Client.Dial(context.Background(), "tcp", fmt.Sprintf("%s:%d", c.Node("lb1").Host.Addr(false), vrrplab.WhoamiPort))
+	if err != nil {
+		t.Fatalf("node address unreachable: %v", err)
+	}
+	conn.Close()
+	if mac, _ := c.Client.Neighbor(c.Spec.VIP.Addr()); mac.String() != c.Node("lb1").Host.MAC.String() {
+		t.Fatalf("client's neighbour entry for the VIP is %v, want lb1's %v", mac, c.Node("lb1").Host.MAC)
+	}
+	if !guardPresent(t, c.Node("lb1").Host) {
+		t.Fatal("no accept-mode table while running")
+	}
+	if err := c.Node("lb1").Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if guardPresent(t, c.Node("lb1").Host) {
+		t.Fatal("accept-mode table left after a graceful stop")
+	}
+}
+
+func guardPresent(t *testing.T, h *netlab.Host) bool {
+	t.Helper()
+	found := false
+	err := h.Do(func() error {
+		conn, err := nftables.New()
+		if err != nil {
+			return err
+		}
+		tables, err := conn.ListTables()
+		for _, tb := range tables {
+			found = found || tb.Name == vip.GuardTable
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return found
 }
