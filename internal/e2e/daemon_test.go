@@ -206,3 +206,19 @@ func guardPresent(t *testing.T, h *netlab.Host) bool {
 	}
 	return found
 }
+
+// A tracked interface that does not exist counts as down: with weight -100,
+// lb1 (150) advertises 50 and lb2 (100) stays master.
+func TestTrackedInterfaceWeight(t *testing.T) {
+	spec := fast
+	spec.Nodes = pair(vrrplab.Vigil, vrrplab.Vigil, 150, 100)
+	spec.Nodes[0].InstanceYAML = "      track: {interfaces: [{name: ghost0, weight: -100}]}\n"
+	c := cluster(t, spec)
+	start(t, c, "lb2")
+	waitOwner(t, c, "lb2", 5*time.Second)
+	start(t, c, "lb1")
+	stable(t, c, "lb2", 1500*time.Millisecond)
+	if !strings.Contains(c.Node("lb1").Log(), "tracked interface does not exist") {
+		t.Fatal("no warning about the missing tracked interface")
+	}
+}

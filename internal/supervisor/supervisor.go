@@ -220,14 +220,33 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() { instances.Wait(); close(done) }()
 
+	trackers := s.interfaceTrackers()
+	linkUp := map[string]bool{}
+	for name, ins := range trackers {
+		if _, err := net.InterfaceByName(name); err != nil {
+			// No update will ever come for it: it is down until it appears.
+			s.log.Warn("tracked interface does not exist: counted as down", "interface", name)
+			linkUp[name] = false
+			for _, in := range ins {
+				in.SetTracked("interface", name, false)
+			}
+		}
+	}
 	var err error
 loop:
 	for {
 		select {
 		case u := <-links:
+			// A node may have hundreds of links (pod veths): pass on only
+			// changes of the ones instances track, to those instances.
+			name := u.Attrs().Name
 			up := u.Attrs().Flags&net.FlagUp != 0 && u.Attrs().RawFlags&unix.IFF_RUNNING != 0
-			for _, in := range s.instances {
-				in.SetTracked("interface", u.Attrs().Name, up)
+			if was, seen := linkUp[name]; seen && was == up {
+				continue
+			}
+			linkUp[name] = up
+			for _, in := range trackers[name] {
+				in.SetTracked("interface", name, up)
 			}
 		case e := <-events:
 			for _, in := range s.instances {
@@ -246,6 +265,22 @@ loop:
 	stopHooks()
 	hooks.Wait()
 	return err
+}
+
+// interfaceTrackers maps each interface name to the instances that track it,
+// their own interface included.
+func (s *Supervisor) interfaceTrackers() map[string][]*vrrp.Instance {
+	out := map[string][]*vrrp.Instance{}
+	for i, ic := range s.cfg.VRRP.Instances {
+		in := s.instances[i]
+		out[ic.Interface] = append(out[ic.Interface], in)
+		for _, t := range ic.Track.Interfaces {
+			if t.Name != ic.Interface {
+				out[t.Name] = append(out[t.Name], in)
+			}
+		}
+	}
+	return out
 }
 
 // probeWait is how long a new master listens for other hosts answering ARP

@@ -128,7 +128,7 @@ func NewInstance(cfg Config, tx Sender, addrs Addresses, ann Announcer, log *slo
 		cfg: cfg, tx: tx, addrs: addrs, ann: ann,
 		log:     log.With("instance", cfg.Name, "vrid", cfg.VRID),
 		recv:    make(chan Received, 64),
-		ctl:     make(chan func(), 64),
+		ctl:     make(chan func(), 256),
 		track:   map[string]*trackState{},
 		lastLog: map[DropReason]time.Time{},
 	}
