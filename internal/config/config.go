@@ -126,19 +126,19 @@ type Log struct {
 
 // Defaults shared by validation and documentation.
 const (
-	DefaultVersion        = 3
-	DefaultPriority       = 100
+	DefaultVersion  = 3
+	DefaultPriority = 100
 	// DefaultAdvertInterval (v3) gives sub-second failover by default while
 	// leaving a backup 600ms+ of silence before it acts, so a briefly starved
 	// master does not flap. v2 cannot go below a second.
 	DefaultAdvertInterval   = 200 * time.Millisecond
 	DefaultAdvertIntervalV2 = time.Second
-	DefaultGARPCount      = 5
-	DefaultGARPInterval   = 250 * time.Millisecond
-	DefaultGARPRefresh    = 60 * time.Second
-	DefaultNotifyTimeout  = 10 * time.Second
-	DefaultCheckInterval  = 2 * time.Second
-	DefaultCheckTimeout   = time.Second
-	DefaultRise           = 2
-	DefaultFall           = 2
+	DefaultGARPCount        = 5
+	DefaultGARPInterval     = 250 * time.Millisecond
+	DefaultGARPRefresh      = 60 * time.Second
+	DefaultNotifyTimeout    = 10 * time.Second
+	DefaultCheckInterval    = 2 * time.Second
+	DefaultCheckTimeout     = time.Second
+	DefaultRise             = 2
+	DefaultFall             = 2
 )

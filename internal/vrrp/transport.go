@@ -42,8 +42,6 @@ type Transport struct {
 
 	mu       sync.Mutex
 	handlers map[uint8]chan<- Received
-	// Foreign counts messages for VRIDs nobody here registered.
-	foreign uint64
 }
 
 // OpenTransport opens the socket on ifname, joins the VRRP group and picks the
@@ -209,9 +207,6 @@ func (t *Transport) Serve() {
 		r.Payload = append([]byte(nil), buf[:n]...)
 		t.mu.Lock()
 		ch, ok := t.handlers[r.Payload[1]]
-		if !ok {
-			t.foreign++
-		}
 		t.mu.Unlock()
 		if ok {
 			select {
