@@ -38,8 +38,9 @@ type Supervisor struct {
 	bus        *check.Bus
 }
 
-// New prepares every component; nothing touches the network until Run, except
-// opening sockets, so permission and interface errors come before any change.
+// New prepares every component. Before Run it only opens sockets and, for
+// accept: false, installs the drop table, so interface and permission errors
+// come before any address changes; on error it undoes what it opened.
 func New(cfg *config.Config, log *slog.Logger) (*Supervisor, error) {
 	s := &Supervisor{cfg: cfg, log: log, transports: map[string]*vrrp.Transport{},
 		announcers: map[string]*garp.Announcer{}, hooks: map[string]*notify.Hook{}, bus: check.NewBus()}
@@ -57,7 +58,8 @@ func (s *Supervisor) build() error {
 		for _, v := range ic.VIPs {
 			p, _ := config.ParseVIP(v) // validated already
 			parsed[i] = append(parsed[i], p)
-			exclude[p.Addr()] = true
+			// An address owner's VIP is its own address and may be the source.
+			exclude[p.Addr()] = ic.Priority != 255
 		}
 	}
 	for i, ic := range s.cfg.VRRP.Instances {
