@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -164,4 +165,20 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// The example in docs/config.md must stay a valid config.
+func TestDocsExampleIsValid(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/config.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "## Example\n\n```yaml\n")
+	example, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 {
+		t.Fatal("docs/config.md has no example block")
+	}
+	if _, err := Parse([]byte(example)); err != nil {
+		t.Fatalf("docs example does not validate:\n%v", err)
+	}
 }
