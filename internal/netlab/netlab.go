@@ -480,3 +480,67 @@ func CleanupStale() {
 		_ = deleteNamed(e.Name())
 	}
 }
+
+// Dialer dials from inside a host with a fixed pool of threads that stay in
+// its namespace, so frequent probes do not each start a thread.
+type Dialer struct {
+	jobs chan dialJob
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+type dialJob struct {
+	ctx           context.Context
+	network, addr string
+	done          chan dialResult
+}
+
+type dialResult struct {
+	c   net.Conn
+	err error
+}
+
+// ErrBusy is returned by TryDial when every worker is busy.
+var ErrBusy = errors.New("netlab: all dialer workers busy")
+
+// Dialer starts workers threads inside the host. Close stops them.
+func (h *Host) Dialer(workers int) *Dialer {
+	d := &Dialer{jobs: make(chan dialJob), stop: make(chan struct{})}
+	for range workers {
+		d.wg.Go(func() {
+			runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
+			if err := netns.Set(h.ns); err != nil {
+				return
+			}
+			var nd net.Dialer
+			for {
+				select {
+				case <-d.stop:
+					return
+				case j := <-d.jobs:
+					c, err := nd.DialContext(j.ctx, j.network, j.addr)
+					j.done <- dialResult{c, err}
+				}
+			}
+		})
+	}
+	return d
+}
+
+// TryDial dials on a free worker, or returns ErrBusy at once if none is free.
+func (d *Dialer) TryDial(ctx context.Context, network, addr string) (net.Conn, error) {
+	j := dialJob{ctx: ctx, network: network, addr: addr, done: make(chan dialResult, 1)}
+	select {
+	case d.jobs <- j:
+	default:
+		return nil, ErrBusy
+	}
+	r := <-j.done
+	return r.c, r.err
+}
+
+// Close stops the workers after their current dial.
+func (d *Dialer) Close() {
+	close(d.stop)
+	d.wg.Wait()
+}

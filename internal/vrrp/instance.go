@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -287,6 +288,7 @@ func (in *Instance) Run(ctx context.Context) error {
 		case f := <-in.ctl:
 			f()
 		case <-timer.C:
+			in.awaitDeadline()
 			in.m.Tick()
 		case <-refresh:
 			if in.m.State() == Master {
@@ -296,12 +298,40 @@ func (in *Instance) Run(ctx context.Context) error {
 	}
 }
 
+// timerSlack is how early the master-down timer wakes. Go's timers fire up
+// to a millisecond or more late on an idle process, and that timer decides
+// how long a dead master's VIP stays unreachable.
+const timerSlack = 2 * time.Millisecond
+
 func (in *Instance) wait() time.Duration {
 	next := in.m.NextDeadline()
 	if next.IsZero() {
 		return time.Hour
 	}
-	return max(time.Until(next), 0)
+	d := time.Until(next)
+	if in.m.State() == Backup {
+		d -= timerSlack
+	}
+	return max(d, 0)
+}
+
+// awaitDeadline spends the last stretch before the master-down deadline
+// yielding instead of sleeping, so the takeover happens on time. It still
+// handles adverts, which may push the deadline out; then it returns early.
+// It runs at most timerSlack, and only when a backup is about to take over.
+func (in *Instance) awaitDeadline() {
+	for in.m.State() == Backup {
+		left := time.Until(in.m.NextDeadline())
+		if left <= 0 || left > timerSlack {
+			return
+		}
+		select {
+		case r := <-in.recv:
+			in.handle(r)
+		default:
+			runtime.Gosched()
+		}
+	}
 }
 
 func (in *Instance) handle(r Received) {

@@ -65,6 +65,7 @@ type Cluster struct {
 	Lab    *netlab.Lab
 	Client *netlab.Host
 	Nodes  []*Node
+	probe  *netlab.Dialer // the client's probe threads
 	dir    string
 	vigil  string
 }
@@ -107,6 +108,7 @@ func (c *Cluster) build() error {
 	if c.Client, err = c.Lab.AddHost("client", c.addr(100)); err != nil {
 		return err
 	}
+	c.probe = c.Client.Dialer(64)
 	for i, ns := range c.Spec.Nodes {
 		h, err := c.Lab.AddHost(ns.Name, c.addr(11+i))
 		if err != nil {
@@ -328,7 +330,7 @@ func (c *Cluster) WaitOwner(ctx context.Context, name string, timeout time.Durat
 func (c *Cluster) Ask(ctx context.Context, timeout time.Duration) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	conn, err := c.Client.Dial(ctx, "tcp", net.JoinHostPort(c.Spec.VIP.Addr().String(), fmt.Sprint(WhoamiPort)))
+	conn, err := c.probe.TryDial(ctx, "tcp", net.JoinHostPort(c.Spec.VIP.Addr().String(), fmt.Sprint(WhoamiPort)))
 	if err != nil {
 		return "", err
 	}
@@ -341,10 +343,11 @@ func (c *Cluster) Ask(ctx context.Context, timeout time.Duration) (string, error
 	return strings.TrimSpace(line), nil
 }
 
-// WaitAnswer asks the VIP every 5ms until want answers or timeout passes,
-// and returns how long it took from start to that answer's arrival. Probes
-// overlap (each may take 200ms), so one sent to a stale neighbour entry does
-// not hold up the next: the resolution stays 5ms. At most timeout/5ms probes.
+// WaitAnswer asks the VIP every millisecond until want answers or timeout
+// passes, and returns how long it took from start to that answer's arrival.
+// Probes overlap (each may take 30ms; a tick with every probe thread busy is
+// skipped), so one sent to a stale neighbour entry does not hold up the
+// next: the resolution stays about 1ms. At most timeout/1ms probes.
 func (c *Cluster) WaitAnswer(ctx context.Context, want string, start time.Time, timeout time.Duration) (time.Duration, error) {
 	ctx, cancel := context.WithDeadline(ctx, start.Add(timeout))
 	defer cancel()
@@ -353,8 +356,8 @@ func (c *Cluster) WaitAnswer(ctx context.Context, want string, start time.Time, 
 		at   time.Time
 		err  error
 	}
-	answers := make(chan answer, int(timeout/(5*time.Millisecond))+1)
-	tick := time.NewTicker(5 * time.Millisecond)
+	answers := make(chan answer, int(timeout/time.Millisecond)+1)
+	tick := time.NewTicker(time.Millisecond)
 	defer tick.Stop()
 	last := "no answer"
 	for {
@@ -372,8 +375,10 @@ func (c *Cluster) WaitAnswer(ctx context.Context, want string, start time.Time, 
 			}
 		case <-tick.C:
 			go func() {
-				name, err := c.Ask(ctx, 200*time.Millisecond)
-				answers <- answer{name, time.Now(), err}
+				name, err := c.Ask(ctx, 30*time.Millisecond)
+				if !errors.Is(err, netlab.ErrBusy) {
+					answers <- answer{name, time.Now(), err}
+				}
 			}()
 		}
 	}
@@ -381,6 +386,9 @@ func (c *Cluster) WaitAnswer(ctx context.Context, want string, start time.Time, 
 
 // Close stops every daemon and removes the lab.
 func (c *Cluster) Close() error {
+	if c.probe != nil {
+		c.probe.Close()
+	}
 	for _, n := range c.Nodes {
 		if n.Proc != nil && !n.Proc.Exited() {
 			_ = n.Stop()
