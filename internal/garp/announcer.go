@@ -212,6 +212,9 @@ func Probe(ctx context.Context, ifname string, ip netip.Addr, wait time.Duration
 		deadline = d
 	}
 	_ = c.SetReadDeadline(deadline)
+	// Cancellation ends the wait early, as the deadline does.
+	stop := context.AfterFunc(ctx, func() { _ = c.SetReadDeadline(time.Now()) })
+	defer stop()
 	seen := map[string]net.HardwareAddr{}
 	buf := make([]byte, 1500)
 	for {

@@ -107,6 +107,10 @@ type Instance struct {
 	track     map[string]*trackState // kind/name -> state
 	ownFault  bool
 	burstStop context.CancelFunc
+	// runCtx ends when Run returns; bg holds the announce bursts and ARP
+	// probes started under it, which Run waits for.
+	runCtx context.Context
+	bg     sync.WaitGroup
 	lastLog   map[DropReason]time.Time
 
 	mu     sync.Mutex
@@ -265,6 +269,9 @@ func (in *Instance) Run(ctx context.Context) error {
 			}
 		}
 	}
+	runCtx, stopBackground := context.WithCancel(ctx)
+	in.runCtx = runCtx
+	defer func() { stopBackground(); in.bg.Wait() }()
 	in.applyTracking()
 	in.m.Start()
 
@@ -422,19 +429,17 @@ func (l *link) TakeOver() {
 		in.log.Error("VIPs not configured", "err", err)
 	}
 	in.stopBurst()
-	if in.cfg.GARPCount == 0 {
-		in.probeConflicts()
-		return
-	}
 	// The first round goes out now, on this goroutine: clients must reach
 	// the new master without waiting for a scheduler. The conflict probe
 	// comes after it.
-	in.announce("takeover")
+	if in.cfg.GARPCount > 0 {
+		in.announce("takeover")
+	}
 	in.probeConflicts()
 	if in.cfg.GARPCount > 1 {
-		ctx, cancel := context.WithCancel(context.Background())
+		ctx, cancel := context.WithCancel(in.runCtx)
 		in.burstStop = cancel
-		go func() {
+		in.bg.Go(func() {
 			select {
 			case <-ctx.Done():
 				return
@@ -443,7 +448,7 @@ func (l *link) TakeOver() {
 			if err := in.ann.Burst(ctx, in.vips, in.cfg.GARPCount-1, in.cfg.GARPInterval); err != nil {
 				in.log.Warn("announce burst failed", "err", err)
 			}
-		}()
+		})
 	}
 }
 
@@ -458,8 +463,8 @@ func (in *Instance) probeConflicts() {
 		if !ip.Is4() {
 			continue
 		}
-		go func() {
-			macs, err := in.Probe(context.Background(), ip)
+		in.bg.Go(func() {
+			macs, err := in.Probe(in.runCtx, ip)
 			if err != nil {
 				in.log.Debug("arp probe failed", "vip", ip, "err", err)
 				return
@@ -471,7 +476,7 @@ func (in *Instance) probeConflicts() {
 				in.log.Warn("address conflict: another host answers ARP for a VIP this node now owns",
 					"vip", ip, "their_mac", fmt.Sprint(macs))
 			}
-		}()
+		})
 	}
 }
 
