@@ -83,8 +83,8 @@ func run(rounds int, out string) error {
 		{"graceful stop (SIGTERM), v3, advert 100ms", 3, 100 * time.Millisecond, syscall.SIGTERM, false, false},
 	}
 	var table strings.Builder
-	fmt.Fprintf(&table, "Written by `make bench-failover` (`go run ./bench/failover -rounds %d`) on %s, %d rounds per row.\n",
-		rounds, time.Now().UTC().Format("2006-01-02 15:04 MST"), rounds)
+	fmt.Fprintf(&table, "Written by `make bench-failover` (`go run ./bench/failover -rounds %d`) on %s: %d rounds per aligned row, %d per other row, vigil's rounds then keepalived's.\n",
+		rounds, time.Now().UTC().Format("2006-01-02 15:04 MST"), rounds, 3*rounds)
 	fmt.Fprintf(&table, "Peer: %s. Lab: two routers (priority 150 and 100) and a client on one bridge, each in its own namespace.\n", firstLine(string(kv)))
 	table.WriteString("Failover time is from the signal to the client's first TCP answer from the backup on the VIP (overlapping probes every 5 ms). ")
 	table.WriteString("\"Just after an advert\" rows kill the master as soon as the client sees its advert, so each round waits the full master-down interval ")
@@ -96,7 +96,11 @@ func run(rounds int, out string) error {
 	for _, sc := range scenarios {
 		res := map[vrrplab.Impl]result{}
 		for _, impl := range []vrrplab.Impl{vrrplab.Vigil, vrrplab.Keepalived} {
-			r, err := measure(ctx, sc, impl, bin, dir, rounds)
+			n := rounds
+			if !sc.aligned {
+				n = 3 * rounds // the phase varies by a whole interval: more samples
+			}
+			r, err := measure(ctx, sc, impl, bin, dir, n)
 			if err != nil {
 				return fmt.Errorf("%s, %s: %w", sc.name, impl, err)
 			}
