@@ -109,9 +109,9 @@ type Instance struct {
 	burstStop context.CancelFunc
 	// runCtx ends when Run returns; bg holds the announce bursts and ARP
 	// probes started under it, which Run waits for.
-	runCtx context.Context
-	bg     sync.WaitGroup
-	lastLog   map[DropReason]time.Time
+	runCtx  context.Context
+	bg      sync.WaitGroup
+	lastLog map[DropReason]time.Time
 
 	mu     sync.Mutex
 	status Status
