@@ -33,9 +33,9 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseFrame$$' -fuzztime $(FUZZTIME) ./internal/garp
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/config
 
-test: deps vet
+# Fuzzing first, so the test run's summary closes the output.
+test: deps vet fuzz
 	$(GO) test -race -count=1 ./...
-	$(MAKE) fuzz
 
 # bench-failover measures vigil against keepalived and rewrites its table in docs/benchmarks.md.
 bench-failover: deps
