@@ -1,0 +1,77 @@
+package vip
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/vigil-lb/vigil/internal/netlab"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+func TestSetInNamespace(t *testing.T) {
+	if !netlab.Root() {
+		t.Skip("needs root to create a network namespace")
+	}
+	lab, err := netlab.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lab.Close() })
+	h, err := lab.AddHost("n", netip.MustParsePrefix("10.80.0.1/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v4, v6 := netip.MustParsePrefix("10.80.0.10/32"), netip.MustParsePrefix("fd00:80::10/128")
+	err = h.Do(func() error {
+		s, err := New("eth0", []netip.Prefix{v4, v6})
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		for range 2 { // adding twice is not an error
+			if err := s.Add(); err != nil {
+				t.Fatalf("add: %v", err)
+			}
+		}
+		got, err := s.Present()
+		if err != nil || len(got) != 2 {
+			t.Fatalf("present after add: %v %v", got, err)
+		}
+		lk, _ := netlink.LinkByName("eth0")
+		addrs, _ := netlink.AddrList(lk, netlink.FAMILY_ALL)
+		for _, a := range addrs {
+			ip, _ := netip.AddrFromSlice(a.IP)
+			switch ip.Unmap() {
+			case v4.Addr():
+				if a.Label != "eth0:vg" {
+					t.Errorf("IPv4 VIP label %q, want eth0:vg", a.Label)
+				}
+			case v6.Addr():
+				if a.Flags&unix.IFA_F_NODAD == 0 || a.Flags&unix.IFA_F_TENTATIVE != 0 {
+					t.Errorf("IPv6 VIP flags %#x: want nodad and not tentative", a.Flags)
+				}
+			}
+		}
+		for range 2 { // removing twice is not an error
+			if err := s.Remove(); err != nil {
+				t.Fatalf("remove: %v", err)
+			}
+		}
+		if got, _ := s.Present(); len(got) != 0 {
+			t.Fatalf("present after remove: %v", got)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New("nope0", []netip.Prefix{v4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Add(); err == nil {
+		t.Fatal("adding to a missing interface succeeded")
+	}
+}
