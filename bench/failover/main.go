@@ -86,7 +86,7 @@ func run(rounds int, out string) error {
 	fmt.Fprintf(&table, "Written by `make bench-failover` (`go run ./bench/failover -rounds %d`) on %s: %d rounds per aligned row, %d per other row, vigil's rounds then keepalived's.\n",
 		rounds, time.Now().UTC().Format("2006-01-02 15:04 MST"), rounds, 3*rounds)
 	fmt.Fprintf(&table, "Peer: %s. Lab: two routers (priority 150 and 100) and a client on one bridge, each in its own namespace.\n", firstLine(string(kv)))
-	table.WriteString("Failover time is from the signal to the client's first TCP answer from the backup on the VIP (overlapping probes every 5 ms). ")
+	table.WriteString("Failover time is from the signal to the client's first TCP answer from the backup on the VIP (overlapping probes every 1 ms). ")
 	table.WriteString("\"Just after an advert\" rows kill the master as soon as the client sees its advert, so each round waits the full master-down interval ")
 	table.WriteString("(3 × interval + skew: 3609 ms at 1s, 361 ms at 100ms for priority 100) and the ratio compares the implementations; ")
 	table.WriteString("\"random phase\" rows kill at a random point of the interval, as a real crash does. ")

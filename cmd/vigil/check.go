@@ -20,7 +20,7 @@ func checkCmd() *cobra.Command {
 			}
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "%s: ok\n", path)
-			for _, in := range cfg.VRRP.Instances {
+			for _, in := range cfg.VRRP.All() {
 				fmt.Fprintf(out, "  instance %s: %s vrid %d v%d priority %d interval %v vips %v\n",
 					in.Name, in.Interface, in.VRID, in.Version, in.Priority, in.AdvertInterval, in.VIPs)
 			}

@@ -23,7 +23,39 @@ type Config struct {
 // VRRP holds the virtual routers.
 type VRRP struct {
 	Instances  []Instance  `yaml:"instances"`
+	Pools      []Pool      `yaml:"pools"`
 	SyncGroups []SyncGroup `yaml:"sync_groups"`
+	// PoolInstances are the instances generated from Pools for this node,
+	// one per VIP, filled in by validation.
+	PoolInstances []Instance `yaml:"-"`
+}
+
+// All returns the configured and the generated instances.
+func (v *VRRP) All() []Instance {
+	return append(append([]Instance(nil), v.Instances...), v.PoolInstances...)
+}
+
+// Pool spreads VIPs over nodes, active-active: one VRRP instance per VIP,
+// each node the first choice for an equal share (see package pool).
+type Pool struct {
+	Name      string   `yaml:"name"`
+	Interface string   `yaml:"interface"`
+	VIPs      []string `yaml:"vips"`
+	// Nodes taking part, by their node name; this node must be one of them.
+	Nodes []string `yaml:"nodes"`
+	// VRIDBase is the VRID of the first VIP (in address order); the others
+	// follow consecutively, wrapping after 255. Default: derived from
+	// cluster and pool name like an instance's VRID.
+	VRIDBase       int           `yaml:"vrid_base"`
+	Version        int           `yaml:"version"`
+	AdvertInterval time.Duration `yaml:"advert_interval"`
+	// MoveBackDelay is how long a returning node waits before taking its
+	// VIPs back, so a flapping node does not churn the router. Default 5s.
+	MoveBackDelay *time.Duration `yaml:"move_back_delay"`
+	Track         Track          `yaml:"track"`
+	GARP          GARP           `yaml:"garp"`
+	Notify        string         `yaml:"notify"`
+	NotifyTimeout time.Duration  `yaml:"notify_timeout"`
 }
 
 // Instance is one virtual router: a VRID on one interface owning some VIPs.
@@ -59,6 +91,9 @@ type Instance struct {
 	Notify string   `yaml:"notify"`
 	// NotifyTimeout bounds one run of the notify hook. Default 10s.
 	NotifyTimeout time.Duration `yaml:"notify_timeout"`
+	// Path is the key path of the instance, or of the pool it was generated
+	// from, for error messages.
+	Path string `yaml:"-"`
 }
 
 // Track lists what changes an instance's priority or puts it in FAULT.
@@ -141,4 +176,5 @@ const (
 	DefaultCheckTimeout     = time.Second
 	DefaultRise             = 2
 	DefaultFall             = 2
+	DefaultMoveBackDelay    = 5 * time.Second
 )

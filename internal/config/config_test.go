@@ -182,3 +182,64 @@ func TestDocsExampleIsValid(t *testing.T) {
 		t.Fatalf("docs example does not validate:\n%v", err)
 	}
 }
+
+const poolConfig = `cluster: c1
+node: infra2
+vrrp:
+  pools:
+    - name: ingress
+      interface: eth0
+      vips: [192.0.2.103, 192.0.2.101, 192.0.2.102]
+      nodes: [infra1, infra2, infra3]
+      vrid_base: 100
+`
+
+func TestPoolGeneratesThisNodesInstances(t *testing.T) {
+	c, err := Parse([]byte(poolConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string][2]int{}
+	for _, in := range c.VRRP.PoolInstances {
+		got[in.VIPs[0]] = [2]int{in.VRID, in.Priority}
+		if in.PreemptDelay != DefaultMoveBackDelay || !*in.Preempt || in.Path != "vrrp.pools[0]" {
+			t.Fatalf("generated instance %+v", in)
+		}
+	}
+	// Sorted VIPs 101,102,103 take VRIDs 100,101,102; infra2 is first for
+	// .102, second for .101 (infra1 > infra2 > infra3), third for .103.
+	want := map[string][2]int{"192.0.2.101/32": {100, 249}, "192.0.2.102/32": {101, 250}, "192.0.2.103/32": {102, 248}}
+	if len(got) != 3 || got["192.0.2.101/32"] != want["192.0.2.101/32"] || got["192.0.2.102/32"] != want["192.0.2.102/32"] || got["192.0.2.103/32"] != want["192.0.2.103/32"] {
+		t.Fatalf("generated %v, want %v", got, want)
+	}
+	if len(c.VRRP.All()) != 3 {
+		t.Fatalf("All() = %d instances", len(c.VRRP.All()))
+	}
+}
+
+func TestPoolErrors(t *testing.T) {
+	cases := []struct {
+		name    string
+		replace [2]string
+		want    string
+	}{
+		{"more nodes than VIPs", [2]string{"vips: [192.0.2.103, 192.0.2.101, 192.0.2.102]", "vips: [192.0.2.101, 192.0.2.102]"}, "vrrp.pools[0]: 3 nodes but only 2 VIPs"},
+		{"node not in pool", [2]string{"node: infra2", "node: other"}, `vrrp.pools[0].nodes: this node "other" is not in the pool`},
+		{"duplicate VIP", [2]string{"192.0.2.101, 192.0.2.102]", "192.0.2.101, 192.0.2.101]"}, "vrrp.pools[0].vips[2]: 192.0.2.101 is already a VIP of vrrp.pools[0] (line 7)"},
+		{"VIP shared with an instance", [2]string{"  pools:", "  instances:\n    - {name: a, interface: eth0, vrid: 7, vips: [192.0.2.101]}\n  pools:"}, "192.0.2.101 is already a VIP of vrrp.instances[0]"},
+		{"VRID collision", [2]string{"  pools:", "  instances:\n    - {name: a, interface: eth0, vrid: 101, vips: [192.0.2.9]}\n  pools:"}, "gets VRID 101 (vrid_base 100 + 1), already used by vrrp.instances[0]: set vrid_base"},
+		{"vrid_base range", [2]string{"vrid_base: 100", "vrid_base: 300"}, "vrrp.pools[0].vrid_base: 300 is out of range 1..255 (line 9)"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			src := strings.Replace(poolConfig, tc.replace[0], tc.replace[1], 1)
+			if src == poolConfig {
+				t.Fatalf("replacement %q not found", tc.replace[0])
+			}
+			_, err := Parse([]byte(src))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error\n%v\nwant it to contain\n%s", err, tc.want)
+			}
+		})
+	}
+}

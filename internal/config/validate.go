@@ -79,9 +79,10 @@ func (c *Config) validate() Errors {
 		v.add("log.level", "%q is not debug, info, warn or error", c.Log.Level)
 	}
 	checks := v.checks()
-	v.instances(checks)
+	vrids, vips := v.instances(checks)
+	v.pools(checks, vrids, vips)
 	v.syncGroups()
-	if len(c.VRRP.Instances) == 0 && len(c.Checks) == 0 {
+	if len(c.VRRP.Instances) == 0 && len(c.VRRP.Pools) == 0 && len(c.Checks) == 0 {
 		v.add("vrrp.instances", "nothing to do: no instances configured")
 	}
 	return v.es
@@ -140,13 +141,15 @@ func (v *validator) checks() map[string]bool {
 	return names
 }
 
-func (v *validator) instances(checks map[string]bool) {
+// instances validates vrrp.instances and returns the VRIDs and VIPs they use.
+func (v *validator) instances(checks map[string]bool) (vrids map[string]string, vips map[netip.Addr]string) {
 	names := map[string]bool{}
-	vrids := map[string]string{} // interface/family/vrid -> path
-	vips := map[netip.Addr]string{}
+	vrids = map[string]string{} // interface/family/vrid -> path
+	vips = map[netip.Addr]string{}
 	for i := range v.c.VRRP.Instances {
 		in := &v.c.VRRP.Instances[i]
 		p := fmt.Sprintf("vrrp.instances[%d]", i)
+		in.Path = p
 		v.uniqueName(p+".name", in.Name, names)
 		if in.Interface == "" || len(in.Interface) > 15 || strings.ContainsAny(in.Interface, "/ ") {
 			v.add(p+".interface", "%q is not an interface name", in.Interface)
@@ -217,22 +220,27 @@ func (v *validator) instances(checks map[string]bool) {
 				v.add(p+".auth_pass", "is %d bytes, at most 8 fit", len(in.AuthPass))
 			}
 		}
-		for j, t := range in.Track.Interfaces {
-			tp := fmt.Sprintf("%s.track.interfaces[%d]", p, j)
-			if t.Name == "" || len(t.Name) > 15 {
-				v.add(tp+".name", "%q is not an interface name", t.Name)
-			}
-			v.weight(tp+".weight", t.Weight)
-		}
-		for j, t := range in.Track.Checks {
-			tp := fmt.Sprintf("%s.track.checks[%d]", p, j)
-			if !checks[t.Name] {
-				v.add(tp+".name", "no check named %q in checks", t.Name)
-			}
-			v.weight(tp+".weight", t.Weight)
-		}
+		v.track(p, in.Track, checks)
 		v.garp(p+".garp", &in.GARP)
 		v.executable(p+".notify", in.Notify)
+	}
+	return vrids, vips
+}
+
+func (v *validator) track(p string, tr Track, checks map[string]bool) {
+	for j, t := range tr.Interfaces {
+		tp := fmt.Sprintf("%s.track.interfaces[%d]", p, j)
+		if t.Name == "" || len(t.Name) > 15 {
+			v.add(tp+".name", "%q is not an interface name", t.Name)
+		}
+		v.weight(tp+".weight", t.Weight)
+	}
+	for j, t := range tr.Checks {
+		tp := fmt.Sprintf("%s.track.checks[%d]", p, j)
+		if !checks[t.Name] {
+			v.add(tp+".name", "no check named %q in checks", t.Name)
+		}
+		v.weight(tp+".weight", t.Weight)
 	}
 }
 

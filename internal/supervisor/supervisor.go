@@ -28,6 +28,7 @@ type Supervisor struct {
 	cfg *config.Config
 	log *slog.Logger
 
+	all        []config.Instance // configured and generated from pools, in s.instances order
 	transports map[string]*vrrp.Transport
 	announcers map[string]*garp.Announcer
 	instances  []*vrrp.Instance
@@ -52,9 +53,10 @@ func New(cfg *config.Config, log *slog.Logger) (*Supervisor, error) {
 }
 
 func (s *Supervisor) build() error {
+	s.all = s.cfg.VRRP.All()
 	exclude := map[netip.Addr]bool{}
-	parsed := make([][]netip.Prefix, len(s.cfg.VRRP.Instances))
-	for i, ic := range s.cfg.VRRP.Instances {
+	parsed := make([][]netip.Prefix, len(s.all))
+	for i, ic := range s.all {
 		for _, v := range ic.VIPs {
 			p, _ := config.ParseVIP(v) // validated already
 			parsed[i] = append(parsed[i], p)
@@ -62,8 +64,8 @@ func (s *Supervisor) build() error {
 			exclude[p.Addr()] = ic.Priority != 255
 		}
 	}
-	for i, ic := range s.cfg.VRRP.Instances {
-		key := fmt.Sprintf("vrrp.instances[%d].interface", i)
+	for i, ic := range s.all {
+		key := ic.Path + ".interface"
 		if _, err := net.InterfaceByName(ic.Interface); err != nil {
 			return fmt.Errorf("%s: no interface %q on this host (line %d)", key, ic.Interface, s.cfg.Line(key))
 		}
@@ -141,7 +143,7 @@ func (s *Supervisor) build() error {
 // address owner (priority 255) always accepts, as the RFC says.
 func (s *Supervisor) acceptMode(parsed [][]netip.Prefix) error {
 	var drop []netip.Addr
-	for i, ic := range s.cfg.VRRP.Instances {
+	for i, ic := range s.all {
 		if !*ic.Accept && ic.Priority != 255 {
 			for _, p := range parsed[i] {
 				drop = append(drop, p.Addr())
@@ -273,7 +275,7 @@ loop:
 // their own interface included.
 func (s *Supervisor) interfaceTrackers() map[string][]*vrrp.Instance {
 	out := map[string][]*vrrp.Instance{}
-	for i, ic := range s.cfg.VRRP.Instances {
+	for i, ic := range s.all {
 		in := s.instances[i]
 		out[ic.Interface] = append(out[ic.Interface], in)
 		for _, t := range ic.Track.Interfaces {

@@ -109,7 +109,6 @@ func (m *Machine) MasterAddr() netip.Addr { return m.master }
 
 // Start leaves Initialize (RFC 5798 section 6.4.1).
 func (m *Machine) Start() {
-	m.preemptFrom = m.clock.Now().Add(m.p.PreemptDelay)
 	if m.fault {
 		m.enter(Fault, "fault at start")
 		return
@@ -117,7 +116,11 @@ func (m *Machine) Start() {
 	m.initialize("start")
 }
 
+// initialize runs at start and when FAULT ends: either way the node is
+// (re)joining, and the preempt delay starts again, so a flapping node does
+// not pull its VIPs back at every return.
 func (m *Machine) initialize(reason string) {
+	m.preemptFrom = m.clock.Now().Add(m.p.PreemptDelay)
 	if m.priority == 255 {
 		m.becomeMaster(reason + ": address owner")
 		return

@@ -42,6 +42,7 @@ type Transport struct {
 
 	mu       sync.Mutex
 	handlers map[uint8]chan<- Received
+	sniffer  chan<- Received // gets every message, for scan
 }
 
 // OpenTransport opens the socket on ifname, joins the VRRP group and picks the
@@ -140,6 +141,13 @@ func (t *Transport) Register(vrid uint8, ch chan<- Received) error {
 	return nil
 }
 
+// Sniff sends every message, whatever its VRID, to ch as well.
+func (t *Transport) Sniff(ch chan<- Received) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.sniffer = ch
+}
+
 // Unregister stops routing vrid.
 func (t *Transport) Unregister(vrid uint8) {
 	t.mu.Lock()
@@ -206,11 +214,15 @@ func (t *Transport) Serve() {
 		r.Src, r.Dst = r.Src.Unmap(), r.Dst.Unmap()
 		r.Payload = append([]byte(nil), buf[:n]...)
 		t.mu.Lock()
-		ch, ok := t.handlers[r.Payload[1]]
+		ch := t.handlers[r.Payload[1]]
+		sniffer := t.sniffer
 		t.mu.Unlock()
-		if ok {
+		for _, c := range []chan<- Received{ch, sniffer} {
+			if c == nil {
+				continue
+			}
 			select {
-			case ch <- r:
+			case c <- r:
 			default:
 			}
 		}

@@ -56,7 +56,11 @@ type Spec struct {
 	VIP       netip.Prefix
 	IPv6      bool // hosts get IPv6 addresses and the VIP is IPv6
 	GARPCount int  // vigil only; 0 means vigil's default
-	Nodes     []NodeSpec
+	// PoolVIPs, when set, makes vigil nodes run one pool of these VIPs over
+	// all nodes instead of one instance of VIP (vigil only).
+	PoolVIPs      []netip.Prefix
+	MoveBackDelay time.Duration
+	Nodes         []NodeSpec
 }
 
 // Cluster is a running lab.
@@ -166,6 +170,10 @@ func (n *Node) writeConfig() error {
 	switch n.Impl {
 	case Vigil:
 		n.Config = filepath.Join(n.c.dir, n.Name+".yaml")
+		if len(s.PoolVIPs) > 0 {
+			n.writePool(&b)
+			break
+		}
 		fmt.Fprintf(&b, "cluster: lab\nnode: %s\nvrrp:\n  instances:\n    - name: vip\n      interface: eth0\n", n.Name)
 		fmt.Fprintf(&b, "      vrid: %d\n      version: %d\n      priority: %d\n      advert_interval: %v\n", s.VRID, s.Version, n.Priority, s.Interval)
 		fmt.Fprintf(&b, "      preempt: %v\n      vips: [%q]\n", !s.NoPreempt, s.VIP.String())
@@ -211,6 +219,24 @@ func (n *Node) writeConfig() error {
 		return fmt.Errorf("vrrplab: unknown implementation %q", n.Impl)
 	}
 	return os.WriteFile(n.Config, []byte(b.String()), 0o644)
+}
+
+func (n *Node) writePool(b *strings.Builder) {
+	s := n.c.Spec
+	var vips, nodes []string
+	for _, v := range s.PoolVIPs {
+		vips = append(vips, fmt.Sprintf("%q", v.String()))
+	}
+	for _, o := range n.c.Nodes {
+		nodes = append(nodes, o.Name)
+	}
+	fmt.Fprintf(b, "cluster: lab\nnode: %s\nvrrp:\n  pools:\n    - name: pool\n      interface: eth0\n", n.Name)
+	fmt.Fprintf(b, "      vrid_base: %d\n      version: %d\n      advert_interval: %v\n      move_back_delay: %v\n",
+		max(s.VRID, 1), s.Version, s.Interval, s.MoveBackDelay)
+	fmt.Fprintf(b, "      vips: [%s]\n      nodes: [%s]\n", strings.Join(vips, ", "), strings.Join(nodes, ", "))
+	b.WriteString(n.InstanceYAML)
+	b.WriteString("log: {level: debug}\n")
+	b.WriteString(n.TopYAML)
 }
 
 // Start starts the node's daemon, appending its output to LogPath.
@@ -328,9 +354,14 @@ func (c *Cluster) WaitOwner(ctx context.Context, name string, timeout time.Durat
 // Ask connects from the client to the VIP and returns the name of the node
 // that answered. Each attempt is bounded by timeout.
 func (c *Cluster) Ask(ctx context.Context, timeout time.Duration) (string, error) {
+	return c.AskAddr(ctx, c.Spec.VIP.Addr(), timeout)
+}
+
+// AskAddr is Ask for any address, such as one VIP of a pool.
+func (c *Cluster) AskAddr(ctx context.Context, vip netip.Addr, timeout time.Duration) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	conn, err := c.probe.TryDial(ctx, "tcp", net.JoinHostPort(c.Spec.VIP.Addr().String(), fmt.Sprint(WhoamiPort)))
+	conn, err := c.probe.TryDial(ctx, "tcp", net.JoinHostPort(vip.String(), fmt.Sprint(WhoamiPort)))
 	if err != nil {
 		return "", err
 	}

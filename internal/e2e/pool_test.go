@@ -1,0 +1,106 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/vigil-lb/vigil/internal/vrrplab"
+)
+
+// Failure 1 of issue 4: after a node leaves and returns, the router must
+// again map each VIP to its own owner's MAC, and traffic spreads evenly.
+func TestPoolBalancesAndMovesBack(t *testing.T) {
+	vips := []netip.Prefix{mustPrefix("10.77.0.103/32"), mustPrefix("10.77.0.101/32"), mustPrefix("10.77.0.102/32")}
+	spec := fast
+	spec.PoolVIPs = vips
+	spec.MoveBackDelay = 2 * time.Second
+	spec.VRID = 60
+	spec.Nodes = []vrrplab.NodeSpec{{Name: "infra1", Impl: vrrplab.Vigil}, {Name: "infra2", Impl: vrrplab.Vigil}, {Name: "infra3", Impl: vrrplab.Vigil}}
+	c := cluster(t, spec)
+	start(t, c, "infra1", "infra2", "infra3")
+	// Sorted VIPs go round the sorted nodes: .101 infra1, .102 infra2, .103 infra3.
+	owners := map[string]string{"10.77.0.101": "infra1", "10.77.0.102": "infra2", "10.77.0.103": "infra3"}
+	routerSeesOwners(t, c, owners, 5*time.Second)
+
+	// infra2 leaves: .102 goes to its second choice, infra3.
+	if err := c.Node("infra2").Stop(); err != nil {
+		t.Fatal(err)
+	}
+	left := map[string]string{"10.77.0.101": "infra1", "10.77.0.102": "infra3", "10.77.0.103": "infra3"}
+	routerSeesOwners(t, c, left, 5*time.Second)
+
+	// infra2 returns: nothing moves during the move-back delay, then .102 does.
+	back := time.Now()
+	start(t, c, "infra2")
+	for time.Since(back) < 1500*time.Millisecond {
+		if hasVIP(t, c, "infra2", "10.77.0.102") {
+			t.Fatalf("infra2 took .102 back after %v, before the 2s move-back delay", time.Since(back))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	routerSeesOwners(t, c, owners, 6*time.Second)
+	t.Logf("moved back %v after infra2 returned", time.Since(back))
+
+	// A bounded round-robin loop over the three VIPs reaches every node.
+	count := map[string]int{}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	const requests = 300
+	for i := range requests {
+		name, err := c.AskAddr(ctx, vips[i%3].Addr(), time.Second)
+		if err != nil {
+			t.Fatalf("request %d to %s: %v", i, vips[i%3].Addr(), err)
+		}
+		count[name]++
+	}
+	for _, n := range []string{"infra1", "infra2", "infra3"} {
+		if count[n] < requests/4 {
+			t.Fatalf("%s served %d of %d requests (%v), want at least 25%%", n, count[n], requests, count)
+		}
+	}
+	t.Logf("requests per node: %v", count)
+}
+
+func hasVIP(t *testing.T, c *vrrplab.Cluster, node, vip string) bool {
+	t.Helper()
+	ok, err := c.Node(node).Host.HasAddr(netip.MustParseAddr(vip))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ok
+}
+
+// routerSeesOwners waits until every VIP is held by exactly its owner, the
+// client's neighbour table maps it to that owner's MAC, and the owner answers.
+func routerSeesOwners(t *testing.T, c *vrrplab.Cluster, owners map[string]string, d time.Duration) {
+	t.Helper()
+	var last string
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		last = ""
+		for vip, owner := range owners {
+			ip := netip.MustParseAddr(vip)
+			for _, n := range c.Nodes {
+				if n.Proc != nil && !n.Proc.Exited() && hasVIP(t, c, n.Name, vip) != (n.Name == owner) {
+					last += fmt.Sprintf("%s held by %s=%v; ", vip, n.Name, !(n.Name == owner))
+				}
+			}
+			got, err := c.AskAddr(context.Background(), ip, 200*time.Millisecond)
+			if err != nil || got != owner {
+				last += fmt.Sprintf("%s answered by %q (%v); ", vip, got, err)
+				continue
+			}
+			mac, _ := c.Client.Neighbor(ip)
+			if mac.String() != c.Node(owner).Host.MAC.String() {
+				last += fmt.Sprintf("router maps %s to %v, owner %s is %v; ", vip, mac, owner, c.Node(owner).Host.MAC)
+			}
+		}
+		if last == "" {
+			return
+		}
+	}
+	t.Fatalf("after %v: %s", d, last)
+}
+
