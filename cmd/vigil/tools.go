@@ -116,4 +116,3 @@ func arpAuditCmd() *cobra.Command {
 	_ = cmd.MarkFlagRequired("interface")
 	return cmd
 }
-

@@ -103,4 +103,3 @@ func routerSeesOwners(t *testing.T, c *vrrplab.Cluster, owners map[string]string
 	}
 	t.Fatalf("after %v: %s", d, last)
 }
-
