@@ -4,6 +4,10 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -102,4 +106,71 @@ func routerSeesOwners(t *testing.T, c *vrrplab.Cluster, owners map[string]string
 		}
 	}
 	t.Fatalf("after %v: %s", d, last)
+}
+
+// Failure 2 of issue 4: two clusters on one segment with the same VRID and
+// different VIPs. Each reports the conflict, no VIP changes owner, and the
+// gratuitous ARP on the wire stays within the configured bursts.
+func TestVRIDCollisionBetweenClusters(t *testing.T) {
+	a, b := mustPrefix("10.77.0.10/32"), mustPrefix("10.77.0.20/32")
+	spec := fast
+	spec.Nodes = []vrrplab.NodeSpec{
+		{Name: "a1", Impl: vrrplab.Vigil, Priority: 150, VIP: a}, {Name: "a2", Impl: vrrplab.Vigil, Priority: 100, VIP: a},
+		{Name: "b1", Impl: vrrplab.Vigil, Priority: 150, VIP: b}, {Name: "b2", Impl: vrrplab.Vigil, Priority: 100, VIP: b},
+	}
+	c := cluster(t, spec)
+	wait := captureARP(t, c, 4*time.Second)
+	start(t, c, "a1", "a2", "b1", "b2")
+	for end := time.Now().Add(5 * time.Second); !(c.Node("a1").HasVIP() && c.Node("b1").HasVIP()); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("the two masters did not come up")
+		}
+	}
+	// Three advert intervals after both masters are up, every node has
+	// heard the other group and said so, naming its master.
+	time.Sleep(300 * time.Millisecond)
+	for name, other := range map[string]string{"a1": "10.77.0.13", "a2": "10.77.0.13", "b1": "10.77.0.11", "b2": "10.77.0.11"} {
+		log := c.Node(name).Log()
+		if !strings.Contains(log, "VRID conflict") || !strings.Contains(log, "their_src="+other) {
+			t.Fatalf("%s does not report the conflict with %s:\n%s", name, other, log)
+		}
+	}
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if !c.Node("a1").HasVIP() || !c.Node("b1").HasVIP() || c.Node("a2").HasVIP() || c.Node("b2").HasVIP() {
+			t.Fatal("a VIP changed owner during the collision")
+		}
+	}
+	for name, want := range map[string]int{"a1": 2, "a2": 1, "b1": 2, "b2": 1} { // INIT>BACKUP(>MASTER)
+		if got := strings.Count(c.Node(name).Log(), `msg="state change"`); got != want {
+			t.Fatalf("%s made %d state changes, want %d:\n%s", name, got, want, c.Node(name).Log())
+		}
+	}
+	// Each master's takeover burst: 5 rounds of request + reply.
+	n := wait()
+	t.Logf("gratuitous ARP frames for the two VIPs during the collision: %d", n)
+	if n > 2*5*2 || n < 2 {
+		t.Fatalf("%d gratuitous ARP frames for the VIPs, want at most %d", n, 2*5*2)
+	}
+}
+
+// captureARP counts, in the client, ARP frames whose sender is one of the
+// lab's VIPs (10.77.0.10 or .20) over d.
+func captureARP(t *testing.T, c *vrrplab.Cluster, d time.Duration) (wait func() int) {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "arp.pcapng")
+	p, err := c.Client.Start(exec.Command("tshark", "-q", "-i", "eth0", "-f", "arp", "-a", "duration:"+strconv.Itoa(int(d.Seconds())), "-w", file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	return func() int {
+		if ok, err := p.Wait(d + 10*time.Second); !ok || err != nil {
+			t.Fatalf("tshark: exited=%v err=%v", ok, err)
+		}
+		out, err := exec.Command("tshark", "-r", file, "-Y", "arp.src.proto_ipv4 == 10.77.0.10 || arp.src.proto_ipv4 == 10.77.0.20").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Count(string(out), "\n")
+	}
 }

@@ -24,15 +24,51 @@ var allNodes = net.ParseIP("ff02::1")
 type Announcer struct {
 	ifname string
 
-	mu   sync.Mutex
-	ifi  *net.Interface
-	arp  *packet.Conn
-	icmp *icmp.PacketConn
-	sent uint64
+	mu         sync.Mutex
+	ifi        *net.Interface
+	arp        *packet.Conn
+	icmp       *icmp.PacketConn
+	sent       uint64
+	suppressed uint64
+	tokens     float64
+	refilled   time.Time
 }
 
+// The per-interface limit on announcement frames. A full pool of 255 VIPs
+// announcing at once fits in the burst; a runaway loop cannot flood the
+// segment, which is how a VRID collision turns into a GARP storm elsewhere.
+const (
+	FramesPerSecond = 1000
+	FrameBurst      = 2000
+)
+
+// ErrRateLimited means frames were left out to respect the interface's limit.
+var ErrRateLimited = errors.New("garp: interface announcement rate limit reached")
+
 // NewAnnouncer returns an announcer for ifname.
-func NewAnnouncer(ifname string) *Announcer { return &Announcer{ifname: ifname} }
+func NewAnnouncer(ifname string) *Announcer {
+	return &Announcer{ifname: ifname, tokens: FrameBurst, refilled: time.Now()}
+}
+
+// take spends one frame from the bucket.
+func (a *Announcer) take() bool {
+	now := time.Now()
+	a.tokens = min(FrameBurst, a.tokens+now.Sub(a.refilled).Seconds()*FramesPerSecond)
+	a.refilled = now
+	if a.tokens < 1 {
+		a.suppressed++
+		return false
+	}
+	a.tokens--
+	return true
+}
+
+// Suppressed is the number of frames the rate limit left out.
+func (a *Announcer) Suppressed() uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.suppressed
+}
 
 // Sent is the number of frames sent so far.
 func (a *Announcer) Sent() uint64 {
@@ -126,6 +162,9 @@ func (a *Announcer) announce(ip netip.Addr) error {
 			return fmt.Errorf("garp %s on %s: %w", ip, a.ifname, err)
 		}
 		for _, f := range frames {
+			if !a.take() {
+				return ErrRateLimited
+			}
 			if _, err := a.arp.WriteTo(f, &packet.Addr{HardwareAddr: broadcast}); err != nil {
 				return fmt.Errorf("garp %s on %s: %w", ip, a.ifname, err)
 			}
@@ -135,6 +174,9 @@ func (a *Announcer) announce(ip netip.Addr) error {
 	}
 	if err := a.openICMP(); err != nil {
 		return err
+	}
+	if !a.take() {
+		return ErrRateLimited
 	}
 	cm := &ipv6.ControlMessage{HopLimit: 255, IfIndex: a.ifi.Index}
 	msg := neighborAdvert(ip, a.ifi.HardwareAddr)

@@ -82,3 +82,21 @@ func FuzzParseFrame(f *testing.F) {
 		}
 	})
 }
+
+func TestRateLimit(t *testing.T) {
+	a := NewAnnouncer("none")
+	n := 0
+	for a.take() {
+		n++
+		if n > 10*FrameBurst {
+			t.Fatal("bucket never runs dry")
+		}
+	}
+	// Refill is by time: within this loop far less than a second passed.
+	if n < FrameBurst || n > FrameBurst+FramesPerSecond/10 {
+		t.Fatalf("%d frames before the limit, want about %d", n, FrameBurst)
+	}
+	if a.Suppressed() != 1 {
+		t.Fatalf("suppressed = %d", a.Suppressed())
+	}
+}

@@ -73,6 +73,19 @@ type Status struct {
 	Received   uint64 // accepted
 	Transition uint64
 	Conflicts  uint64 // takeovers where another host answered ARP for a VIP
+	// Foreign is the last advert for our VRID from a group that is not ours
+	// (other VIPs, authentication or peer): a VRID collision. It takes no
+	// part in the election.
+	Foreign *Foreign
+}
+
+// Foreign describes a VRID collision.
+type Foreign struct {
+	Source   netip.Addr
+	VIPs     []netip.Addr
+	Reason   DropReason
+	LastSeen time.Time
+	Count    uint64
 }
 
 // Instance runs one virtual router: a Machine fed by the wire, the clock and
@@ -174,6 +187,10 @@ func (in *Instance) Status() Status {
 	defer in.mu.Unlock()
 	s := in.status
 	s.Drops = maps.Clone(in.status.Drops)
+	if f := s.Foreign; f != nil {
+		c := *f
+		s.Foreign = &c
+	}
 	return s
 }
 
@@ -347,6 +364,10 @@ func (in *Instance) handle(r Received) {
 		in.mu.Lock()
 		in.status.Drops[reason]++
 		in.mu.Unlock()
+		if foreignGroup(reason) && p != nil {
+			in.foreign(r.Src, p, reason)
+			return
+		}
 		if reason != DropOwn && time.Since(in.lastLog[reason]) > 10*time.Second {
 			in.lastLog[reason] = time.Now()
 			attrs := []any{"reason", string(reason), "src", r.Src}
@@ -364,6 +385,32 @@ func (in *Instance) handle(r Received) {
 	in.mu.Lock()
 	in.status.Master = in.m.MasterAddr()
 	in.mu.Unlock()
+}
+
+// foreignGroup tells drops that mean another VRRP group uses our VRID.
+func foreignGroup(r DropReason) bool {
+	return r == DropAddresses || r == DropAuth || r == DropUnknownPeer
+}
+
+// foreign records a VRID collision and says so at once the first time a
+// source shows up, then at most every 10s.
+func (in *Instance) foreign(src netip.Addr, p *Packet, reason DropReason) {
+	in.mu.Lock()
+	f := in.status.Foreign
+	first := f == nil || f.Source != src
+	if first {
+		f = &Foreign{Source: src}
+	}
+	f.VIPs, f.Reason, f.LastSeen = p.Addresses, reason, time.Now()
+	f.Count++
+	in.status.Foreign = f
+	in.mu.Unlock()
+	if first || time.Since(in.lastLog[reason]) > 10*time.Second {
+		in.lastLog[reason] = time.Now()
+		in.log.Warn("VRID conflict: another VRRP group uses this VRID; its adverts take no part in the election",
+			"their_src", src, "their_vips", fmt.Sprint(p.Addresses), "their_priority", p.Priority,
+			"reason", string(reason), "our_vips", fmt.Sprint(in.vips))
+	}
 }
 
 func (in *Instance) transition(t Transition) {

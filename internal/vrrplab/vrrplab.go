@@ -43,6 +43,16 @@ type NodeSpec struct {
 	// top-level YAML, such as checks.
 	InstanceYAML string
 	TopYAML      string
+	// VIP overrides Spec.VIP for this node, to put two groups on one segment.
+	VIP netip.Prefix
+}
+
+// vip is the node's VIP.
+func (n *Node) vip() netip.Prefix {
+	if n.VIP.IsValid() {
+		return n.VIP
+	}
+	return n.c.Spec.VIP
 }
 
 // Spec is the shared settings of one virtual router.
@@ -176,7 +186,7 @@ func (n *Node) writeConfig() error {
 		}
 		fmt.Fprintf(&b, "cluster: lab\nnode: %s\nvrrp:\n  instances:\n    - name: vip\n      interface: eth0\n", n.Name)
 		fmt.Fprintf(&b, "      vrid: %d\n      version: %d\n      priority: %d\n      advert_interval: %v\n", s.VRID, s.Version, n.Priority, s.Interval)
-		fmt.Fprintf(&b, "      preempt: %v\n      vips: [%q]\n", !s.NoPreempt, s.VIP.String())
+		fmt.Fprintf(&b, "      preempt: %v\n      vips: [%q]\n", !s.NoPreempt, n.vip().String())
 		if s.AuthPass != "" {
 			fmt.Fprintf(&b, "      auth_pass: %q\n", s.AuthPass)
 		}
@@ -214,7 +224,7 @@ func (n *Node) writeConfig() error {
 			}
 			b.WriteString("  }\n")
 		}
-		fmt.Fprintf(&b, "  virtual_ipaddress {\n    %s dev eth0\n  }\n}\n", s.VIP)
+		fmt.Fprintf(&b, "  virtual_ipaddress {\n    %s dev eth0\n  }\n}\n", n.vip())
 	default:
 		return fmt.Errorf("vrrplab: unknown implementation %q", n.Impl)
 	}
@@ -300,12 +310,12 @@ func (n *Node) Stop() error {
 
 // HasVIP reports whether the node's host holds the VIP.
 func (n *Node) HasVIP() bool {
-	ok, _ := n.Host.HasAddr(n.c.Spec.VIP.Addr())
+	ok, _ := n.Host.HasAddr(n.vip().Addr())
 	return ok
 }
 
 // RemoveVIP removes a VIP a crashed daemon left behind.
-func (n *Node) RemoveVIP() error { return n.Host.DelAddr(n.c.Spec.VIP.Addr()) }
+func (n *Node) RemoveVIP() error { return n.Host.DelAddr(n.vip().Addr()) }
 
 // Log returns the tail of the node's log, for failure messages.
 func (n *Node) Log() string {
