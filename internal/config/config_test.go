@@ -77,7 +77,7 @@ func TestParseErrors(t *testing.T) {
 		{"duration without unit", [2]string{"advert_interval: 100ms", "advert_interval: 1"}, `vrrp.instances[0].advert_interval: "1" is not a duration with a unit, like 1s or 100ms (line 8)`},
 		{"v3 interval not centiseconds", [2]string{"advert_interval: 100ms", "advert_interval: 105ms"}, "needs a multiple of 10ms from 10ms to 40.95s (line 8)"},
 		{"bad vip", [2]string{"192.0.2.11]", "192.0.2.300]"}, `vrrp.instances[0].vips[1]: "192.0.2.300" is not an IP address or prefix (line 9)`},
-		{"mixed families", [2]string{"192.0.2.11]", "2001:db8::1]"}, "use one instance per family (line 9)"},
+		{"mixed families", [2]string{"192.0.2.11]", "2001:db8::1]"}, "use one instance or pool per family (line 9)"},
 		{"duplicate vip", [2]string{`"2001:db8::10"`, `"192.0.2.10"`}, "vrrp.instances[1].vips[0]: 192.0.2.10 is already a VIP of vrrp.instances[0] (line 16)"},
 		{"unknown check", [2]string{"name: api-up, weight", "name: nope, weight"}, `vrrp.instances[0].track.checks[0].name: no check named "nope" in checks (line 12)`},
 		{"vrid twice", [2]string{"vrid: 52", "vrid: 52\n      version: 3"}, ""},

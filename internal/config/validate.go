@@ -266,7 +266,7 @@ func (v *validator) vips(p string, in *Instance, seen map[netip.Addr]string) str
 		case family == "":
 			family = f
 		case f != family:
-			v.add(vp, "%s is %s but the instance's first VIP is %s: use one instance per family", a, f, family)
+			v.add(vp, "%s is %s but the first VIP is %s: use one instance or pool per family", a, f, family)
 		}
 		if f == "IPv6" && in.Version == 2 {
 			v.add(vp, "%s is IPv6, which needs version 3", a)

@@ -316,7 +316,10 @@ func (in *Instance) Run(ctx context.Context) error {
 			in.m.Tick()
 		case <-refresh:
 			if in.m.State() == Master {
+				// Re-announce, and audit: another host answering ARP for
+				// our VIP means routers may be sending it traffic.
 				in.announce("refresh")
+				in.probeConflicts()
 			}
 		}
 	}

@@ -1,0 +1,68 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "vigil.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+const poolYAML = `cluster: c1
+node: infra1
+vrrp:
+  pools:
+    - {name: ingress, interface: eth0, vips: [192.0.2.102, 192.0.2.101, "192.0.2.103"], nodes: [infra1, infra2]}
+`
+
+func TestDNSPrintsRecordsForAPool(t *testing.T) {
+	cfg := writeConfig(t, poolYAML)
+	cmd := dnsCmd()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetArgs([]string{"-c", cfg, "--zone", "example.com.", "ingress"})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	want := "ingress.example.com.\t60\tIN\tA\t192.0.2.102\ningress.example.com.\t60\tIN\tA\t192.0.2.101\ningress.example.com.\t60\tIN\tA\t192.0.2.103\n"
+	if out.String() != want {
+		t.Fatalf("got\n%s\nwant\n%s", out.String(), want)
+	}
+	cmd = dnsCmd()
+	cmd.SetArgs([]string{"-c", cfg, "--zone", "example.com", "nope"})
+	cmd.SetOut(&out)
+	var ee *exitError
+	if err := cmd.Execute(); !errors.As(err, &ee) || ee.code != 2 {
+		t.Fatalf("unknown name: %v, want exit 2", err)
+	}
+}
+
+func TestCheckShowsGeneratedInstancesAndFailsWithExit2(t *testing.T) {
+	cmd := checkCmd()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetArgs([]string{"-c", writeConfig(t, poolYAML)})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "instance ingress-192.0.2.101: eth0 vrid") || strings.Count(out.String(), "instance ingress-") != 3 {
+		t.Fatalf("check output:\n%s", out.String())
+	}
+	cmd = checkCmd()
+	cmd.SetArgs([]string{"-c", writeConfig(t, strings.Replace(poolYAML, "infra1, infra2", "infra1, infra2, infra3, infra4", 1))})
+	err := cmd.Execute()
+	var ee *exitError
+	if !errors.As(err, &ee) || ee.code != 2 || !strings.Contains(err.Error(), "vrrp.pools[0]: 4 nodes but only 3 VIPs") {
+		t.Fatalf("bad pool: %v", err)
+	}
+}
