@@ -39,4 +39,4 @@ test: deps vet fuzz
 
 # bench-failover measures vigil against keepalived and rewrites its table in docs/benchmarks.md.
 bench-failover: deps
-	$(GO) run ./bench/failover -rounds 10 -out docs/benchmarks.md
+	$(GO) run ./bench/failover -rounds 20 -out docs/benchmarks.md

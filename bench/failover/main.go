@@ -23,6 +23,7 @@ import (
 
 	"github.com/vigil-lb/vigil/internal/config"
 	"github.com/vigil-lb/vigil/internal/netlab"
+	"github.com/vigil-lb/vigil/internal/pool"
 	"github.com/vigil-lb/vigil/internal/vrrplab"
 	"golang.org/x/net/ipv4"
 )
@@ -44,6 +45,7 @@ type scenario struct {
 type result struct {
 	client []time.Duration // kill -> client answered by the backup
 	vipGap []time.Duration // backup holds the VIP -> client answered
+	neigh  []time.Duration // backup holds the VIP -> router's neighbour entry names it
 }
 
 func main() {
@@ -91,8 +93,9 @@ func run(rounds int, out string) error {
 	table.WriteString("(3 × interval + skew: 3609 ms at 1s, 361 ms at 100ms for priority 100) and the ratio compares the implementations; ")
 	table.WriteString("\"random phase\" rows kill at a random point of the interval, as a real crash does. ")
 	table.WriteString("\"VIP → client\" is from the backup holding the VIP to that answer (the GARP reaching the client).\n\n")
-	table.WriteString("| scenario | vigil median | vigil worst | keepalived median | keepalived worst | ratio (median) | vigil VIP → client (median) | keepalived VIP → client (median) |\n")
-	table.WriteString("|---|---|---|---|---|---|---|---|\n")
+	table.WriteString("\"VIP → router\" is from the backup holding the VIP to the client's neighbour entry naming the backup's MAC (median / worst, polled every 0.2 ms).\n\n")
+	table.WriteString("| scenario | vigil median | vigil worst | keepalived median | keepalived worst | ratio (median) | vigil VIP → client (median) | keepalived VIP → client (median) | vigil VIP → router | keepalived VIP → router |\n")
+	table.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, sc := range scenarios {
 		res := map[vrrplab.Impl]result{}
 		for _, impl := range []vrrplab.Impl{vrrplab.Vigil, vrrplab.Keepalived} {
@@ -109,9 +112,10 @@ func run(rounds int, out string) error {
 				ms(median(r.client)), ms(slices.Max(r.client)), ms(median(r.vipGap)))
 		}
 		v, k := res[vrrplab.Vigil], res[vrrplab.Keepalived]
-		fmt.Fprintf(&table, "| %s | %.0f ms | %.0f ms | %.0f ms | %.0f ms | %.2fx | %.1f ms | %.1f ms |\n", sc.name,
+		fmt.Fprintf(&table, "| %s | %.0f ms | %.0f ms | %.0f ms | %.0f ms | %.2fx | %.1f ms | %.1f ms | %.1f / %.1f ms | %.1f / %.1f ms |\n", sc.name,
 			ms(median(v.client)), ms(slices.Max(v.client)), ms(median(k.client)), ms(slices.Max(k.client)),
-			float64(median(v.client))/float64(median(k.client)), ms(median(v.vipGap)), ms(median(k.vipGap)))
+			float64(median(v.client))/float64(median(k.client)), ms(median(v.vipGap)), ms(median(k.vipGap)),
+			ms(median(v.neigh)), ms(slices.Max(v.neigh)), ms(median(k.neigh)), ms(slices.Max(k.neigh)))
 	}
 	mem, err := memory(ctx, bin, dir)
 	if err != nil {
@@ -119,7 +123,12 @@ func run(rounds int, out string) error {
 	}
 	table.WriteString("\n" + mem)
 	fmt.Print("\n" + table.String())
-	return writeSection(out, "failover", table.String())
+	if err := writeSection(out, "failover", table.String()); err != nil {
+		return err
+	}
+	ps := poolTable()
+	fmt.Print("\n" + ps)
+	return writeSection(out, "pool", ps)
 }
 
 func measure(ctx context.Context, sc scenario, impl vrrplab.Impl, bin, dir string, rounds int) (result, error) {
@@ -171,17 +180,26 @@ func measure(ctx context.Context, sc scenario, impl vrrplab.Impl, bin, dir strin
 				return r, fmt.Errorf("round %d: %w", i, err)
 			}
 		}
-		vipAt := make(chan time.Time, 1)
+		vipAt, neighAt := make(chan time.Time, 1), make(chan time.Time, 1)
 		watchCtx, stopWatch := context.WithTimeout(ctx, 15*time.Second)
 		go func() {
-			for watchCtx.Err() == nil {
+			var at time.Time
+			for watchCtx.Err() == nil && at.IsZero() {
 				if lb2.HasVIP() {
-					vipAt <- time.Now()
+					at = time.Now()
+				}
+				time.Sleep(200 * time.Microsecond)
+			}
+			vipAt <- at
+			// Then the router (the client) learning the move from the GARP.
+			for watchCtx.Err() == nil && !at.IsZero() {
+				if mac, _ := c.Client.Neighbor(spec.VIP.Addr()); mac.String() == lb2.Host.MAC.String() {
+					neighAt <- time.Now()
 					return
 				}
-				time.Sleep(time.Millisecond)
+				time.Sleep(200 * time.Microsecond)
 			}
-			vipAt <- time.Time{}
+			neighAt <- time.Time{}
 		}()
 		t0 := time.Now()
 		if err := lb1.Kill(sc.signal); err != nil {
@@ -191,6 +209,7 @@ func measure(ctx context.Context, sc scenario, impl vrrplab.Impl, bin, dir strin
 		took, err := c.WaitAnswer(ctx, "lb2", t0, 15*time.Second)
 		answered := time.Now()
 		at := <-vipAt
+		nat := <-neighAt
 		stopWatch()
 		if err != nil {
 			return r, fmt.Errorf("round %d: %w\n%s", i, err, lb2.Log())
@@ -199,13 +218,69 @@ func measure(ctx context.Context, sc scenario, impl vrrplab.Impl, bin, dir strin
 		if !at.IsZero() {
 			r.vipGap = append(r.vipGap, max(answered.Sub(at), 0))
 		}
+		if !at.IsZero() && !nat.IsZero() {
+			r.neigh = append(r.neigh, nat.Sub(at))
+		}
 		lb1.Proc.Wait(5 * time.Second)
 		lb1.Proc.Kill()
 	}
 	if len(r.vipGap) == 0 {
 		r.vipGap = []time.Duration{0}
 	}
+	if len(r.neigh) == 0 {
+		r.neigh = []time.Duration{0}
+	}
 	return r, nil
+}
+
+// poolTable reports the pool assignment for 255 VIPs over 16 nodes: balance
+// of first choices, balance after any one node fails, and build time.
+func poolTable() string {
+	var vips []netip.Prefix
+	for i := range 255 {
+		vips = append(vips, netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}), 32))
+	}
+	var nodes []string
+	for i := range 16 {
+		nodes = append(nodes, fmt.Sprintf("node%02d", i))
+	}
+	const runs = 200
+	start := time.Now()
+	var as []pool.Assignment
+	for range runs {
+		as, _ = pool.Assign(vips, nodes)
+	}
+	per := time.Since(start) / runs
+	first := map[string]int{}
+	for _, a := range as {
+		first[a.Nodes[0]]++
+	}
+	spread := func(m map[string]int, skip string) (lo, hi int) {
+		lo = 1 << 30
+		for _, n := range nodes {
+			if n != skip {
+				lo, hi = min(lo, m[n]), max(hi, m[n])
+			}
+		}
+		return lo, hi
+	}
+	lo, hi := spread(first, "")
+	worst := 0
+	for _, failed := range nodes {
+		owned := map[string]int{}
+		for _, a := range as {
+			o := a.Nodes[0]
+			if o == failed {
+				o = a.Nodes[1]
+			}
+			owned[o]++
+		}
+		l, h := spread(owned, failed)
+		worst = max(worst, h-l)
+	}
+	return fmt.Sprintf("Written by `make bench-failover` on %s. `pool.Assign`, 255 VIPs over 16 nodes:\n\n"+
+		"| VIPs per node (first choice) | spread after any one node fails (worst) | time per assignment |\n|---|---|---|\n"+
+		"| %d to %d | %d | %v |\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), lo, hi, worst, per.Round(time.Microsecond))
 }
 
 // advertWatch receives VRRP adverts in the client namespace.
@@ -342,7 +417,8 @@ func writeSection(path, name, body string) error {
 		if s == "" {
 			s = "# Benchmarks\n\nTables between markers are written by the benchmark commands; do not edit them by hand.\n"
 		}
-		s += "\n## VIP failover: vigil vs keepalived\n\n" + block + "\n"
+		title := map[string]string{"failover": "VIP failover: vigil vs keepalived", "pool": "Pool assignment"}[name]
+		s += "\n## " + title + "\n\n" + block + "\n"
 	} else {
 		s = s[:i] + block + s[j+len(end):]
 	}
