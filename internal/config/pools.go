@@ -22,23 +22,11 @@ func (v *validator) pools(checks map[string]bool, vrids map[string]string, vips 
 		pl := &v.c.VRRP.Pools[i]
 		p := fmt.Sprintf("vrrp.pools[%d]", i)
 		v.uniqueName(p+".name", pl.Name, names)
-		if pl.Interface == "" || len(pl.Interface) > 15 || strings.ContainsAny(pl.Interface, "/ ") {
-			v.add(p+".interface", "%q is not an interface name", pl.Interface)
-		}
-		setDefault(v, p+".version", &pl.Version, DefaultVersion)
-		if pl.Version == 2 {
-			setDefault(v, p+".advert_interval", &pl.AdvertInterval, DefaultAdvertIntervalV2)
-		}
-		setDefault(v, p+".advert_interval", &pl.AdvertInterval, DefaultAdvertInterval)
-		setDefault(v, p+".notify_timeout", &pl.NotifyTimeout, DefaultNotifyTimeout)
+		v.vrrpCommon(p, pl.Interface, &pl.Version, &pl.AdvertInterval, &pl.NotifyTimeout)
 		if pl.MoveBackDelay == nil {
 			d := DefaultMoveBackDelay
 			pl.MoveBackDelay = &d
 		}
-		if pl.Version != 2 && pl.Version != 3 {
-			v.add(p+".version", "%d is not 2 or 3", pl.Version)
-		}
-		v.interval(p+".advert_interval", pl.Version, pl.AdvertInterval)
 		if d := *pl.MoveBackDelay; d < 0 || d > time.Hour {
 			v.add(p+".move_back_delay", "%v is out of range 0..1h", d)
 		}

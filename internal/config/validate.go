@@ -151,16 +151,8 @@ func (v *validator) instances(checks map[string]bool) (vrids map[string]string, 
 		p := fmt.Sprintf("vrrp.instances[%d]", i)
 		in.Path = p
 		v.uniqueName(p+".name", in.Name, names)
-		if in.Interface == "" || len(in.Interface) > 15 || strings.ContainsAny(in.Interface, "/ ") {
-			v.add(p+".interface", "%q is not an interface name", in.Interface)
-		}
-		setDefault(v, p+".version", &in.Version, DefaultVersion)
+		v.vrrpCommon(p, in.Interface, &in.Version, &in.AdvertInterval, &in.NotifyTimeout)
 		setDefault(v, p+".priority", &in.Priority, DefaultPriority)
-		if in.Version == 2 {
-			setDefault(v, p+".advert_interval", &in.AdvertInterval, DefaultAdvertIntervalV2)
-		}
-		setDefault(v, p+".advert_interval", &in.AdvertInterval, DefaultAdvertInterval)
-		setDefault(v, p+".notify_timeout", &in.NotifyTimeout, DefaultNotifyTimeout)
 		if in.Preempt == nil {
 			t := true
 			in.Preempt = &t
@@ -169,15 +161,8 @@ func (v *validator) instances(checks map[string]bool) (vrids map[string]string, 
 			t := true
 			in.Accept = &t
 		}
-		if in.Version != 2 && in.Version != 3 {
-			v.add(p+".version", "%d is not 2 or 3", in.Version)
-		}
 		if in.Priority < 1 || in.Priority > 255 {
 			v.add(p+".priority", "%d is out of range 1..255", in.Priority)
-		}
-		v.interval(p+".advert_interval", in.Version, in.AdvertInterval)
-		if in.NotifyTimeout <= 0 || in.NotifyTimeout > time.Hour {
-			v.add(p+".notify_timeout", "%v is out of range (0..1h]", in.NotifyTimeout)
 		}
 		if in.PreemptDelay < 0 || in.PreemptDelay > time.Hour {
 			v.add(p+".preempt_delay", "%v is out of range 0..1h", in.PreemptDelay)
@@ -225,6 +210,26 @@ func (v *validator) instances(checks map[string]bool) (vrids map[string]string, 
 		v.executable(p+".notify", in.Notify)
 	}
 	return vrids, vips
+}
+
+// vrrpCommon checks and defaults the keys instances and pools share.
+func (v *validator) vrrpCommon(p, iface string, version *int, interval, notifyTimeout *time.Duration) {
+	if iface == "" || len(iface) > 15 || strings.ContainsAny(iface, "/ ") {
+		v.add(p+".interface", "%q is not an interface name", iface)
+	}
+	setDefault(v, p+".version", version, DefaultVersion)
+	if *version == 2 {
+		setDefault(v, p+".advert_interval", interval, DefaultAdvertIntervalV2)
+	}
+	setDefault(v, p+".advert_interval", interval, DefaultAdvertInterval)
+	setDefault(v, p+".notify_timeout", notifyTimeout, DefaultNotifyTimeout)
+	if *version != 2 && *version != 3 {
+		v.add(p+".version", "%d is not 2 or 3", *version)
+	}
+	v.interval(p+".advert_interval", *version, *interval)
+	if *notifyTimeout <= 0 || *notifyTimeout > time.Hour {
+		v.add(p+".notify_timeout", "%v is out of range (0..1h]", *notifyTimeout)
+	}
 }
 
 func (v *validator) track(p string, tr Track, checks map[string]bool) {

@@ -147,12 +147,16 @@ func pair(impl1, impl2 vrrplab.Impl, p1, p2 int) []vrrplab.NodeSpec {
 
 var fast = vrrplab.Spec{Version: 3, Interval: 100 * time.Millisecond}
 
+// twoNodes runs spec with vigil on lb1 (priority 150) and lb2 (100), started
+// together, and returns once lb1 holds the VIP.
+func twoNodes(t *testing.T, spec vrrplab.Spec) *vrrplab.Cluster {
+	t.Helper()
+	c := twoNodes(t, spec)
+	return c
+}
+
 func TestFailoverOnKillAndStaleVIPCleanup(t *testing.T) {
-	spec := fast
-	spec.Nodes = pair(vrrplab.Vigil, vrrplab.Vigil, 150, 100)
-	c := cluster(t, spec)
-	start(t, c, "lb1", "lb2")
-	waitOwner(t, c, "lb1", 5*time.Second)
+	c := twoNodes(t, fast)
 	took := failover(t, c, "lb1", syscall.SIGKILL, "lb2", 5*time.Second)
 	t.Logf("kill -9 failover: client reached lb2 after %v", took)
 	if !c.Node("lb2").HasVIP() {
@@ -172,11 +176,7 @@ func TestFailoverOnKillAndStaleVIPCleanup(t *testing.T) {
 }
 
 func TestFailoverOnSIGTERMIsFastAndClean(t *testing.T) {
-	spec := fast
-	spec.Nodes = pair(vrrplab.Vigil, vrrplab.Vigil, 150, 100)
-	c := cluster(t, spec)
-	start(t, c, "lb1", "lb2")
-	waitOwner(t, c, "lb1", 5*time.Second)
+	c := twoNodes(t, fast)
 	took := failover(t, c, "lb1", syscall.SIGTERM, "lb2", 3*time.Second)
 	t.Logf("SIGTERM failover: %v", took)
 	if exited, err := c.Node("lb1").Proc.Wait(5 * time.Second); !exited || err != nil {
@@ -196,11 +196,7 @@ func TestFailoverOnSIGTERMIsFastAndClean(t *testing.T) {
 }
 
 func TestFaultOnCarrierLossAndRecovery(t *testing.T) {
-	spec := fast
-	spec.Nodes = pair(vrrplab.Vigil, vrrplab.Vigil, 150, 100)
-	c := cluster(t, spec)
-	start(t, c, "lb1", "lb2")
-	waitOwner(t, c, "lb1", 5*time.Second)
+	c := twoNodes(t, fast)
 	lb1 := c.Node("lb1")
 	if err := lb1.Host.SetCable(false); err != nil {
 		t.Fatal(err)
@@ -217,11 +213,7 @@ func TestFaultOnCarrierLossAndRecovery(t *testing.T) {
 }
 
 func TestAdminLinkDown(t *testing.T) {
-	spec := fast
-	spec.Nodes = pair(vrrplab.Vigil, vrrplab.Vigil, 150, 100)
-	c := cluster(t, spec)
-	start(t, c, "lb1", "lb2")
-	waitOwner(t, c, "lb1", 5*time.Second)
+	c := twoNodes(t, fast)
 	if err := c.Node("lb1").Host.SetLink(false); err != nil {
 		t.Fatal(err)
 	}
@@ -259,10 +251,7 @@ func TestPreemptTakesOverFromLowerMaster(t *testing.T) {
 func TestUnicastPeers(t *testing.T) {
 	spec := fast
 	spec.Unicast = true
-	spec.Nodes = pair(vrrplab.Vigil, vrrplab.Vigil, 150, 100)
-	c := cluster(t, spec)
-	start(t, c, "lb1", "lb2")
-	waitOwner(t, c, "lb1", 5*time.Second)
+	c := twoNodes(t, spec)
 	stable(t, c, "lb1", 500*time.Millisecond)
 	failover(t, c, "lb1", syscall.SIGKILL, "lb2", 5*time.Second)
 }
@@ -282,10 +271,7 @@ func TestIPv6VIP(t *testing.T) {
 	spec := fast
 	spec.IPv6 = true
 	spec.VIP = netip.MustParsePrefix("fd00:77::10/128")
-	spec.Nodes = pair(vrrplab.Vigil, vrrplab.Vigil, 150, 100)
-	c := cluster(t, spec)
-	start(t, c, "lb1", "lb2")
-	waitOwner(t, c, "lb1", 5*time.Second)
+	c := twoNodes(t, spec)
 	waitAnswer(t, c, "lb1", time.Now(), 3*time.Second)
 	stable(t, c, "lb1", 500*time.Millisecond)
 	failover(t, c, "lb1", syscall.SIGTERM, "lb2", 5*time.Second)
