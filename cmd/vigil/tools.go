@@ -70,21 +70,22 @@ func arpAuditCmd() *cobra.Command {
 			}
 			answers := make([]string, len(vips))
 			counts := make([]int, len(vips))
+			malformed := make([]int, len(vips))
 			errs := make([]error, len(vips))
 			var wg sync.WaitGroup
 			for i, ip := range vips {
 				wg.Go(func() {
-					macs, err := garp.Probe(context.Background(), ifname, ip, wait)
+					r, err := garp.Probe(context.Background(), ifname, ip, wait)
 					var s []string
-					for _, m := range macs {
+					for _, m := range r.MACs {
 						s = append(s, m.String())
 					}
-					answers[i], counts[i], errs[i] = strings.Join(s, ","), len(macs), err
+					answers[i], counts[i], malformed[i], errs[i] = strings.Join(s, ","), len(r.MACs), r.Malformed, err
 				})
 			}
 			wg.Wait()
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "VIP\tANSWERED BY\tVERDICT")
+			fmt.Fprintln(w, "VIP\tANSWERED BY\tMALFORMED ARP IGNORED\tVERDICT")
 			conflicts := 0
 			for i, ip := range vips {
 				verdict := "ok"
@@ -97,7 +98,7 @@ func arpAuditCmd() *cobra.Command {
 					verdict = "CONFLICT: several hosts answer"
 					conflicts++
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\n", ip, answers[i], verdict)
+				fmt.Fprintf(w, "%s\t%s\t%d\t%s\n", ip, answers[i], malformed[i], verdict)
 			}
 			w.Flush()
 			for _, err := range errs {

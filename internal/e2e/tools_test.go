@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"net"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -8,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mdlayher/packet"
+	"github.com/vigil-lb/vigil/internal/netlab"
 	"github.com/vigil-lb/vigil/internal/vrrplab"
 )
 
@@ -32,6 +35,37 @@ func runIn(t *testing.T, c *vrrplab.Cluster, args ...string) (string, int) {
 	return out.String(), code
 }
 
+// injectMalformedARP broadcasts n ARP frames whose hardware type is not
+// Ethernet from h.
+func injectMalformedARP(t *testing.T, h *netlab.Host, n int) {
+	t.Helper()
+	err := h.Do(func() error {
+		ifi, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return err
+		}
+		c, err := packet.Listen(ifi, packet.Raw, 0x0806, nil)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		f := make([]byte, 42)
+		copy(f[0:6], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+		copy(f[6:12], ifi.HardwareAddr)
+		f[12], f[13] = 0x08, 0x06
+		f[15] = 6 // hardware type 6 (IEEE 802), not Ethernet
+		for range n {
+			if _, err := c.WriteTo(f, &packet.Addr{HardwareAddr: f[0:6]}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestScanAndARPAuditAgainstKeepalivedAndVigil(t *testing.T) {
 	spec := fast
 	spec.Nodes = pair(vrrplab.Keepalived, vrrplab.Vigil, 150, 100)
@@ -47,9 +81,22 @@ func TestScanAndARPAuditAgainstKeepalivedAndVigil(t *testing.T) {
 	if !strings.Contains(out, "free VRIDs: [100 101") {
 		t.Fatalf("scan suggests no free VRIDs:\n%s", out)
 	}
-	out, code = runIn(t, c, "arp-audit", "-i", "eth0", "--wait", "300ms", "10.77.0.10")
-	if code != 0 || !strings.Contains(out, c.Node("lb1").Host.MAC.String()) || !strings.Contains(out, "ok") {
-		t.Fatalf("arp-audit of a healthy VIP (exit %d):\n%s", code, out)
+	// While the audit listens, lb2's host sends three ARP frames with a bad
+	// hardware type: they are ignored and counted.
+	var audit strings.Builder
+	cmd := exec.Command(vigilBin, "arp-audit", "-i", "eth0", "--wait", "1s", "10.77.0.10")
+	cmd.Stdout, cmd.Stderr = &audit, &audit
+	p, err := c.Client.Start(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	injectMalformedARP(t, c.Node("lb2").Host, 3)
+	if exited, err := p.Wait(10 * time.Second); !exited || err != nil {
+		t.Fatalf("arp-audit of a healthy VIP: exited=%v err=%v\n%s", exited, err, audit.String())
+	}
+	if !regexp.MustCompile(`10\.77\.0\.10\s+` + c.Node("lb1").Host.MAC.String() + `\s+3\s+ok`).MatchString(audit.String()) {
+		t.Fatalf("arp-audit of a healthy VIP with 3 malformed frames around:\n%s", audit.String())
 	}
 
 	// keepalived crashes with the VIP configured; vigil takes over. Now two

@@ -224,30 +224,37 @@ func (a *Announcer) Burst(ctx context.Context, addrs []netip.Addr, count int, in
 	return errors.Join(errs...)
 }
 
+// ProbeResult is what a probe heard.
+type ProbeResult struct {
+	MACs      []net.HardwareAddr // hosts that answered for the address
+	Malformed int                // ARP frames that did not decode, ignored
+}
+
 // Probe asks who answers ARP for ip on ifname (an RFC 5227 probe: sender
 // address 0.0.0.0, so no cache learns from it) and returns the hardware
 // addresses of every reply within wait, own replies excluded.
-func Probe(ctx context.Context, ifname string, ip netip.Addr, wait time.Duration) ([]net.HardwareAddr, error) {
+func Probe(ctx context.Context, ifname string, ip netip.Addr, wait time.Duration) (ProbeResult, error) {
+	var res ProbeResult
 	if !ip.Is4() {
-		return nil, fmt.Errorf("arp probe: %s is not IPv4", ip)
+		return res, fmt.Errorf("arp probe: %s is not IPv4", ip)
 	}
 	ifi, err := net.InterfaceByName(ifname)
 	if err != nil {
-		return nil, fmt.Errorf("arp probe: interface %s: %w", ifname, err)
+		return res, fmt.Errorf("arp probe: interface %s: %w", ifname, err)
 	}
 	c, err := packet.Listen(ifi, packet.Raw, etherTypeARP, nil)
 	if err != nil {
-		return nil, fmt.Errorf("arp probe: open socket on %s: %w", ifname, permission(err))
+		return res, fmt.Errorf("arp probe: open socket on %s: %w", ifname, permission(err))
 	}
 	defer c.Close()
 	req := ARP{Op: OpRequest, SenderMAC: ifi.HardwareAddr, SenderIP: netip.IPv4Unspecified(),
 		TargetMAC: make(net.HardwareAddr, 6), TargetIP: ip}
 	f, err := req.Frame(broadcast, ifi.HardwareAddr)
 	if err != nil {
-		return nil, err
+		return res, err
 	}
 	if _, err := c.WriteTo(f, &packet.Addr{HardwareAddr: broadcast}); err != nil {
-		return nil, fmt.Errorf("arp probe %s on %s: %w", ip, ifname, err)
+		return res, fmt.Errorf("arp probe %s on %s: %w", ip, ifname, err)
 	}
 	deadline := time.Now().Add(wait)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
@@ -265,19 +272,22 @@ func Probe(ctx context.Context, ifname string, ip netip.Addr, wait time.Duration
 			break // deadline reached
 		}
 		rep, err := ParseFrame(buf[:n])
+		if err != nil {
+			res.Malformed++
+			continue
+		}
 		// Only replies addressed to us answer the probe: a gratuitous reply
 		// (to broadcast) is an announcement, not an answer.
-		if err != nil || rep.Op != OpReply || rep.SenderIP != ip ||
+		if rep.Op != OpReply || rep.SenderIP != ip ||
 			rep.SenderMAC.String() == ifi.HardwareAddr.String() || rep.TargetMAC.String() != ifi.HardwareAddr.String() {
 			continue
 		}
 		seen[rep.SenderMAC.String()] = rep.SenderMAC
 	}
-	out := make([]net.HardwareAddr, 0, len(seen))
 	for _, m := range seen {
-		out = append(out, m)
+		res.MACs = append(res.MACs, m)
 	}
-	return out, nil
+	return res, nil
 }
 
 func permission(err error) error {

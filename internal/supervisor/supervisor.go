@@ -94,7 +94,8 @@ func (s *Supervisor) build() error {
 		s.vipSets = append(s.vipSets, set)
 		in := vrrp.NewInstance(instanceConfig(ic, parsed[i]), tr, set, ann, s.log)
 		in.Probe = func(ctx context.Context, ip netip.Addr) ([]net.HardwareAddr, error) {
-			return garp.Probe(ctx, ic.Interface, ip, probeWait)
+			r, err := garp.Probe(ctx, ic.Interface, ip, probeWait)
+			return r.MACs, err
 		}
 		if err := tr.Register(uint8(ic.VRID), in.Receive()); err != nil {
 			return err
