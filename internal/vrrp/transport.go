@@ -58,9 +58,9 @@ func OpenTransport(ifname string, is6 bool, exclude map[netip.Addr]bool, log *sl
 		return nil, err
 	}
 	t := &Transport{ifi: ifi, is6: is6, local: local, log: log, handlers: map[uint8]chan<- Received{}}
-	network, any := "ip4:112", "0.0.0.0"
+	network, wildcard := "ip4:112", "0.0.0.0"
 	if is6 {
-		network, any = "ip6:112", "::"
+		network, wildcard = "ip6:112", "::"
 	}
 	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
@@ -69,7 +69,7 @@ func OpenTransport(ifname string, is6 bool, exclude map[netip.Addr]bool, log *sl
 		})
 		return errors.Join(err, serr)
 	}}
-	pc, err := lc.ListenPacket(context.Background(), network, any)
+	pc, err := lc.ListenPacket(context.Background(), network, wildcard)
 	if err != nil {
 		return nil, fmt.Errorf("vrrp: open raw socket on %s: %w", ifname, permission(err))
 	}

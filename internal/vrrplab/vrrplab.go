@@ -143,11 +143,11 @@ func (c *Cluster) build() error {
 }
 
 func serveWhoami(h *netlab.Host) error {
-	network, any := "tcp4", "0.0.0.0"
+	network, wildcard := "tcp4", "0.0.0.0"
 	if h.Addr(false) == (netip.Addr{}) {
-		network, any = "tcp6", "::"
+		network, wildcard = "tcp6", "::"
 	}
-	l, err := h.Listen(network, net.JoinHostPort(any, fmt.Sprint(WhoamiPort)))
+	l, err := h.Listen(network, net.JoinHostPort(wildcard, fmt.Sprint(WhoamiPort)))
 	if err != nil {
 		return fmt.Errorf("whoami on %s: %w", h.Name, err)
 	}
