@@ -87,6 +87,7 @@ func TestParseErrors(t *testing.T) {
 		{"no cluster for derived vrid", [2]string{"cluster: prod-east", "cluster: \"\""}, "vrrp.instances[0].vrid: is omitted, so it derives from the cluster name"},
 		{"syntax error", [2]string{"vrrp:", "vrrp: ["}, "line"},
 		{"type error", [2]string{"priority: 150", "priority: high"}, `vrrp.instances[0].priority: "high" is not a whole number (line 7)`},
+		{"unknown key in a flow mapping", [2]string{"checks: [{name: api-up, weight: 50}]", "checks: [{name: api-up, weigth: 50}]"}, `vrrp.instances[0].track.checks[0].weigth: unknown key "weigth" (line 12)`},
 		{"relative notify", [2]string{"vrid: 52", "vrid: 52\n      notify: notify.sh"}, `"notify.sh" is not an absolute path`},
 	}
 	for _, tc := range cases {

@@ -143,6 +143,12 @@ func yamlError(err error, info lineInfo) Error {
 	e := Error{Line: line, Path: info.byLine[line], Msg: m[2]}
 	if u := unknownRE.FindStringSubmatch(m[2]); u != nil {
 		e.Msg = "unknown key " + strconv.Quote(u[1])
+		// Several keys can share a line ({a: 1, b: 2}): name the right one.
+		for path, l := range info.byPath {
+			if l == line && strings.HasSuffix(path, "."+u[1]) && (e.Path == "" || !strings.HasSuffix(e.Path, "."+u[1])) {
+				e.Path = path
+			}
+		}
 	} else if t := typeRE.FindStringSubmatch(m[2]); t != nil {
 		e.Msg = fmt.Sprintf("%q is not %s", t[2], describeType(t[3]))
 	}
