@@ -151,7 +151,10 @@ var fast = vrrplab.Spec{Version: 3, Interval: 100 * time.Millisecond}
 // together, and returns once lb1 holds the VIP.
 func twoNodes(t *testing.T, spec vrrplab.Spec) *vrrplab.Cluster {
 	t.Helper()
-	c := twoNodes(t, spec)
+	spec.Nodes = pair(vrrplab.Vigil, vrrplab.Vigil, 150, 100)
+	c := cluster(t, spec)
+	start(t, c, "lb1", "lb2")
+	waitOwner(t, c, "lb1", 5*time.Second)
 	return c
 }
 

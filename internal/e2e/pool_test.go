@@ -135,21 +135,31 @@ func TestVRIDCollisionBetweenClusters(t *testing.T) {
 			t.Fatalf("%s does not report the conflict with %s:\n%s", name, other, log)
 		}
 	}
+	// From here on, with both groups settled, nothing may change: count
+	// every node's transitions, hold the collision for 2s, count again.
+	transitions := func() map[string]int {
+		m := map[string]int{}
+		for _, n := range c.Nodes {
+			m[n.Name] = strings.Count(n.Log(), `msg="state change"`)
+		}
+		return m
+	}
+	before := transitions()
 	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
 		if !c.Node("a1").HasVIP() || !c.Node("b1").HasVIP() || c.Node("a2").HasVIP() || c.Node("b2").HasVIP() {
 			t.Fatal("a VIP changed owner during the collision")
 		}
 	}
-	for name, want := range map[string]int{"a1": 2, "a2": 1, "b1": 2, "b2": 1} { // INIT>BACKUP(>MASTER)
-		if got := strings.Count(c.Node(name).Log(), `msg="state change"`); got != want {
-			t.Fatalf("%s made %d state changes, want %d:\n%s", name, got, want, c.Node(name).Log())
-		}
+	if after := transitions(); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Fatalf("state changes during the collision: before %v, after %v", before, after)
 	}
-	// Each master's takeover burst: 5 rounds of request + reply.
+	// Each takeover is a burst of 5 rounds of request + reply; a lower
+	// priority node that started first may have won its group briefly.
 	n := wait()
-	t.Logf("gratuitous ARP frames for the two VIPs during the collision: %d", n)
-	if n > 2*5*2 || n < 2 {
-		t.Fatalf("%d gratuitous ARP frames for the VIPs, want at most %d", n, 2*5*2)
+	takeovers := strings.Count(strings.Join([]string{c.Node("a1").Log(), c.Node("a2").Log(), c.Node("b1").Log(), c.Node("b2").Log()}, ""), "to=MASTER")
+	t.Logf("gratuitous ARP frames for the two VIPs during the test: %d, takeovers: %d", n, takeovers)
+	if n > takeovers*5*2 || n < 2 {
+		t.Fatalf("%d gratuitous ARP frames for %d takeovers, want at most %d", n, takeovers, takeovers*5*2)
 	}
 }
 

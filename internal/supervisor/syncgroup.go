@@ -3,6 +3,7 @@ package supervisor
 import (
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 
 	"github.com/vigil-lb/vigil/internal/notify"
@@ -34,18 +35,19 @@ func (g *syncGroup) ownFault(from *vrrp.Instance, fault bool) {
 	} else {
 		delete(g.faulted, from.Name())
 	}
-	others := map[*vrrp.Instance][]string{}
+	// Queue the updates under the lock: two members reporting at once must
+	// not have their updates overtake each other on the way to a member.
+	// SetGroupFault only queues, so this does not block.
+	defer g.mu.Unlock()
 	for _, m := range g.members {
+		var others []string
 		for name := range g.faulted {
 			if name != m.Name() {
-				others[m] = append(others[m], name)
+				others = append(others, name)
 			}
 		}
-	}
-	g.mu.Unlock()
-	for _, m := range g.members {
-		reason := fmt.Sprintf("sync group %s: %v in fault", g.name, others[m])
-		m.SetGroupFault(len(others[m]) > 0, reason)
+		slices.Sort(others)
+		m.SetGroupFault(len(others) > 0, fmt.Sprintf("sync group %s: %v in fault", g.name, others))
 	}
 }
 
