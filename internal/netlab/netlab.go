@@ -221,11 +221,6 @@ func writeSysctlIn(ns netns.NsHandle, path, value string) error {
 	})
 }
 
-// Sysctl sets a /proc/sys key (dotted or slashed) inside the host.
-func (h *Host) Sysctl(key, value string) error {
-	return writeSysctlIn(h.ns, "/proc/sys/"+strings.ReplaceAll(key, ".", "/"), value)
-}
-
 // Netlink returns a netlink handle bound to the host's namespace.
 func (h *Host) Netlink() (*netlink.Handle, error) { return netlink.NewHandleAt(h.ns) }
 
@@ -315,17 +310,6 @@ func (h *Host) HasAddr(a netip.Addr) (bool, error) {
 		return err
 	})
 	return found, err
-}
-
-// DelAddr removes a from eth0 if it is there.
-func (h *Host) DelAddr(a netip.Addr) error {
-	return h.withEth0(func(hh *netlink.Handle, lk netlink.Link) error {
-		x, err := findAddr(hh, lk, a)
-		if err != nil || x == nil {
-			return err
-		}
-		return hh.AddrDel(lk, x)
-	})
 }
 
 // Neighbor returns the link-layer address eth0's neighbour table holds for ip.

@@ -127,9 +127,6 @@ func sourceAddr(ifi *net.Interface, is6 bool, exclude map[netip.Addr]bool) (neti
 // Local is the source address of adverts sent here.
 func (t *Transport) Local() netip.Addr { return t.local }
 
-// Interface is the interface the transport is bound to.
-func (t *Transport) Interface() *net.Interface { return t.ifi }
-
 // Register routes messages for vrid to ch. It fails if vrid is taken.
 func (t *Transport) Register(vrid uint8, ch chan<- Received) error {
 	t.mu.Lock()
@@ -146,13 +143,6 @@ func (t *Transport) Sniff(ch chan<- Received) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.sniffer = ch
-}
-
-// Unregister stops routing vrid.
-func (t *Transport) Unregister(vrid uint8) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	delete(t.handlers, vrid)
 }
 
 // Send sends one encoded message to dst (the group or a unicast peer).

@@ -314,9 +314,6 @@ func (n *Node) HasVIP() bool {
 	return ok
 }
 
-// RemoveVIP removes a VIP a crashed daemon left behind.
-func (n *Node) RemoveVIP() error { return n.Host.DelAddr(n.vip().Addr()) }
-
 // Log returns the tail of the node's log, for failure messages.
 func (n *Node) Log() string {
 	b, _ := os.ReadFile(n.LogPath)
