@@ -112,15 +112,39 @@ type Runner struct {
 	Bus      *Bus
 	Log      *slog.Logger
 
+	mu          sync.Mutex
 	up          bool
 	okRun, fail int
+	status      Status
+}
+
+// Status is what a check last did, for status and metrics.
+type Status struct {
+	Name      string
+	Up        bool
+	LastProbe time.Time // zero before the first probe
+	LastErr   string    // of the last probe, "" when it passed
+	Latency   time.Duration
+	Probes    uint64
+	Failures  uint64
+}
+
+// Status returns the check's current state.
+func (r *Runner) Status() Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := r.status
+	st.Name, st.Up = r.Name, r.up
+	return st
 }
 
 // Run probes until ctx ends. The check starts up, as keepalived's scripts do,
 // and the first probe waits a random part of the interval so many checks do
 // not fire in the same millisecond.
 func (r *Runner) Run(ctx context.Context) {
+	r.mu.Lock()
 	r.up = true
+	r.mu.Unlock()
 	t := time.NewTimer(rand.N(r.Interval))
 	defer t.Stop()
 	for {
@@ -130,12 +154,24 @@ func (r *Runner) Run(ctx context.Context) {
 		case <-t.C:
 		}
 		pctx, cancel := context.WithTimeout(ctx, r.Timeout)
+		start := time.Now()
 		err := r.Prober.Probe(pctx)
+		took := time.Since(start)
 		cancel()
 		if ctx.Err() != nil {
 			return
 		}
-		if e, changed := r.record(err); changed {
+		r.mu.Lock()
+		e, changed := r.record(err)
+		r.status.LastProbe, r.status.Latency = start, took
+		r.status.Probes++
+		r.status.LastErr = ""
+		if err != nil {
+			r.status.Failures++
+			r.status.LastErr = err.Error()
+		}
+		r.mu.Unlock()
+		if changed {
 			r.Log.Info("check state change", "check", r.Name, "up", e.Up, "err", e.Err)
 			r.Bus.Publish(e)
 		}
@@ -144,6 +180,7 @@ func (r *Runner) Run(ctx context.Context) {
 }
 
 // record applies one probe result and reports whether the state changed.
+// The caller holds r.mu.
 func (r *Runner) record(err error) (Event, bool) {
 	if err == nil {
 		r.okRun, r.fail = r.okRun+1, 0

@@ -13,11 +13,13 @@ type Config struct {
 	// Cluster names this group of nodes; VRIDs derive from it when omitted.
 	Cluster string `yaml:"cluster"`
 	// Node is this node's name. Default: the hostname.
-	Node   string   `yaml:"node"`
-	VRRP   VRRP     `yaml:"vrrp"`
-	Checks []Check  `yaml:"checks"`
-	Log    Log      `yaml:"log"`
-	lines  lineInfo `yaml:"-"`
+	Node   string  `yaml:"node"`
+	VRRP   VRRP    `yaml:"vrrp"`
+	Checks []Check `yaml:"checks"`
+	// Balancers are the L4 load balancers (TCP frontends over backends).
+	Balancers []Balancer `yaml:"balancers"`
+	Log       Log        `yaml:"log"`
+	lines     lineInfo   `yaml:"-"`
 }
 
 // VRRP holds the virtual routers.
@@ -128,9 +130,15 @@ type SyncGroup struct {
 
 // Check is a named health check that instances can track.
 type Check struct {
-	Name string     `yaml:"name"`
-	Exec *ExecCheck `yaml:"exec"`
-	TCP  *TCPCheck  `yaml:"tcp"`
+	Name   string     `yaml:"name"`
+	Exec   *ExecCheck `yaml:"exec"`
+	TCP    *TCPCheck  `yaml:"tcp"`
+	HTTP   *HTTPCheck `yaml:"http"`
+	Timing `yaml:",inline"`
+}
+
+// Timing is when a check runs and how many results in a row change its state.
+type Timing struct {
 	// Interval between runs. Default 2s.
 	Interval time.Duration `yaml:"interval"`
 	// Timeout of one run. Default 1s.
@@ -149,6 +157,31 @@ type ExecCheck struct {
 // TCPCheck is up when a TCP connection to Address opens.
 type TCPCheck struct {
 	Address string `yaml:"address"`
+}
+
+// HTTPCheck is up when an HTTP(S) request answers with an expected status
+// (and body). A named check gives URL; a balancer's check gives Path and TLS
+// and asks each backend.
+type HTTPCheck struct {
+	URL  string `yaml:"url"`
+	Path string `yaml:"path"`
+	// TLS asks backends over HTTPS (balancer checks; a URL says it itself).
+	TLS bool `yaml:"tls"`
+	// Method default GET.
+	Method string `yaml:"method"`
+	// Host header; default the URL's host.
+	Host string `yaml:"host"`
+	// ExpectStatus lists codes and ranges ("200", "200-399"). Default 200-399.
+	ExpectStatus []string `yaml:"expect_status"`
+	// BodyContains, when set, must occur in the first 64 KiB of the body.
+	BodyContains string `yaml:"body_contains"`
+	// InsecureSkipVerify skips certificate verification (HAProxy's verify none).
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
+	// CAFile verifies the server against these CAs instead of the system's.
+	CAFile string `yaml:"ca_file"`
+	// ClientCert and ClientKey: a client certificate to present (PEM files).
+	ClientCert string `yaml:"client_cert"`
+	ClientKey  string `yaml:"client_key"`
 }
 
 // Log configures log/slog output.
@@ -177,4 +210,9 @@ const (
 	DefaultRise             = 2
 	DefaultFall             = 2
 	DefaultMoveBackDelay    = 5 * time.Second
+	DefaultConnectTimeout   = 5 * time.Second
+	DefaultIdleTimeout      = 10 * time.Minute
+	DefaultRetries          = 3
+	DefaultFrontendMaxConn  = 10000
+	DefaultMonitorPath      = "/readyz"
 )

@@ -82,7 +82,8 @@ func (c *Config) validate() Errors {
 	vrids, vips := v.instances(checks)
 	v.pools(checks, vrids, vips)
 	v.syncGroups()
-	if len(c.VRRP.Instances) == 0 && len(c.VRRP.Pools) == 0 && len(c.Checks) == 0 {
+	v.balancers()
+	if len(c.VRRP.Instances) == 0 && len(c.VRRP.Pools) == 0 && len(c.Checks) == 0 && len(c.Balancers) == 0 {
 		v.add("vrrp.instances", "nothing to do: no instances configured")
 	}
 	return v.es
@@ -118,25 +119,14 @@ func (v *validator) checks() map[string]bool {
 				v.add(p+".tcp.address", "%q is not ADDRESS:PORT", ch.TCP.Address)
 			}
 		}
+		if ch.HTTP != nil {
+			kinds++
+			v.httpCheck(p+".http", ch.HTTP, true)
+		}
 		if kinds != 1 {
-			v.add(p, "needs exactly one of exec or tcp")
+			v.add(p, "needs exactly one of exec, tcp or http")
 		}
-		setDefault(v, p+".interval", &ch.Interval, DefaultCheckInterval)
-		setDefault(v, p+".timeout", &ch.Timeout, DefaultCheckTimeout)
-		setDefault(v, p+".rise", &ch.Rise, DefaultRise)
-		setDefault(v, p+".fall", &ch.Fall, DefaultFall)
-		if ch.Interval < 10*time.Millisecond {
-			v.add(p+".interval", "%v is below 10ms", ch.Interval)
-		}
-		if ch.Timeout <= 0 || ch.Timeout > ch.Interval {
-			v.add(p+".timeout", "%v must be above 0 and at most the interval %v", ch.Timeout, ch.Interval)
-		}
-		if ch.Rise < 1 || ch.Rise > 100 {
-			v.add(p+".rise", "%d is out of range 1..100", ch.Rise)
-		}
-		if ch.Fall < 1 || ch.Fall > 100 {
-			v.add(p+".fall", "%d is out of range 1..100", ch.Fall)
-		}
+		v.timing(p, &ch.Timing)
 	}
 	return names
 }

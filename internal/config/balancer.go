@@ -1,0 +1,286 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Balancer is one L4 load balancer: TCP frontends spread over backends.
+type Balancer struct {
+	Name string `yaml:"name"`
+	// Listen addresses, ADDRESS:PORT or :PORT. An address this node does not
+	// hold yet (a VIP while backup) is fine: listeners bind it in advance.
+	Listen []string `yaml:"listen"`
+	// Mode proxy (userspace TCP proxy). Default proxy.
+	Mode string `yaml:"mode"`
+	// Algorithm roundrobin or leastconn, both weighted. Default roundrobin.
+	Algorithm string `yaml:"algorithm"`
+	// ProxyProtocol sends a PROXY header to backends: "", v1 or v2.
+	ProxyProtocol string `yaml:"proxy_protocol"`
+	// AcceptProxy expects a PROXY header (v1 or v2) from every client.
+	AcceptProxy bool      `yaml:"accept_proxy"`
+	Monitor     *Monitor  `yaml:"monitor"`
+	Backends    []Backend `yaml:"backends"`
+	// Check probes every backend; absent means backends are always up.
+	Check *BackendCheck `yaml:"check"`
+	// MaxConn bounds the frontend's connections; beyond it new ones are
+	// refused at once. Default 10000.
+	MaxConn int `yaml:"max_conn"`
+	// ConnectTimeout bounds one connect to a backend. Default 5s.
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	// IdleTimeout closes a connection with no data either way for this long.
+	// Default 10m.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// Retries: other backends tried after a failed connect. Default 3.
+	Retries *int `yaml:"retries"`
+	// CloseOnDown closes established connections of a backend that goes
+	// down (HAProxy's on-marked-down shutdown-sessions). Default false.
+	CloseOnDown bool `yaml:"close_on_down"`
+}
+
+// Monitor is an HTTP endpoint answering 200 while the balancer has a
+// healthy backend and 503 otherwise (HAProxy's monitor-uri).
+type Monitor struct {
+	Listen string `yaml:"listen"`
+	// Path default /readyz; other paths answer 404.
+	Path string `yaml:"path"`
+}
+
+// Backend is one server behind a balancer.
+type Backend struct {
+	Address string `yaml:"address"`
+	// Weight 0..256; 0 takes no new connections. Default 1.
+	Weight *int `yaml:"weight"`
+	// MaxConn bounds connections to this backend; 0 is no limit.
+	MaxConn int `yaml:"max_conn"`
+}
+
+// BackendCheck probes each backend at its own address: TCP connect unless
+// HTTP is given.
+type BackendCheck struct {
+	HTTP *HTTPCheck `yaml:"http"`
+	// Port probes this port instead of the backend's.
+	Port   int `yaml:"port"`
+	Timing `yaml:",inline"`
+}
+
+// timing defaults and checks interval, timeout, rise and fall under p.
+func (v *validator) timing(p string, t *Timing) {
+	setDefault(v, p+".interval", &t.Interval, DefaultCheckInterval)
+	setDefault(v, p+".timeout", &t.Timeout, DefaultCheckTimeout)
+	if t.Timeout > t.Interval && v.c.lines.byPath[p+".timeout"] == 0 {
+		t.Timeout = t.Interval
+	}
+	setDefault(v, p+".rise", &t.Rise, DefaultRise)
+	setDefault(v, p+".fall", &t.Fall, DefaultFall)
+	if t.Interval < 10*time.Millisecond {
+		v.add(p+".interval", "%v is below 10ms", t.Interval)
+	}
+	if t.Timeout <= 0 || t.Timeout > t.Interval {
+		v.add(p+".timeout", "%v must be above 0 and at most the interval %v", t.Timeout, t.Interval)
+	}
+	if t.Rise < 1 || t.Rise > 100 {
+		v.add(p+".rise", "%d is out of range 1..100", t.Rise)
+	}
+	if t.Fall < 1 || t.Fall > 100 {
+		v.add(p+".fall", "%d is out of range 1..100", t.Fall)
+	}
+}
+
+// httpCheck validates an HTTP check; named checks need a URL, balancer
+// checks a path.
+func (v *validator) httpCheck(p string, h *HTTPCheck, named bool) {
+	if named {
+		u, err := url.Parse(h.URL)
+		switch {
+		case h.URL == "":
+			v.add(p+".url", "is required")
+		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+			v.add(p+".url", "%q is not an http:// or https:// URL", h.URL)
+		}
+		if h.Path != "" || h.TLS {
+			v.add(p, "path and tls belong to balancer checks; give the whole url")
+		}
+	} else {
+		if h.URL != "" {
+			v.add(p+".url", "a balancer check asks each backend: give path (and tls), not url")
+		}
+		if h.Path == "" {
+			h.Path = "/"
+		}
+		if !strings.HasPrefix(h.Path, "/") {
+			v.add(p+".path", "%q does not start with /", h.Path)
+		}
+	}
+	if h.Method == "" {
+		h.Method = "GET"
+	}
+	if !httpMethodRE.MatchString(h.Method) {
+		v.add(p+".method", "%q is not an HTTP method", h.Method)
+	}
+	if len(h.ExpectStatus) == 0 {
+		h.ExpectStatus = []string{"200-399"}
+	}
+	for i, s := range h.ExpectStatus {
+		if _, _, err := ParseStatusRange(s); err != nil {
+			v.add(fmt.Sprintf("%s.expect_status[%d]", p, i), "%v", err)
+		}
+	}
+	if (h.ClientCert == "") != (h.ClientKey == "") {
+		v.add(p+".client_cert", "client_cert and client_key go together")
+	}
+	for k, f := range map[string]string{"ca_file": h.CAFile, "client_cert": h.ClientCert, "client_key": h.ClientKey} {
+		if f != "" && !filepath.IsAbs(f) {
+			v.add(p+"."+k, "%q is not an absolute path", f)
+		}
+	}
+}
+
+var httpMethodRE = regexp.MustCompile(`^[A-Z]{3,10}$`)
+
+// ParseStatusRange reads "200" or "200-399".
+func ParseStatusRange(s string) (lo, hi int, err error) {
+	a, b, isRange := strings.Cut(s, "-")
+	if !isRange {
+		b = a
+	}
+	lo, err1 := strconv.Atoi(strings.TrimSpace(a))
+	hi, err2 := strconv.Atoi(strings.TrimSpace(b))
+	if err1 != nil || err2 != nil || lo < 100 || hi > 599 || lo > hi {
+		return 0, 0, fmt.Errorf("%q is not a status code or range of them (100..599)", s)
+	}
+	return lo, hi, nil
+}
+
+// ParseListen reads ADDRESS:PORT or :PORT (every address).
+func ParseListen(s string) (netip.AddrPort, error) {
+	if rest, ok := strings.CutPrefix(s, ":"); ok {
+		port, err := strconv.ParseUint(rest, 10, 16)
+		if err != nil || port == 0 {
+			return netip.AddrPort{}, fmt.Errorf("%q is not ADDRESS:PORT or :PORT", s)
+		}
+		return netip.AddrPortFrom(netip.IPv6Unspecified(), uint16(port)), nil
+	}
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil || ap.Port() == 0 {
+		return netip.AddrPort{}, fmt.Errorf("%q is not ADDRESS:PORT or :PORT", s)
+	}
+	return ap, nil
+}
+
+func (v *validator) balancers() {
+	names := map[string]bool{}
+	listens := map[netip.AddrPort]string{}
+	listen := func(p, s string) {
+		ap, err := ParseListen(s)
+		if err != nil {
+			v.add(p, "%v", err)
+			return
+		}
+		if other, ok := listens[ap]; ok {
+			v.add(p, "%s is already used by %s", s, other)
+		}
+		listens[ap] = p
+	}
+	for i := range v.c.Balancers {
+		b := &v.c.Balancers[i]
+		p := fmt.Sprintf("balancers[%d]", i)
+		v.uniqueName(p+".name", b.Name, names)
+		if len(b.Listen) == 0 {
+			v.add(p+".listen", "needs at least one ADDRESS:PORT")
+		}
+		for j, s := range b.Listen {
+			listen(fmt.Sprintf("%s.listen[%d]", p, j), s)
+		}
+		switch b.Mode {
+		case "":
+			b.Mode = "proxy"
+		case "proxy":
+		case "dsr":
+			v.add(p+".mode", "dsr is not available in this version; use proxy")
+		default:
+			v.add(p+".mode", "%q is not proxy", b.Mode)
+		}
+		switch b.Algorithm {
+		case "":
+			b.Algorithm = "roundrobin"
+		case "roundrobin", "leastconn":
+		default:
+			v.add(p+".algorithm", "%q is not roundrobin or leastconn", b.Algorithm)
+		}
+		switch b.ProxyProtocol {
+		case "", "v1", "v2":
+		default:
+			v.add(p+".proxy_protocol", "%q is not empty, v1 or v2", b.ProxyProtocol)
+		}
+		if b.Monitor != nil {
+			listen(p+".monitor.listen", b.Monitor.Listen)
+			if b.Monitor.Path == "" {
+				b.Monitor.Path = DefaultMonitorPath
+			}
+			if !strings.HasPrefix(b.Monitor.Path, "/") {
+				v.add(p+".monitor.path", "%q does not start with /", b.Monitor.Path)
+			}
+		}
+		if len(b.Backends) == 0 {
+			v.add(p+".backends", "needs at least one backend")
+		}
+		seen := map[netip.AddrPort]bool{}
+		for j := range b.Backends {
+			be := &b.Backends[j]
+			bp := fmt.Sprintf("%s.backends[%d]", p, j)
+			ap, err := netip.ParseAddrPort(be.Address)
+			switch {
+			case err != nil || ap.Port() == 0:
+				v.add(bp+".address", "%q is not IP:PORT", be.Address)
+			case seen[ap]:
+				v.add(bp+".address", "%s is listed twice", be.Address)
+			}
+			seen[ap] = true
+			if be.Weight == nil {
+				w := 1
+				be.Weight = &w
+			}
+			if *be.Weight < 0 || *be.Weight > 256 {
+				v.add(bp+".weight", "%d is out of range 0..256", *be.Weight)
+			}
+			if be.MaxConn < 0 {
+				v.add(bp+".max_conn", "%d is negative", be.MaxConn)
+			}
+		}
+		if c := b.Check; c != nil {
+			if c.HTTP != nil {
+				v.httpCheck(p+".check.http", c.HTTP, false)
+			}
+			if c.Port < 0 || c.Port > 65535 {
+				v.add(p+".check.port", "%d is out of range 1..65535", c.Port)
+			}
+			v.timing(p+".check", &c.Timing)
+		}
+		setDefault(v, p+".max_conn", &b.MaxConn, DefaultFrontendMaxConn)
+		if b.MaxConn < 1 || b.MaxConn > 1<<22 {
+			v.add(p+".max_conn", "%d is out of range 1..4194304", b.MaxConn)
+		}
+		setDefault(v, p+".connect_timeout", &b.ConnectTimeout, DefaultConnectTimeout)
+		if b.ConnectTimeout <= 0 || b.ConnectTimeout > time.Minute {
+			v.add(p+".connect_timeout", "%v is out of range (0..1m]", b.ConnectTimeout)
+		}
+		setDefault(v, p+".idle_timeout", &b.IdleTimeout, DefaultIdleTimeout)
+		if b.IdleTimeout < 100*time.Millisecond {
+			v.add(p+".idle_timeout", "%v is below 100ms", b.IdleTimeout)
+		}
+		if b.Retries == nil {
+			r := DefaultRetries
+			b.Retries = &r
+		}
+		if *b.Retries < 0 || *b.Retries > 100 {
+			v.add(p+".retries", "%d is out of range 0..100", *b.Retries)
+		}
+	}
+}

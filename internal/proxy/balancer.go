@@ -1,0 +1,475 @@
+// Package proxy is vigil's userspace L4 load balancer: TCP frontends that
+// splice each connection to a backend chosen by weighted round robin or
+// least connections, with health-driven rotation, limits, PROXY protocol,
+// a monitor endpoint and reload without dropping connections.
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vigil-lb/vigil/internal/config"
+)
+
+// Backend is one server and its counters. A backend object lives across
+// reloads for as long as its address stays in the config, so its health and
+// counters do too.
+type Backend struct {
+	Addr    netip.AddrPort
+	weight  atomic.Int32
+	maxConn atomic.Int32
+	up      atomic.Bool
+
+	active        atomic.Int64
+	total         atomic.Uint64
+	connectErrors atomic.Uint64
+	bytesIn       atomic.Uint64 // client to backend
+	bytesOut      atomic.Uint64 // backend to client
+
+	cw int // smooth weighted round robin state, under Balancer.pickMu
+}
+
+// settings is one config generation of a balancer; sessions keep the one
+// they started with.
+type settings struct {
+	cfg      config.Balancer
+	backends []*Backend
+}
+
+// Balancer serves one config.Balancer.
+type Balancer struct {
+	name string
+	log  *slog.Logger
+	cur  atomic.Pointer[settings]
+
+	pickMu sync.Mutex
+	rrNext int
+
+	mu        sync.Mutex // guards listeners, monitor, sessions, closed
+	listeners map[string]*net.TCPListener
+	monitor   *monitor
+	sessions  map[*session]struct{}
+	closed    bool
+
+	loops   sync.WaitGroup // accept loops and the monitor
+	serving sync.WaitGroup // sessions
+
+	active         atomic.Int64
+	accepted       atomic.Uint64
+	refused        atomic.Uint64
+	noBackend      atomic.Uint64
+	badProxyHeader atomic.Uint64
+	lastRefusedLog atomic.Int64
+}
+
+// headerTimeout bounds how long a client may take to send its PROXY header.
+const headerTimeout = 5 * time.Second
+
+// New opens the balancer's listeners and monitor; nothing is served until
+// Start. On error it closes what it opened.
+func New(cfg config.Balancer, log *slog.Logger) (*Balancer, error) {
+	b := &Balancer{name: cfg.Name, log: log.With("balancer", cfg.Name),
+		listeners: map[string]*net.TCPListener{}, sessions: map[*session]struct{}{}}
+	ch, err := b.Plan(cfg)
+	if err != nil {
+		return nil, err
+	}
+	ch.commit(false)
+	return b, nil
+}
+
+// Name is the balancer's config name.
+func (b *Balancer) Name() string { return b.name }
+
+// Start begins accepting on every listener.
+func (b *Balancer) Start() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for addr, l := range b.listeners {
+		b.startAccept(addr, l)
+	}
+	if b.monitor != nil {
+		b.monitor.start(&b.loops)
+	}
+}
+
+func (b *Balancer) startAccept(addr string, l *net.TCPListener) {
+	b.loops.Go(func() { b.accept(addr, l) })
+}
+
+// Change is a prepared reload: new listeners are open, nothing else changed.
+// Commit applies it; Abort closes what it opened.
+type Change struct {
+	b          *Balancer
+	next       *settings
+	opened     map[string]*net.TCPListener
+	closing    []string
+	monitor    *monitor // new monitor, nil when unchanged
+	dropMon    bool     // the old monitor goes
+	weights    map[*Backend][2]int32
+	newBackend map[*Backend]bool
+}
+
+// Plan prepares cfg: it opens listeners the running config does not have,
+// so an address in use fails here and leaves the running balancer as it was.
+func (b *Balancer) Plan(cfg config.Balancer) (*Change, error) {
+	ch := &Change{b: b, opened: map[string]*net.TCPListener{}, weights: map[*Backend][2]int32{},
+		newBackend: map[*Backend]bool{}}
+	old := map[netip.AddrPort]*Backend{}
+	if s := b.cur.Load(); s != nil {
+		for _, be := range s.backends {
+			old[be.Addr] = be
+		}
+	}
+	next := &settings{cfg: cfg}
+	for _, bc := range cfg.Backends {
+		ap := netip.MustParseAddrPort(bc.Address) // validated
+		be := old[ap]
+		if be == nil {
+			be = &Backend{Addr: ap}
+			ch.newBackend[be] = true
+		}
+		ch.weights[be] = [2]int32{int32(*bc.Weight), int32(bc.MaxConn)}
+		next.backends = append(next.backends, be)
+	}
+	ch.next = next
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	want := map[string]bool{}
+	for _, addr := range cfg.Listen {
+		want[addr] = true
+		if b.listeners[addr] != nil {
+			continue
+		}
+		l, err := listen(addr)
+		if err != nil {
+			ch.abortLocked()
+			return nil, fmt.Errorf("balancer %s: %w", cfg.Name, err)
+		}
+		ch.opened[addr] = l
+	}
+	for addr := range b.listeners {
+		if !want[addr] {
+			ch.closing = append(ch.closing, addr)
+		}
+	}
+	oldMon := ""
+	if b.monitor != nil {
+		oldMon = b.monitor.addr
+	}
+	switch {
+	case cfg.Monitor == nil:
+		ch.dropMon = b.monitor != nil
+	case cfg.Monitor.Listen != oldMon:
+		m, err := newMonitor(cfg.Monitor.Listen, b)
+		if err != nil {
+			ch.abortLocked()
+			return nil, fmt.Errorf("balancer %s: monitor: %w", cfg.Name, err)
+		}
+		ch.monitor, ch.dropMon = m, b.monitor != nil
+	}
+	return ch, nil
+}
+
+// Abort undoes Plan.
+func (ch *Change) Abort() {
+	ch.b.mu.Lock()
+	defer ch.b.mu.Unlock()
+	ch.abortLocked()
+}
+
+func (ch *Change) abortLocked() {
+	for _, l := range ch.opened {
+		l.Close()
+	}
+	if ch.monitor != nil {
+		ch.monitor.close()
+	}
+}
+
+// Commit switches new connections to the new config. Established
+// connections keep their backend; listeners that stay were never closed.
+func (ch *Change) Commit() { ch.commit(true) }
+
+func (ch *Change) commit(start bool) {
+	b := ch.b
+	for be, w := range ch.weights {
+		be.weight.Store(w[0])
+		be.maxConn.Store(w[1])
+		if ch.newBackend[be] {
+			be.up.Store(true) // as HAProxy: up until checks say otherwise
+		}
+	}
+	b.cur.Store(ch.next)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for addr, l := range ch.opened {
+		b.listeners[addr] = l
+		if start {
+			b.startAccept(addr, l)
+		}
+	}
+	for _, addr := range ch.closing {
+		b.listeners[addr].Close()
+		delete(b.listeners, addr)
+	}
+	if ch.dropMon {
+		b.monitor.close()
+		b.monitor = nil
+	}
+	if ch.monitor != nil {
+		b.monitor = ch.monitor
+		if start {
+			b.monitor.start(&b.loops)
+		}
+	}
+	if m := b.monitor; m != nil {
+		m.path.Store(&ch.next.cfg.Monitor.Path)
+	}
+}
+
+// SetHealth marks the backend at addr up or down; unknown addresses are
+// ignored (the backend left the config). A backend going down leaves
+// rotation for new connections; with close_on_down its connections close.
+func (b *Balancer) SetHealth(addr netip.AddrPort, up bool) {
+	s := b.cur.Load()
+	for _, be := range s.backends {
+		if be.Addr != addr || be.up.Swap(up) == up {
+			continue
+		}
+		b.log.Info("backend state change", "backend", addr.String(), "up", up, "healthy_backends", b.healthy())
+		if !up && s.cfg.CloseOnDown {
+			b.mu.Lock()
+			for ss := range b.sessions {
+				if ss.backend == be {
+					ss.abort()
+				}
+			}
+			b.mu.Unlock()
+		}
+	}
+}
+
+// healthy counts backends that can take new connections.
+func (b *Balancer) healthy() int {
+	n := 0
+	for _, be := range b.cur.Load().backends {
+		if be.up.Load() && be.weight.Load() > 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// Shutdown stops accepting, waits for connections to finish until ctx ends,
+// then closes the rest.
+func (b *Balancer) Shutdown(ctx context.Context) {
+	b.mu.Lock()
+	b.closed = true
+	for addr, l := range b.listeners {
+		l.Close()
+		delete(b.listeners, addr)
+	}
+	if b.monitor != nil {
+		b.monitor.close()
+		b.monitor = nil
+	}
+	b.mu.Unlock()
+	b.loops.Wait()
+	done := make(chan struct{})
+	go func() { b.serving.Wait(); close(done) }()
+	select {
+	case <-done:
+		return
+	case <-ctx.Done():
+	}
+	b.mu.Lock()
+	n := len(b.sessions)
+	for ss := range b.sessions {
+		ss.abort()
+	}
+	b.mu.Unlock()
+	b.log.Info("closed connections still open at shutdown", "connections", n)
+	<-done
+}
+
+// accept serves one listener until it is closed.
+func (b *Balancer) accept(addr string, l *net.TCPListener) {
+	backoff := 5 * time.Millisecond
+	for {
+		c, err := l.AcceptTCP()
+		if err != nil {
+			if isClosed(err) {
+				return
+			}
+			// EMFILE and the like: wait rather than spin, and say so.
+			b.log.Warn("accept failed", "listen", addr, "err", err, "retry_in", backoff)
+			time.Sleep(backoff)
+			backoff = min(2*backoff, time.Second)
+			continue
+		}
+		backoff = 5 * time.Millisecond
+		s := b.cur.Load()
+		if b.active.Load() >= int64(s.cfg.MaxConn) {
+			b.refuse(c, s)
+			continue
+		}
+		b.active.Add(1)
+		b.accepted.Add(1)
+		b.serving.Add(1)
+		go b.serve(c, s)
+	}
+}
+
+// refuse resets a connection over max_conn at once, so the client fails fast
+// instead of waiting in a queue, and logs at most once a second.
+func (b *Balancer) refuse(c *net.TCPConn, s *settings) {
+	c.SetLinger(0)
+	c.Close()
+	n := b.refused.Add(1)
+	now := time.Now().UnixNano()
+	if last := b.lastRefusedLog.Load(); now-last > int64(time.Second) && b.lastRefusedLog.CompareAndSwap(last, now) {
+		b.log.Warn("connection refused: frontend at max_conn", "max_conn", s.cfg.MaxConn, "refused_total", n)
+	}
+}
+
+// pick chooses a backend for a new connection, skipping tried ones, and
+// counts the connection on it before anyone else can pick.
+func (b *Balancer) pick(s *settings, tried []*Backend) *Backend {
+	b.pickMu.Lock()
+	defer b.pickMu.Unlock()
+	eligible := func(be *Backend) bool {
+		if !be.up.Load() || be.weight.Load() <= 0 {
+			return false
+		}
+		if m := be.maxConn.Load(); m > 0 && be.active.Load() >= int64(m) {
+			return false
+		}
+		for _, t := range tried {
+			if t == be {
+				return false
+			}
+		}
+		return true
+	}
+	var best *Backend
+	n := len(s.backends)
+	if s.cfg.Algorithm == "leastconn" {
+		// Fewest connections per unit of weight; ties rotate.
+		start := b.rrNext
+		b.rrNext++
+		for i := range n {
+			be := s.backends[(start+i)%n]
+			if eligible(be) && (best == nil ||
+				be.active.Load()*int64(best.weight.Load()) < best.active.Load()*int64(be.weight.Load())) {
+				best = be
+			}
+		}
+	} else {
+		// Smooth weighted round robin: weights 5,1,1 give a,a,b,a,c,a,a.
+		total := 0
+		for _, be := range s.backends {
+			if !eligible(be) {
+				continue
+			}
+			w := int(be.weight.Load())
+			be.cw += w
+			total += w
+			if best == nil || be.cw > best.cw {
+				best = be
+			}
+		}
+		if best != nil {
+			best.cw -= total
+		}
+	}
+	if best != nil {
+		best.active.Add(1)
+	}
+	return best
+}
+
+// monitor answers HTTP health questions about the balancer.
+type monitor struct {
+	addr string
+	path atomic.Pointer[string]
+	l    net.Listener
+	srv  *http.Server
+}
+
+func newMonitor(addr string, b *Balancer) (*monitor, error) {
+	l, err := listen(addr)
+	if err != nil {
+		return nil, err
+	}
+	m := &monitor{addr: addr, l: l}
+	p := config.DefaultMonitorPath
+	m.path.Store(&p)
+	m.srv = &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != *m.path.Load() {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if n := b.healthy(); n > 0 {
+			fmt.Fprintf(w, "ok: %d healthy backends\n", n)
+			return
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, "no healthy backend")
+	})}
+	return m, nil
+}
+
+func (m *monitor) start(wg *sync.WaitGroup) { wg.Go(func() { m.srv.Serve(m.l) }) }
+
+func (m *monitor) close() {
+	m.srv.Close()
+	m.l.Close() // when never started
+}
+
+// Status is a balancer's state for status output and metrics.
+type Status struct {
+	Name           string
+	Listen         []string
+	Algorithm      string
+	Active         int64
+	Accepted       uint64
+	Refused        uint64
+	NoBackend      uint64
+	BadProxyHeader uint64
+	Backends       []BackendStatus
+}
+
+// BackendStatus is one backend's state and counters.
+type BackendStatus struct {
+	Address       string
+	Up            bool
+	Weight        int
+	Active        int64
+	Total         uint64
+	ConnectErrors uint64
+	BytesIn       uint64
+	BytesOut      uint64
+}
+
+// Status returns the current state.
+func (b *Balancer) Status() Status {
+	s := b.cur.Load()
+	st := Status{Name: b.name, Listen: s.cfg.Listen, Algorithm: s.cfg.Algorithm, Active: b.active.Load(),
+		Accepted: b.accepted.Load(), Refused: b.refused.Load(), NoBackend: b.noBackend.Load(),
+		BadProxyHeader: b.badProxyHeader.Load()}
+	for _, be := range s.backends {
+		st.Backends = append(st.Backends, BackendStatus{Address: be.Addr.String(), Up: be.up.Load(),
+			Weight: int(be.weight.Load()), Active: be.active.Load(), Total: be.total.Load(),
+			ConnectErrors: be.connectErrors.Load(), BytesIn: be.bytesIn.Load(), BytesOut: be.bytesOut.Load()})
+	}
+	return st
+}

@@ -1,0 +1,79 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/vigil-lb/vigil/internal/config"
+	"golang.org/x/sys/unix"
+)
+
+// listen opens a TCP listener with IP_FREEBIND, so a backup node can bind a
+// VIP it does not hold yet and serve the instant it becomes master.
+func listen(addr string) (*net.TCPListener, error) {
+	ap, err := config.ParseListen(addr)
+	if err != nil {
+		return nil, err
+	}
+	network := "tcp4"
+	switch {
+	case strings.HasPrefix(addr, ":"):
+		network = "tcp" // every address, both families
+	case ap.Addr().Is6():
+		network = "tcp6"
+	}
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			if network == "tcp4" {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_FREEBIND, 1)
+			} else {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_IPV6, unix.IPV6_FREEBIND, 1)
+			}
+		})
+		return errors.Join(err, serr)
+	}}
+	host := ap.Addr().String()
+	if network == "tcp" {
+		host = ""
+	}
+	l, err := lc.Listen(context.Background(), network, net.JoinHostPort(host, strconv.Itoa(int(ap.Port()))))
+	if err != nil {
+		var se *os.SyscallError
+		if errors.As(err, &se) && errors.Is(se.Err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("listen %s: address already in use", addr)
+		}
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	return l.(*net.TCPListener), nil
+}
+
+// RaiseFileLimit lifts RLIMIT_NOFILE as far as the kernel allows (fs.nr_open
+// when root), since every proxied connection costs two descriptors. Go already
+// raises the soft limit to the hard one; this also lifts the hard one.
+func RaiseFileLimit() (uint64, error) {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return 0, fmt.Errorf("getrlimit nofile: %w", err)
+	}
+	want := lim.Max
+	if b, err := os.ReadFile("/proc/sys/fs/nr_open"); err == nil {
+		if n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil && n > want {
+			want = n
+		}
+	}
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: want, Max: want}); err != nil {
+		// Not root: the soft limit up to the hard one is still ours to take.
+		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: lim.Max, Max: lim.Max}); err != nil {
+			return lim.Cur, fmt.Errorf("setrlimit nofile: %w", err)
+		}
+		return lim.Max, nil
+	}
+	return want, nil
+}

@@ -1,0 +1,217 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vigil-lb/vigil/internal/proxyproto"
+	"golang.org/x/sys/unix"
+)
+
+// session is one client connection and, once connected, its backend.
+type session struct {
+	client  *net.TCPConn
+	server  *net.TCPConn
+	backend *Backend
+	aborted atomic.Bool
+}
+
+// abort resets both sides, which ends both copy directions.
+func (ss *session) abort() {
+	if !ss.aborted.CompareAndSwap(false, true) {
+		return
+	}
+	for _, c := range []*net.TCPConn{ss.client, ss.server} {
+		if c != nil {
+			c.SetLinger(0)
+			c.Close()
+		}
+	}
+}
+
+func (b *Balancer) track(ss *session, on bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if on {
+		b.sessions[ss] = struct{}{}
+	} else {
+		delete(b.sessions, ss)
+	}
+}
+
+// serve proxies one accepted connection to the end.
+func (b *Balancer) serve(c *net.TCPConn, s *settings) {
+	defer b.serving.Done()
+	defer b.active.Add(-1)
+	ss := &session{client: c}
+	b.track(ss, true)
+	defer b.track(ss, false)
+	defer c.Close()
+
+	src, dst := addrPort(c.RemoteAddr()), addrPort(c.LocalAddr())
+	var early []byte // client bytes read along with its PROXY header
+	if s.cfg.AcceptProxy {
+		c.SetReadDeadline(time.Now().Add(headerTimeout))
+		h, rest, err := proxyproto.Read(c)
+		if err != nil {
+			b.badProxyHeader.Add(1)
+			b.log.Debug("connection closed: bad PROXY header", "client", src.String(), "err", err)
+			ss.abort()
+			return
+		}
+		c.SetReadDeadline(time.Time{})
+		if !h.Local {
+			src, dst = h.Src, h.Dst
+		}
+		early = rest
+	}
+	be, server := b.connect(s, src)
+	if be == nil {
+		b.noBackend.Add(1)
+		ss.abort()
+		return
+	}
+	defer be.active.Add(-1)
+	b.mu.Lock()
+	ss.server, ss.backend = server, be
+	aborted := ss.aborted.Load()
+	b.mu.Unlock()
+	if aborted { // shut down or backend failed while we connected
+		server.SetLinger(0)
+		server.Close()
+		return
+	}
+	defer server.Close()
+	var head []byte
+	switch s.cfg.ProxyProtocol {
+	case "v1":
+		head = proxyproto.AppendV1(nil, proxyproto.Header{Src: src, Dst: dst})
+	case "v2":
+		head = proxyproto.AppendV2(nil, proxyproto.Header{Src: src, Dst: dst})
+	}
+	if head = append(head, early...); len(head) > 0 {
+		if _, err := server.Write(head); err != nil {
+			ss.abort()
+			return
+		}
+		be.bytesIn.Add(uint64(len(early)))
+	}
+	b.pipe(ss, be, s.cfg.IdleTimeout)
+}
+
+// connect dials backends until one answers, at most 1+retries of them.
+func (b *Balancer) connect(s *settings, client netip.AddrPort) (*Backend, *net.TCPConn) {
+	var tried []*Backend
+	for range *s.cfg.Retries + 1 {
+		be := b.pick(s, tried)
+		if be == nil {
+			break
+		}
+		d := net.Dialer{Timeout: s.cfg.ConnectTimeout}
+		c, err := d.Dial("tcp", be.Addr.String())
+		if err == nil {
+			be.total.Add(1)
+			return be, c.(*net.TCPConn)
+		}
+		be.active.Add(-1)
+		be.connectErrors.Add(1)
+		tried = append(tried, be)
+		b.log.Debug("backend connect failed, trying another", "backend", be.Addr.String(), "client", client.String(), "err", err)
+	}
+	if len(tried) > 0 || b.healthy() == 0 {
+		b.log.Debug("no backend for connection", "client", client.String(), "tried", len(tried))
+	}
+	return nil, nil
+}
+
+// chunk is how much one splice call may move before counters update.
+const chunk = 4 << 20
+
+// pipe copies both ways with splice until both sides have finished. A FIN
+// from one side is passed on as a FIN (half-close) and the other direction
+// goes on; an error on either side resets both.
+func (b *Balancer) pipe(ss *session, be *Backend, idle time.Duration) {
+	idleTimer := newIdleWatch(ss, idle)
+	defer idleTimer.Stop()
+	var wg sync.WaitGroup
+	wg.Go(func() { b.half(ss, ss.server, ss.client, &be.bytesIn) })
+	b.half(ss, ss.client, ss.server, &be.bytesOut)
+	wg.Wait()
+}
+
+// half copies src to dst until EOF, then half-closes dst.
+func (b *Balancer) half(ss *session, dst, src *net.TCPConn, count *atomic.Uint64) {
+	for {
+		n, err := dst.ReadFrom(&io.LimitedReader{R: src, N: chunk})
+		count.Add(uint64(n))
+		if err != nil {
+			if !ss.aborted.Load() && !isClosed(err) {
+				b.log.Debug("connection reset", "from", src.RemoteAddr().String(), "err", err)
+			}
+			ss.abort()
+			return
+		}
+		if n < chunk { // EOF
+			if err := dst.CloseWrite(); err != nil {
+				ss.abort()
+			}
+			return
+		}
+	}
+}
+
+// newIdleWatch closes a session once no data has moved either way on either
+// socket for the idle timeout. It reads the kernel's per-socket times of the
+// last data sent and received (TCP_INFO) instead of touching the data path,
+// which keeps splice in use.
+
+func newIdleWatch(ss *session, idle time.Duration) *time.Timer {
+	var t *time.Timer
+	t = time.AfterFunc(idle, func() {
+		quiet := idle
+		for _, c := range []*net.TCPConn{ss.client, ss.server} {
+			if q, ok := quietFor(c); ok {
+				quiet = min(quiet, q)
+			} else {
+				quiet = 0 // closed or unreadable: the copy loops handle it
+			}
+		}
+		if quiet >= idle {
+			ss.abort()
+			return
+		}
+		t.Reset(idle - quiet)
+	})
+	return t
+}
+
+// quietFor is how long ago the socket last sent or received data.
+func quietFor(c *net.TCPConn) (time.Duration, bool) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	var info *unix.TCPInfo
+	var serr error
+	if err := rc.Control(func(fd uintptr) { info, serr = unix.GetsockoptTCPInfo(int(fd), unix.SOL_TCP, unix.TCP_INFO) }); err != nil || serr != nil {
+		return 0, false
+	}
+	ms := min(info.Last_data_recv, info.Last_data_sent)
+	return time.Duration(ms) * time.Millisecond, true
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if t, ok := a.(*net.TCPAddr); ok {
+		return t.AddrPort()
+	}
+	return netip.AddrPort{}
+}
+
+func isClosed(err error) bool {
+	return errors.Is(err, net.ErrClosed)
+}
