@@ -123,4 +123,3 @@ func (h *HTTP) expected(code int) bool {
 
 // Close releases idle resources.
 func (h *HTTP) Close() { h.client.CloseIdleConnections() }
-
