@@ -27,6 +27,10 @@ func checkCmd() *cobra.Command {
 			for _, c := range cfg.Checks {
 				fmt.Fprintf(out, "  check %s: every %v, rise %d fall %d\n", c.Name, c.Interval, c.Rise, c.Fall)
 			}
+			for _, b := range cfg.Balancers {
+				fmt.Fprintf(out, "  balancer %s: %s listen %v, %d backends, %s\n",
+					b.Name, b.Mode, b.Listen, len(b.Backends), b.Algorithm)
+			}
 			return nil
 		},
 	}

@@ -1,5 +1,5 @@
 // Command vigil keeps a cluster's front door open: VRRP virtual IPs with
-// fast failover, and (in later releases) health checks, load balancing and BGP.
+// fast failover, health checks and an L4 load balancer (BGP to come).
 package main
 
 import (
@@ -21,11 +21,11 @@ func (e *exitError) Error() string { return e.err.Error() }
 func main() {
 	root := &cobra.Command{
 		Use:           "vigil",
-		Short:         "VRRP virtual IPs with sub-second failover, in one binary",
+		Short:         "VRRP virtual IPs, health checks and an L4 load balancer, in one binary",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(runCmd(), checkCmd(), versionCmd(), demoCmd(), scanCmd(), arpAuditCmd(), dnsCmd())
+	root.AddCommand(runCmd(), reloadCmd(), checkCmd(), versionCmd(), demoCmd(), scanCmd(), arpAuditCmd(), dnsCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "vigil:", err)
 		var ee *exitError

@@ -87,6 +87,14 @@ func (b *Bus) Subscribe() <-chan Event {
 	return ch
 }
 
+// Last returns the latest event of a check, if any.
+func (b *Bus) Last(name string) (Event, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e, ok := b.last[name]
+	return e, ok
+}
+
 // Publish sends e to every subscriber. A subscriber that does not keep up
 // loses events rather than blocking the checks.
 func (b *Bus) Publish(e Event) {
@@ -111,6 +119,9 @@ type Runner struct {
 	Fall     int
 	Bus      *Bus
 	Log      *slog.Logger
+	// StartDown starts the check down, needing Rise passes to come up; for a
+	// check restarted by a reload while its target was down.
+	StartDown bool
 
 	mu          sync.Mutex
 	up          bool
@@ -143,7 +154,7 @@ func (r *Runner) Status() Status {
 // not fire in the same millisecond.
 func (r *Runner) Run(ctx context.Context) {
 	r.mu.Lock()
-	r.up = true
+	r.up = !r.StartDown
 	r.mu.Unlock()
 	t := time.NewTimer(rand.N(r.Interval))
 	defer t.Stop()

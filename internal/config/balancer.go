@@ -39,6 +39,10 @@ type Balancer struct {
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// Retries: other backends tried after a failed connect. Default 3.
 	Retries *int `yaml:"retries"`
+	// DrainTimeout is how long shutdown, or a reload that removes the
+	// balancer, waits for its connections to finish before closing them.
+	// Default 5s.
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
 	// CloseOnDown closes established connections of a backend that goes
 	// down (HAProxy's on-marked-down shutdown-sessions). Default false.
 	CloseOnDown bool `yaml:"close_on_down"`
@@ -274,6 +278,10 @@ func (v *validator) balancers() {
 		setDefault(v, p+".idle_timeout", &b.IdleTimeout, DefaultIdleTimeout)
 		if b.IdleTimeout < 100*time.Millisecond {
 			v.add(p+".idle_timeout", "%v is below 100ms", b.IdleTimeout)
+		}
+		setDefault(v, p+".drain_timeout", &b.DrainTimeout, DefaultDrainTimeout)
+		if b.DrainTimeout < 0 || b.DrainTimeout > time.Hour {
+			v.add(p+".drain_timeout", "%v is out of range 0..1h", b.DrainTimeout)
 		}
 		if b.Retries == nil {
 			r := DefaultRetries

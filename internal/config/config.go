@@ -213,6 +213,7 @@ const (
 	DefaultConnectTimeout   = 5 * time.Second
 	DefaultIdleTimeout      = 10 * time.Minute
 	DefaultRetries          = 3
+	DefaultDrainTimeout     = 5 * time.Second
 	DefaultFrontendMaxConn  = 10000
 	DefaultMonitorPath      = "/readyz"
 )

@@ -473,3 +473,6 @@ func (b *Balancer) Status() Status {
 	}
 	return st
 }
+
+// DrainTimeout is the config's drain_timeout.
+func (b *Balancer) DrainTimeout() time.Duration { return b.cur.Load().cfg.DrainTimeout }

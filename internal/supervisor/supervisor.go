@@ -17,6 +17,7 @@ import (
 	"github.com/vigil-lb/vigil/internal/config"
 	"github.com/vigil-lb/vigil/internal/garp"
 	"github.com/vigil-lb/vigil/internal/notify"
+	"github.com/vigil-lb/vigil/internal/proxy"
 	"github.com/vigil-lb/vigil/internal/vip"
 	"github.com/vigil-lb/vigil/internal/vrrp"
 	"github.com/vishvananda/netlink"
@@ -37,6 +38,12 @@ type Supervisor struct {
 	vipSets    []*vip.Set
 	guard      *vip.Guard
 	bus        *check.Bus
+	balancers  []*proxy.Balancer
+	specs      []checkSpec // checks to run, computed at New and at reload
+	reloads    chan reloadRequest
+
+	mu     sync.Mutex // guards checks and balancers for status readers
+	checks map[string]*runningCheck
 }
 
 // New prepares every component. Before Run it only opens sockets and, for
@@ -44,7 +51,8 @@ type Supervisor struct {
 // come before any address changes; on error it undoes what it opened.
 func New(cfg *config.Config, log *slog.Logger) (*Supervisor, error) {
 	s := &Supervisor{cfg: cfg, log: log, transports: map[string]*vrrp.Transport{},
-		announcers: map[string]*garp.Announcer{}, hooks: map[string]*notify.Hook{}, bus: check.NewBus()}
+		announcers: map[string]*garp.Announcer{}, hooks: map[string]*notify.Hook{}, bus: check.NewBus(),
+		checks: map[string]*runningCheck{}, reloads: make(chan reloadRequest)}
 	if err := s.build(); err != nil {
 		s.close()
 		return nil, err
@@ -53,6 +61,18 @@ func New(cfg *config.Config, log *slog.Logger) (*Supervisor, error) {
 }
 
 func (s *Supervisor) build() error {
+	var err error
+	if s.specs, err = checkSpecs(s.cfg); err != nil {
+		return err
+	}
+	// Listeners first: a frontend address in use fails before any VRRP socket.
+	for _, bc := range s.cfg.Balancers {
+		b, err := proxy.New(bc, s.log)
+		if err != nil {
+			return err
+		}
+		s.balancers = append(s.balancers, b)
+	}
 	s.all = s.cfg.VRRP.All()
 	exclude := map[netip.Addr]bool{}
 	parsed := make([][]netip.Prefix, len(s.all))
@@ -202,15 +222,11 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	links := make(chan netlink.LinkUpdate, 64)
 	bg.Go(func() { s.watchLinks(ictx, links) })
 	events := s.bus.Subscribe()
-	for _, c := range s.cfg.Checks {
-		r := &check.Runner{Name: c.Name, Interval: c.Interval, Timeout: c.Timeout, Rise: c.Rise, Fall: c.Fall,
-			Bus: s.bus, Log: s.log}
-		if c.Exec != nil {
-			r.Prober = check.Exec{Script: c.Exec.Script}
-		} else {
-			r.Prober = check.TCP{Address: c.TCP.Address}
-		}
-		bg.Go(func() { r.Run(ictx) })
+	s.mu.Lock()
+	s.syncChecks(ictx, s.specs)
+	s.mu.Unlock()
+	for _, b := range s.balancers {
+		b.Start()
 	}
 
 	var instances sync.WaitGroup
@@ -254,9 +270,17 @@ loop:
 				in.SetTracked("interface", name, up)
 			}
 		case e := <-events:
+			if name, addr, ok := parseBalancerCheckName(e.Name); ok {
+				if b := s.balancer(name); b != nil {
+					b.SetHealth(addr, e.Up)
+				}
+				continue
+			}
 			for _, in := range s.instances {
 				in.SetTracked("check", e.Name, e.Up)
 			}
+		case req := <-s.reloads:
+			req.result <- s.reload(ictx, req.cfg)
 		case err = <-errs:
 			break loop
 		case <-done:
@@ -264,7 +288,16 @@ loop:
 		}
 	}
 	cancel()
+	// Balancers drain while the instances give up their VIPs.
+	var drains sync.WaitGroup
+	for _, b := range s.balancers {
+		drains.Go(func() { s.drain(b) })
+	}
 	<-done
+	drains.Wait()
+	s.mu.Lock()
+	s.stopChecks()
+	s.mu.Unlock()
 	s.close()
 	bg.Wait()
 	stopHooks()
@@ -341,6 +374,9 @@ func (s *Supervisor) close() {
 	}
 	if s.guard != nil {
 		errs = append(errs, s.guard.Close())
+	}
+	for _, b := range s.balancers {
+		b.Shutdown(closedContext()) // no-op after a drain; closes listeners of an unstarted one
 	}
 	if err := errors.Join(errs...); err != nil {
 		s.log.Debug("close", "err", err)
