@@ -135,4 +135,3 @@ func closedContext() context.Context {
 	cancel()
 	return ctx
 }
-
