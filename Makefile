@@ -1,10 +1,10 @@
 # The two commands of the README: `make demo` and `make test`. Both install
 # what they need first (Debian packages via apt-get, Go modules).
 GO ?= go
-PKGS_DEBIAN := keepalived tshark tcpdump arping iproute2 iputils-ping
+PKGS_DEBIAN := keepalived haproxy wrk tshark tcpdump arping iproute2 iputils-ping
 FUZZTIME ?= 5s
 
-.PHONY: all build deps demo test vet fuzz bench-failover
+.PHONY: all build deps demo test vet fuzz bench-failover bench-proxy
 
 all: build
 
@@ -32,6 +32,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzUnmarshal$$' -fuzztime $(FUZZTIME) ./internal/vrrp
 	$(GO) test -run '^$$' -fuzz '^FuzzParseFrame$$' -fuzztime $(FUZZTIME) ./internal/garp
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/config
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/proxyproto
 
 # Fuzzing first, so the test run's summary closes the output.
 test: deps vet fuzz
@@ -40,3 +41,7 @@ test: deps vet fuzz
 # bench-failover measures vigil against keepalived and rewrites its table in docs/benchmarks.md.
 bench-failover: deps
 	$(GO) run ./bench/failover -rounds 20 -out docs/benchmarks.md
+
+# bench-proxy measures vigil's L4 balancer against HAProxy and rewrites its table in docs/benchmarks.md.
+bench-proxy: deps
+	$(GO) run ./bench/proxy -out docs/benchmarks.md

@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vigil-lb/vigil/internal/benchdoc"
 	"github.com/vigil-lb/vigil/internal/config"
 	"github.com/vigil-lb/vigil/internal/netlab"
 	"github.com/vigil-lb/vigil/internal/pool"
@@ -109,13 +110,13 @@ func run(rounds int, out string) error {
 			}
 			res[impl] = r
 			fmt.Printf("%-45s %-10s median %7.1f ms worst %7.1f ms  (VIP->client %5.1f ms)\n", sc.name, impl,
-				ms(median(r.client)), ms(slices.Max(r.client)), ms(median(r.vipGap)))
+				ms(benchdoc.Median(r.client)), ms(slices.Max(r.client)), ms(benchdoc.Median(r.vipGap)))
 		}
 		v, k := res[vrrplab.Vigil], res[vrrplab.Keepalived]
 		fmt.Fprintf(&table, "| %s | %.0f ms | %.0f ms | %.0f ms | %.0f ms | %.2fx | %.1f ms | %.1f ms | %.1f / %.1f ms | %.1f / %.1f ms |\n", sc.name,
-			ms(median(v.client)), ms(slices.Max(v.client)), ms(median(k.client)), ms(slices.Max(k.client)),
-			float64(median(v.client))/float64(median(k.client)), ms(median(v.vipGap)), ms(median(k.vipGap)),
-			ms(median(v.neigh)), ms(slices.Max(v.neigh)), ms(median(k.neigh)), ms(slices.Max(k.neigh)))
+			ms(benchdoc.Median(v.client)), ms(slices.Max(v.client)), ms(benchdoc.Median(k.client)), ms(slices.Max(k.client)),
+			float64(benchdoc.Median(v.client))/float64(benchdoc.Median(k.client)), ms(benchdoc.Median(v.vipGap)), ms(benchdoc.Median(k.vipGap)),
+			ms(benchdoc.Median(v.neigh)), ms(slices.Max(v.neigh)), ms(benchdoc.Median(k.neigh)), ms(slices.Max(k.neigh)))
 	}
 	mem, err := memory(ctx, bin, dir)
 	if err != nil {
@@ -123,12 +124,12 @@ func run(rounds int, out string) error {
 	}
 	table.WriteString("\n" + mem)
 	fmt.Print("\n" + table.String())
-	if err := writeSection(out, "failover", table.String()); err != nil {
+	if err := benchdoc.WriteSection(out, "failover", "VIP failover: vigil vs keepalived", table.String()); err != nil {
 		return err
 	}
 	ps := poolTable()
 	fmt.Print("\n" + ps)
-	return writeSection(out, "pool", ps)
+	return benchdoc.WriteSection(out, "pool", "Pool assignment", ps)
 }
 
 func measure(ctx context.Context, sc scenario, impl vrrplab.Impl, bin, dir string, rounds int) (result, error) {
@@ -404,31 +405,6 @@ func groupRSS(pgid int) int {
 		}
 	}
 	return total
-}
-
-// writeSection replaces the text between <!-- name:begin --> and <!-- name:end -->.
-func writeSection(path, name, body string) error {
-	begin, end := "<!-- "+name+":begin -->", "<!-- "+name+":end -->"
-	old, _ := os.ReadFile(path)
-	s := string(old)
-	i, j := strings.Index(s, begin), strings.Index(s, end)
-	block := begin + "\n" + body + end
-	if i < 0 || j < i {
-		if s == "" {
-			s = "# Benchmarks\n\nTables between markers are written by the benchmark commands; do not edit them by hand.\n"
-		}
-		title := map[string]string{"failover": "VIP failover: vigil vs keepalived", "pool": "Pool assignment"}[name]
-		s += "\n## " + title + "\n\n" + block + "\n"
-	} else {
-		s = s[:i] + block + s[j+len(end):]
-	}
-	return os.WriteFile(path, []byte(s), 0o644)
-}
-
-func median(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[len(s)/2]
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

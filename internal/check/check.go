@@ -114,11 +114,13 @@ type Runner struct {
 	Name     string
 	Prober   Prober
 	Interval time.Duration
-	Timeout  time.Duration
-	Rise     int
-	Fall     int
-	Bus      *Bus
-	Log      *slog.Logger
+	// FastInterval replaces Interval while the state is changing; 0 means Interval.
+	FastInterval time.Duration
+	Timeout      time.Duration
+	Rise         int
+	Fall         int
+	Bus          *Bus
+	Log          *slog.Logger
 	// StartDown starts the check down, needing Rise passes to come up; for a
 	// check restarted by a reload while its target was down.
 	StartDown bool
@@ -174,6 +176,10 @@ func (r *Runner) Run(ctx context.Context) {
 		}
 		r.mu.Lock()
 		e, changed := r.record(err)
+		next := r.Interval
+		if r.FastInterval > 0 && (r.up && r.fail > 0 || !r.up && r.okRun > 0) {
+			next = r.FastInterval
+		}
 		r.status.LastProbe, r.status.Latency = start, took
 		r.status.Probes++
 		r.status.LastErr = ""
@@ -186,7 +192,7 @@ func (r *Runner) Run(ctx context.Context) {
 			r.Log.Info("check state change", "check", r.Name, "up", e.Up, "err", e.Err)
 			r.Bus.Publish(e)
 		}
-		t.Reset(r.Interval)
+		t.Reset(next)
 	}
 }
 

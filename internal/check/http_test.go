@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -189,3 +190,39 @@ func (f proberFunc) Probe(ctx context.Context) error { return f(ctx) }
 var errBad = errors.New("bad")
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// After a first failure while up, the next probe comes after FastInterval,
+// not Interval, so a real failure is confirmed quickly.
+func TestFastIntervalConfirmsQuickly(t *testing.T) {
+	bus := NewBus()
+	events := bus.Subscribe()
+	var mu sync.Mutex
+	var times []time.Time
+	r := &Runner{Name: "f", Prober: proberFunc(func(context.Context) error {
+		mu.Lock()
+		times = append(times, time.Now())
+		mu.Unlock()
+		return errBad
+	}), Interval: 2 * time.Second, FastInterval: 10 * time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 4, Bus: bus, Log: discard()}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Run(ctx)
+	select {
+	case e := <-events:
+		if e.Up {
+			t.Fatalf("event %+v", e)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no down event")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(times) != 4 {
+		t.Fatalf("%d probes before down, want 4", len(times))
+	}
+	for i := 1; i < len(times); i++ {
+		if gap := times[i].Sub(times[i-1]); gap >= r.Interval {
+			t.Fatalf("probe %d came %v after the failure before it: the interval, not the fast interval", i, gap)
+		}
+	}
+}

@@ -43,6 +43,10 @@ type Balancer struct {
 	// balancer, waits for its connections to finish before closing them.
 	// Default 5s.
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// Splice moves data with splice(2) instead of pooled buffers. It costs
+	// two more descriptors per direction while a connection waits, and was
+	// slower on loopback here (docs/benchmarks.md). Default false.
+	Splice bool `yaml:"splice"`
 	// CloseOnDown closes established connections of a backend that goes
 	// down (HAProxy's on-marked-down shutdown-sessions). Default false.
 	CloseOnDown bool `yaml:"close_on_down"`
@@ -80,6 +84,10 @@ func (v *validator) timing(p string, t *Timing) {
 	setDefault(v, p+".timeout", &t.Timeout, DefaultCheckTimeout)
 	if t.Timeout > t.Interval && v.c.lines.byPath[p+".timeout"] == 0 {
 		t.Timeout = t.Interval
+	}
+	setDefault(v, p+".fast_interval", &t.FastInterval, max(t.Interval/4, 10*time.Millisecond))
+	if t.FastInterval < 10*time.Millisecond || t.FastInterval > t.Interval {
+		v.add(p+".fast_interval", "%v is out of range 10ms..interval (%v)", t.FastInterval, t.Interval)
 	}
 	setDefault(v, p+".rise", &t.Rise, DefaultRise)
 	setDefault(v, p+".fall", &t.Fall, DefaultFall)

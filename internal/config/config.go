@@ -141,6 +141,12 @@ type Check struct {
 type Timing struct {
 	// Interval between runs. Default 2s.
 	Interval time.Duration `yaml:"interval"`
+	// FastInterval is the interval while a check is changing state (after a
+	// first failure while up, or a first pass while down), as HAProxy's
+	// fastinter: a suspected failure is confirmed quickly. Default a quarter
+	// of the interval (at least 10ms); set it to the interval for
+	// HAProxy's default behaviour.
+	FastInterval time.Duration `yaml:"fast_interval"`
 	// Timeout of one run. Default 1s.
 	Timeout time.Duration `yaml:"timeout"`
 	// Rise successes in a row make the check up. Default 2.

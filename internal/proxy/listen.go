@@ -28,7 +28,7 @@ func listen(addr string) (*net.TCPListener, error) {
 	case ap.Addr().Is6():
 		network = "tcp6"
 	}
-	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+	lc := net.ListenConfig{KeepAlive: -1, Control: func(_, _ string, rc syscall.RawConn) error {
 		var serr error
 		err := rc.Control(func(fd uintptr) {
 			if network == "tcp4" {

@@ -248,9 +248,15 @@ func TestRoundRobinThroughTheWire(t *testing.T) {
 }
 
 func TestLargeTransferAndHalfClose(t *testing.T) {
+	for _, splice := range []bool{false, true} {
+		t.Run(fmt.Sprintf("splice=%v", splice), func(t *testing.T) { largeTransfer(t, splice) })
+	}
+}
+
+func largeTransfer(t *testing.T, splice bool) {
 	s := newServer(t, "s", false)
 	front := freeAddr(t)
-	b := start(t, balancerConfig(t, "listen: ["+front+"]\n"+backendList(s.addr())))
+	b := start(t, balancerConfig(t, fmt.Sprintf("listen: [%s]\nsplice: %v\n", front, splice)+backendList(s.addr())))
 	payload := make([]byte, 24<<20+123)
 	rand.Read(payload)
 	name, c := greet(t, front)
@@ -637,5 +643,17 @@ func TestShutdownClosesLingering(t *testing.T) {
 	c.SetReadDeadline(time.Now().Add(2 * time.Second))
 	if _, err := c.Read(make([]byte, 1)); err == nil || os.IsTimeout(err) {
 		t.Fatalf("connection open after shutdown: %v", err)
+	}
+}
+
+func TestNewNamesAnAddressInUse(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	_, err = New(balancerConfig(t, "listen: ["+taken.Addr().String()+"]\n"+backendList("127.0.0.1:1")), testLog())
+	if want := "balancer t: listen " + taken.Addr().String() + ": address already in use"; err == nil || err.Error() != want {
+		t.Fatalf("err = %v, want %q", err, want)
 	}
 }

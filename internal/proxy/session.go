@@ -101,7 +101,7 @@ func (b *Balancer) serve(c *net.TCPConn, s *settings) {
 		}
 		be.bytesIn.Add(uint64(len(early)))
 	}
-	b.pipe(ss, be, s.cfg.IdleTimeout)
+	b.pipe(ss, be, s.cfg.IdleTimeout, s.cfg.Splice)
 }
 
 // connect dials backends until one answers, at most 1+retries of them.
@@ -112,7 +112,7 @@ func (b *Balancer) connect(s *settings, client netip.AddrPort) (*Backend, *net.T
 		if be == nil {
 			break
 		}
-		d := net.Dialer{Timeout: s.cfg.ConnectTimeout}
+		d := net.Dialer{Timeout: s.cfg.ConnectTimeout, KeepAlive: -1} // idle_timeout finds dead peers
 		c, err := d.Dial("tcp", be.Addr.String())
 		if err == nil {
 			be.total.Add(1)
@@ -129,38 +129,101 @@ func (b *Balancer) connect(s *settings, client netip.AddrPort) (*Backend, *net.T
 	return nil, nil
 }
 
-// chunk is how much one splice call may move before counters update.
-const chunk = 4 << 20
-
-// pipe copies both ways with splice until both sides have finished. A FIN
-// from one side is passed on as a FIN (half-close) and the other direction
-// goes on; an error on either side resets both.
-func (b *Balancer) pipe(ss *session, be *Backend, idle time.Duration) {
+// pipe copies both ways until both sides have finished.
+func (b *Balancer) pipe(ss *session, be *Backend, idle time.Duration, splice bool) {
 	idleTimer := newIdleWatch(ss, idle)
 	defer idleTimer.Stop()
 	var wg sync.WaitGroup
-	wg.Go(func() { b.half(ss, ss.server, ss.client, &be.bytesIn) })
-	b.half(ss, ss.client, ss.server, &be.bytesOut)
+	wg.Go(func() { b.half(ss, ss.server, ss.client, &be.bytesIn, splice) })
+	b.half(ss, ss.client, ss.server, &be.bytesOut, splice)
 	wg.Wait()
 }
 
-// half copies src to dst until EOF, then half-closes dst.
-func (b *Balancer) half(ss *session, dst, src *net.TCPConn, count *atomic.Uint64) {
+// Buffers: a connection waits for data holding only a small buffer, so idle
+// connections stay cheap; a read that fills it borrows a large pooled buffer
+// until the burst is over.
+const (
+	smallBuf = 2 << 10
+	largeBuf = 64 << 10
+)
+
+var (
+	smallPool = sync.Pool{New: func() any { b := make([]byte, smallBuf); return &b }}
+	largePool = sync.Pool{New: func() any { b := make([]byte, largeBuf); return &b }}
+)
+
+// half copies src to dst until EOF, then half-closes dst (a FIN is passed
+// on as a FIN and the other direction goes on). Any error resets both sides.
+func (b *Balancer) half(ss *session, dst, src *net.TCPConn, count *atomic.Uint64, splice bool) {
+	var err error
+	if splice {
+		err = spliceHalf(dst, src, count)
+	} else {
+		err = copyHalf(dst, src, count)
+	}
+	if err == nil {
+		err = dst.CloseWrite()
+	}
+	if err != nil {
+		if !ss.aborted.Load() && !isClosed(err) {
+			b.log.Debug("connection reset", "from", src.RemoteAddr().String(), "err", err)
+		}
+		ss.abort()
+	}
+}
+
+// copyHalf copies through pooled buffers; nil at EOF.
+func copyHalf(dst, src *net.TCPConn, count *atomic.Uint64) error {
+	small := smallPool.Get().(*[]byte)
+	defer smallPool.Put(small)
+	var large *[]byte
+	defer func() {
+		if large != nil {
+			largePool.Put(large)
+		}
+	}()
 	for {
-		n, err := dst.ReadFrom(&io.LimitedReader{R: src, N: chunk})
+		buf := *small
+		if large != nil {
+			buf = *large
+		}
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return werr
+			}
+			count.Add(uint64(n))
+		}
+		switch {
+		case n == len(buf) && large == nil:
+			large = largePool.Get().(*[]byte)
+		case n < len(buf) && large != nil:
+			largePool.Put(large)
+			large = nil
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// spliceChunk is how much one splice call may move before counters update.
+const spliceChunk = 4 << 20
+
+// spliceHalf moves data with splice(2) through a kernel pipe; nil at EOF.
+// Each direction holds a pipe (two descriptors) while it waits.
+func spliceHalf(dst, src *net.TCPConn, count *atomic.Uint64) error {
+	for {
+		n, err := dst.ReadFrom(&io.LimitedReader{R: src, N: spliceChunk})
 		count.Add(uint64(n))
 		if err != nil {
-			if !ss.aborted.Load() && !isClosed(err) {
-				b.log.Debug("connection reset", "from", src.RemoteAddr().String(), "err", err)
-			}
-			ss.abort()
-			return
+			return err
 		}
-		if n < chunk { // EOF
-			if err := dst.CloseWrite(); err != nil {
-				ss.abort()
-			}
-			return
+		if n < spliceChunk { // EOF
+			return nil
 		}
 	}
 }

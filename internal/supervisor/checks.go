@@ -141,7 +141,8 @@ func (s *Supervisor) syncChecks(ctx context.Context, specs []checkSpec) []string
 			continue
 		}
 		last, known := s.bus.Last(sp.name)
-		r := &check.Runner{Name: sp.name, Prober: sp.prober, Interval: sp.timing.Interval, Timeout: sp.timing.Timeout,
+		r := &check.Runner{Name: sp.name, Prober: sp.prober, Interval: sp.timing.Interval,
+			FastInterval: sp.timing.FastInterval, Timeout: sp.timing.Timeout,
 			Rise: sp.timing.Rise, Fall: sp.timing.Fall, Bus: s.bus, Log: s.log, StartDown: known && !last.Up}
 		cctx, stop := context.WithCancel(ctx)
 		rc := &runningCheck{key: sp.key, runner: r, stop: stop, done: make(chan struct{})}

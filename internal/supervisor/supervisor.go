@@ -240,6 +240,12 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 	done := make(chan struct{})
 	go func() { instances.Wait(); close(done) }()
+	// Instances end only on errors or ctx; a config of balancers alone has
+	// none, so wait on ctx there.
+	instancesEnded := (<-chan struct{})(done)
+	if len(s.instances) == 0 {
+		instancesEnded = nil
+	}
 
 	trackers := s.interfaceTrackers()
 	linkUp := map[string]bool{}
@@ -283,7 +289,9 @@ loop:
 			req.result <- s.reload(ictx, req.cfg)
 		case err = <-errs:
 			break loop
-		case <-done:
+		case <-instancesEnded:
+			break loop
+		case <-ctx.Done():
 			break loop
 		}
 	}

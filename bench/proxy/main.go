@@ -1,0 +1,590 @@
+// Command proxy measures vigil's L4 balancer against HAProxy side by side in
+// one run: the same backends, equivalent configs, the same load from wrk, all
+// inside one network namespace of its own (loopback only). It writes the
+// table into docs/benchmarks.md between its markers. Needs root, haproxy and
+// wrk. Every load is bounded in time; every loop in count.
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vigil-lb/vigil/internal/benchdoc"
+	"github.com/vigil-lb/vigil/internal/netlab"
+	"github.com/vigil-lb/vigil/internal/proxy"
+)
+
+// Ports inside the bench namespace.
+const (
+	web1, web2, bulkPort, detPort = 8081, 8082, 8090, 8085
+	// Each implementation gets base+0 web, +1 bulk, +2 detection frontend,
+	// +3 detection monitor.
+	haproxyBase, vigilBase = 9000, 9100
+)
+
+type impl struct {
+	name string
+	base int
+	proc *netlab.Proc
+}
+
+type sample struct {
+	rps, p50, p99 float64 // requests/s, latency in ms
+	errors        int
+}
+
+type results struct {
+	keepAlive, perConn []sample
+	mbps               []float64
+	idleRSS            float64 // MiB at the idle connections
+	baseRSS            float64
+	detect, recover    []time.Duration
+}
+
+func main() {
+	duration := flag.Duration("duration", 5*time.Second, "length of each wrk run")
+	rounds := flag.Int("rounds", 3, "rounds of each load per implementation (alternating)")
+	conns := flag.Int("conns", 50, "wrk connections")
+	idle := flag.Int("idle", 9000, "idle connections for the memory figure (each costs a proxy two descriptors; the hard limit here is 20000)")
+	bulkMiB := flag.Int("bulk", 2048, "MiB per throughput run")
+	detectRounds := flag.Int("detect-rounds", 5, "backend kill/return rounds for detection time")
+	out := flag.String("out", "docs/benchmarks.md", "markdown file to update")
+	flag.Parse()
+	if err := run(*duration, *rounds, *conns, *idle, *bulkMiB, *detectRounds, *out); err != nil {
+		fmt.Fprintln(os.Stderr, "bench/proxy:", err)
+		os.Exit(1)
+	}
+}
+
+func run(duration time.Duration, rounds, conns, idle, bulkMiB, detectRounds int, out string) error {
+	if !netlab.Root() {
+		return errors.New("needs root (network namespace, file limits)")
+	}
+	for _, bin := range []string{"haproxy", "wrk"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			return fmt.Errorf("%s is not installed (make deps installs it)", bin)
+		}
+	}
+	if _, err := proxy.RaiseFileLimit(); err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "vigil-bench-proxy-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	bin := filepath.Join(dir, "vigil")
+	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/vigil").CombinedOutput(); err != nil {
+		return fmt.Errorf("build vigil: %v\n%s", err, out)
+	}
+	netlab.CleanupStale()
+	lab, err := netlab.New()
+	if err != nil {
+		return err
+	}
+	defer lab.Close()
+	h, err := lab.AddHost("bench", netip.MustParsePrefix("10.90.0.1/24"))
+	if err != nil {
+		return err
+	}
+	servers, err := startBackends(h)
+	if err != nil {
+		return err
+	}
+	defer servers.close()
+
+	hp := &impl{name: "HAProxy", base: haproxyBase}
+	vg := &impl{name: "vigil", base: vigilBase}
+	hcfg := filepath.Join(dir, "haproxy.cfg")
+	vcfg := filepath.Join(dir, "vigil.yaml")
+	if err := os.WriteFile(hcfg, []byte(haproxyConfig()), 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(vcfg, []byte(vigilConfig()), 0o644); err != nil {
+		return err
+	}
+	haproxyVersion, _ := exec.Command("haproxy", "-v").Output()
+	if hp.proc, err = h.Start(logTo(exec.Command("haproxy", "-f", hcfg, "-db"), filepath.Join(dir, "haproxy.log"))); err != nil {
+		return err
+	}
+	if vg.proc, err = h.Start(logTo(exec.Command(bin, "run", "-c", vcfg, "--pid-file", ""), filepath.Join(dir, "vigil.log"))); err != nil {
+		return err
+	}
+	defer hp.proc.Kill()
+	defer vg.proc.Kill()
+	for _, im := range []*impl{hp, vg} {
+		if err := waitHTTP(h, fmt.Sprintf("http://127.0.0.1:%d/", im.base), 200, 10*time.Second); err != nil {
+			log, _ := os.ReadFile(filepath.Join(dir, strings.ToLower(im.name)+".log"))
+			return fmt.Errorf("%s did not come up: %v\n%s", im.name, err, log)
+		}
+	}
+
+	res := map[*impl]*results{hp: {}, vg: {}}
+	for r := range rounds {
+		order := []*impl{hp, vg}
+		if r%2 == 1 {
+			order = []*impl{vg, hp}
+		}
+		for _, im := range order {
+			url := fmt.Sprintf("http://127.0.0.1:%d/", im.base)
+			s, err := wrk(h, dir, duration, conns, url, false)
+			if err != nil {
+				return fmt.Errorf("%s keep-alive: %w", im.name, err)
+			}
+			res[im].keepAlive = append(res[im].keepAlive, s)
+			if s, err = wrk(h, dir, duration, conns, url, true); err != nil {
+				return fmt.Errorf("%s new connection per request: %w", im.name, err)
+			}
+			res[im].perConn = append(res[im].perConn, s)
+			mbps, err := bulk(h, im.base+1, bulkMiB)
+			if err != nil {
+				return fmt.Errorf("%s bulk: %w", im.name, err)
+			}
+			res[im].mbps = append(res[im].mbps, mbps)
+			fmt.Printf("round %d %-8s keep-alive %.0f req/s p99 %.2fms, per-connection %.0f conn/s p99 %.2fms, bulk %.0f MB/s\n",
+				r+1, im.name, res[im].keepAlive[r].rps, res[im].keepAlive[r].p99, s.rps, s.p99, mbps)
+		}
+	}
+	for _, im := range []*impl{hp, vg} {
+		base, full, err := idleRSS(h, im, idle, servers)
+		if err != nil {
+			return fmt.Errorf("%s idle connections: %w", im.name, err)
+		}
+		res[im].baseRSS, res[im].idleRSS = base, full
+		fmt.Printf("%-8s RSS %.1f MiB idle, %.1f MiB with %d idle connections\n", im.name, base, full, idle)
+	}
+	for r := range detectRounds {
+		d, rec, err := detection(h, servers, []*impl{hp, vg})
+		if err != nil {
+			return fmt.Errorf("detection round %d: %w", r+1, err)
+		}
+		for i, im := range []*impl{hp, vg} {
+			res[im].detect = append(res[im].detect, d[i])
+			res[im].recover = append(res[im].recover, rec[i])
+		}
+		fmt.Printf("detection round %d: HAProxy %v / vigil %v down, %v / %v up\n", r+1, d[0], d[1], rec[0], rec[1])
+	}
+	table := render(res[hp], res[vg], duration, rounds, conns, idle, bulkMiB, detectRounds, firstLine(string(haproxyVersion)))
+	fmt.Print(table)
+	return benchdoc.WriteSection(out, "proxy", "L4 balancer: vigil vs HAProxy", table)
+}
+
+func haproxyConfig() string {
+	b := haproxyBase
+	return fmt.Sprintf(`global
+    maxconn 9800
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 10m
+    timeout server 10m
+    retries 3
+    option redispatch
+frontend web
+    bind 127.0.0.1:%d
+    default_backend web
+backend web
+    balance roundrobin
+    server w1 127.0.0.1:%d check inter 1s fall 2 rise 2
+    server w2 127.0.0.1:%d check inter 1s fall 2 rise 2
+frontend bulk
+    bind 127.0.0.1:%d
+    default_backend bulk
+backend bulk
+    server b1 127.0.0.1:%d
+frontend det
+    bind 127.0.0.1:%d
+    default_backend det
+backend det
+    server d1 127.0.0.1:%d check inter 1s fall 2 rise 2
+frontend monitor
+    mode http
+    bind 127.0.0.1:%d
+    monitor-uri /readyz
+    monitor fail if { nbsrv(det) lt 1 }
+`, b, web1, web2, b+1, bulkPort, b+2, detPort, b+3)
+}
+
+func vigilConfig() string {
+	b := vigilBase
+	return fmt.Sprintf(`balancers:
+  - name: web
+    listen: ["127.0.0.1:%d"]
+    max_conn: 9800
+    backends: [{address: "127.0.0.1:%d"}, {address: "127.0.0.1:%d"}]
+    check: {interval: 1s, fall: 2, rise: 2}
+  - name: bulk
+    listen: ["127.0.0.1:%d"]
+    backends: [{address: "127.0.0.1:%d"}]
+  - name: det
+    listen: ["127.0.0.1:%d"]
+    monitor: {listen: "127.0.0.1:%d", path: /readyz}
+    backends: [{address: "127.0.0.1:%d"}]
+    check: {interval: 1s, fall: 2, rise: 2}
+`, b, web1, web2, b+1, bulkPort, b+2, b+3, detPort)
+}
+
+func logTo(cmd *exec.Cmd, path string) *exec.Cmd {
+	f, err := os.Create(path)
+	if err == nil {
+		cmd.Stdout, cmd.Stderr = f, f
+	}
+	return cmd
+}
+
+// backends are the servers both implementations share.
+type backends struct {
+	h        *netlab.Host
+	web      []*http.Server
+	bulk     net.Listener
+	det      net.Listener
+	accepted atomic.Int64 // connections the web servers accepted (idle test)
+	mu       sync.Mutex
+	held     []net.Conn
+}
+
+var chunk = make([]byte, 1<<20)
+
+func startBackends(h *netlab.Host) (*backends, error) {
+	s := &backends{h: h}
+	for _, port := range []int{web1, web2} {
+		l, err := h.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			return nil, err
+		}
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			io.WriteString(w, "ok\n")
+		}), ConnState: func(c net.Conn, st http.ConnState) {
+			if st == http.StateNew {
+				s.accepted.Add(1)
+			}
+		}}
+		go srv.Serve(l)
+		s.web = append(s.web, srv)
+	}
+	l, err := h.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", bulkPort))
+	if err != nil {
+		return nil, err
+	}
+	s.bulk = l
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				// The client says how many MiB it wants in one line.
+				line, err := bufio.NewReader(c).ReadString('\n')
+				n, _ := strconv.Atoi(strings.TrimSpace(line))
+				if err != nil || n <= 0 || n > 1<<16 {
+					return
+				}
+				for range n {
+					if _, err := c.Write(chunk); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return s, s.listenDet()
+}
+
+// listenDet (re)starts the detection backend, which accepts and closes.
+func (s *backends) listenDet() error {
+	l, err := s.h.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", detPort))
+	if err != nil {
+		return err
+	}
+	s.det = l
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return nil
+}
+
+func (s *backends) close() {
+	for _, srv := range s.web {
+		srv.Close()
+	}
+	s.bulk.Close()
+	s.det.Close()
+}
+
+var (
+	rpsRE = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	latRE = regexp.MustCompile(`(?m)^\s+(50|99)%\s+([0-9.]+)(us|ms|s)\s*$`)
+	errRE = regexp.MustCompile(`Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)|Non-2xx or 3xx responses: (\d+)`)
+)
+
+// wrk runs one bounded wrk load inside the namespace.
+func wrk(h *netlab.Host, dir string, d time.Duration, conns int, url string, closeEach bool) (sample, error) {
+	args := []string{"-t2", "-c" + strconv.Itoa(conns), "-d" + strconv.Itoa(int(d.Seconds())) + "s", "--latency", "--timeout", "5s"}
+	if closeEach {
+		args = append(args, "-H", "Connection: close")
+	}
+	outFile := filepath.Join(dir, "wrk.out")
+	f, err := os.Create(outFile)
+	if err != nil {
+		return sample{}, err
+	}
+	defer f.Close()
+	cmd := exec.Command("wrk", append(args, url)...)
+	cmd.Stdout, cmd.Stderr = f, f
+	p, err := h.Start(cmd)
+	if err != nil {
+		return sample{}, err
+	}
+	if exited, err := p.Wait(d + 30*time.Second); !exited || err != nil {
+		p.Kill()
+		return sample{}, fmt.Errorf("wrk: exited=%v err=%v", exited, err)
+	}
+	text, _ := os.ReadFile(outFile)
+	return parseWrk(string(text))
+}
+
+func parseWrk(text string) (sample, error) {
+	m := rpsRE.FindStringSubmatch(text)
+	if m == nil {
+		return sample{}, fmt.Errorf("no Requests/sec in wrk output:\n%s", text)
+	}
+	var s sample
+	s.rps, _ = strconv.ParseFloat(m[1], 64)
+	for _, l := range latRE.FindAllStringSubmatch(text, -1) {
+		v, _ := strconv.ParseFloat(l[2], 64)
+		switch l[3] {
+		case "us":
+			v /= 1000
+		case "s":
+			v *= 1000
+		}
+		if l[1] == "50" {
+			s.p50 = v
+		} else {
+			s.p99 = v
+		}
+	}
+	for _, e := range errRE.FindAllStringSubmatch(text, -1) {
+		for _, n := range e[1:] {
+			k, _ := strconv.Atoi(n)
+			s.errors += k
+		}
+	}
+	return s, nil
+}
+
+// bulk reads mib MiB through the frontend on port and returns MB/s.
+func bulk(h *netlab.Host, port, mib int) (float64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := h.Dial(ctx, "tcp4", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Minute))
+	t0 := time.Now()
+	fmt.Fprintf(c, "%d\n", mib)
+	n, err := io.Copy(io.Discard, c)
+	took := time.Since(t0)
+	if err != nil || n != int64(mib)<<20 {
+		return 0, fmt.Errorf("read %d of %d bytes: %v", n, int64(mib)<<20, err)
+	}
+	return float64(n) / 1e6 / took.Seconds(), nil
+}
+
+// idleRSS opens n connections through the web frontend, waits until the
+// backends have accepted all of them, and reads the proxy's RSS before and
+// with them.
+func idleRSS(h *netlab.Host, im *impl, n int, s *backends) (base, full float64, err error) {
+	base, err = rss(im.proc.Cmd.Process.Pid)
+	if err != nil {
+		return 0, 0, err
+	}
+	d := h.Dialer(4)
+	defer d.Close()
+	before := s.accepted.Load()
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	addr := fmt.Sprintf("127.0.0.1:%d", im.base)
+	for len(conns) < n {
+		c, err := d.TryDial(context.Background(), "tcp4", addr)
+		if errors.Is(err, netlab.ErrBusy) {
+			continue
+		}
+		if err != nil {
+			return 0, 0, fmt.Errorf("after %d connections: %w", len(conns), err)
+		}
+		conns = append(conns, c)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for s.accepted.Load()-before < int64(n) {
+		if time.Now().After(deadline) {
+			return 0, 0, fmt.Errorf("backends accepted %d of %d", s.accepted.Load()-before, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond)
+	full, err = rss(im.proc.Cmd.Process.Pid)
+	return base, full, err
+}
+
+func rss(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			return kb / 1024, nil
+		}
+	}
+	return 0, errors.New("no VmRSS")
+}
+
+// detection kills the shared detection backend and times until each
+// implementation's monitor answers 503, then restores it and times until 200.
+func detection(h *netlab.Host, s *backends, ims []*impl) (down, up []time.Duration, err error) {
+	// A random phase against both check schedules, so neither is favoured.
+	time.Sleep(rand.N(time.Second))
+	t0 := time.Now()
+	s.det.Close()
+	if down, err = waitMonitors(h, ims, 503, t0); err != nil {
+		return nil, nil, err
+	}
+	t1 := time.Now()
+	time.Sleep(rand.N(time.Second))
+	if err := s.listenDet(); err != nil {
+		return nil, nil, err
+	}
+	if up, err = waitMonitors(h, ims, 200, t1); err != nil {
+		return nil, nil, err
+	}
+	return down, up, nil
+}
+
+func waitMonitors(h *netlab.Host, ims []*impl, code int, t0 time.Time) ([]time.Duration, error) {
+	out := make([]time.Duration, len(ims))
+	var wg sync.WaitGroup
+	errs := make([]error, len(ims))
+	for i, im := range ims {
+		wg.Go(func() {
+			url := fmt.Sprintf("http://127.0.0.1:%d/readyz", im.base+3)
+			errs[i] = waitHTTP(h, url, code, 10*time.Second)
+			out[i] = time.Since(t0)
+		})
+	}
+	wg.Wait()
+	return out, errors.Join(errs...)
+}
+
+// waitHTTP polls url every 5ms until it answers code.
+func waitHTTP(h *netlab.Host, url string, code int, d time.Duration) error {
+	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) { return h.Dial(ctx, network, addr) }}}
+	deadline := time.Now().Add(d)
+	last := ""
+	for time.Now().Before(deadline) {
+		resp, err := client.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == code {
+				return nil
+			}
+			last = resp.Status
+		} else {
+			last = err.Error()
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return fmt.Errorf("%s did not answer %d within %v (last: %s)", url, code, d, last)
+}
+
+func render(hp, vg *results, d time.Duration, rounds, conns, idle, bulkMiB, detectRounds int, version string) string {
+	med := func(ss []sample, f func(sample) float64) float64 {
+		var xs []float64
+		for _, s := range ss {
+			xs = append(xs, f(s))
+		}
+		return benchdoc.Median(xs)
+	}
+	errs := func(ss []sample) int {
+		n := 0
+		for _, s := range ss {
+			n += s.errors
+		}
+		return n
+	}
+	rps := func(s sample) float64 { return s.rps }
+	p50 := func(s sample) float64 { return s.p50 }
+	p99 := func(s sample) float64 { return s.p99 }
+	var b strings.Builder
+	fmt.Fprintf(&b, "Written by `make bench-proxy` on %s. %s and vigil in one network namespace, loopback only, "+
+		"the same two Go HTTP backends; wrk -t2 -c%d for %v per run, %d rounds alternating which goes first, medians shown; "+
+		"2 cores shared by wrk, the proxy and the backends. Equivalent configs: roundrobin, TCP checks inter 1s fall 2 rise 2, "+
+		"retries 3 with redispatch; vigil's default fast_interval (interval/4) against HAProxy's default fastinter (= inter). "+
+		"Limits: HAProxy maxconn and vigil max_conn 9800, since this machine's hard file limit is 20000 and each proxied connection takes two.\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), version, conns, d, rounds)
+	b.WriteString("| measure | HAProxy | vigil | vigil / HAProxy | goal |\n|---|---|---|---|---|\n")
+	row := func(name string, h, v float64, unit, goal string) {
+		fmt.Fprintf(&b, "| %s | %.1f %s | %.1f %s | %.2fx | %s |\n", name, h, unit, v, unit, v/h, goal)
+	}
+	row("requests/s, keep-alive", med(hp.keepAlive, rps), med(vg.keepAlive, rps), "req/s", ">= 1.0x")
+	row("p50 latency, keep-alive", med(hp.keepAlive, p50), med(vg.keepAlive, p50), "ms", "")
+	row("p99 latency, keep-alive", med(hp.keepAlive, p99), med(vg.keepAlive, p99), "ms", "<= 1.1x")
+	row("new connections/s (one request each)", med(hp.perConn, rps), med(vg.perConn, rps), "conn/s", ">= 0.8x")
+	row("p50 latency, new connection", med(hp.perConn, p50), med(vg.perConn, p50), "ms", "")
+	row("p99 latency, new connection", med(hp.perConn, p99), med(vg.perConn, p99), "ms", "<= 1.1x")
+	row(fmt.Sprintf("throughput, one connection, %d MiB", bulkMiB), benchdoc.Median(hp.mbps), benchdoc.Median(vg.mbps), "MB/s", ">= 1.0x")
+	row(fmt.Sprintf("RSS with %d idle connections", idle), hp.idleRSS, vg.idleRSS, "MiB", "")
+	row("RSS before them", hp.baseRSS, vg.baseRSS, "MiB", "")
+	ms := func(ds []time.Duration) float64 { return float64(benchdoc.Median(ds).Microseconds()) / 1000 }
+	worst := func(ds []time.Duration) float64 {
+		w := ds[0]
+		for _, x := range ds {
+			w = max(w, x)
+		}
+		return float64(w.Microseconds()) / 1000
+	}
+	row(fmt.Sprintf("backend killed -> out of rotation, median of %d", detectRounds), ms(hp.detect), ms(vg.detect), "ms", "<= 1.0x")
+	row("backend killed -> out of rotation, worst", worst(hp.detect), worst(vg.detect), "ms", "")
+	row("backend back -> in rotation, median", ms(hp.recover), ms(vg.recover), "ms", "")
+	fmt.Fprintf(&b, "\nwrk socket errors and non-2xx answers over all runs: HAProxy %d, vigil %d. "+
+		"Detection is timed to each one's monitor answering 503 (HAProxy: monitor fail if nbsrv < 1), polled every 5 ms.\n",
+		errs(hp.keepAlive)+errs(hp.perConn), errs(vg.keepAlive)+errs(vg.perConn))
+	return b.String()
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(strings.TrimSpace(s), "\n")
+	return line
+}

@@ -1,0 +1,37 @@
+// Package benchdoc writes benchmark tables into docs/benchmarks.md between
+// per-benchmark markers, so each benchmark command owns its section, and
+// holds the small statistics the benchmark drivers share.
+package benchdoc
+
+import (
+	"os"
+	"slices"
+	"strings"
+	"time"
+)
+
+// WriteSection replaces the section between the markers of name, or appends
+// it under title when the file has no such section yet.
+func WriteSection(path, name, title, body string) error {
+	begin, end := "<!-- "+name+":begin -->", "<!-- "+name+":end -->"
+	old, _ := os.ReadFile(path)
+	s := string(old)
+	i, j := strings.Index(s, begin), strings.Index(s, end)
+	block := begin + "\n" + body + end
+	if i < 0 || j < i {
+		if s == "" {
+			s = "# Benchmarks\n\nTables between markers are written by the benchmark commands; do not edit them by hand.\n"
+		}
+		s += "\n## " + title + "\n\n" + block + "\n"
+	} else {
+		s = s[:i] + block + s[j+len(end):]
+	}
+	return os.WriteFile(path, []byte(s), 0o644)
+}
+
+// Median of a non-empty sample.
+func Median[T int | int64 | float64 | time.Duration](xs []T) T {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
