@@ -140,4 +140,3 @@ listen to_vigil
 		time.Sleep(50 * time.Millisecond)
 	}
 }
-
