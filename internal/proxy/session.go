@@ -1,10 +1,12 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,15 +46,49 @@ func (b *Balancer) track(ss *session, on bool) {
 	}
 }
 
-// serve proxies one accepted connection to the end.
+// serve sets up one accepted connection: PROXY header, backend connect.
+// The copying runs in two fresh goroutines and serve returns, so the deep
+// stack the set-up grew is not kept for the life of the connection.
 func (b *Balancer) serve(c *net.TCPConn, s *settings) {
-	defer b.serving.Done()
-	defer b.active.Add(-1)
 	ss := &session{client: c}
 	b.track(ss, true)
-	defer b.track(ss, false)
-	defer c.Close()
+	be, ok := b.setup(ss, s)
+	if !ok {
+		b.finish(ss, be) // be is nil unless it was connected
+		return
+	}
+	idleTimer := newIdleWatch(ss, s.cfg.IdleTimeout)
+	var left atomic.Int32
+	left.Store(2)
+	done := func() {
+		if left.Add(-1) == 0 {
+			idleTimer.Stop()
+			b.finish(ss, be)
+		}
+	}
+	splice := s.cfg.Splice
+	go func() { b.half(ss, ss.server, ss.client, &be.bytesIn, splice); done() }()
+	go func() { b.half(ss, ss.client, ss.server, &be.bytesOut, splice); done() }()
+}
 
+// finish releases a session's descriptors and counts.
+func (b *Balancer) finish(ss *session, be *Backend) {
+	ss.client.Close()
+	if ss.server != nil {
+		ss.server.Close()
+	}
+	if be != nil {
+		be.active.Add(-1)
+	}
+	b.track(ss, false)
+	b.active.Add(-1)
+	b.serving.Done()
+}
+
+// setup reads the client's PROXY header if configured, connects a backend
+// and sends it the PROXY header and any early client bytes.
+func (b *Balancer) setup(ss *session, s *settings) (*Backend, bool) {
+	c := ss.client
 	src, dst := addrPort(c.RemoteAddr()), addrPort(c.LocalAddr())
 	var early []byte // client bytes read along with its PROXY header
 	if s.cfg.AcceptProxy {
@@ -62,7 +98,7 @@ func (b *Balancer) serve(c *net.TCPConn, s *settings) {
 			b.badProxyHeader.Add(1)
 			b.log.Debug("connection closed: bad PROXY header", "client", src.String(), "err", err)
 			ss.abort()
-			return
+			return nil, false
 		}
 		c.SetReadDeadline(time.Time{})
 		if !h.Local {
@@ -74,19 +110,16 @@ func (b *Balancer) serve(c *net.TCPConn, s *settings) {
 	if be == nil {
 		b.noBackend.Add(1)
 		ss.abort()
-		return
+		return nil, false
 	}
-	defer be.active.Add(-1)
 	b.mu.Lock()
 	ss.server, ss.backend = server, be
 	aborted := ss.aborted.Load()
 	b.mu.Unlock()
 	if aborted { // shut down or backend failed while we connected
 		server.SetLinger(0)
-		server.Close()
-		return
+		return be, false
 	}
-	defer server.Close()
 	var head []byte
 	switch s.cfg.ProxyProtocol {
 	case "v1":
@@ -97,11 +130,11 @@ func (b *Balancer) serve(c *net.TCPConn, s *settings) {
 	if head = append(head, early...); len(head) > 0 {
 		if _, err := server.Write(head); err != nil {
 			ss.abort()
-			return
+			return be, false
 		}
 		be.bytesIn.Add(uint64(len(early)))
 	}
-	b.pipe(ss, be, s.cfg.IdleTimeout, s.cfg.Splice)
+	return be, true
 }
 
 // connect dials backends until one answers, at most 1+retries of them.
@@ -113,10 +146,10 @@ func (b *Balancer) connect(s *settings, client netip.AddrPort) (*Backend, *net.T
 			break
 		}
 		d := net.Dialer{Timeout: s.cfg.ConnectTimeout, KeepAlive: -1} // idle_timeout finds dead peers
-		c, err := d.Dial("tcp", be.Addr.String())
+		c, err := d.DialTCP(context.Background(), "tcp", netip.AddrPort{}, be.Addr)
 		if err == nil {
 			be.total.Add(1)
-			return be, c.(*net.TCPConn)
+			return be, c
 		}
 		be.active.Add(-1)
 		be.connectErrors.Add(1)
@@ -129,28 +162,11 @@ func (b *Balancer) connect(s *settings, client netip.AddrPort) (*Backend, *net.T
 	return nil, nil
 }
 
-// pipe copies both ways until both sides have finished.
-func (b *Balancer) pipe(ss *session, be *Backend, idle time.Duration, splice bool) {
-	idleTimer := newIdleWatch(ss, idle)
-	defer idleTimer.Stop()
-	var wg sync.WaitGroup
-	wg.Go(func() { b.half(ss, ss.server, ss.client, &be.bytesIn, splice) })
-	b.half(ss, ss.client, ss.server, &be.bytesOut, splice)
-	wg.Wait()
-}
+// bufSize is the size of the pooled copy buffers. A connection borrows one
+// only while data is ready to move, so idle connections hold none.
+const bufSize = 64 << 10
 
-// Buffers: a connection waits for data holding only a small buffer, so idle
-// connections stay cheap; a read that fills it borrows a large pooled buffer
-// until the burst is over.
-const (
-	smallBuf = 2 << 10
-	largeBuf = 64 << 10
-)
-
-var (
-	smallPool = sync.Pool{New: func() any { b := make([]byte, smallBuf); return &b }}
-	largePool = sync.Pool{New: func() any { b := make([]byte, largeBuf); return &b }}
-)
+var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
 
 // half copies src to dst until EOF, then half-closes dst (a FIN is passed
 // on as a FIN and the other direction goes on). Any error resets both sides.
@@ -172,41 +188,57 @@ func (b *Balancer) half(ss *session, dst, src *net.TCPConn, count *atomic.Uint64
 	}
 }
 
-// copyHalf copies through pooled buffers; nil at EOF.
+// copyHalf copies through pooled buffers; nil at EOF. It reads through the
+// raw descriptor so that a buffer is taken only for a read and given back
+// before waiting: an idle connection holds none. (It cannot skip the read
+// that says EAGAIN: Go clears a pending readiness edge before the first try.)
 func copyHalf(dst, src *net.TCPConn, count *atomic.Uint64) error {
-	small := smallPool.Get().(*[]byte)
-	defer smallPool.Put(small)
-	var large *[]byte
-	defer func() {
-		if large != nil {
-			largePool.Put(large)
-		}
-	}()
+	rc, err := src.SyscallConn()
+	if err != nil {
+		return err
+	}
 	for {
-		buf := *small
-		if large != nil {
-			buf = *large
-		}
-		n, err := src.Read(buf)
-		if n > 0 {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return werr
+		var (
+			bp   *[]byte
+			n    int
+			rerr error
+		)
+		err := rc.Read(func(fd uintptr) bool {
+			if bp == nil {
+				bp = bufPool.Get().(*[]byte)
 			}
-			count.Add(uint64(n))
-		}
-		switch {
-		case n == len(buf) && large == nil:
-			large = largePool.Get().(*[]byte)
-		case n < len(buf) && large != nil:
-			largePool.Put(large)
-			large = nil
-		}
-		if err == io.EOF {
-			return nil
+			for {
+				n, rerr = unix.Read(int(fd), *bp)
+				if rerr != unix.EINTR {
+					break
+				}
+			}
+			if rerr == unix.EAGAIN {
+				bufPool.Put(bp)
+				bp = nil
+				return false
+			}
+			return true
+		})
+		if err == nil && rerr != nil {
+			err = os.NewSyscallError("read", rerr)
 		}
 		if err != nil {
+			if bp != nil {
+				bufPool.Put(bp)
+			}
 			return err
 		}
+		if n <= 0 {
+			bufPool.Put(bp)
+			return nil // EOF
+		}
+		_, werr := dst.Write((*bp)[:n])
+		bufPool.Put(bp)
+		if werr != nil {
+			return werr
+		}
+		count.Add(uint64(n))
 	}
 }
 
