@@ -66,6 +66,7 @@ func main() {
 	bulkMiB := flag.Int("bulk", 2048, "MiB per throughput run")
 	detectRounds := flag.Int("detect-rounds", 5, "backend kill/return rounds for detection time")
 	out := flag.String("out", "docs/benchmarks.md", "markdown file to update")
+	flag.StringVar(&vigilEnv, "vigil-env", "", "extra environment for vigil, e.g. GOMAXPROCS=1 (noted in the table)")
 	flag.Parse()
 	if err := run(*duration, *rounds, *conns, *idle, *bulkMiB, *detectRounds, *out); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/proxy:", err)
@@ -124,7 +125,11 @@ func run(duration time.Duration, rounds, conns, idle, bulkMiB, detectRounds int,
 	if hp.proc, err = h.Start(logTo(exec.Command("haproxy", "-f", hcfg, "-db"), filepath.Join(dir, "haproxy.log"))); err != nil {
 		return err
 	}
-	if vg.proc, err = h.Start(logTo(exec.Command(bin, "run", "-c", vcfg, "--pid-file", ""), filepath.Join(dir, "vigil.log"))); err != nil {
+	vcmd := exec.Command(bin, "run", "-c", vcfg, "--pid-file", "")
+	if vigilEnv != "" {
+		vcmd.Env = append(os.Environ(), strings.Fields(vigilEnv)...)
+	}
+	if vg.proc, err = h.Start(logTo(vcmd, filepath.Join(dir, "vigil.log"))); err != nil {
 		return err
 	}
 	defer hp.proc.Kill()
@@ -248,6 +253,9 @@ func logTo(cmd *exec.Cmd, path string) *exec.Cmd {
 	}
 	return cmd
 }
+
+// vigilEnv is extra environment for the vigil process.
+var vigilEnv string
 
 // backends are the servers both implementations share.
 type backends struct {
@@ -553,7 +561,7 @@ func render(hp, vg *results, d time.Duration, rounds, conns, idle, bulkMiB, dete
 		"the same two Go HTTP backends; wrk -t2 -c%d for %v per run, %d rounds alternating which goes first, medians shown; "+
 		"2 cores shared by wrk, the proxy and the backends. Equivalent configs: roundrobin, TCP checks inter 1s fall 2 rise 2, "+
 		"retries 3 with redispatch; vigil's default fast_interval (interval/4) against HAProxy's default fastinter (= inter). "+
-		"Limits: HAProxy maxconn and vigil max_conn 9800, since this machine's hard file limit is 20000 and each proxied connection takes two.\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), version, conns, d, rounds)
+		"Limits: HAProxy maxconn and vigil max_conn 9800, since this machine's hard file limit is 20000 and each proxied connection takes two.%s\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), version, conns, d, rounds, envNote())
 	b.WriteString("| measure | HAProxy | vigil | vigil / HAProxy | goal |\n|---|---|---|---|---|\n")
 	row := func(name string, h, v float64, unit, goal string) {
 		fmt.Fprintf(&b, "| %s | %.1f %s | %.1f %s | %.2fx | %s |\n", name, h, unit, v, unit, v/h, goal)
@@ -587,4 +595,11 @@ func render(hp, vg *results, d time.Duration, rounds, conns, idle, bulkMiB, dete
 func firstLine(s string) string {
 	line, _, _ := strings.Cut(strings.TrimSpace(s), "\n")
 	return line
+}
+
+func envNote() string {
+	if vigilEnv == "" {
+		return " vigil with its defaults (GOMAXPROCS = cores)."
+	}
+	return " vigil run with " + vigilEnv + "."
 }
