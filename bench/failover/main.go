@@ -352,6 +352,7 @@ func memory(ctx context.Context, bin, dir string) (string, error) {
 		fmt.Fprintf(&y, "    - {name: i%d, interface: eth0, vrid: %d, priority: 100, advert_interval: 1s, vips: [10.78.1.%d]}\n", i, i, i)
 		fmt.Fprintf(&k, "vrrp_instance i%d {\n  state BACKUP\n  interface eth0\n  virtual_router_id %d\n  priority 100\n  advert_int 1\n  virtual_ipaddress {\n    10.78.1.%d/32 dev eth0\n  }\n}\n", i, i, i)
 	}
+	fmt.Fprintf(&y, "api: {socket: %q}\n", filepath.Join(dir, "mem.sock"))
 	yc, kc := filepath.Join(dir, "mem.yaml"), filepath.Join(dir, "mem.conf")
 	if err := os.WriteFile(yc, []byte(y.String()), 0o644); err != nil {
 		return "", err

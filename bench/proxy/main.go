@@ -118,7 +118,7 @@ func run(duration time.Duration, rounds, conns, idle, bulkMiB, detectRounds int,
 	if err := os.WriteFile(hcfg, []byte(haproxyConfig()), 0o644); err != nil {
 		return err
 	}
-	if err := os.WriteFile(vcfg, []byte(vigilConfig()), 0o644); err != nil {
+	if err := os.WriteFile(vcfg, []byte(vigilConfig()+fmt.Sprintf("api: {socket: %q}\n", filepath.Join(dir, "vigil.sock"))), 0o644); err != nil {
 		return err
 	}
 	haproxyVersion, _ := exec.Command("haproxy", "-v").Output()

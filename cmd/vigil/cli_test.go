@@ -66,3 +66,18 @@ func TestCheckShowsGeneratedInstancesAndFailsWithExit2(t *testing.T) {
 		t.Fatalf("bad pool: %v", err)
 	}
 }
+
+func TestStatusWithoutDaemon(t *testing.T) {
+	cmd := statusCmd()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	sock := filepath.Join(t.TempDir(), "vigil.sock")
+	cmd.SetArgs([]string{"--socket", sock})
+	cmd.SilenceUsage, cmd.SilenceErrors = true, true
+	err := cmd.Execute()
+	var ee *exitError
+	if err == nil || errors.As(err, &ee) || !strings.HasPrefix(err.Error(), "no vigil daemon answers on "+sock) || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("err = %v: want one line, exit status 1", err)
+	}
+}

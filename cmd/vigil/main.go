@@ -25,7 +25,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(runCmd(), reloadCmd(), checkCmd(), versionCmd(), demoCmd(), scanCmd(), arpAuditCmd(), dnsCmd())
+	root.AddCommand(runCmd(), reloadCmd(), statusCmd(), checkCmd(), versionCmd(), demoCmd(), scanCmd(), arpAuditCmd(), dnsCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "vigil:", err)
 		var ee *exitError

@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/vigil-lb/vigil/internal/api"
 	"github.com/vigil-lb/vigil/internal/config"
 	"github.com/vigil-lb/vigil/internal/proxy"
 	"github.com/vigil-lb/vigil/internal/supervisor"
@@ -46,6 +47,16 @@ Needs CAP_NET_ADMIN and CAP_NET_RAW (root).`,
 			if err != nil {
 				return fmt.Errorf("start: %w", err)
 			}
+			sup.Version = version()
+			srv, err := api.Listen(cfg.API.Socket, cfg.API.HTTP, sup.Snapshot, log)
+			if err != nil {
+				sup.Close()
+				return fmt.Errorf("start: %w", err)
+			}
+			apiCtx, stopAPI := context.WithCancel(context.Background())
+			apiDone := make(chan struct{})
+			go func() { srv.Run(apiCtx); close(apiDone) }()
+			defer func() { stopAPI(); <-apiDone }()
 			if pidFile != "" {
 				if err := writePidFile(pidFile); err != nil {
 					log.Warn("pid file", "err", err)
@@ -61,7 +72,8 @@ Needs CAP_NET_ADMIN and CAP_NET_RAW (root).`,
 				}
 			}()
 			log.Info("vigil started", "version", version(), "node", cfg.Node,
-				"instances", len(cfg.VRRP.All()), "balancers", len(cfg.Balancers), "checks", len(cfg.Checks))
+				"instances", len(cfg.VRRP.All()), "balancers", len(cfg.Balancers), "checks", len(cfg.Checks),
+				"socket", cfg.API.Socket, "http", srv.HTTPAddr())
 			if err := sup.Run(ctx); err != nil {
 				return err
 			}

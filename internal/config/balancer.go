@@ -189,6 +189,9 @@ func ParseListen(s string) (netip.AddrPort, error) {
 func (v *validator) balancers() {
 	names := map[string]bool{}
 	listens := map[netip.AddrPort]string{}
+	if ap, err := ParseListen(v.c.API.HTTP); err == nil {
+		listens[ap] = "api.http"
+	}
 	listen := func(p, s string) {
 		ap, err := ParseListen(s)
 		if err != nil {

@@ -18,6 +18,7 @@ type Config struct {
 	Checks []Check `yaml:"checks"`
 	// Balancers are the L4 load balancers (TCP frontends over backends).
 	Balancers []Balancer `yaml:"balancers"`
+	API       API        `yaml:"api"`
 	Log       Log        `yaml:"log"`
 	lines     lineInfo   `yaml:"-"`
 }
@@ -190,6 +191,16 @@ type HTTPCheck struct {
 	ClientKey  string `yaml:"client_key"`
 }
 
+// API configures the control socket and the HTTP endpoint.
+type API struct {
+	// Socket is the control socket (vigil status); root only, mode 0600.
+	// Default /run/vigil/vigil.sock.
+	Socket string `yaml:"socket"`
+	// HTTP serves /metrics and the status page. Default 127.0.0.1:9110;
+	// "" turns it off.
+	HTTP string `yaml:"http"`
+}
+
 // Log configures log/slog output.
 type Log struct {
 	// Format text or json. Default text.
@@ -222,4 +233,6 @@ const (
 	DefaultDrainTimeout     = 5 * time.Second
 	DefaultFrontendMaxConn  = 10000
 	DefaultMonitorPath      = "/readyz"
+	DefaultSocket           = "/run/vigil/vigil.sock"
+	DefaultHTTP             = "127.0.0.1:9110"
 )

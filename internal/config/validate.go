@@ -78,6 +78,16 @@ func (c *Config) validate() Errors {
 	default:
 		v.add("log.level", "%q is not debug, info, warn or error", c.Log.Level)
 	}
+	setDefault(v, "api.socket", &c.API.Socket, DefaultSocket)
+	setDefault(v, "api.http", &c.API.HTTP, DefaultHTTP)
+	if !filepath.IsAbs(c.API.Socket) {
+		v.add("api.socket", "%q is not an absolute path", c.API.Socket)
+	}
+	if c.API.HTTP != "" {
+		if _, err := ParseListen(c.API.HTTP); err != nil {
+			v.add("api.http", "%v", err)
+		}
+	}
 	checks := v.checks()
 	vrids, vips := v.instances(checks)
 	v.pools(checks, vrids, vips)

@@ -118,6 +118,7 @@ func (bl *balancerLab) config(t *testing.T, backends []string, extra string) {
 		fmt.Fprintf(&be, "      - {address: \"%s:6443\"}\n", bl.backends[b].host.Addr(false))
 	}
 	cfg := fmt.Sprintf(`log: {level: debug}
+api: {socket: %q}
 vrrp:
   instances:
     - {name: api, interface: eth0, vrid: 61, priority: 150, advert_interval: 100ms, vips: [%s]}
@@ -128,7 +129,7 @@ balancers:
     check: {http: {path: /readyz}, interval: 200ms, timeout: 150ms, rise: 2, fall: 2}
     drain_timeout: 1s
     backends:
-%s%s`, balancerVIP, balancerVIP, be.String(), extra)
+%s%s`, filepath.Join(filepath.Dir(bl.cfg), "vigil.sock"), balancerVIP, balancerVIP, be.String(), extra)
 	if err := os.WriteFile(bl.cfg, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -249,7 +250,7 @@ func TestBalancerHealthAndReload(t *testing.T) {
 	t0 := time.Now()
 	bl.backends["be1"].stop()
 	waitLog(t, bl, off, `backend state change" balancer=api backend=10.78.0.11:6443 up=false`, 3*time.Second)
-	t.Logf("be1 killed -> out of rotation in %v (fall 2 x interval 200ms)", time.Since(t0))
+	t.Logf("be1 killed -> out of rotation in %v (fall 2, interval 200ms, fast interval 50ms)", time.Since(t0))
 	wg.Wait()
 	if len(during) > 0 {
 		t.Fatalf("%d requests failed while be1 died: %v", len(during), during[0])

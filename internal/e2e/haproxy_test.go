@@ -42,7 +42,8 @@ listen to_vigil
     server v 127.0.0.1:7102 send-proxy-v2
 `), 0o644)
 	vcfg := filepath.Join(dir, "vigil.yaml")
-	os.WriteFile(vcfg, []byte(`balancers:
+	os.WriteFile(vcfg, []byte(`api: {socket: "`+filepath.Join(dir, "vigil.sock")+`"}
+balancers:
   - {name: v1, listen: ["127.0.0.1:7101"], proxy_protocol: v1, backends: [{address: "127.0.0.1:7001"}]}
   - {name: v2, listen: ["127.0.0.1:7103"], proxy_protocol: v2, backends: [{address: "127.0.0.1:7001"}]}
   - {name: in, listen: ["127.0.0.1:7102"], accept_proxy: true, proxy_protocol: v1, backends: [{address: "127.0.0.1:7200"}]}

@@ -2,15 +2,22 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"net/netip"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/vigil-lb/vigil/internal/api"
+	"github.com/vigil-lb/vigil/internal/netlab"
 	"github.com/vigil-lb/vigil/internal/vrrplab"
 )
 
@@ -153,6 +160,18 @@ func TestVRIDCollisionBetweenClusters(t *testing.T) {
 	if after := transitions(); fmt.Sprint(after) != fmt.Sprint(before) {
 		t.Fatalf("state changes during the collision: before %v, after %v", before, after)
 	}
+	// Status and metrics show the conflict, naming the other group's master.
+	for name, other := range map[string]string{"a1": "10.77.0.13", "b2": "10.77.0.11"} {
+		snap := status(t, c.Node(name))
+		f := snap.Instances[0].Foreign
+		if f == nil || f.Source != other || f.Count == 0 || f.Reason != "vip_mismatch" {
+			t.Fatalf("%s status shows conflict %+v, want one with %s", name, f, other)
+		}
+		m := metrics(t, c.Node(name).Host)
+		if !regexp.MustCompile(`(?m)^vigil_vrrp_vrid_conflict_adverts_total\{instance="vip"\} [1-9]`).MatchString(m) {
+			t.Fatalf("%s metrics do not count the conflict:\n%s", name, m)
+		}
+	}
 	// Each takeover is a burst of 5 rounds of request + reply; a lower
 	// priority node that started first may have won its group briefly.
 	n := wait()
@@ -161,6 +180,47 @@ func TestVRIDCollisionBetweenClusters(t *testing.T) {
 	if n > takeovers*5*2 || n < 2 {
 		t.Fatalf("%d gratuitous ARP frames for %d takeovers, want at most %d", n, takeovers, takeovers*5*2)
 	}
+	// The daemons' own GARP counters agree with the capture.
+	var sent uint64
+	for _, name := range []string{"a1", "a2", "b1", "b2"} {
+		for _, i := range status(t, c.Node(name)).Interfaces {
+			sent += i.GARPSent
+		}
+	}
+	if sent < uint64(n) || sent > uint64(takeovers*5*2) {
+		t.Fatalf("daemons count %d GARP frames sent, the capture saw %d for %d takeovers", sent, n, takeovers)
+	}
+}
+
+// status asks a vigil node's daemon for its state, as vigil status -o json.
+func status(t *testing.T, n *vrrplab.Node) api.Snapshot {
+	t.Helper()
+	out, err := exec.Command(vigilBin, "status", "--socket", n.Socket(), "-o", "json").Output()
+	if err != nil {
+		t.Fatalf("vigil status on %s: %v", n.Name, err)
+	}
+	var snap api.Snapshot
+	if err := json.Unmarshal(out, &snap); err != nil {
+		t.Fatalf("vigil status on %s: %v\n%s", n.Name, err, out)
+	}
+	return snap
+}
+
+// metrics scrapes a node's /metrics inside its namespace.
+func metrics(t *testing.T, h *netlab.Host) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) { return h.Dial(ctx, network, addr) }}}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:9110/metrics", nil)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("scrape %s: %v", h.Name, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }
 
 // captureARP counts, in the client, ARP frames whose sender is one of the

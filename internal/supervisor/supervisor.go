@@ -44,6 +44,11 @@ type Supervisor struct {
 
 	mu     sync.Mutex // guards checks and balancers for status readers
 	checks map[string]*runningCheck
+
+	// Version is reported in status and metrics.
+	Version       string
+	started       time.Time
+	node, cluster string // fixed: a reload cannot change them
 }
 
 // New prepares every component. Before Run it only opens sockets and, for
@@ -52,7 +57,8 @@ type Supervisor struct {
 func New(cfg *config.Config, log *slog.Logger) (*Supervisor, error) {
 	s := &Supervisor{cfg: cfg, log: log, transports: map[string]*vrrp.Transport{},
 		announcers: map[string]*garp.Announcer{}, hooks: map[string]*notify.Hook{}, bus: check.NewBus(),
-		checks: map[string]*runningCheck{}, reloads: make(chan reloadRequest)}
+		checks: map[string]*runningCheck{}, reloads: make(chan reloadRequest), started: time.Now(),
+		node: cfg.Node, cluster: cfg.Cluster}
 	if err := s.build(); err != nil {
 		s.close()
 		return nil, err
@@ -368,6 +374,9 @@ func (s *Supervisor) watchLinks(ctx context.Context, out chan<- netlink.LinkUpda
 		}
 	}
 }
+
+// Close releases what New opened, for a supervisor that will not Run.
+func (s *Supervisor) Close() { s.close() }
 
 func (s *Supervisor) close() {
 	var errs []error

@@ -94,6 +94,9 @@ type Node struct {
 	c       *Cluster
 }
 
+// Socket is a vigil node's control socket.
+func (n *Node) Socket() string { return filepath.Join(n.c.dir, n.Name+".sock") }
+
 // Build creates the lab: a client and one host per node, configs written to
 // dir, whoami servers listening. Daemons are not started yet (Start).
 // vigilBin is the vigil executable for vigil nodes.
@@ -227,6 +230,9 @@ func (n *Node) writeConfig() error {
 		fmt.Fprintf(&b, "  virtual_ipaddress {\n    %s dev eth0\n  }\n}\n", n.vip())
 	default:
 		return fmt.Errorf("vrrplab: unknown implementation %q", n.Impl)
+	}
+	if n.Impl == Vigil { // one control socket per node: they share a file system
+		fmt.Fprintf(&b, "api: {socket: %q}\n", n.Socket())
 	}
 	return os.WriteFile(n.Config, []byte(b.String()), 0o644)
 }

@@ -1,0 +1,159 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+var t0 = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+
+// sample is a snapshot with one of everything, and a VRID conflict.
+func sample() Snapshot {
+	return Snapshot{Node: "lb1", Cluster: "prod-east", Version: "v0.3.0", Started: t0.Add(-90 * time.Minute), Taken: t0,
+		Instances: []Instance{
+			{Name: "api", Interface: "eth0", VRID: 51, Version: 3, State: "MASTER", Priority: 150, EffectivePriority: 150,
+				Master: "10.0.0.1", VIPs: []string{"192.0.2.10"}, Since: t0.Add(-75 * time.Minute), AdvertsSent: 27000,
+				Transitions: 2, Drops: map[string]uint64{"vip_mismatch": 12},
+				Foreign: &Foreign{Source: "10.0.0.9", VIPs: []string{"192.0.2.99"}, Reason: "vip_mismatch", LastSeen: t0.Add(-3 * time.Second), Count: 12}},
+			{Name: "ingress", Interface: "eth0", VRID: 52, Version: 3, State: "BACKUP", Priority: 100, EffectivePriority: 50,
+				Master: "10.0.0.2", VIPs: []string{"192.0.2.11", "192.0.2.12"}, Since: t0.Add(-30 * time.Second), AdvertsReceived: 300,
+				Transitions: 1, ARPConflicts: 1},
+		},
+		Interfaces: []Interface{{Name: "eth0", GARPSent: 14, GARPSuppressed: 0}},
+		Checks: []Check{{Name: "api-readyz", Up: true, LastProbe: t0.Add(-time.Second), Latency: 2300 * time.Microsecond, Probes: 1800},
+			{Name: "balancer/api/10.0.0.12:6443", Up: false, LastProbe: t0, LastError: "tcp 10.0.0.12:6443: connection refused", Latency: 400 * time.Microsecond, Probes: 1800, Failures: 4}},
+		Balancers: []Balancer{{Name: "api", Listen: []string{"192.0.2.10:9445"}, Algorithm: "roundrobin", Active: 3, Accepted: 5120, Refused: 0, NoBackend: 1,
+			Backends: []Backend{{Address: "10.0.0.11:6443", Up: true, Weight: 1, Active: 3, Connections: 4000, BytesIn: 1 << 20, BytesOut: 9 << 20},
+				{Address: "10.0.0.12:6443", Up: false, Weight: 1, Connections: 1120, ConnectErrors: 2}}}},
+	}
+}
+
+func TestTableGolden(t *testing.T) {
+	var out bytes.Buffer
+	if err := WriteTable(&out, sample(), t0); err != nil {
+		t.Fatal(err)
+	}
+	golden := filepath.Join("testdata", "status.golden")
+	if *update {
+		os.WriteFile(golden, out.Bytes(), 0o644)
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.String() != string(want) {
+		t.Fatalf("status table differs from %s (go test -update to rewrite):\n%s", golden, out.String())
+	}
+}
+
+func TestMetricNamesLint(t *testing.T) {
+	reg := NewRegistry(func() Snapshot { return sample() })
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	problems, err := promlint.NewWithMetricFamilies(mfs).Lint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("%s: %s", p.Metric, p.Text)
+	}
+	names := map[string]bool{}
+	for _, mf := range mfs {
+		names[mf.GetName()] = true
+	}
+	for _, want := range []string{"vigil_vrrp_state", "vigil_vrrp_transitions_total", "vigil_vrrp_adverts_dropped_total",
+		"vigil_vrrp_vrid_conflict_adverts_total", "vigil_vrrp_arp_conflicts_total", "vigil_garp_sent_total", "vigil_garp_suppressed_total",
+		"vigil_check_up", "vigil_check_latency_seconds", "vigil_backend_up", "vigil_backend_bytes_total", "vigil_balancer_connections_refused_total"} {
+		if !names[want] {
+			t.Errorf("metric %s missing", want)
+		}
+	}
+}
+
+func TestServer(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "run", "vigil.sock")
+	log := slog.New(slog.DiscardHandler)
+	src := func() Snapshot { return sample() }
+	s, err := Listen(sock, "127.0.0.1:0", src, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("socket mode: %v %v", fi.Mode(), err)
+	}
+	snap, err := Fetch(context.Background(), sock)
+	if err != nil || snap.Node != "lb1" || snap.Instances[0].Foreign.Source != "10.0.0.9" {
+		t.Fatalf("fetch: %+v %v", snap, err)
+	}
+	if _, err := Listen(sock, "", src, log); err == nil || !strings.Contains(err.Error(), "another vigil answers") {
+		t.Fatalf("second daemon on the same socket: %v", err)
+	}
+	get := func(path string) string {
+		resp, err := http.Get("http://" + s.HTTPAddr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: %s", path, resp.Status)
+		}
+		return string(b)
+	}
+	if m := get("/metrics"); !strings.Contains(m, `vigil_vrrp_state{instance="api",state="MASTER"} 1`) {
+		t.Fatalf("metrics:\n%s", m)
+	}
+	if p := get("/"); !strings.Contains(p, "<title>vigil</title>") || strings.Contains(p, "http://") || strings.Contains(p, "https://") {
+		t.Fatal("status page missing or loads external assets")
+	}
+	if j := get("/api/v1/status"); !strings.Contains(j, `"vrid_conflict"`) {
+		t.Fatalf("json status:\n%s", j)
+	}
+}
+
+func TestStaleSocketIsReplaced(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "vigil.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	l.Close() // the file stays, nobody answers: a crashed daemon's leftover
+	s, err := Listen(sock, "", func() Snapshot { return sample() }, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("stale socket: %v", err)
+	}
+	s.Close()
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Fatalf("socket left after Close: %v", err)
+	}
+}
+
+func TestFetchWithoutDaemon(t *testing.T) {
+	_, err := Fetch(context.Background(), filepath.Join(t.TempDir(), "none.sock"))
+	if err == nil || !strings.HasPrefix(err.Error(), "no vigil daemon answers on ") || strings.Count(err.Error(), "\n") > 0 {
+		t.Fatalf("err = %v", err)
+	}
+}

@@ -1,0 +1,124 @@
+package api
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// collector turns a snapshot into Prometheus metrics at scrape time, so the
+// daemon keeps one set of counters and metrics can never disagree with status.
+type collector struct{ src Source }
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc("vigil_"+name, help, labels, nil)
+}
+
+// States a VRRP instance can be in, for the one-hot state gauge.
+var vrrpStates = []string{"INIT", "BACKUP", "MASTER", "FAULT"}
+
+var (
+	dInfo          = desc("info", "Always 1; labels say which vigil this is.", "version", "node", "cluster")
+	dStart         = desc("start_time_seconds", "When the daemon started, in Unix seconds.")
+	dVRRPState     = desc("vrrp_state", "1 for the state the instance is in, 0 for the others.", "instance", "state")
+	dVRRPPriority  = desc("vrrp_priority", "Effective priority (configured plus tracking weights).", "instance")
+	dVRRPConfPrio  = desc("vrrp_configured_priority", "Configured priority.", "instance")
+	dVRRPTrans     = desc("vrrp_transitions_total", "State transitions.", "instance")
+	dVRRPSent      = desc("vrrp_adverts_sent_total", "Adverts sent.", "instance")
+	dVRRPRecv      = desc("vrrp_adverts_received_total", "Adverts accepted from the instance's group.", "instance")
+	dVRRPDrops     = desc("vrrp_adverts_dropped_total", "Adverts dropped, by reason.", "instance", "reason")
+	dVRRPForeign   = desc("vrrp_vrid_conflict_adverts_total", "Adverts for this VRID from another group (other VIPs, auth or peer): a VRID collision.", "instance")
+	dVRRPForeignAt = desc("vrrp_vrid_conflict_last_seen_seconds", "When another group's advert for this VRID was last seen, in Unix seconds; absent if never.", "instance", "source")
+	dVRRPARP       = desc("vrrp_arp_conflicts_total", "ARP audits (on takeover and refresh) in which another host answered for a VIP.", "instance")
+	dGARPSent      = desc("garp_sent_total", "Gratuitous ARP and unsolicited NA frames sent.", "interface")
+	dGARPSupp      = desc("garp_suppressed_total", "Gratuitous ARP/NA frames not sent because of the per-interface rate limit.", "interface")
+	dCheckUp       = desc("check_up", "1 when the check is up.", "check")
+	dCheckLatency  = desc("check_latency_seconds", "Duration of the last probe.", "check")
+	dCheckProbes   = desc("check_probes_total", "Probes run.", "check")
+	dCheckFails    = desc("check_failures_total", "Probes that failed.", "check")
+	dBalActive     = desc("balancer_connections", "Client connections open now.", "balancer")
+	dBalAccepted   = desc("balancer_connections_accepted_total", "Client connections accepted.", "balancer")
+	dBalRefused    = desc("balancer_connections_refused_total", "Client connections reset at max_conn.", "balancer")
+	dBalNoBackend  = desc("balancer_no_backend_total", "Client connections closed because no backend could take them.", "balancer")
+	dBalBadProxy   = desc("balancer_proxy_header_errors_total", "Client connections closed for a missing or malformed PROXY header.", "balancer")
+	dBackendUp     = desc("backend_up", "1 when the backend is in rotation.", "balancer", "backend")
+	dBackendWeight = desc("backend_weight", "Configured weight.", "balancer", "backend")
+	dBackendActive = desc("backend_connections", "Connections to the backend open now.", "balancer", "backend")
+	dBackendTotal  = desc("backend_connections_total", "Connections made to the backend.", "balancer", "backend")
+	dBackendErrors = desc("backend_connect_errors_total", "Failed connects to the backend.", "balancer", "backend")
+	dBackendBytes  = desc("backend_bytes_total", "Bytes proxied: in is client to backend, out is backend to client.", "balancer", "backend", "direction")
+)
+
+func (c collector) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(c, ch) }
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	s := c.src()
+	gauge := func(d *prometheus.Desc, v float64, l ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, l...)
+	}
+	counter := func(d *prometheus.Desc, v uint64, l ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), l...)
+	}
+	gauge(dInfo, 1, s.Version, s.Node, s.Cluster)
+	gauge(dStart, float64(s.Started.UnixNano())/1e9)
+	for _, in := range s.Instances {
+		for _, st := range vrrpStates {
+			gauge(dVRRPState, b2f(in.State == st), in.Name, st)
+		}
+		gauge(dVRRPPriority, float64(in.EffectivePriority), in.Name)
+		gauge(dVRRPConfPrio, float64(in.Priority), in.Name)
+		counter(dVRRPTrans, in.Transitions, in.Name)
+		counter(dVRRPSent, in.AdvertsSent, in.Name)
+		counter(dVRRPRecv, in.AdvertsReceived, in.Name)
+		for reason, n := range in.Drops {
+			counter(dVRRPDrops, n, in.Name, reason)
+		}
+		var foreign uint64
+		if f := in.Foreign; f != nil {
+			foreign = f.Count
+			gauge(dVRRPForeignAt, float64(f.LastSeen.UnixNano())/1e9, in.Name, f.Source)
+		}
+		counter(dVRRPForeign, foreign, in.Name)
+		counter(dVRRPARP, in.ARPConflicts, in.Name)
+	}
+	for _, i := range s.Interfaces {
+		counter(dGARPSent, i.GARPSent, i.Name)
+		counter(dGARPSupp, i.GARPSuppressed, i.Name)
+	}
+	for _, k := range s.Checks {
+		gauge(dCheckUp, b2f(k.Up), k.Name)
+		gauge(dCheckLatency, k.Latency.Seconds(), k.Name)
+		counter(dCheckProbes, k.Probes, k.Name)
+		counter(dCheckFails, k.Failures, k.Name)
+	}
+	for _, b := range s.Balancers {
+		gauge(dBalActive, float64(b.Active), b.Name)
+		counter(dBalAccepted, b.Accepted, b.Name)
+		counter(dBalRefused, b.Refused, b.Name)
+		counter(dBalNoBackend, b.NoBackend, b.Name)
+		counter(dBalBadProxy, b.BadProxyHeader, b.Name)
+		for _, be := range b.Backends {
+			gauge(dBackendUp, b2f(be.Up), b.Name, be.Address)
+			gauge(dBackendWeight, float64(be.Weight), b.Name, be.Address)
+			gauge(dBackendActive, float64(be.Active), b.Name, be.Address)
+			counter(dBackendTotal, be.Connections, b.Name, be.Address)
+			counter(dBackendErrors, be.ConnectErrors, b.Name, be.Address)
+			counter(dBackendBytes, be.BytesIn, b.Name, be.Address, "in")
+			counter(dBackendBytes, be.BytesOut, b.Name, be.Address, "out")
+		}
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// NewRegistry returns a registry with vigil's metrics and the standard Go
+// and process collectors.
+func NewRegistry(src Source) *prometheus.Registry {
+	r := prometheus.NewRegistry()
+	r.MustRegister(collector{src}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return r
+}

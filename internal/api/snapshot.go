@@ -1,0 +1,94 @@
+// Package api shows what the daemon does: a JSON snapshot on a root-only
+// unix socket (vigil status), Prometheus metrics and a status page over HTTP.
+// It reads state through a Source function and holds none of its own.
+package api
+
+import "time"
+
+// Snapshot is the daemon's state at one moment.
+type Snapshot struct {
+	Node       string      `json:"node"`
+	Cluster    string      `json:"cluster"`
+	Version    string      `json:"version"`
+	Started    time.Time   `json:"started"`
+	Taken      time.Time   `json:"taken"`
+	Instances  []Instance  `json:"instances"`
+	Interfaces []Interface `json:"interfaces"`
+	Checks     []Check     `json:"checks"`
+	Balancers  []Balancer  `json:"balancers"`
+}
+
+// Instance is one VRRP instance.
+type Instance struct {
+	Name              string            `json:"name"`
+	Interface         string            `json:"interface"`
+	VRID              int               `json:"vrid"`
+	Version           int               `json:"version"`
+	State             string            `json:"state"`
+	Priority          int               `json:"priority"`
+	EffectivePriority int               `json:"effective_priority"`
+	Master            string            `json:"master,omitempty"`
+	VIPs              []string          `json:"vips"`
+	Since             time.Time         `json:"since"`
+	AdvertsSent       uint64            `json:"adverts_sent"`
+	AdvertsReceived   uint64            `json:"adverts_received"`
+	Transitions       uint64            `json:"transitions"`
+	ARPConflicts      uint64            `json:"arp_conflicts"`
+	Drops             map[string]uint64 `json:"drops,omitempty"`
+	Foreign           *Foreign          `json:"vrid_conflict,omitempty"`
+}
+
+// Foreign is the last advert of another group using this VRID.
+type Foreign struct {
+	Source   string    `json:"source"`
+	VIPs     []string  `json:"vips"`
+	Reason   string    `json:"reason"`
+	LastSeen time.Time `json:"last_seen"`
+	Count    uint64    `json:"count"`
+}
+
+// Interface holds the gratuitous ARP / NA counters of one interface.
+type Interface struct {
+	Name           string `json:"name"`
+	GARPSent       uint64 `json:"garp_sent"`
+	GARPSuppressed uint64 `json:"garp_suppressed"`
+}
+
+// Check is one health check (named, or a balancer backend's).
+type Check struct {
+	Name      string        `json:"name"`
+	Up        bool          `json:"up"`
+	LastProbe time.Time     `json:"last_probe"`
+	LastError string        `json:"last_error,omitempty"`
+	Latency   time.Duration `json:"latency_ns"`
+	Probes    uint64        `json:"probes"`
+	Failures  uint64        `json:"failures"`
+}
+
+// Balancer is one L4 balancer.
+type Balancer struct {
+	Name           string    `json:"name"`
+	Listen         []string  `json:"listen"`
+	Algorithm      string    `json:"algorithm"`
+	Active         int64     `json:"active"`
+	Accepted       uint64    `json:"accepted"`
+	Refused        uint64    `json:"refused"`
+	NoBackend      uint64    `json:"no_backend"`
+	BadProxyHeader uint64    `json:"bad_proxy_header"`
+	Backends       []Backend `json:"backends"`
+}
+
+// Backend is one server of a balancer.
+type Backend struct {
+	Address       string `json:"address"`
+	Up            bool   `json:"up"`
+	Weight        int    `json:"weight"`
+	Active        int64  `json:"active"`
+	Connections   uint64 `json:"connections"`
+	ConnectErrors uint64 `json:"connect_errors"`
+	BytesIn       uint64 `json:"bytes_in"`
+	BytesOut      uint64 `json:"bytes_out"`
+}
+
+// Source returns a fresh snapshot.
+type Source func() Snapshot

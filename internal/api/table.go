@@ -1,0 +1,89 @@
+package api
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// WriteTable prints a snapshot as vigil status shows it. now fixes the
+// "ago" columns, so output can be compared in tests.
+func WriteTable(out io.Writer, s Snapshot, now time.Time) error {
+	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(w, "node %s", s.Node)
+	if s.Cluster != "" {
+		fmt.Fprintf(w, "  cluster %s", s.Cluster)
+	}
+	fmt.Fprintf(w, "  %s  up %s\n", s.Version, round(now.Sub(s.Started)))
+	if len(s.Instances) > 0 {
+		fmt.Fprintln(w, "\nVRRP INSTANCE\tIFACE\tVRID\tSTATE\tPRIO\tMASTER\tVIPS\tSINCE\tTRANSITIONS\tCONFLICT")
+		for _, in := range s.Instances {
+			prio := fmt.Sprint(in.EffectivePriority)
+			if in.EffectivePriority != in.Priority {
+				prio += fmt.Sprintf(" (%d)", in.Priority)
+			}
+			fmt.Fprintf(w, "%s\t%s\t%d v%d\t%s\t%s\t%s\t%s\t%s ago\t%d\t%s\n", in.Name, in.Interface, in.VRID, in.Version,
+				in.State, prio, dash(in.Master), strings.Join(in.VIPs, ","), round(now.Sub(in.Since)), in.Transitions, conflict(in, now))
+		}
+	}
+	if len(s.Interfaces) > 0 {
+		fmt.Fprintln(w, "\nINTERFACE\tGARP SENT\tGARP SUPPRESSED")
+		for _, i := range s.Interfaces {
+			fmt.Fprintf(w, "%s\t%d\t%d\n", i.Name, i.GARPSent, i.GARPSuppressed)
+		}
+	}
+	if len(s.Checks) > 0 {
+		fmt.Fprintln(w, "\nCHECK\tSTATE\tLATENCY\tPROBES\tFAILURES\tLAST ERROR")
+		for _, c := range s.Checks {
+			fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%s\n", c.Name, upDown(c.Up), c.Latency.Round(100*time.Microsecond), c.Probes, c.Failures, dash(c.LastError))
+		}
+	}
+	for _, b := range s.Balancers {
+		fmt.Fprintf(w, "\nBALANCER %s  %s  listen %s  active %d  accepted %d  refused %d  no backend %d\n",
+			b.Name, b.Algorithm, strings.Join(b.Listen, ","), b.Active, b.Accepted, b.Refused, b.NoBackend)
+		fmt.Fprintln(w, "  BACKEND\tSTATE\tWEIGHT\tACTIVE\tTOTAL\tCONNECT ERRORS\tBYTES IN\tBYTES OUT")
+		for _, be := range b.Backends {
+			fmt.Fprintf(w, "  %s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\n", be.Address, upDown(be.Up), be.Weight, be.Active,
+				be.Connections, be.ConnectErrors, be.BytesIn, be.BytesOut)
+		}
+	}
+	return w.Flush()
+}
+
+func conflict(in Instance, now time.Time) string {
+	var parts []string
+	if f := in.Foreign; f != nil {
+		parts = append(parts, fmt.Sprintf("VRID used by %s (%s, VIPs %s, %s ago)", f.Source, f.Reason,
+			strings.Join(f.VIPs, ","), round(now.Sub(f.LastSeen))))
+	}
+	if in.ARPConflicts > 0 {
+		parts = append(parts, fmt.Sprintf("%d ARP", in.ARPConflicts))
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, "; ")
+}
+
+func round(d time.Duration) time.Duration {
+	if d < time.Minute {
+		return d.Round(time.Second)
+	}
+	return d.Round(time.Minute)
+}
+
+func upDown(up bool) string {
+	if up {
+		return "up"
+	}
+	return "DOWN"
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,65 @@
+package supervisor
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/vigil-lb/vigil/internal/api"
+)
+
+// Snapshot returns the state of every component for the control socket,
+// metrics and the status page. Safe to call from any goroutine.
+func (s *Supervisor) Snapshot() api.Snapshot {
+	snap := api.Snapshot{Node: s.node, Cluster: s.cluster, Version: s.Version, Started: s.started, Taken: time.Now()}
+	for i, in := range s.instances {
+		ic, st := s.all[i], in.Status()
+		out := api.Instance{Name: ic.Name, Interface: ic.Interface, VRID: ic.VRID, Version: ic.Version,
+			State: st.State.String(), Priority: ic.Priority, EffectivePriority: int(st.Priority), VIPs: ic.VIPs,
+			Since: st.Since, AdvertsSent: st.Adverts, AdvertsReceived: st.Received, Transitions: st.Transition,
+			ARPConflicts: st.Conflicts}
+		if st.Master.IsValid() {
+			out.Master = st.Master.String()
+		}
+		if len(st.Drops) > 0 {
+			out.Drops = map[string]uint64{}
+			for r, n := range st.Drops {
+				out.Drops[string(r)] = n
+			}
+		}
+		if f := st.Foreign; f != nil {
+			out.Foreign = &api.Foreign{Source: f.Source.String(), VIPs: addrs(f.VIPs), Reason: string(f.Reason),
+				LastSeen: f.LastSeen, Count: f.Count}
+		}
+		snap.Instances = append(snap.Instances, out)
+	}
+	for name, a := range s.announcers {
+		snap.Interfaces = append(snap.Interfaces, api.Interface{Name: name, GARPSent: a.Sent(), GARPSuppressed: a.Suppressed()})
+	}
+	slices.SortFunc(snap.Interfaces, func(a, b api.Interface) int { return strings.Compare(a.Name, b.Name) })
+	for _, c := range s.Checks() {
+		snap.Checks = append(snap.Checks, api.Check{Name: c.Name, Up: c.Up, LastProbe: c.LastProbe, LastError: c.LastErr,
+			Latency: c.Latency, Probes: c.Probes, Failures: c.Failures})
+	}
+	slices.SortFunc(snap.Checks, func(a, b api.Check) int { return strings.Compare(a.Name, b.Name) })
+	for _, b := range s.Balancers() {
+		st := b.Status()
+		out := api.Balancer{Name: st.Name, Listen: st.Listen, Algorithm: st.Algorithm, Active: st.Active,
+			Accepted: st.Accepted, Refused: st.Refused, NoBackend: st.NoBackend, BadProxyHeader: st.BadProxyHeader}
+		for _, be := range st.Backends {
+			out.Backends = append(out.Backends, api.Backend{Address: be.Address, Up: be.Up, Weight: be.Weight,
+				Active: be.Active, Connections: be.Total, ConnectErrors: be.ConnectErrors, BytesIn: be.BytesIn, BytesOut: be.BytesOut})
+		}
+		snap.Balancers = append(snap.Balancers, out)
+	}
+	return snap
+}
+
+func addrs(as []netip.Addr) []string {
+	out := make([]string, len(as))
+	for i, a := range as {
+		out[i] = a.String()
+	}
+	return out
+}
