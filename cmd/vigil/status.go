@@ -65,4 +65,3 @@ and their backends. Exit 1 with one line if no daemon answers.`,
 	cmd.Flags().DurationVarP(&watch, "watch", "w", 0, "refresh at this interval until Ctrl-C (e.g. 1s)")
 	return cmd
 }
-
