@@ -67,15 +67,9 @@ const balancerVIP = "10.78.0.10"
 
 func newBalancerLab(t *testing.T) *balancerLab {
 	t.Helper()
-	if !netlab.Root() {
-		t.Skip("needs root to create network namespaces")
-	}
-	lab, err := netlab.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lab.Close() })
+	lab := newLab(t)
 	bl := &balancerLab{lab: lab, backends: map[string]*httpBackend{}}
+	var err error
 	if bl.lb, err = lab.AddHost("lb", mustPrefix("10.78.0.1/24")); err != nil {
 		t.Fatal(err)
 	}

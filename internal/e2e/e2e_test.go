@@ -113,8 +113,8 @@ func failover(t *testing.T, c *vrrplab.Cluster, from string, sig syscall.Signal,
 	return waitAnswer(t, c, to, t0, d)
 }
 
-// oneHost builds a lab with a single host n at 10.79.0.1/24.
-func oneHost(t *testing.T) *netlab.Host {
+// newLab builds an empty lab removed at cleanup; it skips without root.
+func newLab(t *testing.T) *netlab.Lab {
 	t.Helper()
 	if !netlab.Root() {
 		t.Skip("needs root to create network namespaces")
@@ -124,7 +124,13 @@ func oneHost(t *testing.T) *netlab.Host {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { lab.Close() })
-	h, err := lab.AddHost("n", mustPrefix("10.79.0.1/24"))
+	return lab
+}
+
+// oneHost builds a lab with a single host n at 10.79.0.1/24.
+func oneHost(t *testing.T) *netlab.Host {
+	t.Helper()
+	h, err := newLab(t).AddHost("n", mustPrefix("10.79.0.1/24"))
 	if err != nil {
 		t.Fatal(err)
 	}
