@@ -16,6 +16,7 @@ import (
 	"github.com/vigil-lb/vigil/internal/api"
 	"github.com/vigil-lb/vigil/internal/config"
 	"github.com/vigil-lb/vigil/internal/proxy"
+	"github.com/vigil-lb/vigil/internal/sdnotify"
 	"github.com/vigil-lb/vigil/internal/supervisor"
 )
 
@@ -71,9 +72,27 @@ Needs CAP_NET_ADMIN and CAP_NET_RAW (root).`,
 					reload(ctx, sup, path, log)
 				}
 			}()
+			if err := sdnotify.Notify("READY=1"); err != nil {
+				log.Warn("systemd notify", "err", err)
+			}
+			go sdnotify.Watchdog(apiCtx, func(ctx context.Context) error {
+				done := make(chan struct{})
+				go func() { sup.Snapshot(); close(done) }() // every component's lock, taken once
+				select {
+				case <-done:
+					return nil
+				case <-ctx.Done():
+					log.Error("watchdog: the daemon did not answer in time; not pinging systemd")
+					return ctx.Err()
+				}
+			})
 			log.Info("vigil started", "version", version(), "node", cfg.Node,
 				"instances", len(cfg.VRRP.All()), "balancers", len(cfg.Balancers), "checks", len(cfg.Checks),
 				"socket", cfg.API.Socket, "http", srv.HTTPAddr())
+			go func() {
+				<-ctx.Done()
+				sdnotify.Notify("STOPPING=1")
+			}()
 			if err := sup.Run(ctx); err != nil {
 				return err
 			}
@@ -95,6 +114,8 @@ func reload(ctx context.Context, sup *supervisor.Supervisor, path string, log *s
 		log.Error("reload refused: config is invalid; the running config stays", "err", strings.ReplaceAll(err.Error(), "\n", "; "))
 		return
 	}
+	sdnotify.Notify("RELOADING=1")
+	defer sdnotify.Notify("READY=1")
 	if err := sup.Reload(ctx, cfg); err != nil {
 		log.Error("reload refused; the running config stays", "err", err)
 	}

@@ -33,13 +33,20 @@ const MaxHeader = 16 + 2048
 // ErrIncomplete means data holds the start of a header but not all of it.
 var ErrIncomplete = errors.New("proxy protocol: incomplete header")
 
-// Unmap returns the header with IPv4-mapped IPv6 addresses as IPv4, and Local
-// set when the two addresses are of different families or unknown.
+// normal returns the header as it is sent: IPv4-mapped addresses as IPv4
+// when both ends are IPv4, and Local (no addresses) when the two ends are of
+// different families or missing, which neither version can carry.
 func (h Header) normal() Header {
-	h.Src = netip.AddrPortFrom(h.Src.Addr().Unmap(), h.Src.Port())
-	h.Dst = netip.AddrPortFrom(h.Dst.Addr().Unmap(), h.Dst.Port())
+	if h.Local {
+		return Header{Local: true}
+	}
+	s, d := h.Src.Addr(), h.Dst.Addr()
+	if s.Unmap().Is4() && d.Unmap().Is4() {
+		h.Src = netip.AddrPortFrom(s.Unmap(), h.Src.Port())
+		h.Dst = netip.AddrPortFrom(d.Unmap(), h.Dst.Port())
+	}
 	if !h.Src.IsValid() || !h.Dst.IsValid() || h.Src.Addr().Is4() != h.Dst.Addr().Is4() {
-		h.Local = true
+		return Header{Local: true}
 	}
 	return h
 }
