@@ -19,14 +19,7 @@ type exitError struct {
 func (e *exitError) Error() string { return e.err.Error() }
 
 func main() {
-	root := &cobra.Command{
-		Use:           "vigil",
-		Short:         "VRRP virtual IPs, health checks and an L4 load balancer, in one binary",
-		SilenceUsage:  true,
-		SilenceErrors: true,
-	}
-	root.AddCommand(runCmd(), reloadCmd(), statusCmd(), checkCmd(), versionCmd(), demoCmd(), scanCmd(), arpAuditCmd(), dnsCmd())
-	if err := root.Execute(); err != nil {
+	if err := newRoot().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "vigil:", err)
 		var ee *exitError
 		if errors.As(err, &ee) {
@@ -34,4 +27,15 @@ func main() {
 		}
 		os.Exit(1)
 	}
+}
+
+func newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "vigil",
+		Short:         "VRRP virtual IPs, health checks and an L4 load balancer, in one binary",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(runCmd(), reloadCmd(), statusCmd(), checkCmd(), manifestCmd(), versionCmd(), demoCmd(), scanCmd(), arpAuditCmd(), dnsCmd())
+	return root
 }

@@ -77,7 +77,9 @@ func (s *Server) Run(ctx context.Context) {
 		pub := http.NewServeMux()
 		pub.Handle("GET /metrics", promhttp.HandlerFor(NewRegistry(s.src), promhttp.HandlerOpts{}))
 		pub.HandleFunc("GET /api/v1/status", s.status)
-		pub.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+		// Liveness: a snapshot takes every component's lock once, so a hung
+		// daemon does not answer.
+		pub.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { s.src(); fmt.Fprintln(w, "ok") })
 		pub.Handle("GET /", pageHandler())
 		s.srvs = append(s.srvs, &http.Server{Handler: pub, ReadHeaderTimeout: 5 * time.Second})
 		listeners = append(listeners, s.http)
