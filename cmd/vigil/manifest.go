@@ -125,4 +125,3 @@ func manifestCmd() *cobra.Command {
 	cmd.AddCommand(pod, unit)
 	return cmd
 }
-
