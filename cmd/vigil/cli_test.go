@@ -81,3 +81,39 @@ func TestStatusWithoutDaemon(t *testing.T) {
 		t.Fatalf("err = %v: want one line, exit status 1", err)
 	}
 }
+
+// vigil import of each testdata config, then vigil check of the result.
+func TestImportThenCheck(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"keepalived", "../../internal/importer/testdata/keepalived.conf"}, 3}, // notify_master is lost
+		{[]string{"haproxy", "../../internal/importer/testdata/haproxy.cfg"}, 0},
+		{[]string{"keepalived", "../../internal/importer/testdata/keepalived.conf", "haproxy", "../../internal/importer/testdata/haproxy.cfg"}, 3},
+	} {
+		out := filepath.Join(t.TempDir(), "vigil.yaml")
+		root := newRoot()
+		var stderr bytes.Buffer
+		root.SetErr(&stderr)
+		root.SetArgs(append(append([]string{"import"}, c.args...), "-o", out))
+		err := root.Execute()
+		code := 0
+		var ee *exitError
+		if errors.As(err, &ee) {
+			code = ee.code
+		} else if err != nil {
+			code = 1
+		}
+		if code != c.code {
+			t.Fatalf("import %v: exit %d (%v), want %d\n%s", c.args, code, err, c.code, stderr.String())
+		}
+		check := newRoot()
+		var res bytes.Buffer
+		check.SetOut(&res)
+		check.SetArgs([]string{"check", "-c", out})
+		if err := check.Execute(); err != nil {
+			t.Fatalf("vigil check of the import of %v: %v", c.args, err)
+		}
+	}
+}

@@ -1,0 +1,178 @@
+package importer
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/vigil-lb/vigil/internal/config"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func load(t testing.TB, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// The configs an on-prem OpenShift control plane runs convert into one
+// vigil config that validates; only notify_master is lost.
+func TestOpenShiftControlPlane(t *testing.T) {
+	ka, err := Keepalived("keepalived.conf", load(t, "keepalived.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ha, err := HAProxy("haproxy.cfg", load(t, "haproxy.cfg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ka.Merge(ha)
+	y, err := ka.YAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden := filepath.Join("testdata", "openshift.golden.yaml")
+	if *update {
+		os.WriteFile(golden, y, 0o644)
+	}
+	if want, _ := os.ReadFile(golden); string(want) != string(y) {
+		t.Fatalf("output differs from %s (go test -update rewrites it):\n%s", golden, y)
+	}
+	cfg, err := config.Parse(y)
+	if err != nil {
+		t.Fatalf("the converted config does not validate: %v", err)
+	}
+	api := cfg.VRRP.Instances[0]
+	if api.VRID != 97 || api.Priority != 40 || *api.Preempt || api.AuthPass != "ostest_a" || len(api.UnicastPeers) != 2 ||
+		api.Track.Checks[0] != (config.TrackRef{Name: "chk_ocp_lb", Weight: 50}) || api.Notify != "/etc/keepalived/notify.sh" {
+		t.Fatalf("api instance %+v", api)
+	}
+	if c := cfg.Checks[0]; c.Exec == nil || !strings.Contains(c.Exec.Script, "curl") || c.Rise != 3 || c.Fall != 2 {
+		t.Fatalf("check %+v", c)
+	}
+	b := cfg.Balancers[0]
+	if b.Listen[0] != ":9445" || len(b.Backends) != 3 || b.Check.HTTP.Path != "/readyz" || !b.Check.HTTP.TLS ||
+		b.Check.Interval.String() != "3s" || b.Check.Rise != 3 || b.Monitor.Listen != ":50936" || b.Monitor.Path != "/readyz" {
+		t.Fatalf("balancer %+v check %+v", b, b.Check)
+	}
+	var lost []string
+	for _, n := range ka.Notes {
+		if n.Lost {
+			lost = append(lost, n.String())
+		}
+	}
+	if len(lost) != 1 || !strings.HasPrefix(lost[0], "keepalived.conf:58: NOT CONVERTED: notify_master") {
+		t.Fatalf("lost: %q", lost)
+	}
+}
+
+func TestEverythingLostIsListedWithItsLine(t *testing.T) {
+	ka := `vrrp_instance a {
+    interface eth0
+    virtual_router_id 1
+    virtual_ipaddress {
+        10.0.0.1 dev eth1
+    }
+    smtp_alert
+}
+virtual_server 10.0.0.1 80 {
+    lb_algo rr
+}
+`
+	r, err := Keepalived("k.conf", ka)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"k.conf:5: NOT CONVERTED: VIP 10.0.0.1 on dev eth1: vigil adds VIPs to the instance's interface eth0",
+		"k.conf:7: NOT CONVERTED: vrrp_instance a: smtp_alert is not converted",
+		"k.conf:9: NOT CONVERTED: virtual_server: no vigil equivalent",
+	}
+	r.Sort()
+	var got []string
+	for _, n := range r.Notes {
+		got = append(got, n.String())
+	}
+	for i, w := range want {
+		if i >= len(got) || !strings.HasPrefix(got[i], w) {
+			t.Fatalf("notes %q, want prefixes %q", got, want)
+		}
+	}
+	ha := `frontend web
+  bind 10.0.0.1:80
+  mode http
+  default_backend b
+backend b
+  balance source
+  server s1 10.0.0.2:80 check backup
+`
+	r, err = HAProxy("h.cfg", ha)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Sort()
+	got = got[:0]
+	for _, n := range r.Notes {
+		got = append(got, n.String())
+	}
+	if len(got) != 2 || !strings.Contains(got[0], "h.cfg:1: NOT CONVERTED: frontend web is mode http") ||
+		!strings.Contains(got[1], "h.cfg:5: NOT CONVERTED: backend b is used by no frontend") {
+		t.Fatalf("notes %q", got)
+	}
+}
+
+func TestKeepalivedSyntaxErrors(t *testing.T) {
+	for src, want := range map[string]string{
+		"vrrp_instance a {\n  interface eth0\n":     "block vrrp_instance opened on line 1 is not closed",
+		"}\n":                                      "line 1: } without an open block",
+		"vrrp_script s {\n script \"/bin/true\n}\n": "line 2: unterminated quote",
+	} {
+		if _, err := Keepalived("k.conf", src); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", src, err, want)
+		}
+	}
+}
+
+func TestCleanConfigLosesNothing(t *testing.T) {
+	r, err := Keepalived("k.conf", "vrrp_instance a {\n interface eth0\n virtual_router_id 7\n priority 150\n advert_int 1\n virtual_ipaddress {\n  10.0.0.1/32\n }\n}\n")
+	if err != nil || r.Lost() || len(r.Notes) != 0 {
+		t.Fatalf("%v %+v", err, r.Notes)
+	}
+	y, _ := r.YAML()
+	if _, err := config.Parse(y); err != nil {
+		t.Fatalf("%v\n%s", err, y)
+	}
+}
+
+func FuzzKeepalived(f *testing.F) {
+	f.Add(load(f, "keepalived.conf"))
+	f.Add("vrrp_instance a { interface eth0 }")
+	f.Fuzz(func(t *testing.T, src string) {
+		r, err := Keepalived("f", src)
+		if err != nil {
+			return
+		}
+		if _, err := r.YAML(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func FuzzHAProxy(f *testing.F) {
+	f.Add(load(f, "haproxy.cfg"))
+	f.Fuzz(func(t *testing.T, src string) {
+		r, err := HAProxy("f", src)
+		if err != nil {
+			return
+		}
+		if _, err := r.YAML(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
