@@ -129,8 +129,8 @@ backend b
 
 func TestKeepalivedSyntaxErrors(t *testing.T) {
 	for src, want := range map[string]string{
-		"vrrp_instance a {\n  interface eth0\n":     "block vrrp_instance opened on line 1 is not closed",
-		"}\n":                                      "line 1: } without an open block",
+		"vrrp_instance a {\n  interface eth0\n": "block vrrp_instance opened on line 1 is not closed",
+		"}\n":                                   "line 1: } without an open block",
 		"vrrp_script s {\n script \"/bin/true\n}\n": "line 2: unterminated quote",
 	} {
 		if _, err := Keepalived("k.conf", src); err == nil || !strings.Contains(err.Error(), want) {
