@@ -1,7 +1,7 @@
 # The two commands of the README: `make demo` and `make test`. Both install
 # what they need first (Debian packages via apt-get, Go modules).
 GO ?= go
-PKGS_DEBIAN := keepalived haproxy wrk tshark tcpdump arping iproute2 iputils-ping
+PKGS_DEBIAN := keepalived haproxy wrk chromium tshark tcpdump arping iproute2 iputils-ping
 FUZZTIME ?= 5s
 
 .PHONY: all build deps demo test vet fuzz bench-failover bench-proxy
