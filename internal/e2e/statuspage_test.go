@@ -167,4 +167,3 @@ func TestStatusPageFollowsFailover(t *testing.T) {
 		}
 	}
 }
-
