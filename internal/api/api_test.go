@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -155,5 +156,30 @@ func TestFetchWithoutDaemon(t *testing.T) {
 	_, err := Fetch(context.Background(), filepath.Join(t.TempDir(), "none.sock"))
 	if err == nil || !strings.HasPrefix(err.Error(), "no vigil daemon answers on ") || strings.Count(err.Error(), "\n") > 0 {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// Every metric the Grafana dashboard in docs/ queries exists.
+func TestDashboardUsesRealMetrics(t *testing.T) {
+	b, err := os.ReadFile("../../docs/grafana-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := NewRegistry(func() Snapshot { return sample() }).Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, mf := range mfs {
+		have[mf.GetName()] = true
+	}
+	used := regexp.MustCompile(`vigil_[a-z_]+`).FindAllString(string(b), -1)
+	if len(used) < 10 {
+		t.Fatalf("dashboard uses only %d metrics", len(used))
+	}
+	for _, m := range used {
+		if !have[m] {
+			t.Errorf("dashboard queries %s, which vigil does not export", m)
+		}
 	}
 }
