@@ -1,5 +1,6 @@
 // Package demo is `vigil demo`: a failover shown end to end in a throw-away
-// namespace lab, with the failover time measured from the client's side.
+// namespace lab, with the failover time measured from the client's side, and
+// the L4 balancer on the VIP carrying on through it.
 package demo
 
 import (
@@ -9,9 +10,11 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/vigil-lb/vigil/internal/api"
 	"github.com/vigil-lb/vigil/internal/netlab"
 	"github.com/vigil-lb/vigil/internal/vrrplab"
 )
@@ -33,9 +36,18 @@ func Run(ctx context.Context, vigilBin string, out io.Writer) (err error) {
 		fmt.Fprintf(out, "[%6.2fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
 	}
 
+	// Both nodes also run an L4 balancer on the VIP in front of the two
+	// nodes' whoami servers; the backup's listener is bound in advance.
+	balancer := fmt.Sprintf(`balancers:
+  - name: web
+    listen: ["%s:%d"]
+    backends: [{address: "10.77.0.11:%d"}, {address: "10.77.0.12:%d"}]
+    check: {interval: 500ms}
+`, "10.77.0.10", balancerPort, vrrplab.WhoamiPort, vrrplab.WhoamiPort)
 	spec := vrrplab.Spec{Version: 3, Interval: 100 * time.Millisecond, VRID: 51,
-		VIP:   netip.MustParsePrefix("10.77.0.10/32"),
-		Nodes: []vrrplab.NodeSpec{{Name: "lb1", Impl: vrrplab.Vigil, Priority: 150}, {Name: "lb2", Impl: vrrplab.Vigil, Priority: 100}}}
+		VIP: netip.MustParsePrefix("10.77.0.10/32"),
+		Nodes: []vrrplab.NodeSpec{{Name: "lb1", Impl: vrrplab.Vigil, Priority: 150, TopYAML: balancer},
+			{Name: "lb2", Impl: vrrplab.Vigil, Priority: 100, TopYAML: balancer}}}
 	say("building the lab: namespaces lb1, lb2 and client on one bridge (10.77.0.0/24)")
 	c, err := vrrplab.Build(spec, vigilBin, dir)
 	if err != nil {
@@ -68,6 +80,7 @@ func Run(ctx context.Context, vigilBin string, out io.Writer) (err error) {
 		return fail(err)
 	}
 	say("client -> %s:%d answered by %s", spec.VIP.Addr(), vrrplab.WhoamiPort, got)
+	say("client -> %s:%d (vigil's L4 balancer on lb1, round robin): %s", spec.VIP.Addr(), balancerPort, spread(ctx, c, 6))
 
 	say("kill -9 vigil on lb1 (a crash: no goodbye advert, the VIP stays configured there)")
 	t0 := time.Now()
@@ -79,6 +92,11 @@ func Run(ctx context.Context, vigilBin string, out io.Writer) (err error) {
 		return fail(err)
 	}
 	say("client reaches the VIP through lb2 after %.0f ms (master-down interval 361 ms from the last advert; keepalived side by side: docs/benchmarks.md)", ms(took))
+	say("client -> %s:%d, now lb2's balancer, listening since its start: %s", spec.VIP.Addr(), balancerPort, spread(ctx, c, 6))
+	if snap, err := api.Fetch(ctx, c.Node("lb2").Socket()); err == nil {
+		say("vigil status on lb2:")
+		api.WriteTable(out, snap, time.Now())
+	}
 
 	say("restarting vigil on lb1: it first removes the VIP its crash left behind, then preempts")
 	t0 = time.Now()
@@ -110,3 +128,25 @@ func Run(ctx context.Context, vigilBin string, out io.Writer) (err error) {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// balancerPort is where the demo's balancer listens on the VIP.
+const balancerPort = 9445
+
+// spread makes n connections through the balancer and says who answered.
+func spread(ctx context.Context, c *vrrplab.Cluster, n int) string {
+	var who []string
+	for range n {
+		dctx, cancel := context.WithTimeout(ctx, time.Second)
+		conn, err := c.Client.Dial(dctx, "tcp", fmt.Sprintf("10.77.0.10:%d", balancerPort))
+		cancel()
+		if err != nil {
+			who = append(who, "error")
+			continue
+		}
+		conn.SetDeadline(time.Now().Add(time.Second))
+		b, _ := io.ReadAll(conn)
+		conn.Close()
+		who = append(who, strings.TrimSpace(string(b)))
+	}
+	return strings.Join(who, " ")
+}
