@@ -23,6 +23,7 @@ import (
 // counters do too.
 type Backend struct {
 	Addr    netip.AddrPort
+	addr    string // Addr.String(), for dialing
 	weight  atomic.Int32
 	maxConn atomic.Int32
 	up      atomic.Bool
@@ -60,6 +61,10 @@ type Balancer struct {
 
 	loops   sync.WaitGroup // accept loops and the monitor
 	serving sync.WaitGroup // sessions
+	workers sync.WaitGroup // set-up workers
+	jobs    chan setupJob  // to an idle set-up worker
+	quit    chan struct{}  // closed at shutdown: idle workers exit
+	stop    sync.Once      // closes quit
 
 	active         atomic.Int64
 	accepted       atomic.Uint64
@@ -76,7 +81,8 @@ const headerTimeout = 5 * time.Second
 // Start. On error it closes what it opened.
 func New(cfg config.Balancer, log *slog.Logger) (*Balancer, error) {
 	b := &Balancer{name: cfg.Name, log: log.With("balancer", cfg.Name),
-		listeners: map[string]*net.TCPListener{}, sessions: map[*session]struct{}{}}
+		listeners: map[string]*net.TCPListener{}, sessions: map[*session]struct{}{},
+		jobs: make(chan setupJob), quit: make(chan struct{})}
 	ch, err := b.Plan(cfg)
 	if err != nil {
 		return nil, err
@@ -133,7 +139,7 @@ func (b *Balancer) Plan(cfg config.Balancer) (*Change, error) {
 		ap := netip.MustParseAddrPort(bc.Address) // validated
 		be := old[ap]
 		if be == nil {
-			be = &Backend{Addr: ap}
+			be = &Backend{Addr: ap, addr: ap.String()}
 			ch.newBackend[be] = true
 		}
 		ch.weights[be] = [2]int32{int32(*bc.Weight), int32(bc.MaxConn)}
@@ -283,6 +289,8 @@ func (b *Balancer) Shutdown(ctx context.Context) {
 	}
 	b.mu.Unlock()
 	b.loops.Wait()
+	b.stop.Do(func() { close(b.quit) })
+	defer b.workers.Wait()
 	done := make(chan struct{})
 	go func() { b.serving.Wait(); close(done) }()
 	select {
@@ -324,7 +332,43 @@ func (b *Balancer) accept(addr string, l *net.TCPListener) {
 		b.active.Add(1)
 		b.accepted.Add(1)
 		b.serving.Add(1)
-		go b.serve(c, s)
+		b.dispatch(c, s)
+	}
+}
+
+// setupJob is an accepted connection waiting for its set-up.
+type setupJob struct {
+	c *net.TCPConn
+	s *settings
+}
+
+// workerIdle is how long a set-up worker waits for work before it exits.
+const workerIdle = 10 * time.Second
+
+// dispatch hands a connection to an idle set-up worker, or starts one.
+// Workers outlive their connection, so the stack that connecting grows is
+// grown once, not for every connection.
+func (b *Balancer) dispatch(c *net.TCPConn, s *settings) {
+	select {
+	case b.jobs <- setupJob{c, s}:
+	default:
+		b.workers.Go(func() { b.worker(setupJob{c, s}) })
+	}
+}
+
+func (b *Balancer) worker(j setupJob) {
+	t := time.NewTimer(workerIdle)
+	defer t.Stop()
+	for {
+		b.serve(j.c, j.s)
+		t.Reset(workerIdle)
+		select {
+		case j = <-b.jobs:
+		case <-t.C:
+			return
+		case <-b.quit:
+			return
+		}
 	}
 }
 

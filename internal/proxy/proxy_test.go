@@ -657,3 +657,23 @@ func TestNewNamesAnAddressInUse(t *testing.T) {
 		t.Fatalf("err = %v, want %q", err, want)
 	}
 }
+
+func TestShutdownTwice(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	s := newServer(t, "s", false)
+	b, err := New(balancerConfig(t, "listen: ["+freeAddr(t)+"]\n"+backendList(s.addr())), testLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Start()
+	name, c := greet(t, b.Status().Listen[0])
+	if name != "s" {
+		t.Fatalf("greeting %q", name)
+	}
+	c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	b.Shutdown(ctx)
+	b.Shutdown(ctx) // the supervisor drains, then closes everything again
+	s.close()
+}

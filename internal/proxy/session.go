@@ -67,8 +67,11 @@ func (b *Balancer) serve(c *net.TCPConn, s *settings) {
 		}
 	}
 	splice := s.cfg.Splice
-	go func() { b.half(ss, ss.server, ss.client, &be.bytesIn, splice); done() }()
-	go func() { b.half(ss, ss.client, ss.server, &be.bytesOut, splice); done() }()
+	// A direction that ends while the other still runs passes the FIN on
+	// with shutdown(2); the last one leaves it to the close that follows.
+	last := func() bool { return left.Load() == 1 }
+	go func() { b.half(ss, ss.server, ss.client, &be.bytesIn, splice, last); done() }()
+	go func() { b.half(ss, ss.client, ss.server, &be.bytesOut, splice, last); done() }()
 }
 
 // finish releases a session's descriptors and counts.
@@ -146,10 +149,12 @@ func (b *Balancer) connect(s *settings, client netip.AddrPort) (*Backend, *net.T
 			break
 		}
 		d := net.Dialer{Timeout: s.cfg.ConnectTimeout, KeepAlive: -1} // idle_timeout finds dead peers
-		c, err := d.DialTCP(context.Background(), "tcp", netip.AddrPort{}, be.Addr)
+		// By address string: DialTCP with a zero local address binds to
+		// port 0 first, an extra and costly port search per connection.
+		c, err := d.DialContext(context.Background(), "tcp", be.addr)
 		if err == nil {
 			be.total.Add(1)
-			return be, c
+			return be, c.(*net.TCPConn)
 		}
 		be.active.Add(-1)
 		be.connectErrors.Add(1)
@@ -170,14 +175,14 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b 
 
 // half copies src to dst until EOF, then half-closes dst (a FIN is passed
 // on as a FIN and the other direction goes on). Any error resets both sides.
-func (b *Balancer) half(ss *session, dst, src *net.TCPConn, count *atomic.Uint64, splice bool) {
+func (b *Balancer) half(ss *session, dst, src *net.TCPConn, count *atomic.Uint64, splice bool, last func() bool) {
 	var err error
 	if splice {
 		err = spliceHalf(dst, src, count)
 	} else {
 		err = copyHalf(dst, src, count)
 	}
-	if err == nil {
+	if err == nil && !last() {
 		err = dst.CloseWrite()
 	}
 	if err != nil {
