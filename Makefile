@@ -4,7 +4,7 @@ GO ?= go
 PKGS_DEBIAN := keepalived haproxy wrk chromium tshark tcpdump arping iproute2 iputils-ping
 FUZZTIME ?= 5s
 
-.PHONY: all build deps demo test vet fuzz bench-failover bench-proxy
+.PHONY: all build deps demo test vet fuzz bench-failover bench-proxy bench-maglev
 
 all: build
 
@@ -47,3 +47,7 @@ bench-failover: deps
 # bench-proxy measures vigil's L4 balancer against HAProxy and rewrites its table in docs/benchmarks.md.
 bench-proxy: deps
 	$(GO) run ./bench/proxy -out docs/benchmarks.md
+
+# bench-maglev times the Maglev table build against the paper's algorithm and rewrites its table in docs/benchmarks.md.
+bench-maglev:
+	$(GO) test -count=1 -run '^TestBenchTable$$' ./internal/maglev -bench-table $(CURDIR)/docs/benchmarks.md
