@@ -282,4 +282,3 @@ func balance(t *testing.T) float64 {
 	}
 	return float64(most) / (float64(sum) / float64(len(counts)))
 }
-
