@@ -1,10 +1,10 @@
 # The two commands of the README: `make demo` and `make test`. Both install
 # what they need first (Debian packages via apt-get, Go modules).
 GO ?= go
-PKGS_DEBIAN := keepalived haproxy wrk chromium tshark tcpdump arping iproute2 iputils-ping
+PKGS_DEBIAN := keepalived haproxy wrk chromium clang llvm libbpf-dev tshark tcpdump arping iproute2 iputils-ping
 FUZZTIME ?= 5s
 
-.PHONY: all build deps demo test vet fuzz bench-failover bench-proxy bench-maglev
+.PHONY: all build deps demo test vet fuzz bench-failover bench-proxy bench-maglev bench-xdp generate generated-check
 
 all: build
 
@@ -37,7 +37,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzHAProxy$$' -fuzztime $(FUZZTIME) ./internal/importer
 
 # Fuzzing first, so the test run's summary closes the output.
-test: deps vet fuzz
+test: deps vet generated-check fuzz
 	$(GO) test -race -count=1 ./...
 
 # bench-failover measures vigil against keepalived and rewrites its table in docs/benchmarks.md.
@@ -51,3 +51,15 @@ bench-proxy: deps
 # bench-maglev times the Maglev table build against the paper's algorithm and rewrites its table in docs/benchmarks.md.
 bench-maglev:
 	$(GO) test -count=1 -run '^TestBenchTable$$' ./internal/maglev -bench-table $(CURDIR)/docs/benchmarks.md
+
+# bench-xdp times the XDP program per packet against a MAC-swap baseline and rewrites its table in docs/benchmarks.md.
+bench-xdp:
+	$(GO) test -count=1 -run '^TestBenchTable$$' ./internal/xdp -bench-table $(CURDIR)/docs/benchmarks.md
+
+# generate rebuilds the XDP program's Go bindings and object (needs clang).
+generate:
+	cd internal/xdp && $(GO) generate ./...
+
+# generated-check regenerates them and fails if the committed ones differ.
+generated-check: generate
+	git diff --exit-code -- internal/xdp

@@ -1,0 +1,170 @@
+package xdp
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/vigil-lb/vigil/internal/maglev"
+)
+
+// Limits of the program (bpf/dsr.c).
+const (
+	RingSize    = 65537
+	MaxServices = 16
+	MaxBackends = 4096
+	noBackend   = ^uint32(0)
+)
+
+// Verdicts in the order of the program's counters.
+var Verdicts = []string{"pass", "tx", "redirect", "drop", "fragment", "no_backend"}
+
+// Dataplane is the loaded program and its maps.
+type Dataplane struct {
+	objs  dsrObjects
+	links []link.Link
+}
+
+// Load loads the program into the kernel. Without BPF privileges it says so.
+func Load() (*Dataplane, error) {
+	d := &Dataplane{}
+	if err := loadDsrObjects(&d.objs, nil); err != nil {
+		if errors.Is(err, os.ErrPermission) {
+			return nil, fmt.Errorf("xdp: loading the BPF program needs CAP_BPF and CAP_NET_ADMIN (root): %w", err)
+		}
+		return nil, fmt.Errorf("xdp: loading the BPF program: %w", err)
+	}
+	return d, nil
+}
+
+// Close detaches and unloads everything.
+func (d *Dataplane) Close() error {
+	var errs []error
+	for _, l := range d.links {
+		errs = append(errs, l.Close())
+	}
+	d.links = nil
+	errs = append(errs, d.objs.Close())
+	return errors.Join(errs...)
+}
+
+// Attach attaches the program to an interface, natively when the driver
+// can, else in generic mode, and returns the mode in use.
+func (d *Dataplane) Attach(ifindex int) (string, error) {
+	l, err := link.AttachXDP(link.XDPOptions{Program: d.objs.XdpDsr, Interface: ifindex, Flags: link.XDPDriverMode})
+	mode := "native"
+	if err != nil {
+		l, err = link.AttachXDP(link.XDPOptions{Program: d.objs.XdpDsr, Interface: ifindex, Flags: link.XDPGenericMode})
+		mode = "generic"
+	}
+	if err != nil {
+		return "", fmt.Errorf("xdp: attach to interface %d: %w", ifindex, err)
+	}
+	d.links = append(d.links, l)
+	return mode, nil
+}
+
+// SetBackend stores backend idx: its MAC and the interface to send it out of
+// (0: the one the packet came in on).
+func (d *Dataplane) SetBackend(idx uint32, mac net.HardwareAddr, ifindex uint32) error {
+	if idx >= MaxBackends || len(mac) != 6 {
+		return fmt.Errorf("xdp: backend %d with MAC %v: index or MAC out of range", idx, mac)
+	}
+	var b dsrBackend
+	copy(b.Mac[:], mac)
+	b.Ifindex = ifindex
+	return d.objs.Backends.Put(idx, b)
+}
+
+// Service is one VIP:port/protocol and its Maglev table.
+type Service struct {
+	ID    uint32 // 0..MaxServices-1
+	VIP   netip.Addr
+	Port  uint16
+	Proto uint8 // 6 TCP, 17 UDP
+	// Table is the service's Maglev table (size RingSize) and Index maps its
+	// backend positions to backend indexes given to SetBackend. A nil Table
+	// means no backend: packets are dropped and counted.
+	Table *maglev.Table
+	Index []uint32
+}
+
+func svcKey(vip netip.Addr, port uint16, proto uint8) dsrSvcKey {
+	k := dsrSvcKey{Port: port<<8 | port>>8, Proto: proto} // network byte order
+	k.Addr = vip.As16()                                   // IPv4 as ::ffff:a.b.c.d
+	return k
+}
+
+// SetService writes a service's table first, then its key, so no packet
+// sees a half-written table of a new service.
+func (d *Dataplane) SetService(s Service) error {
+	if s.ID >= MaxServices {
+		return fmt.Errorf("xdp: service id %d: at most %d services", s.ID, MaxServices)
+	}
+	vals := make([]uint32, RingSize)
+	if s.Table == nil {
+		for i := range vals {
+			vals[i] = noBackend
+		}
+	} else {
+		if s.Table.Size() != RingSize {
+			return fmt.Errorf("xdp: service %v:%d: table size %d, the program uses %d", s.VIP, s.Port, s.Table.Size(), RingSize)
+		}
+		for i, e := range s.Table.Entries() {
+			vals[i] = s.Index[e]
+		}
+	}
+	keys := make([]uint32, RingSize)
+	for i := range keys {
+		keys[i] = s.ID*RingSize + uint32(i)
+	}
+	if _, err := d.objs.Tables.BatchUpdate(keys, vals, nil); err != nil {
+		for i := range keys { // kernels without batch ops on arrays
+			if err := d.objs.Tables.Put(keys[i], vals[i]); err != nil {
+				return fmt.Errorf("xdp: writing the table of %v:%d: %w", s.VIP, s.Port, err)
+			}
+		}
+	}
+	return d.objs.Services.Put(svcKey(s.VIP.Unmap(), s.Port, s.Proto), dsrSvcVal{Id: s.ID})
+}
+
+// RemoveService stops steering a service; its packets pass to the kernel.
+func (d *Dataplane) RemoveService(vip netip.Addr, port uint16, proto uint8) error {
+	err := d.objs.Services.Delete(svcKey(vip.Unmap(), port, proto))
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return nil
+	}
+	return err
+}
+
+// Counters sums the per-CPU verdict counters.
+func (d *Dataplane) Counters() (map[string]uint64, error) {
+	out := map[string]uint64{}
+	for i, name := range Verdicts {
+		var per []uint64
+		if err := d.objs.Verdicts.Lookup(uint32(i), &per); err != nil {
+			return nil, err
+		}
+		for _, n := range per {
+			out[name] += n
+		}
+	}
+	return out, nil
+}
+
+// ServiceCounters sums a service's per-CPU packet and byte counters.
+func (d *Dataplane) ServiceCounters(id uint32) (packets, bytes uint64, err error) {
+	var per []dsrSvcStats
+	if err := d.objs.SvcCounters.Lookup(id, &per); err != nil {
+		return 0, 0, err
+	}
+	for _, s := range per {
+		packets += s.Packets
+		bytes += s.Bytes
+	}
+	return packets, bytes, nil
+}
