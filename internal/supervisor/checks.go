@@ -118,13 +118,12 @@ func httpProber(h *config.HTTPCheck, url string) (*check.HTTP, error) {
 
 // syncChecks makes the running checks match specs: new ones start, changed
 // ones restart from their current state, removed ones stop. It returns the
-// names of the checks that stopped for good.
-func (s *Supervisor) syncChecks(ctx context.Context, specs []checkSpec) []string {
+// names of the checks that stopped for good and of those that started down.
+func (s *Supervisor) syncChecks(ctx context.Context, specs []checkSpec) (gone, down []string) {
 	want := map[string]checkSpec{}
 	for _, sp := range specs {
 		want[sp.name] = sp
 	}
-	var gone []string
 	for name, rc := range s.checks {
 		if sp, ok := want[name]; ok && sp.key == rc.key {
 			continue
@@ -141,6 +140,9 @@ func (s *Supervisor) syncChecks(ctx context.Context, specs []checkSpec) []string
 			continue
 		}
 		last, known := s.bus.Last(sp.name)
+		if known && !last.Up {
+			down = append(down, sp.name)
+		}
 		r := &check.Runner{Name: sp.name, Prober: sp.prober, Interval: sp.timing.Interval,
 			FastInterval: sp.timing.FastInterval, Timeout: sp.timing.Timeout,
 			Rise: sp.timing.Rise, Fall: sp.timing.Fall, Bus: s.bus, Log: s.log, StartDown: known && !last.Up}
@@ -149,7 +151,7 @@ func (s *Supervisor) syncChecks(ctx context.Context, specs []checkSpec) []string
 		go func() { defer close(rc.done); r.Run(cctx) }()
 		s.checks[sp.name] = rc
 	}
-	return gone
+	return gone, down
 }
 
 // stopChecks stops every check runner.

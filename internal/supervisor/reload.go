@@ -81,7 +81,7 @@ func (s *Supervisor) reload(ctx context.Context, cfg *config.Config) error {
 		if keep[b.Name()] {
 			kept = append(kept, b)
 		} else {
-			go s.drain(b)
+			s.draining.Go(func() { s.drain(b) })
 		}
 	}
 	for _, b := range added {
@@ -89,19 +89,31 @@ func (s *Supervisor) reload(ctx context.Context, cfg *config.Config) error {
 	}
 	s.mu.Lock()
 	s.balancers = append(kept, added...)
-	gone := s.syncChecks(ctx, specs)
+	gone, down := s.syncChecks(ctx, specs)
 	s.mu.Unlock()
-	// A backend whose check is gone is no longer held down by it.
-	for _, name := range gone {
-		if bn, addr, ok := parseBalancerCheckName(name); ok {
-			if b := s.balancer(bn); b != nil {
-				b.SetHealth(addr, true)
-			}
-		}
+	// A backend whose check is gone is no longer held down by it; one whose
+	// check restarts down (changed check, or a backend back in the config)
+	// stays out of rotation until the check passes.
+	s.setBackendHealth(gone, true)
+	s.setBackendHealth(down, false)
+	if cfg.API != s.cfg.API || cfg.Log != s.cfg.Log {
+		s.log.Warn("reload: api and log settings need a restart; the running ones stay")
+		cfg.API, cfg.Log = s.cfg.API, s.cfg.Log
 	}
 	s.specs, s.cfg = specs, cfg
 	s.log.Info("config reloaded", "balancers", len(cfg.Balancers), "checks", len(specs))
 	return nil
+}
+
+// setBackendHealth sets the backends behind the named backend checks.
+func (s *Supervisor) setBackendHealth(checks []string, up bool) {
+	for _, name := range checks {
+		if bn, addr, ok := parseBalancerCheckName(name); ok {
+			if b := s.balancer(bn); b != nil {
+				b.SetHealth(addr, up)
+			}
+		}
+	}
 }
 
 // balancer finds a running balancer by name.

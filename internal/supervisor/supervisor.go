@@ -41,6 +41,7 @@ type Supervisor struct {
 	balancers  []*proxy.Balancer
 	specs      []checkSpec // checks to run, computed at New and at reload
 	reloads    chan reloadRequest
+	draining   sync.WaitGroup // balancers a reload removed
 
 	mu     sync.Mutex // guards checks and balancers for status readers
 	checks map[string]*runningCheck
@@ -309,6 +310,7 @@ loop:
 	}
 	<-done
 	drains.Wait()
+	s.draining.Wait()
 	s.mu.Lock()
 	s.stopChecks()
 	s.mu.Unlock()
