@@ -82,7 +82,9 @@ Needs CAP_NET_ADMIN and CAP_NET_RAW (root).`,
 				case <-done:
 					return nil
 				case <-ctx.Done():
-					log.Error("watchdog: the daemon did not answer in time; not pinging systemd")
+					if apiCtx.Err() == nil { // not merely shutting down
+						log.Error("watchdog: the daemon did not answer in time; not pinging systemd")
+					}
 					return ctx.Err()
 				}
 			})
