@@ -36,6 +36,6 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(runCmd(), reloadCmd(), statusCmd(), checkCmd(), importCmd(), manifestCmd(), versionCmd(), demoCmd(), scanCmd(), arpAuditCmd(), dnsCmd())
+	root.AddCommand(runCmd(), reloadCmd(), statusCmd(), checkCmd(), importCmd(), manifestCmd(), realserverCmd(), versionCmd(), demoCmd(), scanCmd(), arpAuditCmd(), dnsCmd())
 	return root
 }

@@ -40,6 +40,9 @@ var (
 	dBalRefused    = desc("balancer_connections_refused_total", "Client connections reset at max_conn.", "balancer")
 	dBalNoBackend  = desc("balancer_no_backend_total", "Client connections closed because no backend could take them.", "balancer")
 	dBalBadProxy   = desc("balancer_proxy_header_errors_total", "Client connections closed for a missing or malformed PROXY header.", "balancer")
+	dBalPackets    = desc("balancer_packets_total", "Packets the XDP program steered to a backend (mode dsr).", "balancer")
+	dBalBytes      = desc("balancer_bytes_total", "IP bytes the XDP program steered to a backend (mode dsr).", "balancer")
+	dXDPPackets    = desc("xdp_packets_total", "Packets the XDP program handled, by verdict.", "verdict")
 	dBackendUp     = desc("backend_up", "1 when the backend is in rotation.", "balancer", "backend")
 	dBackendWeight = desc("backend_weight", "Configured weight.", "balancer", "backend")
 	dBackendActive = desc("backend_connections", "Connections to the backend open now.", "balancer", "backend")
@@ -90,7 +93,14 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(dCheckProbes, k.Probes, k.Name)
 		counter(dCheckFails, k.Failures, k.Name)
 	}
+	for v, n := range s.XDP {
+		counter(dXDPPackets, n, v)
+	}
 	for _, b := range s.Balancers {
+		if b.Mode == "dsr" {
+			counter(dBalPackets, b.Packets, b.Name)
+			counter(dBalBytes, b.Bytes, b.Name)
+		}
 		gauge(dBalActive, float64(b.Active), b.Name)
 		counter(dBalAccepted, b.Accepted, b.Name)
 		counter(dBalRefused, b.Refused, b.Name)

@@ -16,6 +16,8 @@ type Snapshot struct {
 	Interfaces []Interface `json:"interfaces"`
 	Checks     []Check     `json:"checks"`
 	Balancers  []Balancer  `json:"balancers"`
+	// XDP holds the DSR program's verdict counters, when it runs.
+	XDP map[string]uint64 `json:"xdp,omitempty"`
 }
 
 // Instance is one VRRP instance.
@@ -68,8 +70,12 @@ type Check struct {
 // Balancer is one L4 balancer.
 type Balancer struct {
 	Name           string    `json:"name"`
+	Mode           string    `json:"mode,omitempty"`     // dsr; "" is proxy
+	XDPMode        string    `json:"xdp_mode,omitempty"` // native or generic
 	Listen         []string  `json:"listen"`
 	Algorithm      string    `json:"algorithm"`
+	Packets        uint64    `json:"packets,omitempty"` // dsr
+	Bytes          uint64    `json:"bytes,omitempty"`   // dsr
 	Active         int64     `json:"active"`
 	Accepted       uint64    `json:"accepted"`
 	Refused        uint64    `json:"refused"`

@@ -41,8 +41,13 @@ func WriteTable(out io.Writer, s Snapshot, now time.Time) error {
 		}
 	}
 	for _, b := range s.Balancers {
-		fmt.Fprintf(w, "\nBALANCER %s  %s  listen %s  active %d  accepted %d  refused %d  no backend %d\n",
-			b.Name, b.Algorithm, strings.Join(b.Listen, ","), b.Active, b.Accepted, b.Refused, b.NoBackend)
+		if b.Mode == "dsr" {
+			fmt.Fprintf(w, "\nBALANCER %s  dsr (xdp %s)  %s  listen %s  packets %d  bytes %d\n",
+				b.Name, b.XDPMode, b.Algorithm, strings.Join(b.Listen, ","), b.Packets, b.Bytes)
+		} else {
+			fmt.Fprintf(w, "\nBALANCER %s  %s  listen %s  active %d  accepted %d  refused %d  no backend %d\n",
+				b.Name, b.Algorithm, strings.Join(b.Listen, ","), b.Active, b.Accepted, b.Refused, b.NoBackend)
+		}
 		fmt.Fprintln(w, "  BACKEND\tSTATE\tWEIGHT\tACTIVE\tTOTAL\tCONNECT ERRORS\tBYTES IN\tBYTES OUT")
 		for _, be := range b.Backends {
 			fmt.Fprintf(w, "  %s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\n", be.Address, upDown(be.Up), be.Weight, be.Active,

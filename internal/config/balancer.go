@@ -17,10 +17,21 @@ type Balancer struct {
 	// Listen addresses, ADDRESS:PORT or :PORT. An address this node does not
 	// hold yet (a VIP while backup) is fine: listeners bind it in advance.
 	Listen []string `yaml:"listen"`
-	// Mode proxy (userspace TCP proxy). Default proxy.
+	// Mode proxy (userspace TCP proxy) or dsr (XDP direct server return:
+	// packets to a listen address go to a backend by Maglev hashing, and the
+	// backend, holding the VIP on its loopback, answers the client itself).
+	// Default proxy.
 	Mode string `yaml:"mode"`
-	// Algorithm roundrobin or leastconn, both weighted. Default roundrobin.
+	// Algorithm roundrobin or leastconn (proxy, both weighted), maglev (dsr).
+	// Default roundrobin for proxy, maglev for dsr.
 	Algorithm string `yaml:"algorithm"`
+	// Interface (dsr) is where the XDP program runs: where packets for the
+	// VIP come in and leave again for the backends.
+	Interface string `yaml:"interface"`
+	// Protocol (dsr) tcp or udp. Default tcp.
+	Protocol string `yaml:"protocol"`
+	// XDPMode (dsr) auto (native, else generic), native or generic.
+	XDPMode string `yaml:"xdp_mode"`
 	// ProxyProtocol sends a PROXY header to backends: "", v1 or v2.
 	ProxyProtocol string `yaml:"proxy_protocol"`
 	// AcceptProxy expects a PROXY header (v1 or v2) from every client.
@@ -216,18 +227,20 @@ func (v *validator) balancers() {
 		switch b.Mode {
 		case "":
 			b.Mode = "proxy"
-		case "proxy":
-		case "dsr":
-			v.add(p+".mode", "dsr is not available in this version; use proxy")
+		case "proxy", "dsr":
 		default:
-			v.add(p+".mode", "%q is not proxy", b.Mode)
+			v.add(p+".mode", "%q is not proxy or dsr", b.Mode)
 		}
-		switch b.Algorithm {
-		case "":
-			b.Algorithm = "roundrobin"
-		case "roundrobin", "leastconn":
-		default:
-			v.add(p+".algorithm", "%q is not roundrobin or leastconn", b.Algorithm)
+		if b.Mode == "dsr" {
+			v.dsr(p, b)
+		} else {
+			switch b.Algorithm {
+			case "":
+				b.Algorithm = "roundrobin"
+			case "roundrobin", "leastconn":
+			default:
+				v.add(p+".algorithm", "%q is not roundrobin or leastconn", b.Algorithm)
+			}
 		}
 		switch b.ProxyProtocol {
 		case "", "v1", "v2":
@@ -301,5 +314,70 @@ func (v *validator) balancers() {
 		if *b.Retries < 0 || *b.Retries > 100 {
 			v.add(p+".retries", "%d is out of range 0..100", *b.Retries)
 		}
+	}
+}
+
+// MaxDSRServices and MaxDSRBackends are the XDP program's limits.
+const (
+	MaxDSRServices = 16
+	MaxDSRBackends = 4096
+)
+
+// dsr checks what direct server return needs: addresses the program can
+// match, backends on the same port (packets are not rewritten above
+// Ethernet), and nothing that needs a proxy.
+func (v *validator) dsr(p string, b *Balancer) {
+	switch b.Algorithm {
+	case "":
+		b.Algorithm = "maglev"
+	case "maglev":
+	default:
+		v.add(p+".algorithm", "%q: mode dsr uses maglev", b.Algorithm)
+	}
+	if b.Interface == "" || len(b.Interface) > 15 || strings.ContainsAny(b.Interface, "/ ") {
+		v.add(p+".interface", "%q is not an interface name (mode dsr needs the interface to run XDP on)", b.Interface)
+	}
+	switch b.Protocol {
+	case "":
+		b.Protocol = "tcp"
+	case "tcp", "udp":
+	default:
+		v.add(p+".protocol", "%q is not tcp or udp", b.Protocol)
+	}
+	switch b.XDPMode {
+	case "":
+		b.XDPMode = "auto"
+	case "auto", "native", "generic":
+	default:
+		v.add(p+".xdp_mode", "%q is not auto, native or generic", b.XDPMode)
+	}
+	if b.ProxyProtocol != "" || b.AcceptProxy || b.Splice || b.CloseOnDown {
+		v.add(p+".mode", "dsr does not proxy: proxy_protocol, accept_proxy, splice and close_on_down do not apply")
+	}
+	port := -1
+	for j, l := range b.Listen {
+		ap, err := ParseListen(l)
+		if err != nil {
+			continue // reported with listen
+		}
+		if ap.Addr().IsUnspecified() {
+			v.add(fmt.Sprintf("%s.listen[%d]", p, j), "%s: mode dsr needs the VIP's address", l)
+		}
+		if port >= 0 && int(ap.Port()) != port {
+			v.add(fmt.Sprintf("%s.listen[%d]", p, j), "%s: mode dsr needs one port for every listen address", l)
+		}
+		port = int(ap.Port())
+	}
+	for j, be := range b.Backends {
+		if ap, err := netip.ParseAddrPort(be.Address); err == nil && port >= 0 && int(ap.Port()) != port {
+			v.add(fmt.Sprintf("%s.backends[%d].address", p, j), "%s: mode dsr does not change ports; the backend must serve on %d", be.Address, port)
+		}
+	}
+	if len(b.Backends) > MaxDSRBackends {
+		v.add(p+".backends", "%d backends, at most %d with mode dsr", len(b.Backends), MaxDSRBackends)
+	}
+	v.dsrServices += len(b.Listen)
+	if v.dsrServices > MaxDSRServices {
+		v.add(p+".listen", "more than %d dsr listen addresses in all", MaxDSRServices)
 	}
 }

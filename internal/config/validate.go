@@ -15,8 +15,9 @@ var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
 
 // validator collects errors with the line of their key path.
 type validator struct {
-	c  *Config
-	es Errors
+	c           *Config
+	es          Errors
+	dsrServices int // listen addresses of dsr balancers so far
 }
 
 func (v *validator) add(path, format string, args ...any) {

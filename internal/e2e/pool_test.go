@@ -195,13 +195,19 @@ func TestVRIDCollisionBetweenClusters(t *testing.T) {
 // status asks a vigil node's daemon for its state, as vigil status -o json.
 func status(t *testing.T, n *vrrplab.Node) api.Snapshot {
 	t.Helper()
-	out, err := exec.Command(vigilBin, "status", "--socket", n.Socket(), "-o", "json").Output()
+	return statusAt(t, n.Socket())
+}
+
+// statusAt is vigil status -o json on a control socket.
+func statusAt(t *testing.T, socket string) api.Snapshot {
+	t.Helper()
+	out, err := exec.Command(vigilBin, "status", "--socket", socket, "-o", "json").Output()
 	if err != nil {
-		t.Fatalf("vigil status on %s: %v", n.Name, err)
+		t.Fatalf("vigil status on %s: %v", socket, err)
 	}
 	var snap api.Snapshot
 	if err := json.Unmarshal(out, &snap); err != nil {
-		t.Fatalf("vigil status on %s: %v\n%s", n.Name, err, out)
+		t.Fatalf("vigil status on %s: %v\n%s", socket, err, out)
 	}
 	return snap
 }

@@ -14,19 +14,26 @@ import (
 	"github.com/vigil-lb/vigil/internal/vrrplab"
 )
 
-// run runs vigil with args in the client namespace and returns its output and exit code.
+// runIn runs vigil with args in the client namespace and returns its output and exit code.
 func runIn(t *testing.T, c *vrrplab.Cluster, args ...string) (string, int) {
 	t.Helper()
+	return execIn(t, c.Client, 30*time.Second, vigilBin, args...)
+}
+
+// execIn runs a command inside h, waits up to d, and returns its output and
+// exit code.
+func execIn(t *testing.T, h *netlab.Host, d time.Duration, name string, args ...string) (string, int) {
+	t.Helper()
 	var out strings.Builder
-	cmd := exec.Command(vigilBin, args...)
+	cmd := exec.Command(name, args...)
 	cmd.Stdout, cmd.Stderr = &out, &out
-	p, err := c.Client.Start(cmd)
+	p, err := h.Start(cmd)
 	if err != nil {
 		t.Fatal(err)
 	}
-	exited, err := p.Wait(30 * time.Second)
+	exited, err := p.Wait(d)
 	if !exited {
-		t.Fatalf("vigil %v did not finish", args)
+		t.Fatalf("%s %v did not finish", name, args)
 	}
 	code := 0
 	if ee, ok := err.(*exec.ExitError); ok {

@@ -37,6 +37,9 @@ func (s *Supervisor) reload(ctx context.Context, cfg *config.Config) error {
 	if !reflect.DeepEqual(cfg.VRRP, s.cfg.VRRP) || cfg.Cluster != s.cfg.Cluster || cfg.Node != s.cfg.Node {
 		return errors.New("reload: the vrrp section, cluster or node changed; VRRP changes need a restart (nothing applied)")
 	}
+	if !reflect.DeepEqual(dsrBalancers(cfg), dsrBalancers(s.cfg)) {
+		return errors.New("reload: dsr balancers changed; they need a restart (nothing applied)")
+	}
 	specs, err := checkSpecs(cfg)
 	if err != nil {
 		return fmt.Errorf("reload: %w (nothing applied)", err)
@@ -56,6 +59,9 @@ func (s *Supervisor) reload(ctx context.Context, cfg *config.Config) error {
 	}
 	keep := map[string]bool{}
 	for _, bc := range cfg.Balancers {
+		if bc.Mode == "dsr" {
+			continue
+		}
 		keep[bc.Name] = true
 		if b := s.balancer(bc.Name); b != nil {
 			ch, err := b.Plan(bc)
@@ -146,4 +152,14 @@ func closedContext() context.Context {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	return ctx
+}
+
+func dsrBalancers(cfg *config.Config) []config.Balancer {
+	var out []config.Balancer
+	for _, b := range cfg.Balancers {
+		if b.Mode == "dsr" {
+			out = append(out, b)
+		}
+	}
+	return out
 }

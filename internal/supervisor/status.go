@@ -53,6 +53,11 @@ func (s *Supervisor) Snapshot() api.Snapshot {
 		}
 		snap.Balancers = append(snap.Balancers, out)
 	}
+	if s.dsr != nil {
+		bals, verdicts := s.dsr.status()
+		snap.Balancers = append(snap.Balancers, bals...)
+		snap.XDP = verdicts
+	}
 	return snap
 }
 

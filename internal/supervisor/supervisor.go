@@ -20,6 +20,7 @@ import (
 	"github.com/vigil-lb/vigil/internal/proxy"
 	"github.com/vigil-lb/vigil/internal/vip"
 	"github.com/vigil-lb/vigil/internal/vrrp"
+	"github.com/vigil-lb/vigil/internal/xdp"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -39,6 +40,7 @@ type Supervisor struct {
 	guard      *vip.Guard
 	bus        *check.Bus
 	balancers  []*proxy.Balancer
+	dsr        *dsrPlane   // nil without dsr balancers
 	specs      []checkSpec // checks to run, computed at New and at reload
 	reloads    chan reloadRequest
 	draining   sync.WaitGroup // balancers a reload removed
@@ -74,11 +76,21 @@ func (s *Supervisor) build() error {
 	}
 	// Listeners first: a frontend address in use fails before any VRRP socket.
 	for _, bc := range s.cfg.Balancers {
+		if bc.Mode == "dsr" {
+			continue
+		}
 		b, err := proxy.New(bc, s.log)
 		if err != nil {
 			return err
 		}
 		s.balancers = append(s.balancers, b)
+	}
+	if s.dsr, err = newDSR(s.cfg, s.log); err != nil {
+		if !errors.Is(err, xdp.ErrLoad) {
+			return err
+		}
+		// No BPF here: say so, and run everything else.
+		s.log.Error("dsr balancers are not running", "err", err)
 	}
 	s.all = s.cfg.VRRP.All()
 	exclude := map[netip.Addr]bool{}
@@ -235,6 +247,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	for _, b := range s.balancers {
 		b.Start()
 	}
+	if s.dsr != nil {
+		bg.Go(func() { s.dsr.run(ictx) })
+	}
 
 	var instances sync.WaitGroup
 	errs := make(chan error, len(s.instances))
@@ -286,6 +301,8 @@ loop:
 			if name, addr, ok := parseBalancerCheckName(e.Name); ok {
 				if b := s.balancer(name); b != nil {
 					b.SetHealth(addr, e.Up)
+				} else if s.dsr != nil {
+					s.dsr.setHealth(name, addr, e.Up)
 				}
 				continue
 			}
@@ -396,6 +413,9 @@ func (s *Supervisor) close() {
 	}
 	for _, b := range s.balancers {
 		b.Shutdown(closedContext()) // no-op after a drain; closes listeners of an unstarted one
+	}
+	if s.dsr != nil {
+		errs = append(errs, s.dsr.close())
 	}
 	if err := errors.Join(errs...); err != nil {
 		s.log.Debug("close", "err", err)

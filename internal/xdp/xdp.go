@@ -29,14 +29,18 @@ type Dataplane struct {
 	links []link.Link
 }
 
+// ErrLoad wraps every failure to load the program (no BPF rights, an old
+// kernel): the daemon can go on without the DSR path.
+var ErrLoad = errors.New("xdp: the BPF program could not be loaded")
+
 // Load loads the program into the kernel. Without BPF privileges it says so.
 func Load() (*Dataplane, error) {
 	d := &Dataplane{}
 	if err := loadDsrObjects(&d.objs, nil); err != nil {
 		if errors.Is(err, os.ErrPermission) {
-			return nil, fmt.Errorf("xdp: loading the BPF program needs CAP_BPF and CAP_NET_ADMIN (root): %w", err)
+			return nil, fmt.Errorf("%w: it needs CAP_BPF and CAP_NET_ADMIN (root): %w", ErrLoad, err)
 		}
-		return nil, fmt.Errorf("xdp: loading the BPF program: %w", err)
+		return nil, fmt.Errorf("%w: %w", ErrLoad, err)
 	}
 	return d, nil
 }
@@ -52,20 +56,28 @@ func (d *Dataplane) Close() error {
 	return errors.Join(errs...)
 }
 
-// Attach attaches the program to an interface, natively when the driver
-// can, else in generic mode, and returns the mode in use.
-func (d *Dataplane) Attach(ifindex int) (string, error) {
-	l, err := link.AttachXDP(link.XDPOptions{Program: d.objs.XdpDsr, Interface: ifindex, Flags: link.XDPDriverMode})
-	mode := "native"
-	if err != nil {
-		l, err = link.AttachXDP(link.XDPOptions{Program: d.objs.XdpDsr, Interface: ifindex, Flags: link.XDPGenericMode})
-		mode = "generic"
+// Attach attaches the program to an interface in mode native, generic, or
+// auto (native when the driver can, else generic), and returns the mode in
+// use.
+func (d *Dataplane) Attach(ifindex int, mode string) (string, error) {
+	try := []string{mode}
+	if mode == "auto" {
+		try = []string{"native", "generic"}
 	}
-	if err != nil {
-		return "", fmt.Errorf("xdp: attach to interface %d: %w", ifindex, err)
+	var errs []error
+	for _, m := range try {
+		flags := link.XDPDriverMode
+		if m == "generic" {
+			flags = link.XDPGenericMode
+		}
+		l, err := link.AttachXDP(link.XDPOptions{Program: d.objs.XdpDsr, Interface: ifindex, Flags: flags})
+		if err == nil {
+			d.links = append(d.links, l)
+			return m, nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", m, err))
 	}
-	d.links = append(d.links, l)
-	return mode, nil
+	return "", fmt.Errorf("xdp: attach to interface %d: %w", ifindex, errors.Join(errs...))
 }
 
 // SetBackend stores backend idx: its MAC and the interface to send it out of

@@ -1,0 +1,226 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vigil-lb/vigil/internal/api"
+	"github.com/vigil-lb/vigil/internal/netlab"
+)
+
+const dsrVIP = "10.80.0.10"
+
+// realServer answers on :80 with its name and the client address it sees,
+// and remembers those addresses.
+type realServer struct {
+	host *netlab.Host
+	l    net.Listener
+	mu   sync.Mutex
+	seen []string
+}
+
+func startRealServer(t *testing.T, h *netlab.Host) *realServer {
+	t.Helper()
+	if out, code := execIn(t, h, 10*time.Second, vigilBin, "realserver", "--vip", dsrVIP); code != 0 {
+		t.Fatalf("vigil realserver on %s: exit %d\n%s", h.Name, code, out)
+	}
+	l, err := h.Listen("tcp4", "0.0.0.0:80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	rs := &realServer{host: h, l: l}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			rs.mu.Lock()
+			rs.seen = append(rs.seen, c.RemoteAddr().String())
+			rs.mu.Unlock()
+			fmt.Fprintf(c, "%s %s\n", h.Name, c.RemoteAddr())
+			c.Close()
+		}
+	}()
+	return rs
+}
+
+// Client -> balancer (XDP, generic mode on veth) -> two real servers that
+// hold the VIP on their loopback: each real server sees the client's own
+// address, answers it directly, and the balancer sees none of the answers.
+func TestDSRThroughXDP(t *testing.T) {
+	lab := newLab(t)
+	lb, err := lab.AddHost("lb", mustPrefix("10.80.0.1/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := lab.AddHost("client", mustPrefix("10.80.0.100/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rss []*realServer
+	for i := range 2 {
+		h, err := lab.AddHost(fmt.Sprintf("rs%d", i+1), mustPrefix(fmt.Sprintf("10.80.0.%d/24", 11+i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rss = append(rss, startRealServer(t, h))
+	}
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "vigil.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`api: {socket: %q}
+log: {level: debug}
+vrrp:
+  instances:
+    - {name: vip, interface: eth0, vrid: 80, priority: 150, advert_interval: 100ms, vips: [%s]}
+balancers:
+  - name: web
+    mode: dsr
+    interface: eth0
+    xdp_mode: generic
+    listen: ["%s:80"]
+    backends: [{address: "10.80.0.11:80"}, {address: "10.80.0.12:80"}]
+    check: {interval: 200ms, fall: 2, rise: 2}
+`, filepath.Join(dir, "vigil.sock"), dsrVIP, dsrVIP)), 0o644)
+	logf, _ := os.Create(filepath.Join(dir, "vigil.log"))
+	defer logf.Close()
+	cmd := exec.Command(vigilBin, "run", "-c", cfg, "--pid-file", filepath.Join(dir, "pid"))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	proc, err := lb.Start(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(dir, "vigil.log"))
+			t.Logf("--- vigil log ---\n%s", b)
+		}
+	}()
+	// Watch the balancer's interface for answers from the VIP: with direct
+	// return there must be none.
+	capture := filepath.Join(dir, "lb.pcapng")
+	tshark, err := lb.Start(exec.Command("tshark", "-q", "-i", "eth0", "-f", "tcp and src host "+dsrVIP, "-a", "duration:6", "-w", capture))
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+
+	ask := func(port int) (string, error) {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("10.80.0.100"), Port: port}, Timeout: time.Second}
+		var line string
+		err := client.Do(func() error {
+			c, err := d.Dial("tcp4", dsrVIP+":80")
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(2 * time.Second))
+			b, err := io.ReadAll(c)
+			line = strings.TrimSpace(string(b))
+			return err
+		})
+		return line, err
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := ask(0); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no answer on the VIP through the XDP balancer within 10s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	got := map[string]int{}
+	for i := range 40 {
+		port := 20000 + i
+		line, err := ask(port)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		f := strings.Fields(line)
+		if len(f) != 2 || f[1] != "10.80.0.100:"+strconv.Itoa(port) {
+			t.Fatalf("real server answered %q: it should see the client's own address and port", line)
+		}
+		got[f[0]]++
+	}
+	if got["rs1"] < 5 || got["rs2"] < 5 {
+		t.Fatalf("40 flows spread %v over the two real servers", got)
+	}
+	if exited, err := tshark.Wait(15 * time.Second); !exited || err != nil {
+		t.Fatalf("tshark: %v %v", exited, err)
+	}
+	out, _ := exec.Command("tshark", "-r", capture).Output()
+	if n := strings.Count(strings.TrimSpace(string(out)), "\n"); len(strings.TrimSpace(string(out))) > 0 {
+		t.Fatalf("the balancer saw %d answers from the VIP:\n%s", n+1, out)
+	}
+	snap := statusAt(t, filepath.Join(dir, "vigil.sock"))
+	var web api.Balancer
+	for _, b := range snap.Balancers {
+		if b.Name == "web" {
+			web = b
+		}
+	}
+	if web.Mode != "dsr" || web.XDPMode != "generic" || web.Packets == 0 || snap.XDP["tx"] == 0 {
+		t.Fatalf("status: balancer %+v, xdp %v", web, snap.XDP)
+	}
+	t.Logf("40 connections over %v; XDP verdicts %v", got, snap.XDP)
+
+	// rs2 stops serving: its check fails, it leaves the Maglev table, and
+	// every new flow goes to rs1.
+	rss[1].l.Close()
+	t0 := time.Now()
+	var took time.Duration
+	for took == 0 {
+		if time.Since(t0) > 5*time.Second {
+			t.Fatal("rs2 was not taken out of the table within 5s")
+		}
+		time.Sleep(10 * time.Millisecond)
+		b, _ := os.ReadFile(filepath.Join(dir, "vigil.log"))
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.Contains(l, `msg="backend state change" balancer=web backend=10.80.0.12:80 up=false`) {
+				at, err := time.Parse(time.RFC3339Nano, strings.TrimPrefix(strings.Fields(l)[0], "time="))
+				if err != nil {
+					t.Fatal(err)
+				}
+				took = at.Sub(t0)
+			}
+		}
+	}
+	t.Logf("rs2 stopped -> out of the table after %v (fall 2, interval 200ms, fast interval 50ms)", took.Round(time.Millisecond))
+	for _, b := range statusAt(t, filepath.Join(dir, "vigil.sock")).Balancers {
+		for _, be := range b.Backends {
+			if be.Address == "10.80.0.12:80" && be.Up {
+				t.Fatal("status still shows rs2 up")
+			}
+		}
+	}
+	for i := range 30 {
+		if line, err := ask(0); err != nil || !strings.HasPrefix(line, "rs1 ") {
+			t.Fatalf("new flow %d after rs2 left: %q %v", i, line, err)
+		}
+	}
+	proc.Signal(os.Interrupt)
+	if exited, err := proc.Wait(5 * time.Second); !exited || err != nil {
+		t.Fatalf("shutdown: %v %v", exited, err)
+	}
+	// --undo restores the real servers.
+	for _, rs := range rss {
+		if out, code := execIn(t, rs.host, 10*time.Second, vigilBin, "realserver", "--vip", dsrVIP, "--undo"); code != 0 {
+			t.Fatalf("realserver --undo: exit %d\n%s", code, out)
+		}
+		if ok, _ := rs.host.HasAddr(mustPrefix(dsrVIP + "/32").Addr()); ok {
+			t.Fatalf("%s still holds the VIP after --undo", rs.host.Name)
+		}
+	}
+}

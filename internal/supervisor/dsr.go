@@ -1,0 +1,329 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/vigil-lb/vigil/internal/api"
+	"github.com/vigil-lb/vigil/internal/config"
+	"github.com/vigil-lb/vigil/internal/garp"
+	"github.com/vigil-lb/vigil/internal/maglev"
+	"github.com/vigil-lb/vigil/internal/xdp"
+	"github.com/vishvananda/netlink"
+)
+
+// dsrPlane keeps the XDP program's maps in step with the dsr balancers:
+// backend MACs from the neighbour table (or an ARP probe), Maglev tables
+// rebuilt from the backends that are up.
+type dsrPlane struct {
+	dp    *xdp.Dataplane
+	log   *slog.Logger
+	modes map[string]string // interface -> XDP mode in use
+
+	mu     sync.Mutex // guards bals and closed; the maps are used under it
+	bals   []*dsrBalancer
+	closed bool
+}
+
+type dsrBalancer struct {
+	cfg      config.Balancer
+	services []xdp.Service
+	backends []*dsrBackend
+}
+
+type dsrBackend struct {
+	addr   netip.AddrPort
+	idx    uint32
+	weight int
+	up     bool
+	mac    net.HardwareAddr // nil until resolved
+}
+
+// newDSR loads the program, attaches it and writes every service (with no
+// backend until MACs are known). Errors name the config key.
+func newDSR(cfg *config.Config, log *slog.Logger) (*dsrPlane, error) {
+	var bals []config.Balancer
+	for _, b := range cfg.Balancers {
+		if b.Mode == "dsr" {
+			bals = append(bals, b)
+		}
+	}
+	if len(bals) == 0 {
+		return nil, nil
+	}
+	// Backends must be reachable in one Ethernet hop from the interface.
+	for i, b := range cfg.Balancers {
+		if b.Mode != "dsr" {
+			continue
+		}
+		if err := onLink(b); err != nil {
+			return nil, fmt.Errorf("balancers[%d] (%s): %w", i, b.Name, err)
+		}
+	}
+	dp, err := xdp.Load()
+	if err != nil {
+		return nil, err
+	}
+	p := &dsrPlane{dp: dp, log: log, modes: map[string]string{}}
+	var svcID, beIdx uint32
+	for _, bc := range bals {
+		if _, ok := p.modes[bc.Interface]; !ok {
+			ifi, err := net.InterfaceByName(bc.Interface)
+			if err != nil {
+				dp.Close()
+				return nil, fmt.Errorf("balancer %s: interface %s: %w", bc.Name, bc.Interface, err)
+			}
+			mode, err := dp.Attach(ifi.Index, bc.XDPMode)
+			if err != nil {
+				dp.Close()
+				return nil, fmt.Errorf("balancer %s: %w", bc.Name, err)
+			}
+			p.modes[bc.Interface] = mode
+			log.Info("xdp attached", "interface", bc.Interface, "mode", mode)
+		}
+		b := &dsrBalancer{cfg: bc}
+		proto := uint8(6)
+		if bc.Protocol == "udp" {
+			proto = 17
+		}
+		for _, l := range bc.Listen {
+			ap, _ := config.ParseListen(l) // validated
+			b.services = append(b.services, xdp.Service{ID: svcID, VIP: ap.Addr(), Port: ap.Port(), Proto: proto})
+			svcID++
+		}
+		for _, be := range bc.Backends {
+			b.backends = append(b.backends, &dsrBackend{addr: netip.MustParseAddrPort(be.Address), idx: beIdx, weight: *be.Weight, up: true})
+			beIdx++
+		}
+		p.bals = append(p.bals, b)
+		if err := p.write(b); err != nil {
+			dp.Close()
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// onLink checks that every backend is on a subnet of the interface.
+func onLink(b config.Balancer) error {
+	lk, err := netlink.LinkByName(b.Interface)
+	if err != nil {
+		return fmt.Errorf("interface %s: %w", b.Interface, err)
+	}
+	addrs, err := netlink.AddrList(lk, netlink.FAMILY_ALL)
+	if err != nil {
+		return fmt.Errorf("addresses of %s: %w", b.Interface, err)
+	}
+	for _, be := range b.Backends {
+		ip := netip.MustParseAddrPort(be.Address).Addr()
+		found := false
+		for _, a := range addrs {
+			if pfx, ok := netipPrefix(a.IPNet); ok && pfx.Masked().Contains(ip) {
+				found = true
+			}
+		}
+		if !found {
+			return fmt.Errorf("backend %s is not on a subnet of %s: mode dsr sends it frames directly, so it must be one Ethernet hop away", be.Address, b.Interface)
+		}
+	}
+	return nil
+}
+
+func netipPrefix(n *net.IPNet) (netip.Prefix, bool) {
+	if n == nil {
+		return netip.Prefix{}, false
+	}
+	a, ok := netip.AddrFromSlice(n.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	ones, _ := n.Mask.Size()
+	return netip.PrefixFrom(a.Unmap(), ones), true
+}
+
+// write rebuilds a balancer's Maglev table from its usable backends and
+// writes it for every service. The caller holds p.mu or owns p.
+func (p *dsrPlane) write(b *dsrBalancer) error {
+	var members []maglev.Backend
+	var index []*dsrBackend
+	for _, be := range b.backends {
+		if be.up && be.mac != nil && be.weight > 0 {
+			members = append(members, maglev.Backend{Name: be.addr.String(), Weight: uint32(be.weight)})
+			index = append(index, be)
+		}
+	}
+	var tb *maglev.Table
+	var idx []uint32
+	if len(members) > 0 {
+		var err error
+		if tb, err = maglev.New(members, xdp.RingSize); err != nil {
+			return fmt.Errorf("balancer %s: %w", b.cfg.Name, err)
+		}
+		byName := map[string]uint32{}
+		for _, be := range index {
+			byName[be.addr.String()] = be.idx
+		}
+		for _, m := range tb.Backends() {
+			idx = append(idx, byName[m.Name])
+		}
+	}
+	for _, s := range b.services {
+		s.Table, s.Index = tb, idx
+		if err := p.dp.SetService(s); err != nil {
+			return fmt.Errorf("balancer %s: %w", b.cfg.Name, err)
+		}
+	}
+	return nil
+}
+
+// run resolves backend MACs until ctx ends: unresolved ones every second,
+// all of them every 30 s (a replaced NIC changes its MAC).
+func (p *dsrPlane) run(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for n := 0; ; n++ {
+		p.resolve(ctx, n%30 == 0)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (p *dsrPlane) resolve(ctx context.Context, all bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return
+	}
+	for _, b := range p.bals {
+		changed := false
+		for _, be := range b.backends {
+			if be.mac != nil && !all {
+				continue
+			}
+			mac, err := neighbourMAC(ctx, b.cfg.Interface, be.addr.Addr())
+			if err != nil {
+				if be.mac == nil {
+					p.log.Warn("dsr backend MAC unknown: left out of the table until it answers ARP", "balancer", b.cfg.Name, "backend", be.addr.String(), "err", err)
+				}
+				continue
+			}
+			if be.mac.String() == mac.String() {
+				continue
+			}
+			if err := p.dp.SetBackend(be.idx, mac, 0); err != nil {
+				p.log.Warn("dsr backend", "backend", be.addr.String(), "err", err)
+				continue
+			}
+			p.log.Info("dsr backend MAC", "balancer", b.cfg.Name, "backend", be.addr.String(), "mac", mac.String())
+			be.mac, changed = mac, true
+		}
+		if changed {
+			if err := p.write(b); err != nil {
+				p.log.Warn("dsr table", "err", err)
+			}
+		}
+	}
+}
+
+// neighbourMAC finds ip's MAC in the neighbour table, or asks with ARP.
+func neighbourMAC(ctx context.Context, iface string, ip netip.Addr) (net.HardwareAddr, error) {
+	lk, err := netlink.LinkByName(iface)
+	if err != nil {
+		return nil, err
+	}
+	family := netlink.FAMILY_V4
+	if ip.Is6() {
+		family = netlink.FAMILY_V6
+	}
+	neighs, err := netlink.NeighList(lk.Attrs().Index, family)
+	if err == nil {
+		for _, n := range neighs {
+			if a, ok := netip.AddrFromSlice(n.IP); ok && a.Unmap() == ip && len(n.HardwareAddr) == 6 &&
+				n.State&(netlink.NUD_REACHABLE|netlink.NUD_STALE|netlink.NUD_DELAY|netlink.NUD_PROBE|netlink.NUD_PERMANENT) != 0 {
+				return n.HardwareAddr, nil
+			}
+		}
+	}
+	if ip.Is6() {
+		return nil, errors.New("not in the neighbour table")
+	}
+	r, err := garp.Probe(ctx, iface, ip, 300*time.Millisecond)
+	if err != nil {
+		return nil, err
+	}
+	if len(r.MACs) == 0 {
+		return nil, errors.New("no ARP answer")
+	}
+	return r.MACs[0], nil
+}
+
+// setHealth takes a backend out of (or back into) its balancer's table.
+func (p *dsrPlane) setHealth(name string, addr netip.AddrPort, up bool) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return false
+	}
+	for _, b := range p.bals {
+		if b.cfg.Name != name {
+			continue
+		}
+		for _, be := range b.backends {
+			if be.addr == addr && be.up != up {
+				be.up = up
+				p.log.Info("backend state change", "balancer", name, "backend", addr.String(), "up", up)
+				if err := p.write(b); err != nil {
+					p.log.Warn("dsr table", "err", err)
+				}
+			}
+		}
+		return true
+	}
+	return false
+}
+
+// status reports the dsr balancers and the program's verdict counters.
+func (p *dsrPlane) status() ([]api.Balancer, map[string]uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, nil
+	}
+	var out []api.Balancer
+	for _, b := range p.bals {
+		ab := api.Balancer{Name: b.cfg.Name, Listen: b.cfg.Listen, Algorithm: b.cfg.Algorithm, Mode: "dsr",
+			XDPMode: p.modes[b.cfg.Interface]}
+		for _, s := range b.services {
+			if pk, by, err := p.dp.ServiceCounters(s.ID); err == nil {
+				ab.Packets += pk
+				ab.Bytes += by
+			}
+		}
+		for _, be := range b.backends {
+			ab.Backends = append(ab.Backends, api.Backend{Address: be.addr.String(), Up: be.up && be.mac != nil, Weight: be.weight})
+		}
+		out = append(out, ab)
+	}
+	v, _ := p.dp.Counters()
+	return out, v
+}
+
+// close detaches the program; later calls of the other methods do nothing.
+func (p *dsrPlane) close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil
+	}
+	p.closed = true
+	return p.dp.Close()
+}
