@@ -93,4 +93,3 @@ wire. --undo removes the VIPs, and the ARP settings once no such VIP is left.`,
 	cmd.Flags().BoolVar(&undo, "undo", false, "remove the VIPs and, when none is left, the ARP settings")
 	return cmd
 }
-
