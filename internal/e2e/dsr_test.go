@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -10,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -28,7 +31,12 @@ type realServer struct {
 	seen []string
 }
 
-func startRealServer(t *testing.T, h *netlab.Host) *realServer {
+// greet is a real server's answer: its name and the client address it sees.
+func greet(c net.Conn, name string) {
+	fmt.Fprintf(c, "%s %s\n", name, c.RemoteAddr())
+}
+
+func startRealServer(t *testing.T, h *netlab.Host, handle func(c net.Conn, name string)) *realServer {
 	t.Helper()
 	if out, code := execIn(t, h, 10*time.Second, vigilBin, "realserver", "--vip", dsrVIP); code != 0 {
 		t.Fatalf("vigil realserver on %s: exit %d\n%s", h.Name, code, out)
@@ -48,8 +56,10 @@ func startRealServer(t *testing.T, h *netlab.Host) *realServer {
 			rs.mu.Lock()
 			rs.seen = append(rs.seen, c.RemoteAddr().String())
 			rs.mu.Unlock()
-			fmt.Fprintf(c, "%s %s\n", h.Name, c.RemoteAddr())
-			c.Close()
+			go func() {
+				defer c.Close()
+				handle(c, h.Name)
+			}()
 		}
 	}()
 	return rs
@@ -59,57 +69,13 @@ func startRealServer(t *testing.T, h *netlab.Host) *realServer {
 // hold the VIP on their loopback: each real server sees the client's own
 // address, answers it directly, and the balancer sees none of the answers.
 func TestDSRThroughXDP(t *testing.T) {
-	lab := newLab(t)
-	lb, err := lab.AddHost("lb", mustPrefix("10.80.0.1/24"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := lab.AddHost("client", mustPrefix("10.80.0.100/24"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rss []*realServer
-	for i := range 2 {
-		h, err := lab.AddHost(fmt.Sprintf("rs%d", i+1), mustPrefix(fmt.Sprintf("10.80.0.%d/24", 11+i)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		rss = append(rss, startRealServer(t, h))
-	}
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "vigil.yaml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`api: {socket: %q}
-log: {level: debug}
-vrrp:
-  instances:
-    - {name: vip, interface: eth0, vrid: 80, priority: 150, advert_interval: 100ms, vips: [%s]}
-balancers:
-  - name: web
-    mode: dsr
-    interface: eth0
-    xdp_mode: generic
-    listen: ["%s:80"]
-    backends: [{address: "10.80.0.11:80"}, {address: "10.80.0.12:80"}]
-    check: {interval: 200ms, fall: 2, rise: 2}
-`, filepath.Join(dir, "vigil.sock"), dsrVIP, dsrVIP)), 0o644)
-	logf, _ := os.Create(filepath.Join(dir, "vigil.log"))
-	defer logf.Close()
-	cmd := exec.Command(vigilBin, "run", "-c", cfg, "--pid-file", filepath.Join(dir, "pid"))
-	cmd.Stdout, cmd.Stderr = logf, logf
-	proc, err := lb.Start(cmd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if t.Failed() {
-			b, _ := os.ReadFile(filepath.Join(dir, "vigil.log"))
-			t.Logf("--- vigil log ---\n%s", b)
-		}
-	}()
+	l := newDSRLab(t, 1, greet)
+	lb, client, rss := l.lbs[0], l.client, l.rss
+	dir := lb.dir
 	// Watch the balancer's interface for answers from the VIP: with direct
 	// return there must be none.
 	capture := filepath.Join(dir, "lb.pcapng")
-	tshark, err := lb.Start(exec.Command("tshark", "-q", "-i", "eth0", "-f", "tcp and src host "+dsrVIP, "-a", "duration:6", "-w", capture))
+	tshark, err := lb.host.Start(exec.Command("tshark", "-q", "-i", "eth0", "-f", "tcp and src host "+dsrVIP, "-a", "duration:6", "-w", capture))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,8 +176,8 @@ balancers:
 			t.Fatalf("new flow %d after rs2 left: %q %v", i, line, err)
 		}
 	}
-	proc.Signal(os.Interrupt)
-	if exited, err := proc.Wait(5 * time.Second); !exited || err != nil {
+	lb.proc.Signal(os.Interrupt)
+	if exited, err := lb.proc.Wait(5 * time.Second); !exited || err != nil {
 		t.Fatalf("shutdown: %v %v", exited, err)
 	}
 	// --undo restores the real servers.
@@ -222,5 +188,209 @@ balancers:
 		if ok, _ := rs.host.HasAddr(mustPrefix(dsrVIP + "/32").Addr()); ok {
 			t.Fatalf("%s still holds the VIP after --undo", rs.host.Name)
 		}
+	}
+}
+
+// dsrLab is balancers (vigil with a VRRP VIP and a dsr balancer on it), two
+// real servers and a client on one bridge.
+type dsrLab struct {
+	lab    *netlab.Lab
+	client *netlab.Host
+	rss    []*realServer
+	lbs    []*dsrNode
+}
+
+type dsrNode struct {
+	host *netlab.Host
+	dir  string
+	proc *netlab.Proc
+}
+
+func (n *dsrNode) socket() string { return filepath.Join(n.dir, "vigil.sock") }
+
+// newDSRLab starts nLB balancers (lb1 priority 150, lb2 100, ...) and two
+// real servers running handle.
+func newDSRLab(t *testing.T, nLB int, handle func(net.Conn, string)) *dsrLab {
+	t.Helper()
+	l := &dsrLab{lab: newLab(t)}
+	var err error
+	if l.client, err = l.lab.AddHost("client", mustPrefix("10.80.0.100/24")); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		h, err := l.lab.AddHost(fmt.Sprintf("rs%d", i+1), mustPrefix(fmt.Sprintf("10.80.0.%d/24", 11+i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.rss = append(l.rss, startRealServer(t, h, handle))
+	}
+	for i := range nLB {
+		h, err := l.lab.AddHost(fmt.Sprintf("lb%d", i+1), mustPrefix(fmt.Sprintf("10.80.0.%d/24", 1+i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := &dsrNode{host: h, dir: t.TempDir()}
+		cfg := filepath.Join(n.dir, "vigil.yaml")
+		os.WriteFile(cfg, []byte(fmt.Sprintf(`api: {socket: %q}
+log: {level: debug}
+vrrp:
+  instances:
+    - {name: vip, interface: eth0, vrid: 80, priority: %d, advert_interval: 100ms, vips: [%s]}
+balancers:
+  - name: web
+    mode: dsr
+    interface: eth0
+    xdp_mode: generic
+    listen: ["%s:80"]
+    backends: [{address: "10.80.0.11:80"}, {address: "10.80.0.12:80"}]
+    check: {interval: 200ms, fall: 2, rise: 2}
+`, n.socket(), 150-50*i, dsrVIP, dsrVIP)), 0o644)
+		logf, err := os.Create(filepath.Join(n.dir, "vigil.log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { logf.Close() })
+		cmd := exec.Command(vigilBin, "run", "-c", cfg, "--pid-file", filepath.Join(n.dir, "pid"))
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if n.proc, err = h.Start(cmd); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if t.Failed() {
+				b, _ := os.ReadFile(filepath.Join(n.dir, "vigil.log"))
+				t.Logf("--- vigil log of %s ---\n%s", h.Name, b)
+			}
+		})
+		l.lbs = append(l.lbs, n)
+	}
+	return l
+}
+
+// echo answers every line with the server's name and the line.
+func echo(c net.Conn, name string) {
+	r := bufio.NewReader(c)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		fmt.Fprintf(c, "%s %s", name, line)
+	}
+}
+
+// Two balancers with the same config. The VIP moves from lb1 to lb2 in the
+// middle of established connections, and they go on: lb2 has no
+// connection-tracking entry for them, but its Maglev table, built from the
+// same backends, picks the same real server.
+func TestDSRConnectionsSurviveBalancerFailover(t *testing.T) {
+	l := newDSRLab(t, 2, echo)
+	for _, n := range l.lbs { // both know the backends' MACs before the move
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			ups := 0
+			snap, _ := api.Fetch(context.Background(), n.socket()) // not up yet: no balancers
+			for _, b := range snap.Balancers {
+				for _, be := range b.Backends {
+					if be.Up {
+						ups++
+					}
+				}
+			}
+			if ups == 2 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s did not resolve both backends", n.host.Name)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	const conns = 50
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		failed   []string
+		moved    time.Time
+		after    = make([]int, conns) // exchanges completed after the move
+		stop     = make(chan struct{})
+		opened   sync.WaitGroup
+		openErrs = make(chan error, conns)
+	)
+	opened.Add(conns)
+	for i := range conns {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			c, err := l.client.Dial(ctx, "tcp4", dsrVIP+":80")
+			cancel()
+			opened.Done()
+			if err != nil {
+				openErrs <- err
+				return
+			}
+			defer c.Close()
+			r := bufio.NewReader(c)
+			server := ""
+			for seq := 0; ; seq++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				fmt.Fprintf(c, "%d\n", seq)
+				line, err := r.ReadString('\n')
+				f := strings.Fields(line)
+				if err != nil || len(f) != 2 || f[1] != strconv.Itoa(seq) || (server != "" && f[0] != server) {
+					mu.Lock()
+					failed = append(failed, fmt.Sprintf("connection %d at %d: %q %v (server %s)", i, seq, line, err, server))
+					mu.Unlock()
+					return
+				}
+				server = f[0]
+				mu.Lock()
+				if !moved.IsZero() && time.Now().After(moved) {
+					after[i]++
+				}
+				mu.Unlock()
+				time.Sleep(50 * time.Millisecond)
+			}
+		})
+	}
+	opened.Wait()
+	close(openErrs)
+	for err := range openErrs {
+		t.Fatalf("opening a connection through lb1: %v", err)
+	}
+	time.Sleep(time.Second)
+	// Graceful stop of lb1: priority-0 advert, lb2 takes the VIP at once.
+	if err := l.lbs[0].proc.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if ok, _ := l.lbs[1].host.HasAddr(mustPrefix(dsrVIP + "/32").Addr()); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("lb2 did not take the VIP")
+		}
+	}
+	mu.Lock()
+	moved = time.Now()
+	mu.Unlock()
+	time.Sleep(2 * time.Second)
+	close(stop)
+	wg.Wait()
+	survived := 0
+	for i := range conns {
+		if after[i] >= 5 {
+			survived++
+		}
+	}
+	t.Logf("%d of %d established connections went on through lb2 (>= 5 exchanges each after the move)", survived, conns)
+	if survived*100 < 99*conns {
+		t.Fatalf("only %d of %d connections survived the balancer failover: %v", survived, conns, failed)
+	}
+	if v := statusAt(t, l.lbs[1].socket()).XDP; v["tx"] == 0 {
+		t.Fatalf("lb2's XDP program steered nothing: %v", v)
 	}
 }
