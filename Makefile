@@ -1,10 +1,10 @@
 # The two commands of the README: `make demo` and `make test`. Both install
 # what they need first (Debian packages via apt-get, Go modules).
 GO ?= go
-PKGS_DEBIAN := keepalived haproxy wrk chromium clang llvm libbpf-dev tshark tcpdump arping iproute2 iputils-ping
+PKGS_DEBIAN := keepalived haproxy wrk chromium clang llvm libbpf-dev nftables conntrack tshark tcpdump arping iproute2 iputils-ping
 FUZZTIME ?= 5s
 
-.PHONY: all build deps demo test vet fuzz bench-failover bench-proxy bench-maglev bench-xdp generate generated-check
+.PHONY: all build deps demo test vet fuzz bench-failover bench-proxy bench-maglev bench-xdp bench-dsr generate generated-check
 
 all: build
 
@@ -63,3 +63,7 @@ generate:
 # generated-check regenerates them and fails if the committed ones differ.
 generated-check: generate
 	git diff --exit-code -- internal/xdp
+
+# bench-dsr measures packets per second through the XDP DSR balancer against nftables DNAT and rewrites its table in docs/benchmarks.md.
+bench-dsr: deps
+	$(GO) run ./bench/dsr -out docs/benchmarks.md
