@@ -394,3 +394,19 @@ func TestDSRConnectionsSurviveBalancerFailover(t *testing.T) {
 		t.Fatalf("lb2's XDP program steered nothing: %v", v)
 	}
 }
+
+// Bad input: a dsr backend that is not one Ethernet hop away is refused at
+// start, naming the balancer and the backend, before anything changes.
+func TestDSRBackendOffSubnetIsRefused(t *testing.T) {
+	h := oneHost(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "vigil.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`api: {socket: %q}
+balancers:
+  - {name: web, mode: dsr, interface: eth0, listen: ["10.79.0.10:80"], backends: [{address: "10.99.0.5:80"}]}
+`, filepath.Join(dir, "vigil.sock"))), 0o644)
+	out, code := execIn(t, h, 20*time.Second, vigilBin, "run", "-c", cfg, "--pid-file", "")
+	if code == 0 || !strings.Contains(out, "balancers[0] (web): backend 10.99.0.5:80 is not on a subnet of eth0") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+}

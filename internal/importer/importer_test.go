@@ -176,3 +176,40 @@ func FuzzHAProxy(f *testing.F) {
 		}
 	})
 }
+
+func TestSyncGroupAndTrackWeights(t *testing.T) {
+	src := `vrrp_script chk {
+ script "/bin/true"
+ weight -20
+}
+vrrp_instance a {
+ interface eth0
+ virtual_router_id 1
+ virtual_ipaddress { 10.0.0.1 }
+ track_script { chk weight 30 }
+}
+vrrp_instance b {
+ interface eth1
+ virtual_router_id 2
+ virtual_ipaddress { 10.0.1.1 }
+ track_script { chk }
+}
+vrrp_sync_group g { group { a b } notify /etc/keepalived/g.sh }
+`
+	r, err := Keepalived("k.conf", src)
+	if err != nil || r.Lost() {
+		t.Fatalf("%v %+v", err, r.Notes)
+	}
+	ins := r.File.VRRP.Instances
+	if ins[0].Track.Checks[0].Weight != 30 || ins[1].Track.Checks[0].Weight != -20 {
+		t.Fatalf("track weights %+v %+v (the line's weight wins over the script's)", ins[0].Track, ins[1].Track)
+	}
+	g := r.File.VRRP.SyncGroups[0]
+	if g.Name != "g" || strings.Join(g.Instances, ",") != "a,b" || g.Notify != "/etc/keepalived/g.sh" {
+		t.Fatalf("sync group %+v", g)
+	}
+	y, _ := r.YAML()
+	if _, err := config.Parse(y); err != nil {
+		t.Fatalf("%v\n%s", err, y)
+	}
+}

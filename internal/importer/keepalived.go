@@ -376,9 +376,9 @@ func (k *kaConv) syncGroup(g *kaNode) {
 	sg := SyncGroup{Name: k.arg(g)}
 	for _, n := range g.children {
 		switch n.key {
-		case "group":
+		case "group": // names, one or several per line
 			for _, m := range n.children {
-				sg.Instances = append(sg.Instances, m.key)
+				sg.Instances = append(append(sg.Instances, m.key), m.args...)
 			}
 		case "notify":
 			sg.Notify = k.notify(n)
