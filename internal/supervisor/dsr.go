@@ -198,38 +198,56 @@ func (p *dsrPlane) run(ctx context.Context) {
 }
 
 func (p *dsrPlane) resolve(ctx context.Context, all bool) {
+	// Probing takes time (ARP waits): ask without the lock, so status and
+	// health changes never wait on it, then apply what was found.
+	type query struct {
+		b   *dsrBalancer
+		be  *dsrBackend
+		mac net.HardwareAddr
+		err error
+	}
+	var qs []*query
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	for _, b := range p.bals {
+		for _, be := range b.backends {
+			if be.mac == nil || all {
+				qs = append(qs, &query{b: b, be: be})
+			}
+		}
+	}
+	p.mu.Unlock()
+	for _, q := range qs {
+		q.mac, q.err = neighbourMAC(ctx, q.b.cfg.Interface, q.be.addr.Addr())
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
 		return
 	}
-	for _, b := range p.bals {
-		changed := false
-		for _, be := range b.backends {
-			if be.mac != nil && !all {
+	changed := map[*dsrBalancer]bool{}
+	for _, q := range qs {
+		switch {
+		case q.err != nil:
+			if q.be.mac == nil {
+				p.log.Warn("dsr backend MAC unknown: left out of the table until it answers ARP", "balancer", q.b.cfg.Name, "backend", q.be.addr.String(), "err", q.err)
+			}
+		case q.be.mac.String() == q.mac.String():
+		default:
+			if err := p.dp.SetBackend(q.be.idx, q.mac, 0); err != nil {
+				p.log.Warn("dsr backend", "backend", q.be.addr.String(), "err", err)
 				continue
 			}
-			mac, err := neighbourMAC(ctx, b.cfg.Interface, be.addr.Addr())
-			if err != nil {
-				if be.mac == nil {
-					p.log.Warn("dsr backend MAC unknown: left out of the table until it answers ARP", "balancer", b.cfg.Name, "backend", be.addr.String(), "err", err)
-				}
-				continue
-			}
-			if be.mac.String() == mac.String() {
-				continue
-			}
-			if err := p.dp.SetBackend(be.idx, mac, 0); err != nil {
-				p.log.Warn("dsr backend", "backend", be.addr.String(), "err", err)
-				continue
-			}
-			p.log.Info("dsr backend MAC", "balancer", b.cfg.Name, "backend", be.addr.String(), "mac", mac.String())
-			be.mac, changed = mac, true
+			p.log.Info("dsr backend MAC", "balancer", q.b.cfg.Name, "backend", q.be.addr.String(), "mac", q.mac.String())
+			q.be.mac, changed[q.b] = q.mac, true
 		}
-		if changed {
-			if err := p.write(b); err != nil {
-				p.log.Warn("dsr table", "err", err)
-			}
+	}
+	for b := range changed {
+		if err := p.write(b); err != nil {
+			p.log.Warn("dsr table", "err", err)
 		}
 	}
 }
