@@ -1,7 +1,7 @@
 # The two commands of the README: `make demo` and `make test`. Both install
 # what they need first (Debian packages via apt-get, Go modules).
 GO ?= go
-PKGS_DEBIAN := keepalived haproxy wrk chromium clang llvm libbpf-dev nftables conntrack tshark tcpdump arping iproute2 iputils-ping
+PKGS_DEBIAN := keepalived haproxy wrk chromium clang llvm libbpf-dev nftables conntrack frr tshark tcpdump arping iproute2 iputils-ping
 FUZZTIME ?= 5s
 
 .PHONY: all build deps demo test vet fuzz bench-failover bench-proxy bench-maglev bench-xdp bench-dsr generate generated-check

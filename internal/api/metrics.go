@@ -43,6 +43,8 @@ var (
 	dBalPackets    = desc("balancer_packets_total", "Packets the XDP program steered to a backend (mode dsr).", "balancer")
 	dBalBytes      = desc("balancer_bytes_total", "IP bytes the XDP program steered to a backend (mode dsr).", "balancer")
 	dXDPPackets    = desc("xdp_packets_total", "Packets the XDP program handled, by verdict.", "verdict")
+	dBGPSession    = desc("bgp_session_established", "1 while the BGP session with the neighbor is established.", "neighbor")
+	dBGPAnnounced  = desc("bgp_announced", "1 for each prefix announced now.", "prefix")
 	dBackendUp     = desc("backend_up", "1 when the backend is in rotation.", "balancer", "backend")
 	dBackendWeight = desc("backend_weight", "Configured weight.", "balancer", "backend")
 	dBackendActive = desc("backend_connections", "Connections to the backend open now.", "balancer", "backend")
@@ -92,6 +94,14 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(dCheckLatency, k.Latency.Seconds(), k.Name)
 		counter(dCheckProbes, k.Probes, k.Name)
 		counter(dCheckFails, k.Failures, k.Name)
+	}
+	if s.BGP != nil {
+		for _, ss := range s.BGP.Sessions {
+			gauge(dBGPSession, b2f(ss.State == "established"), ss.Neighbor)
+		}
+		for _, p := range s.BGP.Announced {
+			gauge(dBGPAnnounced, 1, p)
+		}
 	}
 	for v, n := range s.XDP {
 		counter(dXDPPackets, n, v)

@@ -18,6 +18,21 @@ type Snapshot struct {
 	Balancers  []Balancer  `json:"balancers"`
 	// XDP holds the DSR program's verdict counters, when it runs.
 	XDP map[string]uint64 `json:"xdp,omitempty"`
+	BGP *BGP              `json:"bgp,omitempty"`
+}
+
+// BGP is the speaker's sessions and what it announces.
+type BGP struct {
+	Sessions  []BGPSession `json:"sessions"`
+	Announced []string     `json:"announced"`
+}
+
+// BGPSession is one neighbor.
+type BGPSession struct {
+	Neighbor string    `json:"neighbor"`
+	ASN      uint32    `json:"asn"`
+	State    string    `json:"state"`
+	Since    time.Time `json:"since,omitzero"`
 }
 
 // Instance is one VRRP instance.

@@ -54,6 +54,17 @@ func WriteTable(out io.Writer, s Snapshot, now time.Time) error {
 				be.Connections, be.ConnectErrors, be.BytesIn, be.BytesOut)
 		}
 	}
+	if s.BGP != nil {
+		fmt.Fprintf(w, "\nBGP NEIGHBOR\tASN\tSTATE\tSINCE\n")
+		for _, ss := range s.BGP.Sessions {
+			since := "-"
+			if !ss.Since.IsZero() {
+				since = round(now.Sub(ss.Since)).String() + " ago"
+			}
+			fmt.Fprintf(w, "%s\t%d\t%s\t%s\n", ss.Neighbor, ss.ASN, ss.State, since)
+		}
+		fmt.Fprintf(w, "announced: %s\n", dash(strings.Join(s.BGP.Announced, ", ")))
+	}
 	return w.Flush()
 }
 

@@ -18,9 +18,11 @@ type Config struct {
 	Checks []Check `yaml:"checks"`
 	// Balancers are the L4 load balancers (TCP frontends over backends).
 	Balancers []Balancer `yaml:"balancers"`
-	API       API        `yaml:"api"`
-	Log       Log        `yaml:"log"`
-	lines     lineInfo   `yaml:"-"`
+	// BGP announces VIPs to routers.
+	BGP   BGP      `yaml:"bgp"`
+	API   API      `yaml:"api"`
+	Log   Log      `yaml:"log"`
+	lines lineInfo `yaml:"-"`
 }
 
 // VRRP holds the virtual routers.

@@ -94,6 +94,7 @@ func (c *Config) validate() Errors {
 	v.pools(checks, vrids, vips)
 	v.syncGroups()
 	v.balancers()
+	v.bgp(checks, vips)
 	if len(c.VRRP.Instances) == 0 && len(c.VRRP.Pools) == 0 && len(c.Checks) == 0 && len(c.Balancers) == 0 {
 		v.add("vrrp.instances", "nothing to do: no instances configured")
 	}

@@ -37,6 +37,9 @@ func (s *Supervisor) reload(ctx context.Context, cfg *config.Config) error {
 	if !reflect.DeepEqual(cfg.VRRP, s.cfg.VRRP) || cfg.Cluster != s.cfg.Cluster || cfg.Node != s.cfg.Node {
 		return errors.New("reload: the vrrp section, cluster or node changed; VRRP changes need a restart (nothing applied)")
 	}
+	if !reflect.DeepEqual(cfg.BGP, s.cfg.BGP) {
+		return errors.New("reload: the bgp section changed; it needs a restart (nothing applied)")
+	}
 	if !reflect.DeepEqual(dsrBalancers(cfg), dsrBalancers(s.cfg)) {
 		return errors.New("reload: dsr balancers changed; they need a restart (nothing applied)")
 	}

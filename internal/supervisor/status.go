@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"context"
 	"net/netip"
 	"slices"
 	"strings"
@@ -52,6 +53,22 @@ func (s *Supervisor) Snapshot() api.Snapshot {
 				Active: be.Active, Connections: be.Total, ConnectErrors: be.ConnectErrors, BytesIn: be.BytesIn, BytesOut: be.BytesOut})
 		}
 		snap.Balancers = append(snap.Balancers, out)
+	}
+	s.mu.Lock()
+	sp := s.bgp
+	s.mu.Unlock()
+	if sp != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		b := &api.BGP{Announced: []string{}}
+		for _, ss := range sp.Sessions(ctx) {
+			b.Sessions = append(b.Sessions, api.BGPSession{Neighbor: ss.Neighbor, ASN: ss.ASN, State: ss.State, Since: ss.Since})
+		}
+		cancel()
+		for _, p := range sp.Announced() {
+			b.Announced = append(b.Announced, p.String())
+		}
+		slices.Sort(b.Announced)
+		snap.BGP = b
 	}
 	if s.dsr != nil {
 		bals, verdicts := s.dsr.status()

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vigil-lb/vigil/internal/bgp"
 	"github.com/vigil-lb/vigil/internal/check"
 	"github.com/vigil-lb/vigil/internal/config"
 	"github.com/vigil-lb/vigil/internal/garp"
@@ -40,10 +41,15 @@ type Supervisor struct {
 	guard      *vip.Guard
 	bus        *check.Bus
 	balancers  []*proxy.Balancer
-	dsr        *dsrPlane   // nil without dsr balancers
-	specs      []checkSpec // checks to run, computed at New and at reload
-	reloads    chan reloadRequest
-	draining   sync.WaitGroup // balancers a reload removed
+	dsr        *dsrPlane // nil without dsr balancers
+	bgp        *bgp.Speaker
+	// announcements are the bgp prefixes; vrrpChanged wakes the Run loop
+	// to re-evaluate them when an instance changes state.
+	announcements []*announcement
+	vrrpChanged   chan struct{}
+	specs         []checkSpec // checks to run, computed at New and at reload
+	reloads       chan reloadRequest
+	draining      sync.WaitGroup // balancers a reload removed
 
 	mu     sync.Mutex // guards checks and balancers for status readers
 	checks map[string]*runningCheck
@@ -60,7 +66,7 @@ type Supervisor struct {
 func New(cfg *config.Config, log *slog.Logger) (*Supervisor, error) {
 	s := &Supervisor{cfg: cfg, log: log, transports: map[string]*vrrp.Transport{},
 		announcers: map[string]*garp.Announcer{}, hooks: map[string]*notify.Hook{}, bus: check.NewBus(),
-		checks: map[string]*runningCheck{}, reloads: make(chan reloadRequest), started: time.Now(),
+		checks: map[string]*runningCheck{}, reloads: make(chan reloadRequest), started: time.Now(), vrrpChanged: make(chan struct{}, 1),
 		node: cfg.Node, cluster: cfg.Cluster}
 	if err := s.build(); err != nil {
 		s.close()
@@ -171,6 +177,10 @@ func (s *Supervisor) build() error {
 			if g != nil {
 				g.transition(in, t)
 			}
+			select {
+			case s.vrrpChanged <- struct{}{}:
+			default:
+			}
 		}
 		if g != nil {
 			in.OnOwnFault = g.ownFault
@@ -269,6 +279,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		instancesEnded = nil
 	}
 
+	s.startBGP(ictx)
 	trackers := s.interfaceTrackers()
 	linkUp := map[string]bool{}
 	for name, ins := range trackers {
@@ -304,19 +315,33 @@ loop:
 				} else if s.dsr != nil {
 					s.dsr.setHealth(name, addr, e.Up)
 				}
+				s.updateBGP()
 				continue
 			}
 			for _, in := range s.instances {
 				in.SetTracked("check", e.Name, e.Up)
 			}
+			s.updateBGP()
 		case req := <-s.reloads:
 			req.result <- s.reload(ictx, req.cfg)
+		case <-s.vrrpChanged:
+			s.updateBGP()
 		case err = <-errs:
 			break loop
 		case <-instancesEnded:
 			break loop
 		case <-ctx.Done():
 			break loop
+		}
+	}
+	// Withdraw from routers first, so traffic moves before anything stops.
+	s.mu.Lock()
+	sp := s.bgp
+	s.bgp = nil // status stops asking the stopped speaker
+	s.mu.Unlock()
+	if sp != nil {
+		if err := sp.Stop(context.Background()); err != nil {
+			s.log.Debug("bgp stop", "err", err)
 		}
 	}
 	cancel()

@@ -1,0 +1,223 @@
+// Package bgp announces VIPs to routers with an embedded GoBGP speaker, so
+// routers spread flows over every balancer node with ECMP, and withdraws a
+// VIP the moment the service behind it fails.
+package bgp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	api "github.com/osrg/gobgp/v4/api"
+	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
+	"github.com/osrg/gobgp/v4/pkg/server"
+)
+
+// Neighbor is one BGP peer.
+type Neighbor struct {
+	Address  netip.Addr
+	ASN      uint32
+	Port     uint16 // 0: 179
+	Password string
+	HoldTime time.Duration
+	Passive  bool
+}
+
+// Config is the speaker's identity and peers.
+type Config struct {
+	ASN       uint32
+	RouterID  netip.Addr
+	Listen    int32 // port to accept sessions on; -1: none (vigil dials out)
+	Neighbors []Neighbor
+}
+
+// Route is one announcement's attributes.
+type Route struct {
+	Prefix      netip.Prefix
+	Communities []uint32
+	LocalPref   uint32 // 0: not sent
+	MED         uint32 // 0: not sent
+}
+
+// Speaker is a running BGP speaker.
+type Speaker struct {
+	s   *server.BgpServer
+	log *slog.Logger
+
+	mu        sync.Mutex
+	announced map[netip.Prefix]Route
+}
+
+// Start starts the speaker and its sessions.
+func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Speaker, error) {
+	s := server.NewBgpServer(server.LoggerOption(log.With("component", "gobgp"), nil))
+	go s.Serve()
+	sp := &Speaker{s: s, log: log, announced: map[netip.Prefix]Route{}}
+	err := s.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
+		Asn: cfg.ASN, RouterId: cfg.RouterID.String(), ListenPort: cfg.Listen,
+	}})
+	if err != nil {
+		s.Stop()
+		return nil, fmt.Errorf("bgp: start (asn %d, router id %s): %w", cfg.ASN, cfg.RouterID, err)
+	}
+	for _, n := range cfg.Neighbors {
+		hold := uint64(n.HoldTime / time.Second)
+		p := &api.Peer{
+			Conf: &api.PeerConf{NeighborAddress: n.Address.String(), PeerAsn: n.ASN, AuthPassword: n.Password},
+			Timers: &api.Timers{Config: &api.TimersConfig{HoldTime: hold, KeepaliveInterval: max(hold/3, 1),
+				ConnectRetry: 1, IdleHoldTimeAfterReset: 1}},
+			Transport: &api.Transport{PassiveMode: n.Passive, RemotePort: uint32(n.Port)},
+		}
+		if n.Address.Is6() {
+			p.AfiSafis = []*api.AfiSafi{{Config: &api.AfiSafiConfig{Family: &api.Family{Afi: api.Family_AFI_IP6, Safi: api.Family_SAFI_UNICAST}, Enabled: true}}}
+		}
+		if err := s.AddPeer(ctx, &api.AddPeerRequest{Peer: p}); err != nil {
+			sp.Stop(context.Background())
+			return nil, fmt.Errorf("bgp: neighbor %s: %w", n.Address, err)
+		}
+	}
+	return sp, nil
+}
+
+func (r Route) path() (*apiutil.Path, error) {
+	nlri, err := bgp.NewIPAddrPrefix(r.Prefix)
+	if err != nil {
+		return nil, err
+	}
+	family, nh := bgp.RF_IPv4_UC, netip.IPv4Unspecified()
+	if r.Prefix.Addr().Is6() {
+		family, nh = bgp.RF_IPv6_UC, netip.IPv6Unspecified()
+	}
+	var attrs []bgp.PathAttributeInterface
+	attrs = append(attrs, bgp.NewPathAttributeOrigin(bgp.BGP_ORIGIN_ATTR_TYPE_IGP))
+	if family == bgp.RF_IPv4_UC {
+		a, err := bgp.NewPathAttributeNextHop(nh)
+		if err != nil {
+			return nil, err
+		}
+		attrs = append(attrs, a)
+	} else {
+		a, err := bgp.NewPathAttributeMpReachNLRI(family, []bgp.PathNLRI{{NLRI: nlri}}, nh)
+		if err != nil {
+			return nil, err
+		}
+		attrs = append(attrs, a)
+	}
+	if len(r.Communities) > 0 {
+		attrs = append(attrs, bgp.NewPathAttributeCommunities(r.Communities))
+	}
+	if r.LocalPref > 0 {
+		attrs = append(attrs, bgp.NewPathAttributeLocalPref(r.LocalPref))
+	}
+	if r.MED > 0 {
+		attrs = append(attrs, bgp.NewPathAttributeMultiExitDisc(r.MED))
+	}
+	return &apiutil.Path{Family: family, Nlri: nlri, Attrs: attrs}, nil
+}
+
+// Announce advertises r to every peer (again, if its attributes changed).
+func (sp *Speaker) Announce(r Route) error {
+	p, err := r.path()
+	if err != nil {
+		return fmt.Errorf("bgp: announce %s: %w", r.Prefix, err)
+	}
+	if _, err := sp.s.AddPath(apiutil.AddPathRequest{Paths: []*apiutil.Path{p}}); err != nil {
+		return fmt.Errorf("bgp: announce %s: %w", r.Prefix, err)
+	}
+	sp.mu.Lock()
+	sp.announced[r.Prefix] = r
+	sp.mu.Unlock()
+	return nil
+}
+
+// Withdraw stops advertising prefix.
+func (sp *Speaker) Withdraw(prefix netip.Prefix) error {
+	sp.mu.Lock()
+	r, ok := sp.announced[prefix]
+	delete(sp.announced, prefix)
+	sp.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	p, err := r.path()
+	if err != nil {
+		return err
+	}
+	if err := sp.s.DeletePath(apiutil.DeletePathRequest{Paths: []*apiutil.Path{p}}); err != nil {
+		return fmt.Errorf("bgp: withdraw %s: %w", prefix, err)
+	}
+	return nil
+}
+
+// Session is one peer's state.
+type Session struct {
+	Neighbor string
+	ASN      uint32
+	State    string // idle, connect, active, opensent, openconfirm, established
+	Since    time.Time
+}
+
+// Sessions lists the peers.
+func (sp *Speaker) Sessions(ctx context.Context) []Session {
+	var out []Session
+	sp.s.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {
+		s := Session{Neighbor: p.GetConf().GetNeighborAddress(), ASN: p.GetConf().GetPeerAsn()}
+		if st := p.GetState(); st != nil {
+			s.State = stateName(st.GetSessionState())
+		}
+		if t := p.GetTimers().GetState().GetUptime(); t != nil && s.State == "established" {
+			s.Since = t.AsTime()
+		}
+		out = append(out, s)
+	})
+	return out
+}
+
+func stateName(s api.PeerState_SessionState) string {
+	switch s {
+	case api.PeerState_SESSION_STATE_IDLE:
+		return "idle"
+	case api.PeerState_SESSION_STATE_CONNECT:
+		return "connect"
+	case api.PeerState_SESSION_STATE_ACTIVE:
+		return "active"
+	case api.PeerState_SESSION_STATE_OPENSENT:
+		return "opensent"
+	case api.PeerState_SESSION_STATE_OPENCONFIRM:
+		return "openconfirm"
+	case api.PeerState_SESSION_STATE_ESTABLISHED:
+		return "established"
+	}
+	return "unknown"
+}
+
+// Announced lists what is advertised.
+func (sp *Speaker) Announced() []netip.Prefix {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	var out []netip.Prefix
+	for p := range sp.announced {
+		out = append(out, p)
+	}
+	return out
+}
+
+// Stop withdraws everything first, so routers move traffic before the
+// sessions close, then stops.
+func (sp *Speaker) Stop(ctx context.Context) error {
+	var errs []error
+	for _, p := range sp.Announced() {
+		errs = append(errs, sp.Withdraw(p))
+	}
+	if len(sp.Announced()) == 0 {
+		time.Sleep(100 * time.Millisecond) // let the UPDATEs leave
+	}
+	errs = append(errs, sp.s.StopBgp(ctx, &api.StopBgpRequest{}))
+	sp.s.Stop()
+	return errors.Join(errs...)
+}

@@ -1,0 +1,160 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// BGP announces VIPs to routers.
+type BGP struct {
+	ASN uint32 `yaml:"asn"`
+	// RouterID is an IPv4 address identifying this speaker. Required.
+	RouterID string `yaml:"router_id"`
+	// ListenPort accepts sessions (for passive neighbors). Default: none;
+	// 179 when a neighbor is passive.
+	ListenPort int        `yaml:"listen_port"`
+	Neighbors  []Neighbor `yaml:"neighbors"`
+	Announce   []Announce `yaml:"announce"`
+}
+
+// Neighbor is a BGP peer.
+type Neighbor struct {
+	Address string `yaml:"address"`
+	ASN     uint32 `yaml:"asn"`
+	Port    int    `yaml:"port"`
+	// Password is the TCP MD5 signature password (RFC 2385).
+	Password string `yaml:"password"`
+	// HoldTime default 9s (keepalives every 3s): a dead node's routes go
+	// within seconds; 3s is the lowest.
+	HoldTime time.Duration `yaml:"hold_time"`
+	Passive  bool          `yaml:"passive"`
+}
+
+// Announce is a prefix advertised while its conditions hold.
+type Announce struct {
+	Prefix string `yaml:"prefix"`
+	// WhenHealthy names a check, or a balancer (healthy while a backend is
+	// up). Empty: always.
+	WhenHealthy string `yaml:"when_healthy"`
+	// WhenMaster names a VRRP instance: announce only while master.
+	WhenMaster  string   `yaml:"when_master"`
+	Communities []string `yaml:"communities"`
+	LocalPref   uint32   `yaml:"local_pref"`
+	MED         uint32   `yaml:"med"`
+}
+
+// DefaultHoldTime is a neighbor's default hold time.
+const DefaultHoldTime = 9 * time.Second
+
+// ParseCommunity reads "ASN:VALUE".
+func ParseCommunity(s string) (uint32, error) {
+	a, b, ok := strings.Cut(s, ":")
+	hi, err1 := strconv.ParseUint(a, 10, 16)
+	lo, err2 := strconv.ParseUint(b, 10, 16)
+	if !ok || err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("%q is not a community ASN:VALUE (each 0..65535)", s)
+	}
+	return uint32(hi)<<16 | uint32(lo), nil
+}
+
+func (v *validator) bgp(checks map[string]bool, vips map[netip.Addr]string) {
+	b := &v.c.BGP
+	if b.ASN == 0 && len(b.Neighbors) == 0 && len(b.Announce) == 0 {
+		return
+	}
+	if b.ASN == 0 {
+		v.add("bgp.asn", "is required")
+	}
+	if a, err := netip.ParseAddr(b.RouterID); err != nil || !a.Is4() {
+		v.add("bgp.router_id", "%q is not an IPv4 address", b.RouterID)
+	}
+	if len(b.Neighbors) == 0 {
+		v.add("bgp.neighbors", "needs at least one neighbor")
+	}
+	passive := false
+	seen := map[netip.Addr]bool{}
+	for i := range b.Neighbors {
+		n := &b.Neighbors[i]
+		p := fmt.Sprintf("bgp.neighbors[%d]", i)
+		a, err := netip.ParseAddr(n.Address)
+		switch {
+		case err != nil:
+			v.add(p+".address", "%q is not an IP address", n.Address)
+		case seen[a]:
+			v.add(p+".address", "%s is listed twice", a)
+		}
+		seen[a] = true
+		if n.ASN == 0 {
+			v.add(p+".asn", "is required")
+		}
+		setDefault(v, p+".port", &n.Port, 179)
+		if n.Port < 1 || n.Port > 65535 {
+			v.add(p+".port", "%d is out of range 1..65535", n.Port)
+		}
+		setDefault(v, p+".hold_time", &n.HoldTime, DefaultHoldTime)
+		if n.HoldTime < 3*time.Second || n.HoldTime > 65535*time.Second || n.HoldTime%time.Second != 0 {
+			v.add(p+".hold_time", "%v: whole seconds from 3s to 65535s", n.HoldTime)
+		}
+		if len(n.Password) > 80 {
+			v.add(p+".password", "is longer than 80 bytes (the TCP MD5 key limit)")
+		}
+		passive = passive || n.Passive
+	}
+	if b.ListenPort == 0 && passive {
+		b.ListenPort = 179
+	}
+	if b.ListenPort < 0 || b.ListenPort > 65535 {
+		v.add("bgp.listen_port", "%d is out of range 0..65535", b.ListenPort)
+	}
+	instances := map[string]bool{}
+	for _, in := range v.c.VRRP.All() {
+		instances[in.Name] = true
+	}
+	balancers := map[string]bool{}
+	for _, bl := range v.c.Balancers {
+		balancers[bl.Name] = true
+	}
+	prefixes := map[netip.Prefix]bool{}
+	for i := range b.Announce {
+		an := &b.Announce[i]
+		p := fmt.Sprintf("bgp.announce[%d]", i)
+		pfx, err := ParseVIP(an.Prefix)
+		switch {
+		case err != nil:
+			v.add(p+".prefix", "%q is not a prefix", an.Prefix)
+		case prefixes[pfx]:
+			v.add(p+".prefix", "%s is announced twice", pfx)
+		case !isVIP(pfx.Addr(), vips, v.c):
+			v.add(p+".prefix", "%s is not a VIP of this config (a VRRP VIP or a balancer's listen address)", pfx.Addr())
+		}
+		prefixes[pfx] = true
+		if an.WhenHealthy != "" && !checks[an.WhenHealthy] && !balancers[an.WhenHealthy] {
+			v.add(p+".when_healthy", "no check or balancer named %q", an.WhenHealthy)
+		}
+		if an.WhenMaster != "" && !instances[an.WhenMaster] {
+			v.add(p+".when_master", "no VRRP instance named %q", an.WhenMaster)
+		}
+		for j, c := range an.Communities {
+			if _, err := ParseCommunity(c); err != nil {
+				v.add(fmt.Sprintf("%s.communities[%d]", p, j), "%v", err)
+			}
+		}
+	}
+}
+
+func isVIP(a netip.Addr, vips map[netip.Addr]string, c *Config) bool {
+	if _, ok := vips[a]; ok {
+		return true
+	}
+	for _, b := range c.Balancers {
+		for _, l := range b.Listen {
+			if ap, err := ParseListen(l); err == nil && ap.Addr() == a {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -1,0 +1,195 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vigil-lb/vigil/internal/netlab"
+)
+
+const anycastVIP = "192.0.2.10"
+
+// startFRR runs zebra and bgpd in the router host with multipath, peering
+// with the given balancer addresses (AS 64512); hold time 3 s.
+func startFRR(t *testing.T, router *netlab.Host, peers []string) {
+	t.Helper()
+	for _, bin := range []string{"/usr/lib/frr/zebra", "/usr/lib/frr/bgpd"} {
+		if _, err := os.Stat(bin); err != nil {
+			t.Fatal("frr is not installed (make deps installs it)")
+		}
+	}
+	dir, err := os.MkdirTemp("", "vigil-frr-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	var b strings.Builder
+	b.WriteString("frr defaults traditional\nhostname router\nlog stdout\nrouter bgp 64500\n bgp router-id 10.82.0.254\n")
+	b.WriteString(" no bgp ebgp-requires-policy\n bgp bestpath as-path multipath-relax\n")
+	for _, p := range peers {
+		fmt.Fprintf(&b, " neighbor %s remote-as 64512\n neighbor %s timers 1 3\n neighbor %s timers connect 1\n", p, p, p)
+	}
+	b.WriteString(" address-family ipv4 unicast\n  maximum-paths 8\n exit-address-family\n")
+	os.WriteFile(filepath.Join(dir, "bgpd.conf"), []byte(b.String()), 0o644)
+	os.WriteFile(filepath.Join(dir, "zebra.conf"), []byte("hostname router\n"), 0o644)
+	// FRR drops to its own user; it needs the directory.
+	if out, err := exec.Command("chown", "-R", "frr:frr", dir).CombinedOutput(); err != nil {
+		t.Fatalf("chown: %v %s", err, out)
+	}
+	for _, d := range []string{"zebra", "bgpd"} {
+		var log strings.Builder
+		cmd := exec.Command("/usr/lib/frr/"+d, "-f", filepath.Join(dir, d+".conf"), "-i", filepath.Join(dir, d+".pid"),
+			"-z", filepath.Join(dir, "zserv.api"), "--vty_socket", dir, "-u", "frr", "-g", "frr", "-P", "0")
+		cmd.Stdout, cmd.Stderr = &log, &log
+		if _, err := router.Start(cmd); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond) // bgpd connects to zebra's socket
+	}
+}
+
+// nexthops counts the router's kernel next hops for the anycast VIP.
+func nexthops(t *testing.T, router *netlab.Host) int {
+	t.Helper()
+	out, _ := execIn(t, router, 5*time.Second, "ip", "route", "show", anycastVIP+"/32")
+	out = strings.TrimSpace(out)
+	switch {
+	case out == "":
+		return 0
+	case strings.Contains(out, "nexthop"):
+		return strings.Count(out, "nexthop")
+	default:
+		return 1
+	}
+}
+
+func waitNexthops(t *testing.T, router *netlab.Host, want int, d time.Duration) time.Duration {
+	t.Helper()
+	t0 := time.Now()
+	for time.Since(t0) < d {
+		if nexthops(t, router) == want {
+			return time.Since(t0)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	out, _ := execIn(t, router, 5*time.Second, "ip", "route", "show", anycastVIP+"/32")
+	t.Fatalf("the router does not have %d next hops for %s within %v: %q", want, anycastVIP, d, out)
+	return 0
+}
+
+// Three vigil nodes announce an anycast VIP to FRR while a check passes:
+// the router's kernel table holds three next hops (multipath); a failing
+// check takes one away within a second and its recovery brings it back;
+// kill -9 and a restart; a cut cable takes one away after the 3 s hold time;
+// SIGTERM withdraws before the session closes.
+func TestBGPAnycastWithFRR(t *testing.T) {
+	lab := newLab(t)
+	router, err := lab.AddHost("router", mustPrefix("10.82.0.254/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type node struct {
+		host      *netlab.Host
+		cfg, flag string
+		dir       string
+		proc      *netlab.Proc
+	}
+	var nodes []*node
+	var peers []string
+	for i := range 3 {
+		addr := fmt.Sprintf("10.82.0.%d", i+1)
+		h, err := lab.AddHost(fmt.Sprintf("lb%d", i+1), mustPrefix(addr+"/24"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := &node{host: h, dir: t.TempDir()}
+		n.flag, n.cfg = filepath.Join(n.dir, "healthy"), filepath.Join(n.dir, "vigil.yaml")
+		os.WriteFile(n.flag, nil, 0o644)
+		os.WriteFile(n.cfg, []byte(fmt.Sprintf(`api: {socket: %q}
+log: {level: debug}
+checks:
+  - {name: svc, exec: {script: "test -e %s"}, interval: 100ms, timeout: 90ms, rise: 1, fall: 1}
+balancers:
+  - {name: api, listen: ["%s:9445"], backends: [{address: "10.82.0.254:6443"}]}
+bgp:
+  asn: 64512
+  router_id: %s
+  neighbors: [{address: 10.82.0.254, asn: 64500, hold_time: 3s}]
+  announce: [{prefix: %s/32, when_healthy: svc, communities: ["64512:100"]}]
+`, filepath.Join(n.dir, "vigil.sock"), n.flag, anycastVIP, addr, anycastVIP)), 0o644)
+		nodes, peers = append(nodes, n), append(peers, addr)
+	}
+	startFRR(t, router, peers)
+	start := func(n *node) {
+		logf, err := os.OpenFile(filepath.Join(n.dir, "vigil.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { logf.Close() })
+		cmd := exec.Command(vigilBin, "run", "-c", n.cfg, "--pid-file", "")
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if n.proc, err = n.host.Start(cmd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, n := range nodes {
+				b, _ := os.ReadFile(filepath.Join(n.dir, "vigil.log"))
+				t.Logf("--- %s ---\n%s", n.host.Name, b)
+			}
+		}
+	})
+	for _, n := range nodes {
+		start(n)
+	}
+	took := waitNexthops(t, router, 3, 30*time.Second)
+	t.Logf("three next hops after %v", took)
+	snap := statusAt(t, filepath.Join(nodes[0].dir, "vigil.sock"))
+	if snap.BGP == nil || len(snap.BGP.Sessions) != 1 || snap.BGP.Sessions[0].State != "established" || len(snap.BGP.Announced) != 1 {
+		t.Fatalf("status: %+v", snap.BGP)
+	}
+
+	os.Remove(nodes[0].flag)
+	took = waitNexthops(t, router, 2, 3*time.Second)
+	t.Logf("check failed on lb1 -> two next hops after %v (goal < 1 s)", took)
+	if took > time.Second {
+		t.Errorf("withdrawal took %v, over a second", took)
+	}
+	os.WriteFile(nodes[0].flag, nil, 0o644)
+	took = waitNexthops(t, router, 3, 3*time.Second)
+	t.Logf("check back on lb1 -> three next hops after %v", took)
+
+	// kill -9: no withdrawal, but the kernel resets the session at once.
+	nodes[1].proc.Kill()
+	took = waitNexthops(t, router, 2, 10*time.Second)
+	t.Logf("lb2 killed -> two next hops after %v (its TCP session was reset)", took)
+	start(nodes[1])
+	took = waitNexthops(t, router, 3, 30*time.Second)
+	t.Logf("lb2 restarted -> three next hops after %v", took)
+	// A node that vanishes (cable cut) is noticed by the hold timer.
+	if err := nodes[1].host.SetCable(false); err != nil {
+		t.Fatal(err)
+	}
+	took = waitNexthops(t, router, 2, 10*time.Second)
+	t.Logf("lb2's cable cut -> two next hops after %v (hold time 3 s)", took)
+	if took < 1500*time.Millisecond {
+		t.Errorf("the route went after %v, before the hold time could expire", took)
+	}
+	if err := nodes[1].host.SetCable(true); err != nil {
+		t.Fatal(err)
+	}
+	took = waitNexthops(t, router, 3, 30*time.Second)
+	t.Logf("lb2's cable back -> three next hops after %v", took)
+
+	// A graceful stop withdraws before it closes the session.
+	nodes[2].proc.Signal(syscall.SIGTERM)
+	took = waitNexthops(t, router, 2, 3*time.Second)
+	t.Logf("lb3 stopped (SIGTERM) -> two next hops after %v", took)
+}
