@@ -4,7 +4,7 @@ GO ?= go
 PKGS_DEBIAN := keepalived haproxy wrk chromium clang llvm libbpf-dev nftables conntrack frr tshark tcpdump arping iproute2 iputils-ping
 FUZZTIME ?= 5s
 
-.PHONY: all build deps demo test vet fuzz bench-failover bench-proxy bench-maglev bench-xdp bench-dsr generate generated-check
+.PHONY: all build deps demo test vet fuzz bench-failover bench-proxy bench-maglev bench-xdp bench-dsr bench-bgp generate generated-check
 
 all: build
 
@@ -67,3 +67,7 @@ generated-check: generate
 # bench-dsr measures packets per second through the XDP DSR balancer against nftables DNAT and rewrites its table in docs/benchmarks.md.
 bench-dsr: deps
 	$(GO) run ./bench/dsr -out docs/benchmarks.md
+
+# bench-bgp times BGP withdrawal and return against FRR over 20 rounds and rewrites its table in docs/benchmarks.md.
+bench-bgp: deps
+	$(GO) test -count=1 -run '^TestBGPBenchTable$$' ./internal/e2e -bgp-bench-table $(CURDIR)/docs/benchmarks.md

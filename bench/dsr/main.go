@@ -53,15 +53,11 @@ func run(packets, flows, rounds int, out string) error {
 	if !netlab.Root() {
 		return errors.New("needs root")
 	}
-	dir, err := os.MkdirTemp("", "vigil-bench-dsr-")
+	dir, bin, cleanup, err := benchdoc.BuildVigil("vigil-bench-dsr-")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	bin := filepath.Join(dir, "vigil")
-	if b, err := exec.Command("go", "build", "-o", bin, "./cmd/vigil").CombinedOutput(); err != nil {
-		return fmt.Errorf("build: %v\n%s", err, b)
-	}
+	defer cleanup()
 	netlab.CleanupStale()
 	l := &lab{}
 	if l.lab, err = netlab.New(); err != nil {

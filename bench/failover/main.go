@@ -68,15 +68,11 @@ func run(rounds int, out string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	dir, err := os.MkdirTemp("", "vigil-bench-")
+	dir, bin, cleanup, err := benchdoc.BuildVigil("vigil-bench-")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	bin := filepath.Join(dir, "vigil")
-	if b, err := exec.Command("go", "build", "-o", bin, "./cmd/vigil").CombinedOutput(); err != nil {
-		return fmt.Errorf("build vigil: %v\n%s", err, b)
-	}
+	defer cleanup()
 	kv, _ := exec.Command("keepalived", "--version").CombinedOutput()
 	scenarios := []scenario{
 		{"crash (kill -9) just after an advert, each with its defaults (vigil v3 200ms, keepalived v2 1s)", 0, 0, syscall.SIGKILL, true, true},

@@ -86,15 +86,11 @@ func run(duration time.Duration, rounds, conns, idle, bulkMiB, detectRounds int,
 	if _, err := proxy.RaiseFileLimit(); err != nil {
 		return err
 	}
-	dir, err := os.MkdirTemp("", "vigil-bench-proxy-")
+	dir, bin, cleanup, err := benchdoc.BuildVigil("vigil-bench-proxy-")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	bin := filepath.Join(dir, "vigil")
-	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/vigil").CombinedOutput(); err != nil {
-		return fmt.Errorf("build vigil: %v\n%s", err, out)
-	}
+	defer cleanup()
 	netlab.CleanupStale()
 	lab, err := netlab.New()
 	if err != nil {

@@ -4,7 +4,10 @@
 package benchdoc
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -34,4 +37,20 @@ func Median[T int | int64 | float64 | time.Duration](xs []T) T {
 	s := slices.Clone(xs)
 	slices.Sort(s)
 	return s[len(s)/2]
+}
+
+// BuildVigil builds the vigil binary (without -race) into a new temporary
+// directory and returns the directory, the binary and how to remove them.
+func BuildVigil(prefix string) (dir, bin string, cleanup func(), err error) {
+	dir, err = os.MkdirTemp("", prefix)
+	if err != nil {
+		return "", "", nil, err
+	}
+	cleanup = func() { os.RemoveAll(dir) }
+	bin = filepath.Join(dir, "vigil")
+	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/vigil").CombinedOutput(); err != nil {
+		cleanup()
+		return "", "", nil, fmt.Errorf("build vigil: %v\n%s", err, out)
+	}
+	return dir, bin, cleanup, nil
 }

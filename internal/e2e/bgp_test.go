@@ -1,15 +1,19 @@
 package e2e
 
 import (
+	"flag"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/vigil-lb/vigil/internal/benchdoc"
 	"github.com/vigil-lb/vigil/internal/netlab"
 )
 
@@ -88,27 +92,33 @@ func waitNexthops(t *testing.T, router *netlab.Host, want int, d time.Duration) 
 // check takes one away within a second and its recovery brings it back;
 // kill -9 and a restart; a cut cable takes one away after the 3 s hold time;
 // SIGTERM withdraws before the session closes.
-func TestBGPAnycastWithFRR(t *testing.T) {
+// bgpNode is a vigil node announcing the anycast VIP while its flag file
+// exists.
+type bgpNode struct {
+	host      *netlab.Host
+	cfg, flag string
+	dir       string
+	proc      *netlab.Proc
+}
+
+// bgpLab builds a router running FRR and n vigil nodes peering with it, and
+// starts the nodes.
+func bgpLab(t *testing.T, n int) (*netlab.Host, []*bgpNode, func(*bgpNode)) {
+	t.Helper()
 	lab := newLab(t)
 	router, err := lab.AddHost("router", mustPrefix("10.82.0.254/24"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	type node struct {
-		host      *netlab.Host
-		cfg, flag string
-		dir       string
-		proc      *netlab.Proc
-	}
-	var nodes []*node
+	var nodes []*bgpNode
 	var peers []string
-	for i := range 3 {
+	for i := range n {
 		addr := fmt.Sprintf("10.82.0.%d", i+1)
 		h, err := lab.AddHost(fmt.Sprintf("lb%d", i+1), mustPrefix(addr+"/24"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		n := &node{host: h, dir: t.TempDir()}
+		n := &bgpNode{host: h, dir: t.TempDir()}
 		n.flag, n.cfg = filepath.Join(n.dir, "healthy"), filepath.Join(n.dir, "vigil.yaml")
 		os.WriteFile(n.flag, nil, 0o644)
 		os.WriteFile(n.cfg, []byte(fmt.Sprintf(`api: {socket: %q}
@@ -126,7 +136,7 @@ bgp:
 		nodes, peers = append(nodes, n), append(peers, addr)
 	}
 	startFRR(t, router, peers)
-	start := func(n *node) {
+	start := func(n *bgpNode) {
 		logf, err := os.OpenFile(filepath.Join(n.dir, "vigil.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 		if err != nil {
 			t.Fatal(err)
@@ -149,6 +159,11 @@ bgp:
 	for _, n := range nodes {
 		start(n)
 	}
+	return router, nodes, start
+}
+
+func TestBGPAnycastWithFRR(t *testing.T) {
+	router, nodes, start := bgpLab(t, 3)
 	took := waitNexthops(t, router, 3, 30*time.Second)
 	t.Logf("three next hops after %v", took)
 	snap := statusAt(t, filepath.Join(nodes[0].dir, "vigil.sock"))
@@ -192,4 +207,37 @@ bgp:
 	nodes[2].proc.Signal(syscall.SIGTERM)
 	took = waitNexthops(t, router, 2, 3*time.Second)
 	t.Logf("lb3 stopped (SIGTERM) -> two next hops after %v", took)
+}
+
+var bgpBenchTable = flag.String("bgp-bench-table", "", "measure withdrawal and return times over 20 rounds and write the table into this markdown file")
+
+// TestBGPBenchTable is `make bench-bgp`: health failure -> route gone from
+// the router's kernel table, and recovery -> route back, over 20 rounds.
+func TestBGPBenchTable(t *testing.T) {
+	if *bgpBenchTable == "" {
+		t.Skip("only with -bgp-bench-table FILE (make bench-bgp)")
+	}
+	router, nodes, _ := bgpLab(t, 3)
+	waitNexthops(t, router, 3, 30*time.Second)
+	var down, up []time.Duration
+	for range 20 {
+		time.Sleep(time.Duration(rand.IntN(100)) * time.Millisecond) // a random phase against the check interval
+		os.Remove(nodes[0].flag)
+		down = append(down, waitNexthops(t, router, 2, 5*time.Second))
+		time.Sleep(time.Duration(rand.IntN(100)) * time.Millisecond)
+		os.WriteFile(nodes[0].flag, nil, 0o644)
+		up = append(up, waitNexthops(t, router, 3, 5*time.Second))
+	}
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	var b strings.Builder
+	fmt.Fprintf(&b, "Written by `make bench-bgp` on %s. Three vigil nodes peer with FRR (bgpd + zebra, multipath) in a namespace lab; "+
+		"one node's check (exec, interval 100 ms, fall 1, rise 1) fails, then passes; timed to the router's kernel route losing and regaining "+
+		"that next hop (polled every 20 ms, which adds up to ~20 ms), 20 rounds at a random phase.\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
+	b.WriteString("| event | median | worst | goal |\n|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| check fails -> route withdrawn | %.0f ms | %.0f ms | < 1 s and < interval + 200 ms (300 ms) |\n", ms(benchdoc.Median(down)), ms(slices.Max(down)))
+	fmt.Fprintf(&b, "| check passes -> route back | %.0f ms | %.0f ms | < 1 s and < interval + 200 ms (300 ms) |\n", ms(benchdoc.Median(up)), ms(slices.Max(up)))
+	if err := benchdoc.WriteSection(*bgpBenchTable, "bgp", "BGP withdrawal and return", b.String()); err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + b.String())
 }
