@@ -105,6 +105,12 @@ type bgpNode struct {
 // starts the nodes.
 func bgpLab(t *testing.T, n int) (*netlab.Host, []*bgpNode, func(*bgpNode)) {
 	t.Helper()
+	return bgpLabWith(t, n, "")
+}
+
+// bgpLabWith is bgpLab with extra neighbor entries in every node's config.
+func bgpLabWith(t *testing.T, n int, extraNeighbors string) (*netlab.Host, []*bgpNode, func(*bgpNode)) {
+	t.Helper()
 	lab := newLab(t)
 	router, err := lab.AddHost("router", mustPrefix("10.82.0.254/24"))
 	if err != nil {
@@ -130,9 +136,9 @@ balancers:
 bgp:
   asn: 64512
   router_id: %s
-  neighbors: [{address: 10.82.0.254, asn: 64500, hold_time: 3s}]
+  neighbors: [{address: 10.82.0.254, asn: 64500, hold_time: 3s}%s]
   announce: [{prefix: %s/32, when_healthy: svc, communities: ["64512:100"]}]
-`, filepath.Join(n.dir, "vigil.sock"), n.flag, anycastVIP, addr, anycastVIP)), 0o644)
+`, filepath.Join(n.dir, "vigil.sock"), n.flag, anycastVIP, addr, extraNeighbors, anycastVIP)), 0o644)
 		nodes, peers = append(nodes, n), append(peers, addr)
 	}
 	startFRR(t, router, peers)
@@ -240,4 +246,24 @@ func TestBGPBenchTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Log("\n" + b.String())
+}
+
+// Bad input: a neighbor that never answers stays down in status and is
+// retried, and the good session carries the announcement regardless.
+func TestBGPNeighborThatNeverAnswers(t *testing.T) {
+	router, nodes, _ := bgpLabWith(t, 1, ", {address: 10.82.0.250, asn: 64501}") // nobody has 10.82.0.250
+	waitNexthops(t, router, 1, 30*time.Second)
+	time.Sleep(2 * time.Second) // a few retries
+	snap := statusAt(t, filepath.Join(nodes[0].dir, "vigil.sock"))
+	states := map[string]string{}
+	for _, s := range snap.BGP.Sessions {
+		states[fmt.Sprintf("%s/%d", s.Neighbor, s.ASN)] = s.State
+	}
+	if states["10.82.0.254/64500"] != "established" || states["10.82.0.250/64501"] == "established" {
+		t.Fatalf("sessions %v", states)
+	}
+	if len(snap.BGP.Announced) != 1 {
+		t.Fatalf("announced %v", snap.BGP.Announced)
+	}
+	t.Logf("sessions %v", states)
 }
