@@ -105,11 +105,12 @@ type bgpNode struct {
 // starts the nodes.
 func bgpLab(t *testing.T, n int) (*netlab.Host, []*bgpNode, func(*bgpNode)) {
 	t.Helper()
-	return bgpLabWith(t, n, "")
+	return bgpLabWith(t, n, 64500, "")
 }
 
-// bgpLabWith is bgpLab with extra neighbor entries in every node's config.
-func bgpLabWith(t *testing.T, n int, extraNeighbors string) (*netlab.Host, []*bgpNode, func(*bgpNode)) {
+// bgpLabWith is bgpLab with the router's ASN as the nodes are told it, and
+// extra neighbor entries in every node's config.
+func bgpLabWith(t *testing.T, n, routerASN int, extraNeighbors string) (*netlab.Host, []*bgpNode, func(*bgpNode)) {
 	t.Helper()
 	lab := newLab(t)
 	router, err := lab.AddHost("router", mustPrefix("10.82.0.254/24"))
@@ -136,9 +137,9 @@ balancers:
 bgp:
   asn: 64512
   router_id: %s
-  neighbors: [{address: 10.82.0.254, asn: 64500, hold_time: 3s}%s]
+  neighbors: [{address: 10.82.0.254, asn: %d, hold_time: 3s}%s]
   announce: [{prefix: %s/32, when_healthy: svc, communities: ["64512:100"]}]
-`, filepath.Join(n.dir, "vigil.sock"), n.flag, anycastVIP, addr, extraNeighbors, anycastVIP)), 0o644)
+`, filepath.Join(n.dir, "vigil.sock"), n.flag, anycastVIP, addr, routerASN, extraNeighbors, anycastVIP)), 0o644)
 		nodes, peers = append(nodes, n), append(peers, addr)
 	}
 	startFRR(t, router, peers)
@@ -251,7 +252,7 @@ func TestBGPBenchTable(t *testing.T) {
 // Bad input: a neighbor that never answers stays down in status and is
 // retried, and the good session carries the announcement regardless.
 func TestBGPNeighborThatNeverAnswers(t *testing.T) {
-	router, nodes, _ := bgpLabWith(t, 1, ", {address: 10.82.0.250, asn: 64501}") // nobody has 10.82.0.250
+	router, nodes, _ := bgpLabWith(t, 1, 64500, ", {address: 10.82.0.250, asn: 64501}") // nobody has 10.82.0.250
 	waitNexthops(t, router, 1, 30*time.Second)
 	time.Sleep(2 * time.Second) // a few retries
 	snap := statusAt(t, filepath.Join(nodes[0].dir, "vigil.sock"))
@@ -266,4 +267,24 @@ func TestBGPNeighborThatNeverAnswers(t *testing.T) {
 		t.Fatalf("announced %v", snap.BGP.Announced)
 	}
 	t.Logf("sessions %v", states)
+}
+
+// Bad input: a wrong peer ASN. The OPEN exchange fails with a NOTIFICATION;
+// the session stays down in status, the log says why, nothing is announced,
+// and the daemon runs on (its status answers).
+func TestBGPWrongPeerASN(t *testing.T) {
+	router, nodes, _ := bgpLabWith(t, 1, 65000, "") // the router is AS 64500
+	time.Sleep(4 * time.Second)
+	if n := nexthops(t, router); n != 0 {
+		t.Fatalf("the router has %d next hops from a session with the wrong ASN", n)
+	}
+	snap := statusAt(t, filepath.Join(nodes[0].dir, "vigil.sock"))
+	if len(snap.BGP.Sessions) != 1 || snap.BGP.Sessions[0].State == "established" {
+		t.Fatalf("sessions %+v", snap.BGP.Sessions)
+	}
+	b, _ := os.ReadFile(filepath.Join(nodes[0].dir, "vigil.log"))
+	if !strings.Contains(strings.ToLower(string(b)), "notification") && !strings.Contains(strings.ToLower(string(b)), "bad peer as") {
+		t.Fatalf("the log does not say why the session fails:\n%s", b)
+	}
+	t.Logf("session state %s", snap.BGP.Sessions[0].State)
 }
