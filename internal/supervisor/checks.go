@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
@@ -67,7 +68,7 @@ func checkSpecs(cfg *config.Config) ([]checkSpec, error) {
 			}
 			p = h
 		}
-		out = append(out, checkSpec{name: c.Name, key: fmt.Sprintf("%+v %+v %+v %+v", c.Exec, c.TCP, c.HTTP, c.Timing), prober: p, timing: c.Timing})
+		out = append(out, checkSpec{name: c.Name, key: specKey(c), prober: p, timing: c.Timing})
 	}
 	for i, b := range cfg.Balancers {
 		bc := b.Check
@@ -92,18 +93,20 @@ func checkSpecs(cfg *config.Config) ([]checkSpec, error) {
 				}
 				p = h
 			}
-			out = append(out, checkSpec{name: balancerCheckName(b.Name, ap), key: fmt.Sprintf("%+v %s", *bc, targetKey(bc)),
+			out = append(out, checkSpec{name: balancerCheckName(b.Name, ap), key: specKey(bc),
 				prober: p, timing: bc.Timing})
 		}
 	}
 	return out, nil
 }
 
-func targetKey(bc *config.BackendCheck) string {
-	if bc.HTTP == nil {
-		return "tcp"
-	}
-	return fmt.Sprintf("%+v", *bc.HTTP)
+// specKey identifies a check's settings. JSON follows pointers, so the key
+// depends on the values, not on where a parsed config sits in memory (%+v
+// would print nested pointers as addresses and restart every check on
+// every reload).
+func specKey(v any) string {
+	b, _ := json.Marshal(v) // plain config structs: cannot fail
+	return string(b)
 }
 
 func httpProber(h *config.HTTPCheck, url string) (*check.HTTP, error) {
