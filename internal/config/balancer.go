@@ -224,23 +224,11 @@ func (v *validator) balancers() {
 		for j, s := range b.Listen {
 			listen(fmt.Sprintf("%s.listen[%d]", p, j), s)
 		}
-		switch b.Mode {
-		case "":
-			b.Mode = "proxy"
-		case "proxy", "dsr":
-		default:
-			v.add(p+".mode", "%q is not proxy or dsr", b.Mode)
-		}
+		v.oneOf(p+".mode", &b.Mode, "proxy", "dsr")
 		if b.Mode == "dsr" {
 			v.dsr(p, b)
 		} else {
-			switch b.Algorithm {
-			case "":
-				b.Algorithm = "roundrobin"
-			case "roundrobin", "leastconn":
-			default:
-				v.add(p+".algorithm", "%q is not roundrobin or leastconn", b.Algorithm)
-			}
+			v.oneOf(p+".algorithm", &b.Algorithm, "roundrobin", "leastconn")
 		}
 		switch b.ProxyProtocol {
 		case "", "v1", "v2":
@@ -334,23 +322,11 @@ func (v *validator) dsr(p string, b *Balancer) {
 	default:
 		v.add(p+".algorithm", "%q: mode dsr uses maglev", b.Algorithm)
 	}
-	if b.Interface == "" || len(b.Interface) > 15 || strings.ContainsAny(b.Interface, "/ ") {
+	if !interfaceName(b.Interface) {
 		v.add(p+".interface", "%q is not an interface name (mode dsr needs the interface to run XDP on)", b.Interface)
 	}
-	switch b.Protocol {
-	case "":
-		b.Protocol = "tcp"
-	case "tcp", "udp":
-	default:
-		v.add(p+".protocol", "%q is not tcp or udp", b.Protocol)
-	}
-	switch b.XDPMode {
-	case "":
-		b.XDPMode = "auto"
-	case "auto", "native", "generic":
-	default:
-		v.add(p+".xdp_mode", "%q is not auto, native or generic", b.XDPMode)
-	}
+	v.oneOf(p+".protocol", &b.Protocol, "tcp", "udp")
+	v.oneOf(p+".xdp_mode", &b.XDPMode, "auto", "native", "generic")
 	if b.ProxyProtocol != "" || b.AcceptProxy || b.Splice || b.CloseOnDown {
 		v.add(p+".mode", "dsr does not proxy: proxy_protocol, accept_proxy, splice and close_on_down do not apply")
 	}

@@ -65,20 +65,8 @@ func (c *Config) validate() Errors {
 	if c.Node == "" {
 		c.Node, _ = os.Hostname()
 	}
-	switch c.Log.Format {
-	case "":
-		c.Log.Format = "text"
-	case "text", "json":
-	default:
-		v.add("log.format", "%q is not text or json", c.Log.Format)
-	}
-	switch c.Log.Level {
-	case "":
-		c.Log.Level = "info"
-	case "debug", "info", "warn", "error":
-	default:
-		v.add("log.level", "%q is not debug, info, warn or error", c.Log.Level)
-	}
+	v.oneOf("log.format", &c.Log.Format, "text", "json")
+	v.oneOf("log.level", &c.Log.Level, "info", "debug", "warn", "error")
 	setDefault(v, "api.socket", &c.API.Socket, DefaultSocket)
 	setDefault(v, "api.http", &c.API.HTTP, DefaultHTTP)
 	if !filepath.IsAbs(c.API.Socket) {
@@ -216,7 +204,7 @@ func (v *validator) instances(checks map[string]bool) (vrids map[string]string, 
 
 // vrrpCommon checks and defaults the keys instances and pools share.
 func (v *validator) vrrpCommon(p, iface string, version *int, interval, notifyTimeout *time.Duration) {
-	if iface == "" || len(iface) > 15 || strings.ContainsAny(iface, "/ ") {
+	if !interfaceName(iface) {
 		v.add(p+".interface", "%q is not an interface name", iface)
 	}
 	setDefault(v, p+".version", version, DefaultVersion)
@@ -237,7 +225,7 @@ func (v *validator) vrrpCommon(p, iface string, version *int, interval, notifyTi
 func (v *validator) track(p string, tr Track, checks map[string]bool) {
 	for j, t := range tr.Interfaces {
 		tp := fmt.Sprintf("%s.track.interfaces[%d]", p, j)
-		if t.Name == "" || len(t.Name) > 15 {
+		if !interfaceName(t.Name) {
 			v.add(tp+".name", "%q is not an interface name", t.Name)
 		}
 		v.weight(tp+".weight", t.Weight)
@@ -366,6 +354,27 @@ func (v *validator) syncGroups() {
 		}
 		v.executable(p+".notify", g.Notify)
 	}
+}
+
+// interfaceName reports whether s can name a Linux interface (IFNAMSIZ).
+func interfaceName(s string) bool {
+	return s != "" && len(s) <= 15 && !strings.ContainsAny(s, "/ ")
+}
+
+// oneOf checks a string key against its allowed values; an empty key takes
+// def, the first allowed value. Errors read `"x" is not a, b or c`.
+func (v *validator) oneOf(path string, val *string, def string, others ...string) {
+	allowed := append([]string{def}, others...)
+	if *val == "" {
+		*val = def
+	}
+	for _, a := range allowed {
+		if *val == a {
+			return
+		}
+	}
+	list := strings.Join(allowed[:len(allowed)-1], ", ") + " or " + allowed[len(allowed)-1]
+	v.add(path, "%q is not %s", *val, list)
 }
 
 // setDefault fills a key the file does not set; an explicit zero stays, so
