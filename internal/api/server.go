@@ -135,7 +135,13 @@ func Fetch(ctx context.Context, socket string) (Snapshot, error) {
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return Snapshot{}, fmt.Errorf("no vigil daemon answers on %s: %w", socket, errors.Unwrap(errors.Unwrap(err)))
+		// The dial's own error ("connect: no such file or directory"), not
+		// the HTTP client's wrapping of it.
+		var op *net.OpError
+		if errors.As(err, &op) {
+			err = op.Err
+		}
+		return Snapshot{}, fmt.Errorf("no vigil daemon answers on %s: %w", socket, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {

@@ -211,11 +211,12 @@ func (sp *Speaker) Announced() []netip.Prefix {
 // sessions close, then stops.
 func (sp *Speaker) Stop(ctx context.Context) error {
 	var errs []error
-	for _, p := range sp.Announced() {
+	announced := sp.Announced()
+	for _, p := range announced {
 		errs = append(errs, sp.Withdraw(p))
 	}
-	if len(sp.Announced()) == 0 {
-		time.Sleep(100 * time.Millisecond) // let the UPDATEs leave
+	if len(announced) > 0 {
+		time.Sleep(100 * time.Millisecond) // let the withdrawals leave before the sessions close
 	}
 	errs = append(errs, sp.s.StopBgp(ctx, &api.StopBgpRequest{}))
 	sp.s.Stop()

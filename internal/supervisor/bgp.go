@@ -95,18 +95,8 @@ func (s *Supervisor) healthy(name string) bool {
 		return false
 	}
 	if s.dsr != nil {
-		if bals, _ := s.dsr.status(); len(bals) > 0 {
-			for _, b := range bals {
-				if b.Name != name {
-					continue
-				}
-				for _, be := range b.Backends {
-					if be.Up {
-						return true
-					}
-				}
-				return false
-			}
+		if up, ok := s.dsr.healthy(name); ok {
+			return up
 		}
 	}
 	e, known := s.bus.Last(name)

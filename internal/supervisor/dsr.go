@@ -309,6 +309,24 @@ func (p *dsrPlane) setHealth(name string, addr netip.AddrPort, up bool) bool {
 	return false
 }
 
+// healthy reports whether the named dsr balancer has a backend in its
+// table; ok is false when there is no such balancer.
+func (p *dsrPlane) healthy(name string) (up, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, b := range p.bals {
+		if b.cfg.Name == name {
+			for _, be := range b.backends {
+				if be.up && be.mac != nil && be.weight > 0 {
+					return true, true
+				}
+			}
+			return false, true
+		}
+	}
+	return false, false
+}
+
 // status reports the dsr balancers and the program's verdict counters.
 func (p *dsrPlane) status() ([]api.Balancer, map[string]uint64) {
 	p.mu.Lock()
