@@ -7,7 +7,6 @@
 package maglev
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -146,20 +145,6 @@ func (t *Table) Counts() []int {
 		}
 	}
 	return out
-}
-
-// FlowHash hashes a flow's 5-tuple bytes (addresses, ports, protocol) to the
-// 32 bits Lookup takes.
-func FlowHash(tuple []byte) uint32 {
-	var x uint64 = 0x9e3779b97f4a7c15
-	for len(tuple) >= 8 {
-		x = mix(x ^ binary.LittleEndian.Uint64(tuple))
-		tuple = tuple[8:]
-	}
-	var last [8]byte
-	copy(last[:], tuple)
-	x = mix(x ^ binary.LittleEndian.Uint64(last[:]) ^ uint64(len(tuple))<<56)
-	return uint32(x >> 32)
 }
 
 func isPrime(n int) bool {
