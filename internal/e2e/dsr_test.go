@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,9 +37,9 @@ func greet(c net.Conn, name string) {
 	fmt.Fprintf(c, "%s %s\n", name, c.RemoteAddr())
 }
 
-func startRealServer(t *testing.T, h *netlab.Host, handle func(c net.Conn, name string)) *realServer {
+func startRealServer(t *testing.T, h *netlab.Host, vip string, handle func(c net.Conn, name string)) *realServer {
 	t.Helper()
-	if out, code := execIn(t, h, 10*time.Second, vigilBin, "realserver", "--vip", dsrVIP); code != 0 {
+	if out, code := execIn(t, h, 10*time.Second, vigilBin, "realserver", "--vip", vip); code != 0 {
 		t.Fatalf("vigil realserver on %s: exit %d\n%s", h.Name, code, out)
 	}
 	l, err := h.Listen("tcp4", "0.0.0.0:80")
@@ -222,7 +223,7 @@ func newDSRLab(t *testing.T, nLB int, handle func(net.Conn, string)) *dsrLab {
 		if err != nil {
 			t.Fatal(err)
 		}
-		l.rss = append(l.rss, startRealServer(t, h, handle))
+		l.rss = append(l.rss, startRealServer(t, h, dsrVIP, handle))
 	}
 	for i := range nLB {
 		h, err := l.lab.AddHost(fmt.Sprintf("lb%d", i+1), mustPrefix(fmt.Sprintf("10.80.0.%d/24", 1+i)))
@@ -278,6 +279,130 @@ func echo(c net.Conn, name string) {
 	}
 }
 
+// waitBackendsUp waits up to 10 s for the daemon at socket to count want
+// backends up (a dsr backend is up once its check passes and its MAC is known).
+func waitBackendsUp(t *testing.T, socket string, want int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		ups := 0
+		snap, _ := api.Fetch(context.Background(), socket) // not up yet: no balancers
+		for _, b := range snap.Balancers {
+			for _, be := range b.Backends {
+				if be.Up {
+					ups++
+				}
+			}
+		}
+		if ups == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d of %d backends up after 10s", socket, ups, want)
+		}
+	}
+}
+
+// echoStreams keeps connections to an echo service busy: each sends a
+// numbered line every 50 ms and expects it back from the real server that
+// answered first.
+type echoStreams struct {
+	stop chan struct{}
+	wg   sync.WaitGroup
+
+	mu     sync.Mutex
+	failed []string
+	marked time.Time
+	after  []int // exchanges completed since the last mark, per connection
+}
+
+// startEchoStreams opens n connections from client to addr (the test fails
+// when one cannot be opened) and starts their exchanges.
+func startEchoStreams(t *testing.T, client *netlab.Host, addr string, n int) *echoStreams {
+	t.Helper()
+	s := &echoStreams{stop: make(chan struct{}), after: make([]int, n)}
+	conns := make([]net.Conn, n)
+	for i := range n {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c, err := client.Dial(ctx, "tcp4", addr)
+		cancel()
+		if err != nil {
+			s.close()
+			for _, c := range conns[:i] {
+				c.Close()
+			}
+			t.Fatalf("opening connection %d to %s: %v", i, addr, err)
+		}
+		conns[i] = c
+	}
+	for i, c := range conns {
+		s.wg.Go(func() { s.run(i, c) })
+	}
+	t.Cleanup(s.close)
+	return s
+}
+
+func (s *echoStreams) run(i int, c net.Conn) {
+	defer c.Close()
+	r := bufio.NewReader(c)
+	server := ""
+	for seq := 0; ; seq++ {
+		select {
+		case <-s.stop:
+			return
+		default:
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(c, "%d\n", seq)
+		line, err := r.ReadString('\n')
+		f := strings.Fields(line)
+		if err != nil || len(f) != 2 || f[1] != strconv.Itoa(seq) || (server != "" && f[0] != server) {
+			s.mu.Lock()
+			s.failed = append(s.failed, fmt.Sprintf("connection %d at %d: %q %v (server %s)", i, seq, line, err, server))
+			s.mu.Unlock()
+			return
+		}
+		server = f[0]
+		s.mu.Lock()
+		if !s.marked.IsZero() {
+			s.after[i]++
+		}
+		s.mu.Unlock()
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// mark starts counting exchanges afresh, from now.
+func (s *echoStreams) mark() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.marked = time.Now()
+	clear(s.after)
+}
+
+// survivors counts the connections with at least min exchanges since the
+// last mark, and returns the failures seen so far.
+func (s *echoStreams) survivors(min int) (int, []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, a := range s.after {
+		if a >= min {
+			n++
+		}
+	}
+	return n, slices.Clone(s.failed)
+}
+
+// close stops the exchanges and waits for them; it can be called twice.
+func (s *echoStreams) close() {
+	select {
+	case <-s.stop:
+	default:
+		close(s.stop)
+	}
+	s.wg.Wait()
+}
+
 // Two balancers with the same config. The VIP moves from lb1 to lb2 in the
 // middle of established connections, and they go on: lb2 has no
 // connection-tracking entry for them, but its Maglev table, built from the
@@ -285,82 +410,10 @@ func echo(c net.Conn, name string) {
 func TestDSRConnectionsSurviveBalancerFailover(t *testing.T) {
 	l := newDSRLab(t, 2, echo)
 	for _, n := range l.lbs { // both know the backends' MACs before the move
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			ups := 0
-			snap, _ := api.Fetch(context.Background(), n.socket()) // not up yet: no balancers
-			for _, b := range snap.Balancers {
-				for _, be := range b.Backends {
-					if be.Up {
-						ups++
-					}
-				}
-			}
-			if ups == 2 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s did not resolve both backends", n.host.Name)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+		waitBackendsUp(t, n.socket(), 2)
 	}
 	const conns = 50
-	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		failed   []string
-		moved    time.Time
-		after    = make([]int, conns) // exchanges completed after the move
-		stop     = make(chan struct{})
-		opened   sync.WaitGroup
-		openErrs = make(chan error, conns)
-	)
-	opened.Add(conns)
-	for i := range conns {
-		wg.Go(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			c, err := l.client.Dial(ctx, "tcp4", dsrVIP+":80")
-			cancel()
-			opened.Done()
-			if err != nil {
-				openErrs <- err
-				return
-			}
-			defer c.Close()
-			r := bufio.NewReader(c)
-			server := ""
-			for seq := 0; ; seq++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				c.SetDeadline(time.Now().Add(5 * time.Second))
-				fmt.Fprintf(c, "%d\n", seq)
-				line, err := r.ReadString('\n')
-				f := strings.Fields(line)
-				if err != nil || len(f) != 2 || f[1] != strconv.Itoa(seq) || (server != "" && f[0] != server) {
-					mu.Lock()
-					failed = append(failed, fmt.Sprintf("connection %d at %d: %q %v (server %s)", i, seq, line, err, server))
-					mu.Unlock()
-					return
-				}
-				server = f[0]
-				mu.Lock()
-				if !moved.IsZero() && time.Now().After(moved) {
-					after[i]++
-				}
-				mu.Unlock()
-				time.Sleep(50 * time.Millisecond)
-			}
-		})
-	}
-	opened.Wait()
-	close(openErrs)
-	for err := range openErrs {
-		t.Fatalf("opening a connection through lb1: %v", err)
-	}
+	streams := startEchoStreams(t, l.client, dsrVIP+":80", conns)
 	time.Sleep(time.Second)
 	// Graceful stop of lb1: priority-0 advert, lb2 takes the VIP at once.
 	if err := l.lbs[0].proc.Signal(syscall.SIGTERM); err != nil {
@@ -374,18 +427,10 @@ func TestDSRConnectionsSurviveBalancerFailover(t *testing.T) {
 			t.Fatal("lb2 did not take the VIP")
 		}
 	}
-	mu.Lock()
-	moved = time.Now()
-	mu.Unlock()
+	streams.mark()
 	time.Sleep(2 * time.Second)
-	close(stop)
-	wg.Wait()
-	survived := 0
-	for i := range conns {
-		if after[i] >= 5 {
-			survived++
-		}
-	}
+	streams.close()
+	survived, failed := streams.survivors(5)
 	t.Logf("%d of %d established connections went on through lb2 (>= 5 exchanges each after the move)", survived, conns)
 	if survived*100 < 99*conns {
 		t.Fatalf("only %d of %d connections survived the balancer failover: %v", survived, conns, failed)

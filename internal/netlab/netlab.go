@@ -39,6 +39,7 @@ type Lab struct {
 
 	mu    sync.Mutex
 	hosts []*Host
+	plugs []string // switch ports of hosts from other labs
 	procs []*Proc
 }
 
@@ -160,6 +161,55 @@ func (l *Lab) AddHost(name string, addrs ...netip.Prefix) (*Host, error) {
 		}
 	}
 	return h, nil
+}
+
+// Plug gives a host of another lab a second interface, ifname, on this
+// lab's switch, holding addrs and up: a router between two segments.
+func (l *Lab) Plug(h *Host, ifname string, addrs ...netip.Prefix) error {
+	l.mu.Lock()
+	port := fmt.Sprintf("x%d", len(l.hosts)+len(l.plugs))
+	l.plugs = append(l.plugs, port)
+	l.mu.Unlock()
+	err := l.inSwitch(func(sh *netlink.Handle) error {
+		br, err := sh.LinkByName("br0")
+		if err != nil {
+			return err
+		}
+		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: port, MasterIndex: br.Attrs().Index},
+			PeerName: ifname, PeerNamespace: netlink.NsFd(h.ns)}
+		if err := sh.LinkAdd(veth); err != nil {
+			return fmt.Errorf("netlab: add veth %s for %s: %w", ifname, h.Name, err)
+		}
+		p, err := sh.LinkByName(port)
+		if err != nil {
+			return err
+		}
+		return sh.LinkSetUp(p)
+	})
+	if err != nil {
+		return err
+	}
+	hh, err := h.Netlink()
+	if err != nil {
+		return err
+	}
+	defer hh.Close()
+	lk, err := hh.LinkByName(ifname)
+	if err != nil {
+		return fmt.Errorf("netlab: %s in %s: %w", ifname, h.Name, err)
+	}
+	for _, a := range addrs {
+		if err := hh.AddrAdd(lk, toAddr(a)); err != nil {
+			return fmt.Errorf("netlab: address %s on %s %s: %w", a, h.Name, ifname, err)
+		}
+	}
+	return hh.LinkSetUp(lk)
+}
+
+// Sysctl writes a sysctl (path under /proc/sys, e.g. "net/ipv4/ip_forward")
+// inside the host.
+func (h *Host) Sysctl(path, value string) error {
+	return writeSysctlIn(h.ns, "/proc/sys/"+path, value)
 }
 
 func toAddr(p netip.Prefix) *netlink.Addr {
