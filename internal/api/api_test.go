@@ -40,6 +40,9 @@ func sample() Snapshot {
 		Balancers: []Balancer{{Name: "api", Listen: []string{"192.0.2.10:9445"}, Algorithm: "roundrobin", Active: 3, Accepted: 5120, Refused: 0, NoBackend: 1,
 			Backends: []Backend{{Address: "10.0.0.11:6443", Up: true, Weight: 1, Active: 3, Connections: 4000, BytesIn: 1 << 20, BytesOut: 9 << 20},
 				{Address: "10.0.0.12:6443", Up: false, Weight: 1, Connections: 1120, ConnectErrors: 2}}}},
+		BGP: &BGP{Sessions: []BGPSession{{Neighbor: "10.0.0.254", ASN: 64500, State: "established", Since: t0.Add(-time.Hour)},
+			{Neighbor: "10.0.0.253", ASN: 64501, State: "idle", LastError: "bad peer as", Failures: 3, RetryAt: t0.Add(15 * time.Second)}},
+			Announced: []string{"192.0.2.10/32"}},
 	}
 }
 

@@ -44,6 +44,7 @@ var (
 	dBalBytes      = desc("balancer_bytes_total", "IP bytes the XDP program steered to a backend (mode dsr).", "balancer")
 	dXDPPackets    = desc("xdp_packets_total", "Packets the XDP program handled, by verdict.", "verdict")
 	dBGPSession    = desc("bgp_session_established", "1 while the BGP session with the neighbor is established.", "neighbor")
+	dBGPFailures   = desc("bgp_session_failures", "Failed attempts in a row with the neighbor (0 once established).", "neighbor")
 	dBGPAnnounced  = desc("bgp_announced", "1 for each prefix announced now.", "prefix")
 	dBackendUp     = desc("backend_up", "1 when the backend is in rotation.", "balancer", "backend")
 	dBackendWeight = desc("backend_weight", "Configured weight.", "balancer", "backend")
@@ -98,6 +99,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	if s.BGP != nil {
 		for _, ss := range s.BGP.Sessions {
 			gauge(dBGPSession, b2f(ss.State == "established"), ss.Neighbor)
+			gauge(dBGPFailures, float64(ss.Failures), ss.Neighbor)
 		}
 		for _, p := range s.BGP.Announced {
 			gauge(dBGPAnnounced, 1, p)

@@ -29,10 +29,13 @@ type BGP struct {
 
 // BGPSession is one neighbor.
 type BGPSession struct {
-	Neighbor string    `json:"neighbor"`
-	ASN      uint32    `json:"asn"`
-	State    string    `json:"state"`
-	Since    time.Time `json:"since,omitzero"`
+	Neighbor  string    `json:"neighbor"`
+	ASN       uint32    `json:"asn"`
+	State     string    `json:"state"`
+	Since     time.Time `json:"since,omitzero"`
+	LastError string    `json:"last_error,omitempty"` // why the last attempt failed, while not established
+	Failures  int       `json:"failures,omitempty"`   // failed attempts in a row
+	RetryAt   time.Time `json:"retry_at,omitzero"`    // next attempt, while backing off
 }
 
 // Instance is one VRRP instance.

@@ -55,13 +55,21 @@ func WriteTable(out io.Writer, s Snapshot, now time.Time) error {
 		}
 	}
 	if s.BGP != nil {
-		fmt.Fprintf(w, "\nBGP NEIGHBOR\tASN\tSTATE\tSINCE\n")
+		fmt.Fprintf(w, "\nBGP NEIGHBOR\tASN\tSTATE\tSINCE\tLAST ERROR\n")
 		for _, ss := range s.BGP.Sessions {
 			since := "-"
 			if !ss.Since.IsZero() {
 				since = round(now.Sub(ss.Since)).String() + " ago"
 			}
-			fmt.Fprintf(w, "%s\t%d\t%s\t%s\n", ss.Neighbor, ss.ASN, ss.State, since)
+			lastError := dash(ss.LastError)
+			if ss.Failures > 0 {
+				lastError += fmt.Sprintf(" (%d in a row", ss.Failures)
+				if !ss.RetryAt.IsZero() {
+					lastError += ", retry in " + round(ss.RetryAt.Sub(now)).String()
+				}
+				lastError += ")"
+			}
+			fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\n", ss.Neighbor, ss.ASN, ss.State, since, lastError)
 		}
 		fmt.Fprintf(w, "announced: %s\n", dash(strings.Join(s.BGP.Announced, ", ")))
 	}

@@ -49,22 +49,32 @@ type Speaker struct {
 	s   *server.BgpServer
 	log *slog.Logger
 
+	stop context.CancelFunc // ends the session monitor and its hold-downs
+	wg   sync.WaitGroup
+
 	mu        sync.Mutex
 	announced map[netip.Prefix]Route
+	peers     map[string]*peerInfo // by neighbor address
 }
 
 // Start starts the speaker and its sessions.
 func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Speaker, error) {
 	s := server.NewBgpServer(server.LoggerOption(log.With("component", "gobgp"), nil))
 	go s.Serve()
-	sp := &Speaker{s: s, log: log, announced: map[netip.Prefix]Route{}}
+	monitorCtx, stop := context.WithCancel(context.Background())
+	sp := &Speaker{s: s, log: log, stop: stop, announced: map[netip.Prefix]Route{}, peers: map[string]*peerInfo{}}
+	for _, n := range cfg.Neighbors {
+		sp.peers[n.Address.String()] = &peerInfo{backoff: newBackoff()}
+	}
 	err := s.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
 		Asn: cfg.ASN, RouterId: cfg.RouterID.String(), ListenPort: cfg.Listen,
 	}})
 	if err != nil {
+		stop()
 		s.Stop()
 		return nil, fmt.Errorf("bgp: start (asn %d, router id %s): %w", cfg.ASN, cfg.RouterID, err)
 	}
+	sp.wg.Go(func() { sp.monitor(monitorCtx) })
 	for _, n := range cfg.Neighbors {
 		hold := uint64(n.HoldTime / time.Second)
 		p := &api.Peer{
@@ -156,10 +166,13 @@ func (sp *Speaker) Withdraw(prefix netip.Prefix) error {
 
 // Session is one peer's state.
 type Session struct {
-	Neighbor string
-	ASN      uint32
-	State    string // idle, connect, active, opensent, openconfirm, established
-	Since    time.Time
+	Neighbor  string
+	ASN       uint32
+	State     string // idle, connect, active, opensent, openconfirm, established
+	Since     time.Time
+	LastError string    // why the last attempt or session failed; empty once established
+	Failures  int       // failed attempts in a row
+	RetryAt   time.Time // set while vigil holds the neighbor down to back off
 }
 
 // Sessions lists the peers.
@@ -173,6 +186,14 @@ func (sp *Speaker) Sessions(ctx context.Context) []Session {
 		if t := p.GetTimers().GetState().GetUptime(); t != nil && s.State == "established" {
 			s.Since = t.AsTime()
 		}
+		sp.mu.Lock()
+		if info := sp.peers[s.Neighbor]; info != nil && s.State != "established" {
+			s.LastError, s.Failures = info.lastError, info.backoff.failures
+			if time.Now().Before(info.retryAt) {
+				s.RetryAt = info.retryAt
+			}
+		}
+		sp.mu.Unlock()
 		out = append(out, s)
 	})
 	return out
@@ -218,6 +239,8 @@ func (sp *Speaker) Stop(ctx context.Context) error {
 	if len(announced) > 0 {
 		time.Sleep(100 * time.Millisecond) // let the withdrawals leave before the sessions close
 	}
+	sp.stop()
+	sp.wg.Wait()
 	errs = append(errs, sp.s.StopBgp(ctx, &api.StopBgpRequest{}))
 	sp.s.Stop()
 	return errors.Join(errs...)

@@ -61,7 +61,8 @@ func (s *Supervisor) Snapshot() api.Snapshot {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		b := &api.BGP{Announced: []string{}}
 		for _, ss := range sp.Sessions(ctx) {
-			b.Sessions = append(b.Sessions, api.BGPSession{Neighbor: ss.Neighbor, ASN: ss.ASN, State: ss.State, Since: ss.Since})
+			b.Sessions = append(b.Sessions, api.BGPSession{Neighbor: ss.Neighbor, ASN: ss.ASN, State: ss.State, Since: ss.Since,
+				LastError: ss.LastError, Failures: ss.Failures, RetryAt: ss.RetryAt})
 		}
 		cancel()
 		for _, p := range sp.Announced() {
