@@ -17,7 +17,10 @@ import (
 	"github.com/vigil-lb/vigil/internal/netlab"
 )
 
-const anycastVIP = "192.0.2.10"
+const (
+	anycastVIP  = "192.0.2.10"
+	anycastVIP6 = "2001:db8::10"
+)
 
 // startFRR runs zebra and bgpd in the router host with multipath, peering
 // with the given balancer addresses (AS 64512); hold time 3 s.
@@ -40,6 +43,13 @@ func startFRR(t *testing.T, router *netlab.Host, peers []string) {
 		fmt.Fprintf(&b, " neighbor %s remote-as 64512\n neighbor %s timers 1 3\n neighbor %s timers connect 1\n", p, p, p)
 	}
 	b.WriteString(" address-family ipv4 unicast\n  maximum-paths 8\n exit-address-family\n")
+	b.WriteString(" address-family ipv6 unicast\n  maximum-paths 8\n")
+	for _, p := range peers {
+		if strings.Contains(p, ":") {
+			fmt.Fprintf(&b, "  neighbor %s activate\n", p)
+		}
+	}
+	b.WriteString(" exit-address-family\n")
 	os.WriteFile(filepath.Join(dir, "bgpd.conf"), []byte(b.String()), 0o644)
 	os.WriteFile(filepath.Join(dir, "zebra.conf"), []byte("hostname router\n"), 0o644)
 	// FRR drops to its own user; it needs the directory.
@@ -58,11 +68,21 @@ func startFRR(t *testing.T, router *netlab.Host, peers []string) {
 	}
 }
 
-// nexthops counts the router's kernel next hops for the anycast VIP.
-func nexthops(t *testing.T, router *netlab.Host) int {
+// routeOf is the router's kernel route for prefix, as ip prints it.
+func routeOf(t *testing.T, router *netlab.Host, prefix string) string {
 	t.Helper()
-	out, _ := execIn(t, router, 5*time.Second, "ip", "route", "show", anycastVIP+"/32")
-	out = strings.TrimSpace(out)
+	family := "-4"
+	if strings.Contains(prefix, ":") {
+		family = "-6"
+	}
+	out, _ := execIn(t, router, 5*time.Second, "ip", family, "route", "show", prefix)
+	return strings.TrimSpace(out)
+}
+
+// nexthops counts the router's kernel next hops for prefix.
+func nexthops(t *testing.T, router *netlab.Host, prefix string) int {
+	t.Helper()
+	out := routeOf(t, router, prefix)
 	switch {
 	case out == "":
 		return 0
@@ -73,17 +93,23 @@ func nexthops(t *testing.T, router *netlab.Host) int {
 	}
 }
 
+// waitNexthops waits for the router to hold want next hops for the anycast VIP.
 func waitNexthops(t *testing.T, router *netlab.Host, want int, d time.Duration) time.Duration {
+	t.Helper()
+	return waitNexthopsFor(t, router, anycastVIP+"/32", want, d)
+}
+
+func waitNexthopsFor(t *testing.T, router *netlab.Host, prefix string, want int, d time.Duration) time.Duration {
 	t.Helper()
 	t0 := time.Now()
 	for time.Since(t0) < d {
-		if nexthops(t, router) == want {
+		if nexthops(t, router, prefix) == want {
 			return time.Since(t0)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	out, _ := execIn(t, router, 5*time.Second, "ip", "route", "show", anycastVIP+"/32")
-	t.Fatalf("the router does not have %d next hops for %s within %v: %q", want, anycastVIP, d, out)
+	out := routeOf(t, router, prefix)
+	t.Fatalf("the router does not have %d next hops for %s within %v: %q", want, prefix, d, out)
 	return 0
 }
 
@@ -110,6 +136,7 @@ type bgpOpts struct {
 	routerASN      int    // the router's ASN as the nodes are told it; 0: its own, 64500
 	extraNeighbors string // more neighbor entries in every node's config
 	balancer       string // the nodes' balancers entry; empty: a proxy balancer on the VIP
+	v6             bool   // peer over IPv6 and announce the IPv6 anycast VIP
 	// setup runs before the nodes start, to add hosts they need.
 	setup func(lab *netlab.Lab, router *netlab.Host)
 }
@@ -120,11 +147,15 @@ func bgpLabWith(t *testing.T, n int, opts bgpOpts) (*netlab.Host, []*bgpNode, fu
 	if opts.routerASN == 0 {
 		opts.routerASN = 64500
 	}
+	vip, host, neighbor := anycastVIP, anycastVIP+"/32", "10.82.0.254"
+	if opts.v6 {
+		vip, host, neighbor = "["+anycastVIP6+"]", anycastVIP6+"/128", "fd00:82::254"
+	}
 	if opts.balancer == "" {
-		opts.balancer = fmt.Sprintf(`{name: api, listen: ["%s:9445"], backends: [{address: "10.82.0.254:6443"}]}`, anycastVIP)
+		opts.balancer = fmt.Sprintf(`{name: api, listen: ["%s:9445"], backends: [{address: "10.82.0.254:6443"}]}`, vip)
 	}
 	lab := newLab(t)
-	router, err := lab.AddHost("router", mustPrefix("10.82.0.254/24"))
+	router, err := lab.AddHost("router", mustPrefix("10.82.0.254/24"), mustPrefix("fd00:82::254/64"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +166,7 @@ func bgpLabWith(t *testing.T, n int, opts bgpOpts) (*netlab.Host, []*bgpNode, fu
 	var peers []string
 	for i := range n {
 		addr := fmt.Sprintf("10.82.0.%d", i+1)
-		h, err := lab.AddHost(fmt.Sprintf("lb%d", i+1), mustPrefix(addr+"/24"))
+		h, err := lab.AddHost(fmt.Sprintf("lb%d", i+1), mustPrefix(addr+"/24"), mustPrefix(fmt.Sprintf("fd00:82::%d/64", i+1)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -151,10 +182,14 @@ balancers:
 bgp:
   asn: 64512
   router_id: %s
-  neighbors: [{address: 10.82.0.254, asn: %d, hold_time: 3s}%s]
-  announce: [{prefix: %s/32, when_healthy: svc, communities: ["64512:100"]}]
-`, n.socket(), n.flag, opts.balancer, addr, opts.routerASN, opts.extraNeighbors, anycastVIP)), 0o644)
-		nodes, peers = append(nodes, n), append(peers, addr)
+  neighbors: [{address: %s, asn: %d, hold_time: 3s}%s]
+  announce: [{prefix: %s, when_healthy: svc, communities: ["64512:100"]}]
+`, n.socket(), n.flag, opts.balancer, addr, neighbor, opts.routerASN, opts.extraNeighbors, host)), 0o644)
+		peer := addr
+		if opts.v6 {
+			peer = fmt.Sprintf("fd00:82::%d", i+1)
+		}
+		nodes, peers = append(nodes, n), append(peers, peer)
 	}
 	startFRR(t, router, peers)
 	start := func(n *bgpNode) {
@@ -235,6 +270,28 @@ func TestBGPAnycastWithFRR(t *testing.T) {
 	t.Logf("lb3 stopped (SIGTERM) -> two next hops after %v", took)
 }
 
+// The same over IPv6: sessions to the router's IPv6 address carry the IPv6
+// anycast VIP as a /128 with three next hops; a failing check takes one away.
+func TestBGPAnycastIPv6WithFRR(t *testing.T) {
+	router, nodes, _ := bgpLabWith(t, 3, bgpOpts{v6: true})
+	host := anycastVIP6 + "/128"
+	took := waitNexthopsFor(t, router, host, 3, 30*time.Second)
+	t.Logf("three IPv6 next hops after %v", took)
+	os.Remove(nodes[0].flag)
+	took = waitNexthopsFor(t, router, host, 2, 3*time.Second)
+	t.Logf("check failed on lb1 -> two IPv6 next hops after %v (goal < 1 s)", took)
+	if took > time.Second {
+		t.Errorf("withdrawal took %v, over a second", took)
+	}
+	os.WriteFile(nodes[0].flag, nil, 0o644)
+	waitNexthopsFor(t, router, host, 3, 3*time.Second)
+	snap := statusAt(t, nodes[0].socket())
+	if len(snap.BGP.Sessions) != 1 || snap.BGP.Sessions[0].Neighbor != "fd00:82::254" || snap.BGP.Sessions[0].State != "established" ||
+		len(snap.BGP.Announced) != 1 || snap.BGP.Announced[0] != host {
+		t.Fatalf("status: %+v", snap.BGP)
+	}
+}
+
 var bgpBenchTable = flag.String("bgp-bench-table", "", "measure withdrawal and return times over 20 rounds and write the table into this markdown file")
 
 // TestBGPBenchTable is `make bench-bgp`: health failure -> route gone from
@@ -294,7 +351,7 @@ func TestBGPNeighborThatNeverAnswers(t *testing.T) {
 func TestBGPWrongPeerASN(t *testing.T) {
 	router, nodes, _ := bgpLabWith(t, 1, bgpOpts{routerASN: 65000}) // the router is AS 64500
 	time.Sleep(4 * time.Second)
-	if n := nexthops(t, router); n != 0 {
+	if n := nexthops(t, router, anycastVIP+"/32"); n != 0 {
 		t.Fatalf("the router has %d next hops from a session with the wrong ASN", n)
 	}
 	snap := statusAt(t, filepath.Join(nodes[0].dir, "vigil.sock"))
