@@ -206,6 +206,12 @@ func (l *Lab) Plug(h *Host, ifname string, addrs ...netip.Prefix) error {
 	return hh.LinkSetUp(lk)
 }
 
+// SwitchDo runs f in the switch's namespace, where the hosts' ports are.
+func (l *Lab) SwitchDo(f func() error) error { return doIn(l.sw, f) }
+
+// SwitchPort names the host's port (its veth peer) in the switch's namespace.
+func (h *Host) SwitchPort() string { return h.port }
+
 // Sysctl writes a sysctl (path under /proc/sys, e.g. "net/ipv4/ip_forward")
 // inside the host.
 func (h *Host) Sysctl(path, value string) error {

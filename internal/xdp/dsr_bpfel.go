@@ -36,6 +36,11 @@ type dsrFlow struct {
 	Pad   [3]uint8
 }
 
+type dsrGenTmpl struct {
+	_    structs.HostLayout
+	Data [64]uint8
+}
+
 type dsrSvcKey struct {
 	_     structs.HostLayout
 	Addr  [16]uint8
@@ -62,11 +67,14 @@ type dsrSvcVal struct {
 const (
 	dsrMapBackends    = "backends"
 	dsrMapConntrack   = "conntrack"
+	dsrMapGenFrame    = "gen_frame"
+	dsrMapGenState    = "gen_state"
 	dsrMapServices    = "services"
 	dsrMapSvcCounters = "svc_counters"
 	dsrMapTables      = "tables"
 	dsrMapVerdicts    = "verdicts"
 	dsrProgXdpDsr     = "xdp_dsr"
+	dsrProgXdpGen     = "xdp_gen"
 	dsrProgXdpPass    = "xdp_pass"
 	dsrProgXdpSwap    = "xdp_swap"
 )
@@ -114,6 +122,7 @@ type dsrSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type dsrProgramSpecs struct {
 	XdpDsr  *ebpf.ProgramSpec `ebpf:"xdp_dsr"`
+	XdpGen  *ebpf.ProgramSpec `ebpf:"xdp_gen"`
 	XdpPass *ebpf.ProgramSpec `ebpf:"xdp_pass"`
 	XdpSwap *ebpf.ProgramSpec `ebpf:"xdp_swap"`
 }
@@ -124,6 +133,8 @@ type dsrProgramSpecs struct {
 type dsrMapSpecs struct {
 	Backends    *ebpf.MapSpec `ebpf:"backends"`
 	Conntrack   *ebpf.MapSpec `ebpf:"conntrack"`
+	GenFrame    *ebpf.MapSpec `ebpf:"gen_frame"`
+	GenState    *ebpf.MapSpec `ebpf:"gen_state"`
 	Services    *ebpf.MapSpec `ebpf:"services"`
 	SvcCounters *ebpf.MapSpec `ebpf:"svc_counters"`
 	Tables      *ebpf.MapSpec `ebpf:"tables"`
@@ -158,6 +169,8 @@ func (o *dsrObjects) Close() error {
 type dsrMaps struct {
 	Backends    *ebpf.Map `ebpf:"backends"`
 	Conntrack   *ebpf.Map `ebpf:"conntrack"`
+	GenFrame    *ebpf.Map `ebpf:"gen_frame"`
+	GenState    *ebpf.Map `ebpf:"gen_state"`
 	Services    *ebpf.Map `ebpf:"services"`
 	SvcCounters *ebpf.Map `ebpf:"svc_counters"`
 	Tables      *ebpf.Map `ebpf:"tables"`
@@ -168,6 +181,8 @@ func (m *dsrMaps) Close() error {
 	return _DsrClose(
 		m.Backends,
 		m.Conntrack,
+		m.GenFrame,
+		m.GenState,
 		m.Services,
 		m.SvcCounters,
 		m.Tables,
@@ -186,6 +201,7 @@ type dsrVariables struct {
 // It can be passed to loadDsrObjects or ebpf.CollectionSpec.LoadAndAssign.
 type dsrPrograms struct {
 	XdpDsr  *ebpf.Program `ebpf:"xdp_dsr"`
+	XdpGen  *ebpf.Program `ebpf:"xdp_gen"`
 	XdpPass *ebpf.Program `ebpf:"xdp_pass"`
 	XdpSwap *ebpf.Program `ebpf:"xdp_swap"`
 }
@@ -193,6 +209,7 @@ type dsrPrograms struct {
 func (p *dsrPrograms) Close() error {
 	return _DsrClose(
 		p.XdpDsr,
+		p.XdpGen,
 		p.XdpPass,
 		p.XdpSwap,
 	)

@@ -269,4 +269,65 @@ int xdp_swap(struct xdp_md *ctx)
 	return XDP_TX;
 }
 
+// xdp_gen is the benchmark's traffic generator: BPF_PROG_RUN in live-frame
+// mode sends every frame it returns XDP_TX for out of the interface, at a
+// rate no socket reaches. Frames are pages the kernel reuses without
+// resetting them, and whoever handled a frame last (a balancer rewriting
+// MACs, a router's TTL, NAT) may have changed it: so each run writes the
+// whole GEN_LEN-byte frame from gen_frame, then the next of GEN_FLOWS UDP
+// source ports from GEN_PORT (many flows). It sends one frame in every
+// gen_state[GEN_ONE_IN] and drops the others, which paces it: a
+// BPF_PROG_RUN call costs too much to pace by calls. The UDP checksum in
+// the template must be 0 (none).
+#define GEN_PORT 30000
+#define GEN_FLOWS 256
+#define GEN_LEN 64
+enum { GEN_SEQ, GEN_ONE_IN, GEN_MAX };
+
+struct gen_tmpl {
+	__u8 data[GEN_LEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, GEN_MAX);
+	__type(key, __u32);
+	__type(value, __u32);
+} gen_state SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct gen_tmpl);
+} gen_frame SEC(".maps");
+
+SEC("xdp")
+int xdp_gen(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	if (data + GEN_LEN > end)
+		return XDP_ABORTED;
+	__u32 k = GEN_SEQ;
+	__u32 *seq = bpf_map_lookup_elem(&gen_state, &k);
+	k = GEN_ONE_IN;
+	__u32 *one_in = bpf_map_lookup_elem(&gen_state, &k);
+	k = 0;
+	struct gen_tmpl *tmpl = bpf_map_lookup_elem(&gen_frame, &k);
+	if (!seq || !one_in || !tmpl)
+		return XDP_ABORTED;
+	__u32 n = *seq;
+	*seq = n + 1;
+	if (*one_in > 1) {
+		if (n % *one_in)
+			return XDP_DROP;
+		n /= *one_in;
+	}
+	__builtin_memcpy(data, tmpl->data, GEN_LEN);
+	__u16 *sport = data + 14 + 20;
+	*sport = bpf_htons(GEN_PORT + n % GEN_FLOWS);
+	return XDP_TX;
+}
+
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
