@@ -26,7 +26,17 @@ type dsrCtVal struct {
 	Svc     uint32
 }
 
-type dsrFlow struct {
+type dsrFlow4 struct {
+	_     structs.HostLayout
+	Src   uint32
+	Dst   uint32
+	Sport uint16
+	Dport uint16
+	Proto uint8
+	Pad   [3]uint8
+}
+
+type dsrFlow6 struct {
 	_     structs.HostLayout
 	Src   [16]uint8
 	Dst   [16]uint8
@@ -41,7 +51,15 @@ type dsrGenTmpl struct {
 	Data [64]uint8
 }
 
-type dsrSvcKey struct {
+type dsrSvc4Key struct {
+	_     structs.HostLayout
+	Addr  uint32
+	Port  uint16
+	Proto uint8
+	Pad   uint8
+}
+
+type dsrSvc6Key struct {
 	_     structs.HostLayout
 	Addr  [16]uint8
 	Port  uint16
@@ -66,10 +84,12 @@ type dsrSvcVal struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	dsrMapBackends    = "backends"
-	dsrMapConntrack   = "conntrack"
+	dsrMapConntrack4  = "conntrack4"
+	dsrMapConntrack6  = "conntrack6"
 	dsrMapGenFrame    = "gen_frame"
 	dsrMapGenState    = "gen_state"
-	dsrMapServices    = "services"
+	dsrMapServices4   = "services4"
+	dsrMapServices6   = "services6"
 	dsrMapSvcCounters = "svc_counters"
 	dsrMapTables      = "tables"
 	dsrMapVerdicts    = "verdicts"
@@ -132,10 +152,12 @@ type dsrProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type dsrMapSpecs struct {
 	Backends    *ebpf.MapSpec `ebpf:"backends"`
-	Conntrack   *ebpf.MapSpec `ebpf:"conntrack"`
+	Conntrack4  *ebpf.MapSpec `ebpf:"conntrack4"`
+	Conntrack6  *ebpf.MapSpec `ebpf:"conntrack6"`
 	GenFrame    *ebpf.MapSpec `ebpf:"gen_frame"`
 	GenState    *ebpf.MapSpec `ebpf:"gen_state"`
-	Services    *ebpf.MapSpec `ebpf:"services"`
+	Services4   *ebpf.MapSpec `ebpf:"services4"`
+	Services6   *ebpf.MapSpec `ebpf:"services6"`
 	SvcCounters *ebpf.MapSpec `ebpf:"svc_counters"`
 	Tables      *ebpf.MapSpec `ebpf:"tables"`
 	Verdicts    *ebpf.MapSpec `ebpf:"verdicts"`
@@ -168,10 +190,12 @@ func (o *dsrObjects) Close() error {
 // It can be passed to loadDsrObjects or ebpf.CollectionSpec.LoadAndAssign.
 type dsrMaps struct {
 	Backends    *ebpf.Map `ebpf:"backends"`
-	Conntrack   *ebpf.Map `ebpf:"conntrack"`
+	Conntrack4  *ebpf.Map `ebpf:"conntrack4"`
+	Conntrack6  *ebpf.Map `ebpf:"conntrack6"`
 	GenFrame    *ebpf.Map `ebpf:"gen_frame"`
 	GenState    *ebpf.Map `ebpf:"gen_state"`
-	Services    *ebpf.Map `ebpf:"services"`
+	Services4   *ebpf.Map `ebpf:"services4"`
+	Services6   *ebpf.Map `ebpf:"services6"`
 	SvcCounters *ebpf.Map `ebpf:"svc_counters"`
 	Tables      *ebpf.Map `ebpf:"tables"`
 	Verdicts    *ebpf.Map `ebpf:"verdicts"`
@@ -180,10 +204,12 @@ type dsrMaps struct {
 func (m *dsrMaps) Close() error {
 	return _DsrClose(
 		m.Backends,
-		m.Conntrack,
+		m.Conntrack4,
+		m.Conntrack6,
 		m.GenFrame,
 		m.GenState,
-		m.Services,
+		m.Services4,
+		m.Services6,
 		m.SvcCounters,
 		m.Tables,
 		m.Verdicts,

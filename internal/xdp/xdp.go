@@ -1,6 +1,7 @@
 package xdp
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -105,10 +106,28 @@ type Service struct {
 	Index []uint32
 }
 
-func svcKey(vip netip.Addr, port uint16, proto uint8) dsrSvcKey {
-	k := dsrSvcKey{Port: port<<8 | port>>8, Proto: proto} // network byte order
-	k.Addr = vip.As16()                                   // IPv4 as ::ffff:a.b.c.d
-	return k
+// putService and deleteService address the service map of the VIP's family.
+func (d *Dataplane) putService(vip netip.Addr, port uint16, proto uint8, v dsrSvcVal) error {
+	port = port<<8 | port>>8 // network byte order
+	if vip.Is4() {
+		return d.objs.Services4.Put(dsrSvc4Key{Addr: ipv4Word(vip), Port: port, Proto: proto}, v)
+	}
+	return d.objs.Services6.Put(dsrSvc6Key{Addr: vip.As16(), Port: port, Proto: proto}, v)
+}
+
+func (d *Dataplane) deleteService(vip netip.Addr, port uint16, proto uint8) error {
+	port = port<<8 | port>>8
+	if vip.Is4() {
+		return d.objs.Services4.Delete(dsrSvc4Key{Addr: ipv4Word(vip), Port: port, Proto: proto})
+	}
+	return d.objs.Services6.Delete(dsrSvc6Key{Addr: vip.As16(), Port: port, Proto: proto})
+}
+
+// ipv4Word is an IPv4 address as the program reads it from the packet: the
+// four bytes in memory order, as a native-endian word.
+func ipv4Word(a netip.Addr) uint32 {
+	b := a.As4()
+	return binary.NativeEndian.Uint32(b[:])
 }
 
 // SetService writes a service's table first, then its key, so no packet
@@ -141,12 +160,12 @@ func (d *Dataplane) SetService(s Service) error {
 			}
 		}
 	}
-	return d.objs.Services.Put(svcKey(s.VIP.Unmap(), s.Port, s.Proto), dsrSvcVal{Id: s.ID})
+	return d.putService(s.VIP.Unmap(), s.Port, s.Proto, dsrSvcVal{Id: s.ID})
 }
 
 // RemoveService stops steering a service; its packets pass to the kernel.
 func (d *Dataplane) RemoveService(vip netip.Addr, port uint16, proto uint8) error {
-	err := d.objs.Services.Delete(svcKey(vip.Unmap(), port, proto))
+	err := d.deleteService(vip.Unmap(), port, proto)
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
 		return nil
 	}

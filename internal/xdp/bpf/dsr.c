@@ -14,13 +14,23 @@
 #define RING_SIZE 65537      // Maglev table size M, a prime; Go uses the same
 #define MAX_SERVICES 16
 #define MAX_BACKENDS 4096
-#define CT_SIZE (1 << 18)
+#define CT4_SIZE (1 << 18)
+#define CT6_SIZE (1 << 16)
 
 enum verdict { V_PASS, V_TX, V_REDIRECT, V_DROP, V_FRAGMENT, V_NO_BACKEND, V_MAX };
 
-struct svc_key {
-	__u8 addr[16]; // IPv4 as ::ffff:a.b.c.d
-	__u16 port;    // network order
+// IPv4 and IPv6 have their own service and connection-tracking maps: the
+// shorter IPv4 keys hash faster, and IPv4 is most of the traffic.
+struct svc4_key {
+	__be32 addr;
+	__u16 port; // network order
+	__u8 proto;
+	__u8 pad;
+};
+
+struct svc6_key {
+	__u8 addr[16];
+	__u16 port; // network order
 	__u8 proto;
 	__u8 pad;
 };
@@ -36,7 +46,16 @@ struct backend {
 	__u32 ifindex; // 0: out of the interface the packet came in on
 };
 
-struct flow {
+struct flow4 {
+	__be32 src;
+	__be32 dst;
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct flow6 {
 	__u8 src[16];
 	__u8 dst[16];
 	__u16 sport;
@@ -58,9 +77,16 @@ struct svc_stats {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MAX_SERVICES);
-	__type(key, struct svc_key);
+	__type(key, struct svc4_key);
 	__type(value, struct svc_val);
-} services SEC(".maps");
+} services4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_SERVICES);
+	__type(key, struct svc6_key);
+	__type(value, struct svc_val);
+} services6 SEC(".maps");
 
 // tables holds every service's Maglev table: entry id*RING_SIZE+slot is a
 // backend index, or ~0 when the service has no backend.
@@ -82,10 +108,18 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(map_flags, BPF_F_NO_COMMON_LRU);
-	__uint(max_entries, CT_SIZE);
-	__type(key, struct flow);
+	__uint(max_entries, CT4_SIZE);
+	__type(key, struct flow4);
 	__type(value, struct ct_val);
-} conntrack SEC(".maps");
+} conntrack4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
+	__uint(max_entries, CT6_SIZE);
+	__type(key, struct flow6);
+	__type(value, struct ct_val);
+} conntrack6 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -112,23 +146,67 @@ static __always_inline int count(enum verdict v, int action)
 
 static __always_inline __u32 rol32(__u32 x, int k) { return (x << k) | (x >> (32 - k)); }
 
-// flow_hash mixes the 5-tuple (words of both addresses, ports, protocol).
-static __always_inline __u32 flow_hash(const struct flow *f)
+static __always_inline __u32 mix(__u32 h, __u32 w) { return rol32((h ^ w) * 0xcc9e2d51, 15) * 0x1b873593; }
+
+static __always_inline __u32 finish(__u32 h, __u8 proto)
 {
-	const __u32 *w = (const __u32 *)f;
-	__u32 h = 0x9e3779b9;
-#pragma unroll
-	for (int i = 0; i < 9; i++) { // 36 bytes: src, dst, ports
-		h ^= w[i];
-		h = rol32(h * 0xcc9e2d51, 15) * 0x1b873593;
-	}
-	h ^= f->proto;
+	h ^= proto;
 	h ^= h >> 16;
 	h *= 0x85ebca6b;
 	h ^= h >> 13;
 	h *= 0xc2b2ae35;
 	h ^= h >> 16;
 	return h;
+}
+
+// flow hashes mix the 5-tuple; every balancer computes the same one, so
+// they all pick the same backend for a flow.
+static __always_inline __u32 flow4_hash(const struct flow4 *f)
+{
+	const __u32 *w = (const __u32 *)f;
+	__u32 h = 0x9e3779b9;
+	h = mix(h, w[0]); // src
+	h = mix(h, w[1]); // dst
+	h = mix(h, w[2]); // ports
+	return finish(h, f->proto);
+}
+
+static __always_inline __u32 flow6_hash(const struct flow6 *f)
+{
+	const __u32 *w = (const __u32 *)f;
+	__u32 h = 0x9e3779b9;
+#pragma unroll
+	for (int i = 0; i < 9; i++) // 36 bytes: src, dst, ports
+		h = mix(h, w[i]);
+	return finish(h, f->proto);
+}
+
+// pick returns the flow's backend: the one connection tracking remembers,
+// else the service's Maglev table's (then remembered); ~0 for none.
+static __always_inline __u32 pick(void *conntrack, void *flow, __u32 id, int v6)
+{
+	struct ct_val *ct = bpf_map_lookup_elem(conntrack, flow);
+	if (ct && ct->svc == id)
+		return ct->backend;
+	__u32 hash = v6 ? flow6_hash(flow) : flow4_hash(flow);
+	__u32 key = id * RING_SIZE + (__u32)(((__u64)hash * RING_SIZE) >> 32);
+	__u32 *b = bpf_map_lookup_elem(&tables, &key);
+	if (!b || *b == ~0u)
+		return ~0u;
+	struct ct_val nv = {.backend = *b, .svc = id};
+	bpf_map_update_elem(conntrack, flow, &nv, BPF_ANY);
+	return nv.backend;
+}
+
+// ports reads the TCP or UDP ports at l4; false when they are cut off.
+static __always_inline int ports(void *l4, void *end, __u16 *sport, __u16 *dport)
+{
+	__u16 *p = l4;
+	if ((void *)(p + 2) > end)
+		return 0;
+	*sport = p[0];
+	*dport = p[1];
+	return 1;
 }
 
 struct vlan_hdr {
@@ -157,8 +235,8 @@ int xdp_dsr(struct xdp_md *ctx)
 		l3 = vh + 1;
 	}
 
-	struct flow f = {};
-	void *l4;
+	struct svc_val *svc;
+	__u32 be_idx;
 	__u16 ip_len;
 	if (proto == bpf_htons(ETH_P_IP)) {
 		__u8 *ip = l3;
@@ -167,66 +245,53 @@ int xdp_dsr(struct xdp_md *ctx)
 		__u8 ihl = (ip[0] & 0x0f) * 4;
 		if ((ip[0] >> 4) != 4 || ihl < 20)
 			return count(V_PASS, XDP_PASS);
-		__u16 frag = (ip[6] << 8) | ip[7];
-		f.proto = ip[9];
-		f.src[10] = f.src[11] = f.dst[10] = f.dst[11] = 0xff;
-		__builtin_memcpy(&f.src[12], ip + 12, 4);
-		__builtin_memcpy(&f.dst[12], ip + 16, 4);
+		if ((((ip[6] << 8) | ip[7]) & 0x3fff)) // more fragments, or not the first one
+			return count(V_FRAGMENT, XDP_PASS);
+		struct flow4 f = {.proto = ip[9]};
+		if (f.proto != IPPROTO_TCP && f.proto != IPPROTO_UDP)
+			return count(V_PASS, XDP_PASS);
+		if (!ports(ip + ihl, end, &f.sport, &f.dport))
+			return count(V_PASS, XDP_PASS);
+		__builtin_memcpy(&f.src, ip + 12, 4);
+		__builtin_memcpy(&f.dst, ip + 16, 4);
+		struct svc4_key sk = {.addr = f.dst, .port = f.dport, .proto = f.proto};
+		svc = bpf_map_lookup_elem(&services4, &sk);
+		if (!svc || svc->id >= MAX_SERVICES)
+			return count(V_PASS, XDP_PASS);
+		be_idx = pick(&conntrack4, &f, svc->id, 0);
 		ip_len = (ip[2] << 8) | ip[3];
-		if (frag & 0x3fff) // more fragments, or not the first one
-			goto fragment;
-		l4 = ip + ihl;
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
 		__u8 *ip6 = l3;
 		if ((void *)(ip6 + 40) > end)
 			return count(V_PASS, XDP_PASS);
 		if ((ip6[0] >> 4) != 6)
 			return count(V_PASS, XDP_PASS);
-		f.proto = ip6[6]; // extension headers are not followed: they pass
+		struct flow6 f = {.proto = ip6[6]}; // extension headers are not followed: they pass
+		if (f.proto == 44) // fragment header
+			return count(V_FRAGMENT, XDP_PASS);
+		if (f.proto != IPPROTO_TCP && f.proto != IPPROTO_UDP)
+			return count(V_PASS, XDP_PASS);
+		if (!ports(ip6 + 40, end, &f.sport, &f.dport))
+			return count(V_PASS, XDP_PASS);
 		__builtin_memcpy(f.src, ip6 + 8, 16);
 		__builtin_memcpy(f.dst, ip6 + 24, 16);
+		struct svc6_key sk = {.port = f.dport, .proto = f.proto};
+		__builtin_memcpy(sk.addr, f.dst, 16);
+		svc = bpf_map_lookup_elem(&services6, &sk);
+		if (!svc || svc->id >= MAX_SERVICES)
+			return count(V_PASS, XDP_PASS);
+		be_idx = pick(&conntrack6, &f, svc->id, 1);
 		ip_len = ((ip6[4] << 8) | ip6[5]) + 40;
-		if (f.proto == 44) // fragment header
-			goto fragment;
-		l4 = ip6 + 40;
 	} else {
 		return count(V_PASS, XDP_PASS);
 	}
-	if (f.proto != IPPROTO_TCP && f.proto != IPPROTO_UDP)
-		return count(V_PASS, XDP_PASS);
-	__u16 *ports = l4;
-	if ((void *)(ports + 2) > end)
-		return count(V_PASS, XDP_PASS);
-	f.sport = ports[0];
-	f.dport = ports[1];
-
-	struct svc_key sk = {.port = f.dport, .proto = f.proto};
-	__builtin_memcpy(sk.addr, f.dst, 16);
-	struct svc_val *svc = bpf_map_lookup_elem(&services, &sk);
-	if (!svc)
-		return count(V_PASS, XDP_PASS);
-	__u32 id = svc->id;
-	if (id >= MAX_SERVICES)
-		return count(V_PASS, XDP_PASS);
-
-	__u32 be_idx;
-	struct ct_val *ct = bpf_map_lookup_elem(&conntrack, &f);
-	if (ct && ct->svc == id) {
-		be_idx = ct->backend;
-	} else {
-		__u32 slot = (__u32)(((__u64)flow_hash(&f) * RING_SIZE) >> 32);
-		__u32 key = id * RING_SIZE + slot;
-		__u32 *b = bpf_map_lookup_elem(&tables, &key);
-		if (!b || *b == ~0u)
-			return count(V_NO_BACKEND, XDP_DROP);
-		be_idx = *b;
-		struct ct_val nv = {.backend = be_idx, .svc = id};
-		bpf_map_update_elem(&conntrack, &f, &nv, BPF_ANY);
-	}
+	if (be_idx == ~0u)
+		return count(V_NO_BACKEND, XDP_DROP);
 	struct backend *be = bpf_map_lookup_elem(&backends, &be_idx);
 	if (!be)
 		return count(V_NO_BACKEND, XDP_DROP);
 
+	__u32 id = svc->id;
 	struct svc_stats *st = bpf_map_lookup_elem(&svc_counters, &id);
 	if (st) {
 		st->packets += 1;
@@ -239,9 +304,6 @@ int xdp_dsr(struct xdp_md *ctx)
 	if (be->ifindex && be->ifindex != ctx->ingress_ifindex)
 		return count(V_REDIRECT, bpf_redirect(be->ifindex, 0));
 	return count(V_TX, XDP_TX);
-
-fragment:
-	return count(V_FRAGMENT, XDP_PASS);
 }
 
 // xdp_pass lets everything through: on veth, native XDP_TX needs a program
