@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,7 +43,7 @@ func startRealServer(t *testing.T, h *netlab.Host, vip string, handle func(c net
 	if out, code := execIn(t, h, 10*time.Second, vigilBin, "realserver", "--vip", vip); code != 0 {
 		t.Fatalf("vigil realserver on %s: exit %d\n%s", h.Name, code, out)
 	}
-	l, err := h.Listen("tcp4", "0.0.0.0:80")
+	l, err := h.Listen("tcp", ":80") // both families: the VIP may be IPv6
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,20 +214,43 @@ func (n *dsrNode) socket() string { return filepath.Join(n.dir, "vigil.sock") }
 // real servers running handle.
 func newDSRLab(t *testing.T, nLB int, handle func(net.Conn, string)) *dsrLab {
 	t.Helper()
+	return newDSRLabFamily(t, nLB, handle, false)
+}
+
+// dsrVIP6 is the IPv6 lab's VIP; the lab's IPv6 addresses are fd00:80::N
+// where the IPv4 ones are 10.80.0.N.
+const dsrVIP6 = "fd00:80::10"
+
+// newDSRLabFamily is newDSRLab, with an IPv6 VIP and backends when v6.
+func newDSRLabFamily(t *testing.T, nLB int, handle func(net.Conn, string), v6 bool) *dsrLab {
+	t.Helper()
 	l := &dsrLab{lab: newLab(t)}
+	addrs := func(n int) []netip.Prefix {
+		a := []netip.Prefix{mustPrefix(fmt.Sprintf("10.80.0.%d/24", n))}
+		if v6 {
+			a = append(a, mustPrefix(fmt.Sprintf("fd00:80::%d/64", n)))
+		}
+		return a
+	}
+	vip, hostPort := dsrVIP, func(a string) string { return a + ":80" }
+	backend := func(n int) string { return fmt.Sprintf("10.80.0.%d", n) }
+	if v6 {
+		vip, hostPort = dsrVIP6, func(a string) string { return "[" + a + "]:80" }
+		backend = func(n int) string { return fmt.Sprintf("fd00:80::%d", n) }
+	}
 	var err error
-	if l.client, err = l.lab.AddHost("client", mustPrefix("10.80.0.100/24")); err != nil {
+	if l.client, err = l.lab.AddHost("client", addrs(100)...); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 2 {
-		h, err := l.lab.AddHost(fmt.Sprintf("rs%d", i+1), mustPrefix(fmt.Sprintf("10.80.0.%d/24", 11+i)))
+		h, err := l.lab.AddHost(fmt.Sprintf("rs%d", i+1), addrs(11+i)...)
 		if err != nil {
 			t.Fatal(err)
 		}
-		l.rss = append(l.rss, startRealServer(t, h, dsrVIP, handle))
+		l.rss = append(l.rss, startRealServer(t, h, vip, handle))
 	}
 	for i := range nLB {
-		h, err := l.lab.AddHost(fmt.Sprintf("lb%d", i+1), mustPrefix(fmt.Sprintf("10.80.0.%d/24", 1+i)))
+		h, err := l.lab.AddHost(fmt.Sprintf("lb%d", i+1), addrs(1+i)...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -236,16 +260,16 @@ func newDSRLab(t *testing.T, nLB int, handle func(net.Conn, string)) *dsrLab {
 log: {level: debug}
 vrrp:
   instances:
-    - {name: vip, interface: eth0, vrid: 80, priority: %d, advert_interval: 100ms, vips: [%s]}
+    - {name: vip, interface: eth0, vrid: 80, priority: %d, advert_interval: 100ms, vips: [%q]}
 balancers:
   - name: web
     mode: dsr
     interface: eth0
     xdp_mode: generic
-    listen: ["%s:80"]
-    backends: [{address: "10.80.0.11:80"}, {address: "10.80.0.12:80"}]
+    listen: [%q]
+    backends: [{address: %q}, {address: %q}]
     check: {interval: 200ms, fall: 2, rise: 2}
-`, n.socket(), 150-50*i, dsrVIP, dsrVIP)), 0o644)
+`, n.socket(), 150-50*i, vip, hostPort(vip), hostPort(backend(11)), hostPort(backend(12)))), 0o644)
 		logf, err := os.Create(filepath.Join(n.dir, "vigil.log"))
 		if err != nil {
 			t.Fatal(err)
@@ -454,4 +478,61 @@ balancers:
 	if code == 0 || !strings.Contains(out, "balancers[0] (web): backend 10.99.0.5:80 is not on a subnet of eth0") {
 		t.Fatalf("exit %d:\n%s", code, out)
 	}
+}
+
+// The same over IPv6: a VRRP IPv6 VIP on the balancer, the XDP program's
+// IPv6 path, real servers holding the VIP on their loopback (IPv6 answers
+// neighbour solicitations only for addresses of the asking interface, so
+// no ARP settings are needed). Each real server sees the client's own
+// IPv6 address and port. The balancer's health checks reach the real
+// servers only because the VIP is deprecated on the balancer: otherwise
+// it would be their source address, and the real servers, which hold the
+// VIP too, would answer themselves.
+func TestDSRThroughXDPIPv6(t *testing.T) {
+	l := newDSRLabFamily(t, 1, greet, true)
+	waitBackendsUp(t, l.lbs[0].socket(), 2)
+	ask := func(port int) (string, error) {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("fd00:80::100"), Port: port}, Timeout: time.Second}
+		var line string
+		err := l.client.Do(func() error {
+			c, err := d.Dial("tcp6", "["+dsrVIP6+"]:80")
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(2 * time.Second))
+			b, err := io.ReadAll(c)
+			line = strings.TrimSpace(string(b))
+			return err
+		})
+		return line, err
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if _, err := ask(0); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("no answer on the IPv6 VIP through the XDP balancer within 10s: %v", err)
+		}
+	}
+	got := map[string]int{}
+	for i := range 30 {
+		port := 21000 + i
+		line, err := ask(port)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		f := strings.Fields(line)
+		if len(f) != 2 || f[1] != fmt.Sprintf("[fd00:80::100]:%d", port) {
+			t.Fatalf("real server answered %q: it should see the client's own address and port", line)
+		}
+		got[f[0]]++
+	}
+	if got["rs1"] < 3 || got["rs2"] < 3 {
+		t.Fatalf("30 flows spread %v over the two real servers", got)
+	}
+	snap := statusAt(t, l.lbs[0].socket())
+	if snap.XDP["tx"] == 0 {
+		t.Fatalf("the XDP program steered nothing: %v", snap.XDP)
+	}
+	t.Logf("30 IPv6 connections over %v; XDP verdicts %v", got, snap.XDP)
 }

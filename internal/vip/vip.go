@@ -6,6 +6,7 @@ package vip
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -52,6 +53,11 @@ func (s *Set) addr(l netlink.Link, p netip.Prefix, label bool) *netlink.Addr {
 		// A VIP moves between nodes on purpose: duplicate address detection
 		// would hold it back for a second and then mark it dadfailed.
 		a.Flags = unix.IFA_F_NODAD
+		// Deprecated (preferred lifetime 0, valid for ever): the node never
+		// picks the VIP as the source of its own connections, which would
+		// break when the VIP moves, and which a DSR real server holding the
+		// same VIP would answer itself. Sockets bound to it still work.
+		a.PreferedLft, a.ValidLft = 0, math.MaxUint32
 	} else if name := l.Attrs().Name; label && len(name)+len(labelSuffix) <= 15 {
 		a.Label = name + labelSuffix
 	}

@@ -51,6 +51,10 @@ func TestSetInNamespace(t *testing.T) {
 				if a.Flags&unix.IFA_F_NODAD == 0 || a.Flags&unix.IFA_F_TENTATIVE != 0 {
 					t.Errorf("IPv6 VIP flags %#x: want nodad and not tentative", a.Flags)
 				}
+				// Deprecated, so never the source of the node's own traffic.
+				if a.Flags&unix.IFA_F_DEPRECATED == 0 || a.PreferedLft != 0 {
+					t.Errorf("IPv6 VIP flags %#x, preferred lifetime %d: want deprecated", a.Flags, a.PreferedLft)
+				}
 			}
 		}
 		for range 2 { // removing twice is not an error
