@@ -51,6 +51,7 @@ var (
 	dBackendActive = desc("backend_connections", "Connections to the backend open now.", "balancer", "backend")
 	dBackendTotal  = desc("backend_connections_total", "Connections made to the backend.", "balancer", "backend")
 	dBackendErrors = desc("backend_connect_errors_total", "Failed connects to the backend.", "balancer", "backend")
+	dBackendPkts   = desc("backend_packets_total", "Packets the XDP program steered to the backend (mode dsr).", "balancer", "backend")
 	dBackendBytes  = desc("backend_bytes_total", "Bytes proxied: in is client to backend, out is backend to client.", "balancer", "backend", "direction")
 )
 
@@ -124,6 +125,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			gauge(dBackendActive, float64(be.Active), b.Name, be.Address)
 			counter(dBackendTotal, be.Connections, b.Name, be.Address)
 			counter(dBackendErrors, be.ConnectErrors, b.Name, be.Address)
+			if b.Mode == "dsr" {
+				counter(dBackendPkts, be.Packets, b.Name, be.Address)
+			}
 			counter(dBackendBytes, be.BytesIn, b.Name, be.Address, "in")
 			counter(dBackendBytes, be.BytesOut, b.Name, be.Address, "out")
 		}

@@ -110,8 +110,9 @@ type Backend struct {
 	Active        int64  `json:"active"`
 	Connections   uint64 `json:"connections"`
 	ConnectErrors uint64 `json:"connect_errors"`
-	BytesIn       uint64 `json:"bytes_in"`
+	BytesIn       uint64 `json:"bytes_in"` // mode dsr: IP bytes steered to the backend
 	BytesOut      uint64 `json:"bytes_out"`
+	Packets       uint64 `json:"packets,omitempty"` // mode dsr: packets steered to the backend
 }
 
 // Source returns a fresh snapshot.

@@ -48,6 +48,13 @@ func WriteTable(out io.Writer, s Snapshot, now time.Time) error {
 			fmt.Fprintf(w, "\nBALANCER %s  %s  listen %s  active %d  accepted %d  refused %d  no backend %d\n",
 				b.Name, b.Algorithm, strings.Join(b.Listen, ","), b.Active, b.Accepted, b.Refused, b.NoBackend)
 		}
+		if b.Mode == "dsr" {
+			fmt.Fprintln(w, "  BACKEND\tSTATE\tWEIGHT\tPACKETS\tBYTES")
+			for _, be := range b.Backends {
+				fmt.Fprintf(w, "  %s\t%s\t%d\t%d\t%d\n", be.Address, upDown(be.Up), be.Weight, be.Packets, be.BytesIn)
+			}
+			continue
+		}
 		fmt.Fprintln(w, "  BACKEND\tSTATE\tWEIGHT\tACTIVE\tTOTAL\tCONNECT ERRORS\tBYTES IN\tBYTES OUT")
 		for _, be := range b.Backends {
 			fmt.Fprintf(w, "  %s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\n", be.Address, upDown(be.Up), be.Weight, be.Active,

@@ -142,6 +142,10 @@ func TestDSRThroughXDP(t *testing.T) {
 	if web.Mode != "dsr" || web.XDPMode != "generic" || web.Packets == 0 || snap.XDP["tx"] == 0 {
 		t.Fatalf("status: balancer %+v, xdp %v", web, snap.XDP)
 	}
+	if len(web.Backends) != 2 || web.Backends[0].Packets == 0 || web.Backends[1].Packets == 0 ||
+		web.Backends[0].Packets+web.Backends[1].Packets != web.Packets {
+		t.Fatalf("per-backend packets %+v do not add up to the balancer's %d", web.Backends, web.Packets)
+	}
 	t.Logf("40 connections over %v; XDP verdicts %v", got, snap.XDP)
 
 	// rs2 stops serving: its check fails, it leaves the Maglev table, and

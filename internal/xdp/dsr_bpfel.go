@@ -84,6 +84,7 @@ type dsrSvcVal struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	dsrMapBackends    = "backends"
+	dsrMapBeCounters  = "be_counters"
 	dsrMapConntrack4  = "conntrack4"
 	dsrMapConntrack6  = "conntrack6"
 	dsrMapGenFrame    = "gen_frame"
@@ -152,6 +153,7 @@ type dsrProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type dsrMapSpecs struct {
 	Backends    *ebpf.MapSpec `ebpf:"backends"`
+	BeCounters  *ebpf.MapSpec `ebpf:"be_counters"`
 	Conntrack4  *ebpf.MapSpec `ebpf:"conntrack4"`
 	Conntrack6  *ebpf.MapSpec `ebpf:"conntrack6"`
 	GenFrame    *ebpf.MapSpec `ebpf:"gen_frame"`
@@ -190,6 +192,7 @@ func (o *dsrObjects) Close() error {
 // It can be passed to loadDsrObjects or ebpf.CollectionSpec.LoadAndAssign.
 type dsrMaps struct {
 	Backends    *ebpf.Map `ebpf:"backends"`
+	BeCounters  *ebpf.Map `ebpf:"be_counters"`
 	Conntrack4  *ebpf.Map `ebpf:"conntrack4"`
 	Conntrack6  *ebpf.Map `ebpf:"conntrack6"`
 	GenFrame    *ebpf.Map `ebpf:"gen_frame"`
@@ -204,6 +207,7 @@ type dsrMaps struct {
 func (m *dsrMaps) Close() error {
 	return _DsrClose(
 		m.Backends,
+		m.BeCounters,
 		m.Conntrack4,
 		m.Conntrack6,
 		m.GenFrame,

@@ -189,8 +189,18 @@ func (d *Dataplane) Counters() (map[string]uint64, error) {
 
 // ServiceCounters sums a service's per-CPU packet and byte counters.
 func (d *Dataplane) ServiceCounters(id uint32) (packets, bytes uint64, err error) {
+	return sumStats(d.objs.SvcCounters, id)
+}
+
+// BackendCounters sums what the program sent to backend idx, over every
+// service.
+func (d *Dataplane) BackendCounters(idx uint32) (packets, bytes uint64, err error) {
+	return sumStats(d.objs.BeCounters, idx)
+}
+
+func sumStats(m *ebpf.Map, key uint32) (packets, bytes uint64, err error) {
 	var per []dsrSvcStats
-	if err := d.objs.SvcCounters.Lookup(id, &per); err != nil {
+	if err := m.Lookup(key, &per); err != nil {
 		return 0, 0, err
 	}
 	for _, s := range per {

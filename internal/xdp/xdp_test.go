@@ -168,6 +168,15 @@ func TestVIPHitRewritesMACs(t *testing.T) {
 	if p, b, err := d.ServiceCounters(0); err != nil || p != 200 || b != 200*40 {
 		t.Fatalf("service counters %d packets %d bytes %v", p, b, err)
 	}
+	var perBackend []uint64
+	for i := range beMACs {
+		p, b, err := d.BackendCounters(uint32(i))
+		if err != nil || b != p*40 || p != uint64(seen[beMACs[i].String()]) {
+			t.Fatalf("backend %d counters: %d packets %d bytes %v, saw %v", i, p, b, err, seen)
+		}
+		perBackend = append(perBackend, p)
+	}
+	t.Logf("per backend: %v", perBackend)
 }
 
 func TestMissIPv6VLANAndMalformed(t *testing.T) {

@@ -135,6 +135,14 @@ struct {
 	__type(value, struct svc_stats);
 } svc_counters SEC(".maps");
 
+// be_counters counts what went to each backend (index as in backends).
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct svc_stats);
+} be_counters SEC(".maps");
+
 static __always_inline int count(enum verdict v, int action)
 {
 	__u32 k = v;
@@ -293,6 +301,11 @@ int xdp_dsr(struct xdp_md *ctx)
 
 	__u32 id = svc->id;
 	struct svc_stats *st = bpf_map_lookup_elem(&svc_counters, &id);
+	if (st) {
+		st->packets += 1;
+		st->bytes += ip_len;
+	}
+	st = bpf_map_lookup_elem(&be_counters, &be_idx);
 	if (st) {
 		st->packets += 1;
 		st->bytes += ip_len;
