@@ -147,6 +147,18 @@ func TestDSRThroughXDP(t *testing.T) {
 		t.Fatalf("per-backend packets %+v do not add up to the balancer's %d", web.Backends, web.Packets)
 	}
 	t.Logf("40 connections over %v; XDP verdicts %v", got, snap.XDP)
+	// The status page shows the dsr balancer with its packets per backend.
+	page := openPage(t, lb.host, "http://127.0.0.1:9110/")
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		text, err := page.eval(`document.querySelector("#balancers tbody").innerText`)
+		if err == nil && strings.Contains(text, "dsr (xdp generic)") && strings.Contains(text, "10.80.0.11:80") && strings.Contains(text, " packets") {
+			t.Logf("status page: %q", text)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the status page does not show the dsr balancer and its packets per backend: %q %v", text, err)
+		}
+	}
 
 	// rs2 stops serving: its check fails, it leaves the Maglev table, and
 	// every new flow goes to rs1.
