@@ -552,3 +552,102 @@ func TestDSRThroughXDPIPv6(t *testing.T) {
 	}
 	t.Logf("30 IPv6 connections over %v; XDP verdicts %v", got, snap.XDP)
 }
+
+// Two-armed DSR: clients reach the VIP on the balancer's eth0, the real
+// servers sit on another segment behind its eth1. The XDP program on eth0
+// redirects each frame out of eth1 (source: eth1's MAC), the real servers
+// see the client's own address and answer through a router, never through
+// the balancer.
+func TestDSRBackendsOnAnotherInterface(t *testing.T) {
+	const vip = "10.84.0.10"
+	front, back := newLab(t), newLab(t)
+	client, err := front.AddHost("client", mustPrefix("10.84.0.100/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lb, err := front.AddHost("lb", mustPrefix("10.84.0.1/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	router, err := front.AddHost("router", mustPrefix("10.84.0.254/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []*netlab.Host{lb, router} {
+		if err := back.Plug(h, "eth1", mustPrefix(fmt.Sprintf("10.85.0.%d/24", map[*netlab.Host]int{lb: 1, router: 254}[h]))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := router.Sysctl("net/ipv4/ip_forward", "1"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		h, err := back.AddHost(fmt.Sprintf("rs%d", i+1), mustPrefix(fmt.Sprintf("10.85.0.%d/24", 11+i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out, code := execIn(t, h, 5*time.Second, "ip", "route", "add", "default", "via", "10.85.0.254"); code != 0 {
+			t.Fatalf("route on %s: %s", h.Name, out)
+		}
+		startRealServer(t, h, vip, greet)
+	}
+	n := &dsrNode{host: lb, dir: t.TempDir()}
+	cfg := filepath.Join(n.dir, "vigil.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`api: {socket: %q}
+log: {level: debug}
+vrrp:
+  instances:
+    - {name: vip, interface: eth0, vrid: 84, priority: 150, advert_interval: 100ms, vips: [%s]}
+balancers:
+  - name: web
+    mode: dsr
+    interface: eth0
+    xdp_mode: generic
+    listen: ["%s:80"]
+    backends: [{address: "10.85.0.11:80"}, {address: "10.85.0.12:80"}]
+    check: {interval: 200ms, fall: 2, rise: 2}
+`, n.socket(), vip, vip)), 0o644)
+	logf, err := os.Create(filepath.Join(n.dir, "vigil.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { logf.Close() })
+	cmd := exec.Command(vigilBin, "run", "-c", cfg, "--pid-file", "")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if n.proc, err = lb.Start(cmd); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(n.dir, "vigil.log"))
+			t.Logf("--- vigil log ---\n%s", b)
+		}
+	})
+	waitBackendsUp(t, n.socket(), 2)
+	got := map[string]int{}
+	for i := range 30 {
+		var line string
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		c, err := client.Dial(ctx, "tcp4", vip+":80")
+		cancel()
+		if err == nil {
+			c.SetDeadline(time.Now().Add(2 * time.Second))
+			b, _ := io.ReadAll(c)
+			c.Close()
+			line = strings.TrimSpace(string(b))
+		}
+		f := strings.Fields(line)
+		if err != nil || len(f) != 2 || !strings.HasPrefix(f[1], "10.84.0.100:") {
+			t.Fatalf("connection %d: %q %v: the real server should see the client's own address", i, line, err)
+		}
+		got[f[0]]++
+	}
+	if got["rs1"] < 3 || got["rs2"] < 3 {
+		t.Fatalf("30 flows spread %v over the two real servers", got)
+	}
+	snap := statusAt(t, n.socket())
+	if snap.XDP["redirect"] == 0 || snap.XDP["tx"] != 0 {
+		t.Fatalf("XDP verdicts %v: every steered frame should be redirected to eth1", snap.XDP)
+	}
+	t.Logf("30 connections over %v through eth0 -> eth1; XDP verdicts %v", got, snap.XDP)
+}

@@ -43,6 +43,7 @@ type dsrBackend struct {
 	weight int
 	up     bool
 	mac    net.HardwareAddr // nil until resolved
+	link   backendLink      // where it is reached
 }
 
 // newDSR loads the program, attaches it and writes every service (with no
@@ -57,14 +58,17 @@ func newDSR(cfg *config.Config, log *slog.Logger) (*dsrPlane, error) {
 	if len(bals) == 0 {
 		return nil, nil
 	}
-	// Backends must be reachable in one Ethernet hop from the interface.
+	// Backends must be reachable in one Ethernet hop from this host.
+	links := map[string]map[netip.Addr]backendLink{}
 	for i, b := range cfg.Balancers {
 		if b.Mode != "dsr" {
 			continue
 		}
-		if err := onLink(b); err != nil {
+		l, err := backendLinks(b)
+		if err != nil {
 			return nil, fmt.Errorf("balancers[%d] (%s): %w", i, b.Name, err)
 		}
+		links[b.Name] = l
 	}
 	dp, err := xdp.Load()
 	if err != nil {
@@ -98,7 +102,8 @@ func newDSR(cfg *config.Config, log *slog.Logger) (*dsrPlane, error) {
 			svcID++
 		}
 		for _, be := range bc.Backends {
-			b.backends = append(b.backends, &dsrBackend{addr: netip.MustParseAddrPort(be.Address), idx: beIdx, weight: *be.Weight, up: true})
+			addr := netip.MustParseAddrPort(be.Address)
+			b.backends = append(b.backends, &dsrBackend{addr: addr, idx: beIdx, weight: *be.Weight, up: true, link: links[bc.Name][addr.Addr()]})
 			beIdx++
 		}
 		p.bals = append(p.bals, b)
@@ -110,29 +115,49 @@ func newDSR(cfg *config.Config, log *slog.Logger) (*dsrPlane, error) {
 	return p, nil
 }
 
-// onLink checks that every backend is on a subnet of the interface.
-func onLink(b config.Balancer) error {
-	lk, err := netlink.LinkByName(b.Interface)
+// backendLink is the interface a dsr backend is reached through.
+type backendLink struct {
+	name    string
+	ifindex uint32           // 0: the balancer's own interface (XDP_TX)
+	mac     net.HardwareAddr // the interface's, the frames' new source
+}
+
+// backendLinks finds, for every backend, the interface with a subnet that
+// holds it: the balancer's interface first (frames go back out with
+// XDP_TX), else another one (frames are redirected to it). A backend on no
+// subnet of this host is an error: mode dsr sends it Ethernet frames.
+func backendLinks(b config.Balancer) (map[netip.Addr]backendLink, error) {
+	own, err := netlink.LinkByName(b.Interface)
 	if err != nil {
-		return fmt.Errorf("interface %s: %w", b.Interface, err)
+		return nil, fmt.Errorf("interface %s: %w", b.Interface, err)
 	}
-	addrs, err := netlink.AddrList(lk, netlink.FAMILY_ALL)
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL) // every interface's
 	if err != nil {
-		return fmt.Errorf("addresses of %s: %w", b.Interface, err)
+		return nil, fmt.Errorf("addresses: %w", err)
 	}
+	out := map[netip.Addr]backendLink{}
 	for _, be := range b.Backends {
 		ip := netip.MustParseAddrPort(be.Address).Addr()
-		found := false
+		found := -1
 		for _, a := range addrs {
-			if pfx, ok := netipPrefix(a.IPNet); ok && pfx.Masked().Contains(ip) {
-				found = true
+			if pfx, ok := netipPrefix(a.IPNet); ok && pfx.Masked().Contains(ip) && (found < 0 || a.LinkIndex == own.Attrs().Index) {
+				found = a.LinkIndex
 			}
 		}
-		if !found {
-			return fmt.Errorf("backend %s is not on a subnet of %s: mode dsr sends it frames directly, so it must be one Ethernet hop away", be.Address, b.Interface)
+		switch {
+		case found < 0:
+			return nil, fmt.Errorf("backend %s is not on a subnet of %s or of another interface: mode dsr sends it frames directly, so it must be one Ethernet hop away", be.Address, b.Interface)
+		case found == own.Attrs().Index:
+			out[ip] = backendLink{name: b.Interface}
+		default:
+			lk, err := netlink.LinkByIndex(found)
+			if err != nil {
+				return nil, fmt.Errorf("backend %s: interface %d: %w", be.Address, found, err)
+			}
+			out[ip] = backendLink{name: lk.Attrs().Name, ifindex: uint32(found), mac: lk.Attrs().HardwareAddr}
 		}
 	}
-	return nil
+	return out, nil
 }
 
 func netipPrefix(n *net.IPNet) (netip.Prefix, bool) {
@@ -221,7 +246,7 @@ func (p *dsrPlane) resolve(ctx context.Context, all bool) {
 	}
 	p.mu.Unlock()
 	for _, q := range qs {
-		q.mac, q.err = neighbourMAC(ctx, q.b.cfg.Interface, q.be.addr.Addr())
+		q.mac, q.err = neighbourMAC(ctx, q.be.link.name, q.be.addr.Addr())
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -237,11 +262,11 @@ func (p *dsrPlane) resolve(ctx context.Context, all bool) {
 			}
 		case q.be.mac.String() == q.mac.String():
 		default:
-			if err := p.dp.SetBackend(q.be.idx, q.mac, 0); err != nil {
+			if err := p.dp.SetBackend(q.be.idx, q.mac, q.be.link.ifindex, q.be.link.mac); err != nil {
 				p.log.Warn("dsr backend", "backend", q.be.addr.String(), "err", err)
 				continue
 			}
-			p.log.Info("dsr backend MAC", "balancer", q.b.cfg.Name, "backend", q.be.addr.String(), "mac", q.mac.String())
+			p.log.Info("dsr backend MAC", "balancer", q.b.cfg.Name, "backend", q.be.addr.String(), "mac", q.mac.String(), "interface", q.be.link.name)
 			q.be.mac, changed[q.b] = q.mac, true
 		}
 	}

@@ -16,7 +16,7 @@ import (
 type dsrBackend struct {
 	_       structs.HostLayout
 	Mac     [6]uint8
-	Pad     uint16
+	Src     [6]uint8
 	Ifindex uint32
 }
 

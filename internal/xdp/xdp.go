@@ -81,14 +81,17 @@ func (d *Dataplane) Attach(ifindex int, mode string) (string, error) {
 	return "", fmt.Errorf("xdp: attach to interface %d: %w", ifindex, errors.Join(errs...))
 }
 
-// SetBackend stores backend idx: its MAC and the interface to send it out of
-// (0: the one the packet came in on).
-func (d *Dataplane) SetBackend(idx uint32, mac net.HardwareAddr, ifindex uint32) error {
-	if idx >= MaxBackends || len(mac) != 6 {
-		return fmt.Errorf("xdp: backend %d with MAC %v: index or MAC out of range", idx, mac)
+// SetBackend stores backend idx: its MAC and, when it is reached through
+// another interface than the one packets come in on, that interface's
+// index and MAC (the frame's new source); ifindex 0 sends frames back out
+// of the interface they came in on (XDP_TX).
+func (d *Dataplane) SetBackend(idx uint32, mac net.HardwareAddr, ifindex uint32, ifaceMAC net.HardwareAddr) error {
+	if idx >= MaxBackends || len(mac) != 6 || (ifindex != 0 && len(ifaceMAC) != 6) {
+		return fmt.Errorf("xdp: backend %d with MAC %v via interface %d (%v): index or MAC out of range", idx, mac, ifindex, ifaceMAC)
 	}
 	var b dsrBackend
 	copy(b.Mac[:], mac)
+	copy(b.Src[:], ifaceMAC)
 	b.Ifindex = ifindex
 	return d.objs.Backends.Put(idx, b)
 }

@@ -42,7 +42,7 @@ func load(t testing.TB) *Dataplane {
 	}
 	t.Cleanup(func() { d.Close() })
 	for i, m := range beMACs {
-		if err := d.SetBackend(uint32(i), m, 0); err != nil {
+		if err := d.SetBackend(uint32(i), m, 0, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -295,7 +295,7 @@ func TestBadInput(t *testing.T) {
 	if err := d.SetService(Service{ID: 0, VIP: vip4, Port: 80, Proto: 6, Table: small, Index: []uint32{0}}); err == nil {
 		t.Fatal("a table of the wrong size accepted")
 	}
-	if err := d.SetBackend(MaxBackends, beMACs[0], 0); err == nil {
+	if err := d.SetBackend(MaxBackends, beMACs[0], 0, nil); err == nil {
 		t.Fatal("backend index out of range accepted")
 	}
 }
@@ -406,5 +406,34 @@ func TestGeneratorWritesTemplateAndPaces(t *testing.T) {
 	}
 	if want := []uint32{xdpTx, xdpDrop, xdpDrop, xdpDrop, xdpTx, xdpDrop, xdpDrop, xdpDrop}; fmt.Sprint(verdicts) != fmt.Sprint(want) {
 		t.Fatalf("one in 4: verdicts %v, want %v", verdicts, want)
+	}
+}
+
+// A backend reached through another interface: the frame is redirected to
+// it, with that interface's MAC as its source; the IP packet is untouched.
+func TestBackendOnAnotherInterfaceIsRedirected(t *testing.T) {
+	d := load(t)
+	otherMAC := net.HardwareAddr{0x02, 0, 0, 0, 0, 0x77}
+	if err := d.SetBackend(2, beMACs[0], 7, otherMAC); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.SetBackend(3, beMACs[0], 7, nil); err == nil {
+		t.Fatal("a backend on another interface without that interface's MAC was accepted")
+	}
+	tb, err := maglev.New([]maglev.Backend{{Name: "far", Weight: 1}}, RingSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.SetService(Service{ID: 0, VIP: vip4, Port: 80, Proto: 6, Table: tb, Index: []uint32{2}}); err != nil {
+		t.Fatal(err)
+	}
+	in := client(5000).frame()
+	ret, out := run(t, d, in)
+	const xdpRedirect = 4
+	if ret != xdpRedirect || !bytes.Equal(out[0:6], beMACs[0]) || !bytes.Equal(out[6:12], otherMAC) || !bytes.Equal(out[12:], in[12:]) {
+		t.Fatalf("verdict %d, frame %x: want a redirect to %v from %v, IP packet unchanged", ret, out[:14], beMACs[0], otherMAC)
+	}
+	if c, _ := d.Counters(); c["redirect"] != 1 {
+		t.Fatalf("counters %v", c)
 	}
 }

@@ -42,7 +42,7 @@ struct svc_val {
 
 struct backend {
 	__u8 mac[6];
-	__u16 pad;
+	__u8 src[6];   // with ifindex: the MAC of that interface, the frame's new source
 	__u32 ifindex; // 0: out of the interface the packet came in on
 };
 
@@ -310,12 +310,16 @@ int xdp_dsr(struct xdp_md *ctx)
 		st->packets += 1;
 		st->bytes += ip_len;
 	}
-	// We are the frame's destination: we become its source, the backend its
-	// destination. The IP packet stays as the client sent it.
+	// The backend becomes the frame's destination and we its source: the
+	// interface it came in on (we were its destination), or the one it
+	// leaves by. The IP packet stays as the client sent it.
+	if (be->ifindex && be->ifindex != ctx->ingress_ifindex) {
+		__builtin_memcpy(eth->h_source, be->src, ETH_ALEN);
+		__builtin_memcpy(eth->h_dest, be->mac, ETH_ALEN);
+		return count(V_REDIRECT, bpf_redirect(be->ifindex, 0));
+	}
 	__builtin_memcpy(eth->h_source, eth->h_dest, ETH_ALEN);
 	__builtin_memcpy(eth->h_dest, be->mac, ETH_ALEN);
-	if (be->ifindex && be->ifindex != ctx->ingress_ifindex)
-		return count(V_REDIRECT, bpf_redirect(be->ifindex, 0));
 	return count(V_TX, XDP_TX);
 }
 
