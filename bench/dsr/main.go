@@ -317,30 +317,30 @@ func (l *lab) measure(packets uint32) (r result, err error) {
 	if loss <= maxLoss {
 		fail, pass, r.throughput = 0, 1, g.lastRate
 	}
-	for k := uint32(2); pass == 0; k *= 2 {
+	// try sends one frame in k and moves pass or fail to k.
+	try := func(k uint32) error {
 		loss, spread, err := g.trial(k, packets)
 		if err != nil {
-			return r, err
+			return err
 		}
 		if loss <= maxLoss {
 			pass, r.throughput, r.spread = k, g.lastRate, spread
 		} else {
 			fail = k
 		}
-		if k >= 1<<12 {
+		return nil
+	}
+	for k := uint32(2); pass == 0; k *= 2 {
+		if err := try(k); err != nil {
+			return r, err
+		}
+		if pass == 0 && k >= 1<<12 {
 			return r, fmt.Errorf("even %.0f packets/s lose more than %.1f%%", g.lastRate, maxLoss*100)
 		}
 	}
 	for pass-fail > 1 && fail > 0 {
-		k := (pass + fail) / 2
-		loss, spread, err := g.trial(k, packets)
-		if err != nil {
+		if err := try((pass + fail) / 2); err != nil {
 			return r, err
-		}
-		if loss <= maxLoss {
-			pass, r.throughput, r.spread = k, g.lastRate, spread
-		} else {
-			fail = k
 		}
 	}
 	return r, nil

@@ -21,16 +21,7 @@ import (
 func TestDSRAnycastConnectionsSurviveWithdrawal(t *testing.T) {
 	var client *netlab.Host
 	setup := func(lan *netlab.Lab, router *netlab.Host) {
-		for i := range 2 {
-			h, err := lan.AddHost(fmt.Sprintf("rs%d", i+1), mustPrefix(fmt.Sprintf("10.82.0.%d/24", 11+i)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if out, code := execIn(t, h, 5*time.Second, "ip", "route", "add", "default", "via", "10.82.0.254"); code != 0 {
-				t.Fatalf("route on %s: %s", h.Name, out)
-			}
-			startRealServer(t, h, anycastVIP, echo)
-		}
+		routedRealServers(t, lan, "10.82.0", anycastVIP, echo)
 		wan := newLab(t)
 		var err error
 		if client, err = wan.AddHost("client", mustPrefix("10.83.0.100/24")); err != nil {

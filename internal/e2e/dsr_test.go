@@ -83,32 +83,8 @@ func TestDSRThroughXDP(t *testing.T) {
 	}
 	time.Sleep(500 * time.Millisecond)
 
-	ask := func(port int) (string, error) {
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("10.80.0.100"), Port: port}, Timeout: time.Second}
-		var line string
-		err := client.Do(func() error {
-			c, err := d.Dial("tcp4", dsrVIP+":80")
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(2 * time.Second))
-			b, err := io.ReadAll(c)
-			line = strings.TrimSpace(string(b))
-			return err
-		})
-		return line, err
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := ask(0); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no answer on the VIP through the XDP balancer within 10s")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	ask := func(port int) (string, error) { return askVIP(client, "10.80.0.100", dsrVIP+":80", port) }
+	waitVIP(t, ask)
 	got := map[string]int{}
 	for i := range 40 {
 		port := 20000 + i
@@ -319,6 +295,55 @@ func echo(c net.Conn, name string) {
 	}
 }
 
+// askVIP connects from the client (source src, port 0: any) to addr and
+// returns the real server's answer, one line.
+func askVIP(client *netlab.Host, src, addr string, port int) (string, error) {
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src), Port: port}, Timeout: time.Second}
+	var line string
+	err := client.Do(func() error {
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(2 * time.Second))
+		b, err := io.ReadAll(c)
+		line = strings.TrimSpace(string(b))
+		return err
+	})
+	return line, err
+}
+
+// waitVIP waits up to 10 s for ask to get an answer through the balancer.
+func waitVIP(t *testing.T, ask func(port int) (string, error)) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		_, err := ask(0)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no answer on the VIP through the XDP balancer within 10s: %v", err)
+		}
+	}
+}
+
+// routedRealServers starts rs1 and rs2 at NET.11 and NET.12 (/24) on lab,
+// serving vip with handle, their default route via NET.254.
+func routedRealServers(t *testing.T, lab *netlab.Lab, net24, vip string, handle func(net.Conn, string)) {
+	t.Helper()
+	for i := range 2 {
+		h, err := lab.AddHost(fmt.Sprintf("rs%d", i+1), mustPrefix(fmt.Sprintf("%s.%d/24", net24, 11+i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out, code := execIn(t, h, 5*time.Second, "ip", "route", "add", "default", "via", net24+".254"); code != 0 {
+			t.Fatalf("route on %s: %s", h.Name, out)
+		}
+		startRealServer(t, h, vip, handle)
+	}
+}
+
 // waitBackendsUp waits up to 10 s for the daemon at socket to count want
 // backends up (a dsr backend is up once its check passes and its MAC is known).
 func waitBackendsUp(t *testing.T, socket string, want int) {
@@ -507,29 +532,8 @@ balancers:
 func TestDSRThroughXDPIPv6(t *testing.T) {
 	l := newDSRLabFamily(t, 1, greet, true)
 	waitBackendsUp(t, l.lbs[0].socket(), 2)
-	ask := func(port int) (string, error) {
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("fd00:80::100"), Port: port}, Timeout: time.Second}
-		var line string
-		err := l.client.Do(func() error {
-			c, err := d.Dial("tcp6", "["+dsrVIP6+"]:80")
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(2 * time.Second))
-			b, err := io.ReadAll(c)
-			line = strings.TrimSpace(string(b))
-			return err
-		})
-		return line, err
-	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if _, err := ask(0); err == nil {
-			break
-		} else if time.Now().After(deadline) {
-			t.Fatalf("no answer on the IPv6 VIP through the XDP balancer within 10s: %v", err)
-		}
-	}
+	ask := func(port int) (string, error) { return askVIP(l.client, "fd00:80::100", "["+dsrVIP6+"]:80", port) }
+	waitVIP(t, ask)
 	got := map[string]int{}
 	for i := range 30 {
 		port := 21000 + i
@@ -581,16 +585,7 @@ func TestDSRBackendsOnAnotherInterface(t *testing.T) {
 	if err := router.Sysctl("net/ipv4/ip_forward", "1"); err != nil {
 		t.Fatal(err)
 	}
-	for i := range 2 {
-		h, err := back.AddHost(fmt.Sprintf("rs%d", i+1), mustPrefix(fmt.Sprintf("10.85.0.%d/24", 11+i)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if out, code := execIn(t, h, 5*time.Second, "ip", "route", "add", "default", "via", "10.85.0.254"); code != 0 {
-			t.Fatalf("route on %s: %s", h.Name, out)
-		}
-		startRealServer(t, h, vip, greet)
-	}
+	routedRealServers(t, back, "10.85.0", vip, greet)
 	n := &dsrNode{host: lb, dir: t.TempDir()}
 	cfg := filepath.Join(n.dir, "vigil.yaml")
 	os.WriteFile(cfg, []byte(fmt.Sprintf(`api: {socket: %q}
