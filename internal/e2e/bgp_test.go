@@ -23,8 +23,9 @@ const (
 )
 
 // startFRR runs zebra and bgpd in the router host with multipath, peering
-// with the given balancer addresses (AS 64512); hold time 3 s.
-func startFRR(t *testing.T, router *netlab.Host, peers []string) {
+// with the given balancer addresses (AS 64512); hold time 3 s; TCP MD5 with
+// password unless it is empty.
+func startFRR(t *testing.T, router *netlab.Host, peers []string, password string) {
 	t.Helper()
 	for _, bin := range []string{"/usr/lib/frr/zebra", "/usr/lib/frr/bgpd"} {
 		if _, err := os.Stat(bin); err != nil {
@@ -41,6 +42,9 @@ func startFRR(t *testing.T, router *netlab.Host, peers []string) {
 	b.WriteString(" no bgp ebgp-requires-policy\n bgp bestpath as-path multipath-relax\n")
 	for _, p := range peers {
 		fmt.Fprintf(&b, " neighbor %s remote-as 64512\n neighbor %s timers 1 3\n neighbor %s timers connect 1\n", p, p, p)
+		if password != "" {
+			fmt.Fprintf(&b, " neighbor %s password %s\n", p, password)
+		}
 	}
 	b.WriteString(" address-family ipv4 unicast\n  maximum-paths 8\n exit-address-family\n")
 	b.WriteString(" address-family ipv6 unicast\n  maximum-paths 8\n")
@@ -137,6 +141,8 @@ type bgpOpts struct {
 	extraNeighbors string // more neighbor entries in every node's config
 	balancer       string // the nodes' balancers entry; empty: a proxy balancer on the VIP
 	v6             bool   // peer over IPv6 and announce the IPv6 anycast VIP
+	routerPassword string // TCP MD5 password the router asks for
+	nodePassword   string // and the one the nodes use
 	// setup runs before the nodes start, to add hosts they need.
 	setup func(lab *netlab.Lab, router *netlab.Host)
 }
@@ -182,16 +188,16 @@ balancers:
 bgp:
   asn: 64512
   router_id: %s
-  neighbors: [{address: %s, asn: %d, hold_time: 3s}%s]
+  neighbors: [{address: %s, asn: %d, hold_time: 3s, password: %q}%s]
   announce: [{prefix: %s, when_healthy: svc, communities: ["64512:100"]}]
-`, n.socket(), n.flag, opts.balancer, addr, neighbor, opts.routerASN, opts.extraNeighbors, host)), 0o644)
+`, n.socket(), n.flag, opts.balancer, addr, neighbor, opts.routerASN, opts.nodePassword, opts.extraNeighbors, host)), 0o644)
 		peer := addr
 		if opts.v6 {
 			peer = fmt.Sprintf("fd00:82::%d", i+1)
 		}
 		nodes, peers = append(nodes, n), append(peers, peer)
 	}
-	startFRR(t, router, peers)
+	startFRR(t, router, peers, opts.routerPassword)
 	start := func(n *bgpNode) {
 		logf, err := os.OpenFile(filepath.Join(n.dir, "vigil.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 		if err != nil {
@@ -290,6 +296,26 @@ func TestBGPAnycastIPv6WithFRR(t *testing.T) {
 		len(snap.BGP.Announced) != 1 || snap.BGP.Announced[0] != host {
 		t.Fatalf("status: %+v", snap.BGP)
 	}
+}
+
+// Sessions with a TCP MD5 password (RFC 2385): with the router's password
+// the route arrives; with another, the kernel drops the router's segments,
+// the session never comes up, status says so and the daemon runs on.
+func TestBGPWithMD5Password(t *testing.T) {
+	router, nodes, _ := bgpLabWith(t, 1, bgpOpts{routerPassword: "s3cret-md5", nodePassword: "s3cret-md5"})
+	took := waitNexthops(t, router, 1, 30*time.Second)
+	t.Logf("MD5-signed session: route after %v", took)
+
+	router, nodes, _ = bgpLabWith(t, 1, bgpOpts{routerPassword: "s3cret-md5", nodePassword: "wrong"})
+	time.Sleep(5 * time.Second)
+	if n := nexthops(t, router, anycastVIP+"/32"); n != 0 {
+		t.Fatalf("the router has %d next hops from a session with the wrong password", n)
+	}
+	snap := statusAt(t, nodes[0].socket())
+	if len(snap.BGP.Sessions) != 1 || snap.BGP.Sessions[0].State == "established" {
+		t.Fatalf("sessions %+v", snap.BGP.Sessions)
+	}
+	t.Logf("wrong password: session %s", snap.BGP.Sessions[0].State)
 }
 
 var bgpBenchTable = flag.String("bgp-bench-table", "", "measure withdrawal and return times over 20 rounds and write the table into this markdown file")
