@@ -370,10 +370,9 @@ func (p *dsrPlane) status() ([]api.Balancer, map[string]uint64) {
 			}
 		}
 		for _, be := range b.backends {
-			ab.Backends = append(ab.Backends, api.Backend{Address: be.addr.String(), Up: be.up && be.mac != nil, Weight: be.weight})
-			if pk, by, err := p.dp.BackendCounters(be.idx); err == nil {
-				ab.Backends[len(ab.Backends)-1].Packets, ab.Backends[len(ab.Backends)-1].BytesIn = pk, by
-			}
+			ob := api.Backend{Address: be.addr.String(), Up: be.up && be.mac != nil, Weight: be.weight}
+			ob.Packets, ob.BytesIn, _ = p.dp.BackendCounters(be.idx) // zero if unreadable
+			ab.Backends = append(ab.Backends, ob)
 		}
 		out = append(out, ab)
 	}

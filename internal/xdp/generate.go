@@ -15,10 +15,10 @@ type xdpMd struct {
 	Data, DataEnd, DataMeta, IngressIfindex, RxQueueIndex, EgressIfindex uint32
 }
 
-// Generate runs xdp_gen over frames copies of frame (64 bytes) on interface ifindex
-// (of the calling thread's network namespace) in live-frame mode: one in
-// every oneIn goes out (the others are dropped at once), each with the next
-// of 256 UDP source ports. It returns how many went out and how long it
+// Generate runs xdp_gen over frames copies of frame (64 bytes) on
+// interface ifindex (of the calling thread's network namespace) in
+// live-frame mode: one in every oneIn goes out (the others are dropped at
+// once), each with the next of 256 UDP source ports. It returns how many went out and how long it
 // took. It is the lab benchmark's load, far above what a socket can send;
 // oneIn paces it. On veth the peer takes the frames only with an XDP
 // program of its own (AttachPass).
