@@ -288,28 +288,19 @@ func startBackends(h *netlab.Host) (*backends, error) {
 		return nil, err
 	}
 	s.bulk = l
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
+	netlab.Serve(l, func(c net.Conn) {
+		// The client says how many MiB it wants in one line.
+		line, err := bufio.NewReader(c).ReadString('\n')
+		n, _ := strconv.Atoi(strings.TrimSpace(line))
+		if err != nil || n <= 0 || n > 1<<16 {
+			return
+		}
+		for range n {
+			if _, err := c.Write(chunk); err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				// The client says how many MiB it wants in one line.
-				line, err := bufio.NewReader(c).ReadString('\n')
-				n, _ := strconv.Atoi(strings.TrimSpace(line))
-				if err != nil || n <= 0 || n > 1<<16 {
-					return
-				}
-				for range n {
-					if _, err := c.Write(chunk); err != nil {
-						return
-					}
-				}
-			}()
 		}
-	}()
+	})
 	return s, s.listenDet()
 }
 
@@ -320,15 +311,7 @@ func (s *backends) listenDet() error {
 		return err
 	}
 	s.det = l
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	netlab.Serve(l, func(net.Conn) {}) // accept and close
 	return nil
 }
 

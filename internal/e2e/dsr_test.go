@@ -49,21 +49,12 @@ func startRealServer(t *testing.T, h *netlab.Host, vip string, handle func(c net
 	}
 	t.Cleanup(func() { l.Close() })
 	rs := &realServer{host: h, l: l}
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			rs.mu.Lock()
-			rs.seen = append(rs.seen, c.RemoteAddr().String())
-			rs.mu.Unlock()
-			go func() {
-				defer c.Close()
-				handle(c, h.Name)
-			}()
-		}
-	}()
+	netlab.Serve(l, func(c net.Conn) {
+		rs.mu.Lock()
+		rs.seen = append(rs.seen, c.RemoteAddr().String())
+		rs.mu.Unlock()
+		handle(c, h.Name)
+	})
 	return rs
 }
 

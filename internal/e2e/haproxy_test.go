@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigil-lb/vigil/internal/netlab"
 	"github.com/vigil-lb/vigil/internal/proxyproto"
 )
 
@@ -54,24 +55,15 @@ balancers:
 		t.Fatal(err)
 	}
 	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(5 * time.Second))
-				hdr, _, err := proxyproto.Read(c)
-				if err != nil {
-					fmt.Fprintf(c, "error: %v", err)
-					return
-				}
-				fmt.Fprintf(c, "%s", hdr.Src)
-			}()
+	netlab.Serve(l, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		hdr, _, err := proxyproto.Read(c)
+		if err != nil {
+			fmt.Fprintf(c, "error: %v", err)
+			return
 		}
-	}()
+		fmt.Fprintf(c, "%s", hdr.Src)
+	})
 	var hlog, vlog strings.Builder
 	hp := exec.Command("haproxy", "-f", hcfg, "-db")
 	hp.Stdout, hp.Stderr = &hlog, &hlog

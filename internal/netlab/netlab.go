@@ -292,6 +292,24 @@ func (h *Host) Listen(network, addr string) (net.Listener, error) {
 	return l, err
 }
 
+// Serve accepts connections on l until it is closed, each handled by
+// handle in its own goroutine and closed after it: the small servers of
+// tests and benchmarks.
+func Serve(l net.Listener, handle func(c net.Conn)) {
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
+}
+
 // Dial connects from inside the host.
 func (h *Host) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	var c net.Conn
