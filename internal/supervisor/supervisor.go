@@ -231,9 +231,6 @@ func instanceConfig(ic config.Instance, vips []netip.Prefix) vrrp.Config {
 	return c
 }
 
-// Instances returns the VRRP instances, for status.
-func (s *Supervisor) Instances() []*vrrp.Instance { return s.instances }
-
 // Run runs everything until ctx ends and returns after a clean shutdown, in
 // reverse order of start: instances (priority-0 adverts, VIPs removed), then
 // checks and sockets, then the notify hooks, which still run the STOP events.
