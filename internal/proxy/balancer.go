@@ -1,7 +1,9 @@
 // Package proxy is vigil's userspace L4 load balancer: TCP frontends that
-// splice each connection to a backend chosen by weighted round robin or
+// relay each connection to a backend chosen by weighted round robin or
 // least connections, with health-driven rotation, limits, PROXY protocol,
-// a monitor endpoint and reload without dropping connections.
+// a monitor endpoint and reload without dropping connections. The data path
+// is one epoll event loop per core on raw sockets (evloop.go), the shape of
+// HAProxy's, rather than goroutines per connection.
 package proxy
 
 import (
@@ -11,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,7 +26,7 @@ import (
 // counters do too.
 type Backend struct {
 	Addr    netip.AddrPort
-	addr    string // Addr.String(), for dialing
+	sa      rawSockaddr // Addr for connect(2)
 	weight  atomic.Int32
 	maxConn atomic.Int32
 	up      atomic.Bool
@@ -53,18 +56,16 @@ type Balancer struct {
 	pickMu sync.Mutex
 	rrNext int
 
-	mu        sync.Mutex // guards listeners, monitor, sessions, closed
+	mu        sync.Mutex // guards listeners, monitor, closed
 	listeners map[string]*net.TCPListener
 	monitor   *monitor
-	sessions  map[*session]struct{}
 	closed    bool
 
-	loops   sync.WaitGroup // accept loops and the monitor
-	serving sync.WaitGroup // sessions
-	workers sync.WaitGroup // set-up workers
-	jobs    chan setupJob  // to an idle set-up worker
-	quit    chan struct{}  // closed at shutdown: idle workers exit
-	stop    sync.Once      // closes quit
+	loops    sync.WaitGroup // the monitor
+	serving  sync.WaitGroup // sessions, from accept to close
+	evloops  []*evloop      // the data path, one loop per core
+	nextLoop atomic.Uint32  // round robin over evloops
+	stopped  sync.Once      // stops evloops
 
 	active         atomic.Int64
 	accepted       atomic.Uint64
@@ -74,21 +75,47 @@ type Balancer struct {
 	lastRefusedLog atomic.Int64
 }
 
-// headerTimeout bounds how long a client may take to send its PROXY header.
-const headerTimeout = 5 * time.Second
-
 // New opens the balancer's listeners and monitor; nothing is served until
 // Start. On error it closes what it opened.
 func New(cfg config.Balancer, log *slog.Logger) (*Balancer, error) {
 	b := &Balancer{name: cfg.Name, log: log.With("balancer", cfg.Name),
-		listeners: map[string]*net.TCPListener{}, sessions: map[*session]struct{}{},
-		jobs: make(chan setupJob), quit: make(chan struct{})}
+		listeners: map[string]*net.TCPListener{}}
 	ch, err := b.Plan(cfg)
 	if err != nil {
 		return nil, err
 	}
+	for range runtime.GOMAXPROCS(0) {
+		lp, err := newEvloop(b)
+		if err != nil {
+			ch.Abort()
+			b.stopLoops()
+			return nil, fmt.Errorf("balancer %s: event loop: %w", cfg.Name, err)
+		}
+		b.evloops = append(b.evloops, lp)
+	}
 	ch.commit(false)
 	return b, nil
+}
+
+// stopLoops ends the event loops; their sessions must be gone.
+func (b *Balancer) stopLoops() {
+	b.stopped.Do(func() {
+		for _, lp := range b.evloops {
+			lp.stop()
+		}
+	})
+}
+
+// eachLoop runs f on every event loop and waits until all ran it.
+func (b *Balancer) eachLoop(f func(*evloop)) {
+	var wg sync.WaitGroup
+	for _, lp := range b.evloops {
+		wg.Add(1)
+		if !lp.post(func() { f(lp); wg.Done() }) {
+			wg.Done() // stopped: it has no sessions left
+		}
+	}
+	wg.Wait()
 }
 
 // Name is the balancer's config name.
@@ -106,8 +133,34 @@ func (b *Balancer) Start() {
 	}
 }
 
+// startAccept has every event loop accept on the listener.
 func (b *Balancer) startAccept(addr string, l *net.TCPListener) {
-	b.loops.Go(func() { b.accept(addr, l) })
+	fd, err := listenerFD(l)
+	if err != nil {
+		b.log.Error("listener not served", "listen", addr, "err", err)
+		return
+	}
+	b.eachLoop(func(lp *evloop) { lp.watchListener(fd, addr, b.log) })
+}
+
+// stopAccept takes the listener out of every event loop, then closes it.
+func (b *Balancer) stopAccept(l *net.TCPListener) {
+	if fd, err := listenerFD(l); err == nil {
+		b.eachLoop(func(lp *evloop) { lp.unwatchListener(fd) })
+	}
+	l.Close()
+}
+
+func listenerFD(l *net.TCPListener) (int, error) {
+	rc, err := l.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	if err := rc.Control(func(u uintptr) { fd = int(u) }); err != nil {
+		return -1, err
+	}
+	return fd, nil
 }
 
 // Change is a prepared reload: new listeners are open, nothing else changed.
@@ -139,7 +192,7 @@ func (b *Balancer) Plan(cfg config.Balancer) (*Change, error) {
 		ap := netip.MustParseAddrPort(bc.Address) // validated
 		be := old[ap]
 		if be == nil {
-			be = &Backend{Addr: ap, addr: ap.String()}
+			be = &Backend{Addr: ap, sa: newRawSockaddr(ap)}
 			ch.newBackend[be] = true
 		}
 		ch.weights[be] = [2]int32{int32(*bc.Weight), int32(bc.MaxConn)}
@@ -223,7 +276,7 @@ func (ch *Change) commit(start bool) {
 		}
 	}
 	for _, addr := range ch.closing {
-		b.listeners[addr].Close()
+		b.stopAccept(b.listeners[addr])
 		delete(b.listeners, addr)
 	}
 	if ch.dropMon {
@@ -252,13 +305,9 @@ func (b *Balancer) SetHealth(addr netip.AddrPort, up bool) {
 		}
 		b.log.Info("backend state change", "backend", addr.String(), "up", up, "healthy_backends", b.healthy())
 		if !up && s.cfg.CloseOnDown {
-			b.mu.Lock()
-			for ss := range b.sessions {
-				if ss.backend == be {
-					ss.abort()
-				}
-			}
-			b.mu.Unlock()
+			b.eachLoop(func(lp *evloop) {
+				lp.abortWhere(func(c *conn) bool { return c.be == be && c.state == stOpen })
+			})
 		}
 	}
 }
@@ -280,7 +329,7 @@ func (b *Balancer) Shutdown(ctx context.Context) {
 	b.mu.Lock()
 	b.closed = true
 	for addr, l := range b.listeners {
-		l.Close()
+		b.stopAccept(l)
 		delete(b.listeners, addr)
 	}
 	if b.monitor != nil {
@@ -289,8 +338,7 @@ func (b *Balancer) Shutdown(ctx context.Context) {
 	}
 	b.mu.Unlock()
 	b.loops.Wait()
-	b.stop.Do(func() { close(b.quit) })
-	defer b.workers.Wait()
+	defer b.stopLoops()
 	done := make(chan struct{})
 	go func() { b.serving.Wait(); close(done) }()
 	select {
@@ -298,85 +346,20 @@ func (b *Balancer) Shutdown(ctx context.Context) {
 		return
 	case <-ctx.Done():
 	}
-	b.mu.Lock()
-	n := len(b.sessions)
-	for ss := range b.sessions {
-		ss.abort()
-	}
-	b.mu.Unlock()
-	b.log.Info("closed connections still open at shutdown", "connections", n)
+	var n atomic.Int64
+	b.eachLoop(func(lp *evloop) {
+		n.Add(int64(len(lp.conns)))
+		lp.abortWhere(func(*conn) bool { return true })
+	})
+	b.log.Info("closed connections still open at shutdown", "connections", n.Load())
 	<-done
-}
-
-// accept serves one listener until it is closed.
-func (b *Balancer) accept(addr string, l *net.TCPListener) {
-	backoff := 5 * time.Millisecond
-	for {
-		c, err := l.AcceptTCP()
-		if err != nil {
-			if isClosed(err) {
-				return
-			}
-			// EMFILE and the like: wait rather than spin, and say so.
-			b.log.Warn("accept failed", "listen", addr, "err", err, "retry_in", backoff)
-			time.Sleep(backoff)
-			backoff = min(2*backoff, time.Second)
-			continue
-		}
-		backoff = 5 * time.Millisecond
-		s := b.cur.Load()
-		if b.active.Load() >= int64(s.cfg.MaxConn) {
-			b.refuse(c, s)
-			continue
-		}
-		b.active.Add(1)
-		b.accepted.Add(1)
-		b.serving.Add(1)
-		b.dispatch(c, s)
-	}
-}
-
-// setupJob is an accepted connection waiting for its set-up.
-type setupJob struct {
-	c *net.TCPConn
-	s *settings
-}
-
-// workerIdle is how long a set-up worker waits for work before it exits.
-const workerIdle = 10 * time.Second
-
-// dispatch hands a connection to an idle set-up worker, or starts one.
-// Workers outlive their connection, so the stack that connecting grows is
-// grown once, not for every connection.
-func (b *Balancer) dispatch(c *net.TCPConn, s *settings) {
-	select {
-	case b.jobs <- setupJob{c, s}:
-	default:
-		b.workers.Go(func() { b.worker(setupJob{c, s}) })
-	}
-}
-
-func (b *Balancer) worker(j setupJob) {
-	t := time.NewTimer(workerIdle)
-	defer t.Stop()
-	for {
-		b.serve(j.c, j.s)
-		t.Reset(workerIdle)
-		select {
-		case j = <-b.jobs:
-		case <-t.C:
-			return
-		case <-b.quit:
-			return
-		}
-	}
 }
 
 // refuse resets a connection over max_conn at once, so the client fails fast
 // instead of waiting in a queue, and logs at most once a second.
-func (b *Balancer) refuse(c *net.TCPConn, s *settings) {
-	c.SetLinger(0)
-	c.Close()
+func (b *Balancer) refuse(fd int, s *settings) {
+	sysReset(fd)
+	sysClose(fd)
 	n := b.refused.Add(1)
 	now := time.Now().UnixNano()
 	if last := b.lastRefusedLog.Load(); now-last > int64(time.Second) && b.lastRefusedLog.CompareAndSwap(last, now) {

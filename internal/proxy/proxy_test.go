@@ -605,7 +605,8 @@ func TestNoLeakAfterLoad(t *testing.T) {
 	}
 	deadline := time.Now().Add(2 * time.Second)
 	for openFDs(t) > fdsBefore && time.Now().Before(deadline) {
-		// splice's pipes wait in a pool and close when collected.
+		// The test servers' io.Copy splices through pipes that Go keeps in
+		// a pool and closes when they are collected.
 		runtime.GC()
 		time.Sleep(10 * time.Millisecond)
 	}

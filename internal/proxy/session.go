@@ -1,12 +1,9 @@
 package proxy
 
 import (
-	"context"
 	"errors"
-	"io"
-	"net"
+	"fmt"
 	"net/netip"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,303 +12,469 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// session is one client connection and, once connected, its backend.
-type session struct {
-	client  *net.TCPConn
-	server  *net.TCPConn
-	backend *Backend
-	aborted atomic.Bool
+// conn is one client connection and, once connected, its backend. It lives
+// on one event loop and is touched only by that loop's goroutine.
+type conn struct {
+	lp       *evloop
+	s        *settings // the config generation it started with
+	be       *Backend  // picked backend; nil while none
+	cfd, sfd int       // client and server sockets; sfd is -1 while none
+	cev, sev uint32    // events each is watched for
+	state    connState
+	attempts int
+	tried    []*Backend
+	head     []byte // stHeader: the client's PROXY header so far
+	src, dst netip.AddrPort
+	up, down half // client to server, server to client
+	deadline time.Time
+	last     time.Time // data last moved either way
+	idx      int       // in lp.conns
 }
 
-// abort resets both sides, which ends both copy directions.
-func (ss *session) abort() {
-	if !ss.aborted.CompareAndSwap(false, true) {
-		return
-	}
-	for _, c := range []*net.TCPConn{ss.client, ss.server} {
-		if c != nil {
-			c.SetLinger(0)
-			c.Close()
-		}
-	}
+type connState uint8
+
+const (
+	stStart      connState = iota // accepted, nothing started
+	stHeader                      // reading the client's PROXY header
+	stConnecting                  // connect to a backend in progress
+	stOpen                        // copying both ways
+	stDone
+)
+
+// half is one direction of a session.
+type half struct {
+	bp     *[]byte // pooled buffer holding pend, nil when pend is not pooled
+	pend   []byte  // bytes read but not yet written (buffer mode)
+	pipe   [2]int  // splice mode: the kernel pipe, 0 until first used
+	inPipe int     // splice mode: bytes in the pipe not yet written
+	eof    bool    // the source's FIN was read (and passed on)
+	count  *atomic.Uint64
 }
 
-func (b *Balancer) track(ss *session, on bool) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if on {
-		b.sessions[ss] = struct{}{}
-	} else {
-		delete(b.sessions, ss)
-	}
-}
+func (h *half) pending() bool { return len(h.pend) > 0 || h.inPipe > 0 }
 
-// serve sets up one accepted connection: PROXY header, backend connect.
-// The copying runs in two fresh goroutines and serve returns, so the deep
-// stack the set-up grew is not kept for the life of the connection.
-func (b *Balancer) serve(c *net.TCPConn, s *settings) {
-	ss := &session{client: c}
-	b.track(ss, true)
-	be, ok := b.setup(ss, s)
-	if !ok {
-		b.finish(ss, be) // be is nil unless it was connected
-		return
-	}
-	idleTimer := newIdleWatch(ss, s.cfg.IdleTimeout)
-	var left atomic.Int32
-	left.Store(2)
-	done := func() {
-		if left.Add(-1) == 0 {
-			idleTimer.Stop()
-			b.finish(ss, be)
-		}
-	}
-	splice := s.cfg.Splice
-	// A direction that ends while the other still runs passes the FIN on
-	// with shutdown(2); the last one leaves it to the close that follows.
-	last := func() bool { return left.Load() == 1 }
-	go func() { b.half(ss, ss.server, ss.client, &be.bytesIn, splice, last); done() }()
-	go func() { b.half(ss, ss.client, ss.server, &be.bytesOut, splice, last); done() }()
-}
+// done: nothing more will move this way.
+func (h *half) done() bool { return h.eof && !h.pending() }
 
-// finish releases a session's descriptors and counts.
-func (b *Balancer) finish(ss *session, be *Backend) {
-	ss.client.Close()
-	if ss.server != nil {
-		ss.server.Close()
-	}
-	if be != nil {
-		be.active.Add(-1)
-	}
-	b.track(ss, false)
-	b.active.Add(-1)
-	b.serving.Done()
-}
+// pendPool holds read buffers. A loop reads into one of its own; when a
+// writer cannot take all of it, the session keeps that buffer until it can
+// and the loop takes another. Idle connections hold none.
+var pendPool = sync.Pool{New: func() any { b := make([]byte, readBuf); return &b }}
 
-// setup reads the client's PROXY header if configured, connects a backend
-// and sends it the PROXY header and any early client bytes.
-func (b *Balancer) setup(ss *session, s *settings) (*Backend, bool) {
-	c := ss.client
-	src, dst := addrPort(c.RemoteAddr()), addrPort(c.LocalAddr())
-	var early []byte // client bytes read along with its PROXY header
+// headerTimeout bounds how long a client may take to send its PROXY header.
+const headerTimeout = 5 * time.Second
+
+// open starts a session for an accepted socket.
+func (lp *evloop) open(fd int, src netip.AddrPort, s *settings) {
+	c := lp.newConn()
+	c.s, c.cfd, c.sfd, c.src, c.last, c.state = s, fd, -1, src, lp.now, stStart
+	lp.track(c)
+	sysSetInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	lp.add(fd, c)
 	if s.cfg.AcceptProxy {
-		c.SetReadDeadline(time.Now().Add(headerTimeout))
-		h, rest, err := proxyproto.Read(c)
-		if err != nil {
-			b.badProxyHeader.Add(1)
-			b.log.Debug("connection closed: bad PROXY header", "client", src.String(), "err", err)
-			ss.abort()
-			return nil, false
-		}
-		c.SetReadDeadline(time.Time{})
-		if !h.Local {
-			src, dst = h.Src, h.Dst
-		}
-		early = rest
+		c.state = stHeader
+		c.deadline = lp.now.Add(headerTimeout)
+		lp.schedule(c.deadline)
+		c.update()
+		return
 	}
-	be, server := b.connect(s, src)
-	if be == nil {
-		b.noBackend.Add(1)
-		ss.abort()
-		return nil, false
-	}
-	b.mu.Lock()
-	ss.server, ss.backend = server, be
-	aborted := ss.aborted.Load()
-	b.mu.Unlock()
-	if aborted { // shut down or backend failed while we connected
-		server.SetLinger(0)
-		return be, false
-	}
-	var head []byte
-	switch s.cfg.ProxyProtocol {
-	case "v1":
-		head = proxyproto.AppendV1(nil, proxyproto.Header{Src: src, Dst: dst})
-	case "v2":
-		head = proxyproto.AppendV2(nil, proxyproto.Header{Src: src, Dst: dst})
-	}
-	if head = append(head, early...); len(head) > 0 {
-		if _, err := server.Write(head); err != nil {
-			ss.abort()
-			return be, false
-		}
-		be.bytesIn.Add(uint64(len(early)))
-	}
-	return be, true
+	c.connect()
 }
 
-// connect dials backends until one answers, at most 1+retries of them.
-func (b *Balancer) connect(s *settings, client netip.AddrPort) (*Backend, *net.TCPConn) {
-	var tried []*Backend
-	for range *s.cfg.Retries + 1 {
-		be := b.pick(s, tried)
+// event handles what epoll reported for one of the session's sockets.
+func (c *conn) event(fd int, ev uint32) {
+	const errHup = unix.EPOLLERR | unix.EPOLLHUP
+	switch c.state {
+	case stHeader:
+		c.readHeader()
+	case stConnecting:
+		if fd == c.sfd {
+			c.connectDone(ev)
+		} else if ev&errHup != 0 {
+			c.abort() // the client left while we connected
+		}
+	case stOpen:
+		rd, wr, other := &c.up, &c.down, c.sfd
+		if fd == c.sfd {
+			rd, wr, other = &c.down, &c.up, c.cfd
+		}
+		handled := false
+		if ev&(unix.EPOLLOUT|errHup) != 0 && wr.pending() {
+			handled = true
+			if !c.flush(wr, fd) {
+				return
+			}
+		}
+		if ev&(unix.EPOLLIN|errHup) != 0 && !rd.eof && !rd.pending() {
+			handled = true
+			if !c.pump(rd, fd, other) {
+				return
+			}
+		}
+		if !handled && ev&errHup != 0 {
+			c.abort()
+			return
+		}
+		c.update()
+	}
+}
+
+// update watches each socket for what the session can do with it now.
+func (c *conn) update() {
+	var cev, sev uint32
+	switch c.state {
+	case stHeader:
+		cev = unix.EPOLLIN
+	case stConnecting:
+		sev = unix.EPOLLOUT
+	case stOpen:
+		if c.up.pending() {
+			sev |= unix.EPOLLOUT
+		} else if !c.up.eof {
+			cev |= unix.EPOLLIN
+		}
+		if c.down.pending() {
+			cev |= unix.EPOLLOUT
+		} else if !c.down.eof {
+			sev |= unix.EPOLLIN
+		}
+	}
+	err := c.lp.want(c.cfd, &c.cev, cev)
+	if c.sfd >= 0 && err == nil {
+		err = c.lp.want(c.sfd, &c.sev, sev)
+	}
+	if err != nil {
+		c.lp.b.log.Warn("connection dropped", "client", c.src.String(), "err", err)
+		c.abort()
+	}
+}
+
+// readHeader reads the client's PROXY header; bytes after it are kept to be
+// sent to the backend first.
+func (c *conn) readHeader() {
+	b := c.lp.b
+	if c.head == nil {
+		c.head = make([]byte, 0, proxyproto.MaxHeader)
+	}
+	n, err := sysRead(c.cfd, c.head[len(c.head):cap(c.head)])
+	if err == unix.EAGAIN || err == unix.EINTR {
+		return
+	}
+	if n > 0 {
+		c.head = c.head[:len(c.head)+n]
+	}
+	h, size, perr := proxyproto.Parse(c.head)
+	if errors.Is(perr, proxyproto.ErrIncomplete) {
+		if err == nil && n > 0 && len(c.head) < cap(c.head) {
+			return // more to come
+		}
+		perr = fmt.Errorf("proxy protocol: connection ended inside the header (%d bytes, err %v)", len(c.head), err)
+	}
+	if perr != nil {
+		b.badProxyHeader.Add(1)
+		b.log.Debug("connection closed: bad PROXY header", "client", c.src.String(), "err", perr)
+		c.abort()
+		return
+	}
+	if !h.Local {
+		c.src, c.dst = h.Src, h.Dst
+	}
+	c.head = c.head[size:] // early client bytes
+	c.connect()
+}
+
+// connect starts a connect to the next backend to try, or ends the session
+// when there is none left.
+func (c *conn) connect() {
+	b := c.lp.b
+	for c.attempts <= *c.s.cfg.Retries {
+		be := b.pick(c.s, c.tried)
 		if be == nil {
 			break
 		}
-		d := net.Dialer{Timeout: s.cfg.ConnectTimeout, KeepAlive: -1} // idle_timeout finds dead peers
-		// By address string: DialTCP with a zero local address binds to
-		// port 0 first, an extra and costly port search per connection.
-		c, err := d.DialContext(context.Background(), "tcp", be.addr)
-		if err == nil {
-			be.total.Add(1)
-			return be, c.(*net.TCPConn)
-		}
-		be.active.Add(-1)
-		be.connectErrors.Add(1)
-		tried = append(tried, be)
-		b.log.Debug("backend connect failed, trying another", "backend", be.Addr.String(), "client", client.String(), "err", err)
-	}
-	if len(tried) > 0 || b.healthy() == 0 {
-		b.log.Debug("no backend for connection", "client", client.String(), "tried", len(tried))
-	}
-	return nil, nil
-}
-
-// bufSize is the size of the pooled copy buffers. A connection borrows one
-// only while data is ready to move, so idle connections hold none.
-const bufSize = 64 << 10
-
-var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
-
-// half copies src to dst until EOF, then half-closes dst (a FIN is passed
-// on as a FIN and the other direction goes on). Any error resets both sides.
-func (b *Balancer) half(ss *session, dst, src *net.TCPConn, count *atomic.Uint64, splice bool, last func() bool) {
-	var err error
-	if splice {
-		err = spliceHalf(dst, src, count)
-	} else {
-		err = copyHalf(dst, src, count)
-	}
-	if err == nil && !last() {
-		err = dst.CloseWrite()
-	}
-	if err != nil {
-		if !ss.aborted.Load() && !isClosed(err) {
-			b.log.Debug("connection reset", "from", src.RemoteAddr().String(), "err", err)
-		}
-		ss.abort()
-	}
-}
-
-// copyHalf copies through pooled buffers; nil at EOF. It reads through the
-// raw descriptor so that a buffer is taken only for a read and given back
-// before waiting: an idle connection holds none. (It cannot skip the read
-// that says EAGAIN: Go clears a pending readiness edge before the first try.)
-func copyHalf(dst, src *net.TCPConn, count *atomic.Uint64) error {
-	rc, err := src.SyscallConn()
-	if err != nil {
-		return err
-	}
-	for {
-		var (
-			bp   *[]byte
-			n    int
-			rerr error
-		)
-		err := rc.Read(func(fd uintptr) bool {
-			if bp == nil {
-				bp = bufPool.Get().(*[]byte)
-			}
-			for {
-				n, rerr = unix.Read(int(fd), *bp)
-				if rerr != unix.EINTR {
-					break
-				}
-			}
-			if rerr == unix.EAGAIN {
-				bufPool.Put(bp)
-				bp = nil
-				return false
-			}
-			return true
-		})
-		if err == nil && rerr != nil {
-			err = os.NewSyscallError("read", rerr)
-		}
+		c.attempts++
+		fd, err := sysDial(&be.sa)
 		if err != nil {
-			if bp != nil {
-				bufPool.Put(bp)
-			}
-			return err
+			c.connectFailed(be, err)
+			continue
 		}
-		if n <= 0 {
-			bufPool.Put(bp)
-			return nil // EOF
-		}
-		_, werr := dst.Write((*bp)[:n])
-		bufPool.Put(bp)
-		if werr != nil {
-			return werr
-		}
-		count.Add(uint64(n))
+		c.lp.add(fd, c)
+		c.be, c.sfd, c.sev = be, fd, 0
+		c.state = stConnecting
+		c.deadline = c.lp.now.Add(c.s.cfg.ConnectTimeout)
+		c.lp.schedule(c.deadline)
+		c.update()
+		return
 	}
+	if len(c.tried) > 0 || b.healthy() == 0 {
+		b.log.Debug("no backend for connection", "client", c.src.String(), "tried", len(c.tried))
+	}
+	b.noBackend.Add(1)
+	c.abort()
 }
 
-// spliceChunk is how much one splice call may move before counters update.
-const spliceChunk = 4 << 20
-
-// spliceHalf moves data with splice(2) through a kernel pipe; nil at EOF.
-// Each direction holds a pipe (two descriptors) while it waits.
-func spliceHalf(dst, src *net.TCPConn, count *atomic.Uint64) error {
-	for {
-		n, err := dst.ReadFrom(&io.LimitedReader{R: src, N: spliceChunk})
-		count.Add(uint64(n))
-		if err != nil {
-			return err
-		}
-		if n < spliceChunk { // EOF
-			return nil
-		}
-	}
+func (c *conn) connectFailed(be *Backend, err error) {
+	be.active.Add(-1)
+	be.connectErrors.Add(1)
+	c.tried = append(c.tried, be)
+	c.lp.b.log.Debug("backend connect failed, trying another", "backend", be.Addr.String(), "client", c.src.String(), "err", err)
 }
 
-// newIdleWatch closes a session once no data has moved either way on either
-// socket for the idle timeout. It reads the kernel's per-socket times of the
-// last data sent and received (TCP_INFO) instead of touching the data path,
-// which keeps splice in use.
-
-func newIdleWatch(ss *session, idle time.Duration) *time.Timer {
-	var t *time.Timer
-	t = time.AfterFunc(idle, func() {
-		quiet := idle
-		for _, c := range []*net.TCPConn{ss.client, ss.server} {
-			if q, ok := quietFor(c); ok {
-				quiet = min(quiet, q)
-			} else {
-				quiet = 0 // closed or unreadable: the copy loops handle it
+// connectDone finishes a connect epoll reported on.
+func (c *conn) connectDone(ev uint32) {
+	if ev&(unix.EPOLLERR|unix.EPOLLHUP) != 0 { // writable without these: connected
+		err := error(unix.ECONNRESET)
+		if soerr, gerr := unix.GetsockoptInt(c.sfd, unix.SOL_SOCKET, unix.SO_ERROR); gerr == nil && soerr != 0 {
+			err = unix.Errno(soerr)
+		}
+		c.dropServer(err)
+		return
+	}
+	c.be.total.Add(1)
+	c.state = stOpen
+	c.up.count, c.down.count = &c.be.bytesIn, &c.be.bytesOut
+	c.last = c.lp.now
+	c.lp.schedule(c.due())
+	var head []byte
+	if v := c.s.cfg.ProxyProtocol; v == "v1" || v == "v2" {
+		if !c.dst.IsValid() {
+			if dst, err := sysLocalAddr(c.cfd); err == nil {
+				c.dst = dst
 			}
 		}
-		if quiet >= idle {
-			ss.abort()
+		h := proxyproto.Header{Src: c.src, Dst: c.dst}
+		if v == "v1" {
+			head = proxyproto.AppendV1(nil, h)
+		} else {
+			head = proxyproto.AppendV2(nil, h)
+		}
+	}
+	if len(c.head) > 0 {
+		c.be.bytesIn.Add(uint64(len(c.head)))
+		head = append(head, c.head...)
+	}
+	c.head = nil
+	if len(head) > 0 {
+		c.up.pend = head // not pooled; flush writes it
+		if !c.flush(&c.up, c.sfd) {
 			return
 		}
-		t.Reset(idle - quiet)
-	})
-	return t
+	}
+	c.update()
 }
 
-// quietFor is how long ago the socket last sent or received data.
-func quietFor(c *net.TCPConn) (time.Duration, bool) {
-	rc, err := c.SyscallConn()
+// dropServer gives up the backend being connected and tries the next.
+func (c *conn) dropServer(err error) {
+	c.lp.close(c.sfd, true)
+	c.sfd, c.sev = -1, 0
+	be := c.be
+	c.be = nil
+	c.connectFailed(be, err)
+	c.connect()
+}
+
+// pump moves what src has to dst; false when the session ended.
+func (c *conn) pump(h *half, src, dst int) bool {
+	if c.s.cfg.Splice {
+		return c.pumpSplice(h, src, dst)
+	}
+	lp := c.lp
+	for range 4 { // then let other sockets have a turn
+		buf := *lp.buf
+		n, err := sysRead(src, buf)
+		switch {
+		case err == unix.EAGAIN:
+			return true
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return c.reset(src, err)
+		case n == 0:
+			return c.eof(h, dst)
+		}
+		c.last = c.lp.now
+		h.count.Add(uint64(n))
+		w, err := write(dst, buf[:n])
+		if err != nil {
+			return c.reset(dst, err)
+		}
+		if w < n { // the session keeps the buffer; the loop takes another
+			h.bp, h.pend = lp.buf, buf[w:n]
+			lp.buf = pendPool.Get().(*[]byte)
+			return true
+		}
+		if n < len(buf) {
+			return true // drained: epoll says when there is more
+		}
+	}
+	return true
+}
+
+// spliceChunk is how much one splice call may move.
+const spliceChunk = 1 << 20
+
+// pumpSplice moves data with splice(2) through a pipe of the direction's.
+func (c *conn) pumpSplice(h *half, src, dst int) bool {
+	if h.pipe[0] == 0 {
+		if err := unix.Pipe2(h.pipe[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+			h.pipe = [2]int{}
+			return c.reset(src, err)
+		}
+	}
+	for range 4 {
+		n, err := sysSplice(src, h.pipe[1], spliceChunk)
+		switch {
+		case err == unix.EAGAIN:
+			return true
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return c.reset(src, err)
+		case n == 0:
+			return c.eof(h, dst)
+		}
+		c.last = c.lp.now
+		h.count.Add(uint64(n))
+		h.inPipe = int(n)
+		if !c.flush(h, dst) {
+			return false
+		}
+		if h.inPipe > 0 {
+			return true
+		}
+	}
+	return true
+}
+
+// flush writes what a direction holds to dst; false when the session ended.
+func (c *conn) flush(h *half, dst int) bool {
+	if h.inPipe > 0 {
+		for h.inPipe > 0 {
+			n, err := sysSplice(h.pipe[0], dst, h.inPipe)
+			if err == unix.EAGAIN {
+				return true
+			}
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				return c.reset(dst, err)
+			}
+			h.inPipe -= int(n)
+			c.last = c.lp.now
+		}
+		return true
+	}
+	n, err := write(dst, h.pend)
 	if err != nil {
-		return 0, false
+		return c.reset(dst, err)
 	}
-	var info *unix.TCPInfo
-	var serr error
-	if err := rc.Control(func(fd uintptr) { info, serr = unix.GetsockoptTCPInfo(int(fd), unix.SOL_TCP, unix.TCP_INFO) }); err != nil || serr != nil {
-		return 0, false
+	c.last = c.lp.now
+	if h.pend = h.pend[n:]; len(h.pend) == 0 {
+		if h.bp != nil {
+			pendPool.Put(h.bp)
+		}
+		h.bp, h.pend = nil, nil
 	}
-	ms := min(info.Last_data_recv, info.Last_data_sent)
-	return time.Duration(ms) * time.Millisecond, true
+	return true
 }
 
-func addrPort(a net.Addr) netip.AddrPort {
-	if t, ok := a.(*net.TCPAddr); ok {
-		return t.AddrPort()
+// write writes what the socket takes now; EAGAIN is not an error.
+func write(fd int, b []byte) (int, error) {
+	for {
+		n, err := sysWrite(fd, b)
+		switch err {
+		case nil:
+			return n, nil
+		case unix.EAGAIN:
+			return 0, nil
+		case unix.EINTR:
+			continue
+		}
+		return 0, err
 	}
-	return netip.AddrPort{}
 }
 
-func isClosed(err error) bool {
-	return errors.Is(err, net.ErrClosed)
+// eof handles a FIN read on one direction: a direction that ends while the
+// other still runs passes the FIN on with shutdown(2); the last one leaves
+// it to the close.
+func (c *conn) eof(h *half, dst int) bool {
+	h.eof = true
+	if c.up.done() && c.down.done() {
+		c.finish(false)
+		return false
+	}
+	if err := sysShutdownWrite(dst); err != nil {
+		return c.reset(dst, err)
+	}
+	return true
+}
+
+// reset ends the session after a socket error.
+func (c *conn) reset(fd int, err error) bool {
+	peer := c.src.String()
+	if fd == c.sfd && c.be != nil {
+		peer = c.be.Addr.String()
+	}
+	c.lp.b.log.Debug("connection reset", "from", peer, "err", err)
+	c.abort()
+	return false
+}
+
+// due is when the session's header, connect or idle time runs out.
+func (c *conn) due() time.Time {
+	if c.state == stOpen {
+		return c.last.Add(c.s.cfg.IdleTimeout)
+	}
+	return c.deadline
+}
+
+// expire acts on a session whose time ran out.
+func (c *conn) expire() {
+	switch c.state {
+	case stHeader:
+		b := c.lp.b
+		b.badProxyHeader.Add(1)
+		b.log.Debug("connection closed: no PROXY header in time", "client", c.src.String())
+		c.abort()
+	case stConnecting:
+		c.dropServer(unix.ETIMEDOUT)
+	case stOpen:
+		c.abort()
+	}
+}
+
+// abort resets both sides.
+func (c *conn) abort() { c.finish(true) }
+
+// finish closes the session's sockets (resetting them when reset is set)
+// and gives back its buffers, pipes and counts.
+func (c *conn) finish(reset bool) {
+	if c.state == stDone {
+		return
+	}
+	c.state = stDone
+	lp := c.lp
+	lp.close(c.cfd, reset)
+	if c.sfd >= 0 {
+		lp.close(c.sfd, reset)
+	}
+	for _, h := range []*half{&c.up, &c.down} {
+		if h.bp != nil {
+			pendPool.Put(h.bp)
+		}
+		if h.pipe[0] != 0 {
+			sysClose(h.pipe[0])
+			sysClose(h.pipe[1])
+		}
+		*h = half{}
+	}
+	if c.be != nil {
+		c.be.active.Add(-1)
+	}
+	lp.untrack(c)
+	lp.freeConn(c)
+	b := lp.b
+	b.active.Add(-1)
+	b.serving.Done()
 }

@@ -1,0 +1,408 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// evloop is one event loop of the data path: an epoll set of its own,
+// level-triggered, served by one goroutine that parks in Go's netpoller on
+// the epoll descriptor itself. The sockets in it are raw descriptors the Go
+// runtime never sees. That is what makes it as cheap as HAProxy's loop: a
+// socket is read only when epoll said it has data (Go's edge-triggered poller
+// must read until EAGAIN, one wasted read per wait), and no goroutine is
+// parked or woken per connection or per packet: a wake of the loop serves
+// every socket that became ready.
+type evloop struct {
+	b      *Balancer
+	epfd   int
+	ep     *os.File // epfd, in Go's poller so that run can park on it
+	rc     syscall.RawConn
+	wakefd int // eventfd that post writes to
+
+	mu     sync.Mutex
+	inbox  []func() // work posted by other goroutines, run by the loop
+	closed bool     // stop was called: post takes no more work
+	woken  atomic.Bool
+
+	// Everything below belongs to the loop goroutine.
+	fds       []fdSlot // by descriptor number
+	conns     []*conn  // every session, for sweeps and aborts
+	buf       *[]byte  // read buffer shared by the loop's sessions
+	events    []unix.EpollEvent
+	batch     uint32    // counts epoll batches, see fdSlot.closedIn
+	now       time.Time // taken once per batch
+	nextSweep time.Time // zero: no deadline pending
+	expired   []*conn
+	free      []*conn // finished sessions kept for reuse
+	stopping  bool
+	done      chan struct{}
+}
+
+// fdSlot maps a descriptor to its session. closedIn is the batch in which
+// the descriptor was last closed: a later event of that batch for the same
+// number is stale, even if a new socket already took the number.
+type fdSlot struct {
+	c        *conn
+	lis      *listenSlot // set for a listener instead of c
+	closedIn uint32
+}
+
+// listenSlot is a listener a loop accepts on.
+type listenSlot struct {
+	addr    string
+	backoff time.Duration // after an accept error; 0 when all is well
+}
+
+// readBuf is the read buffer of a loop: one read may take this much.
+const readBuf = 64 << 10
+
+func newEvloop(b *Balancer) (*evloop, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("epoll_create: %w", err)
+	}
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		return nil, fmt.Errorf("epoll set nonblocking: %w", err)
+	}
+	wakefd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wakefd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wakefd)}); err != nil {
+		unix.Close(epfd)
+		unix.Close(wakefd)
+		return nil, fmt.Errorf("epoll add eventfd: %w", err)
+	}
+	ep := os.NewFile(uintptr(epfd), "epoll") // non-blocking, so Go polls it
+	rc, err := ep.SyscallConn()
+	if err != nil {
+		ep.Close()
+		unix.Close(wakefd)
+		return nil, fmt.Errorf("epoll raw conn: %w", err)
+	}
+	lp := &evloop{b: b, epfd: epfd, ep: ep, rc: rc, wakefd: wakefd,
+		buf: pendPool.Get().(*[]byte), events: make([]unix.EpollEvent, 256), done: make(chan struct{})}
+	go lp.run()
+	return lp, nil
+}
+
+// post hands work to the loop; it runs on the loop goroutine, in order.
+// False when the loop was stopped: f will not run.
+func (lp *evloop) post(f func()) bool {
+	lp.mu.Lock()
+	if lp.closed {
+		lp.mu.Unlock()
+		return false
+	}
+	lp.inbox = append(lp.inbox, f)
+	lp.mu.Unlock()
+	lp.wake()
+	return true
+}
+
+func (lp *evloop) wake() {
+	if !lp.woken.Swap(true) {
+		one := [8]byte{1}
+		sysWrite(lp.wakefd, one[:])
+	}
+}
+
+// stop ends the loop once the work posted before it ran, and waits.
+func (lp *evloop) stop() {
+	lp.mu.Lock()
+	lp.inbox = append(lp.inbox, func() { lp.stopping = true })
+	lp.closed = true
+	lp.mu.Unlock()
+	lp.wake()
+	<-lp.done
+}
+
+func (lp *evloop) run() {
+	defer close(lp.done)
+	defer lp.ep.Close()
+	defer unix.Close(lp.wakefd)
+	// serve runs inside the poller's read call: a wake after parking calls
+	// it again directly, without the per-call set-up of a new read.
+	var perr error
+	serve := func(uintptr) bool {
+		for !lp.stopping {
+			n, err := sysEpollPoll(lp.epfd, lp.events)
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				perr = fmt.Errorf("epoll_wait: %w", err)
+				return true
+			}
+			if n == 0 {
+				return false // park until the epoll set has news
+			}
+			lp.handle(lp.events[:n])
+		}
+		return true
+	}
+	for !lp.stopping {
+		err := lp.rc.Read(serve)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			lp.now = time.Now()
+			lp.sweep()
+			continue
+		}
+		if err == nil {
+			err = perr
+		}
+		if err != nil {
+			lp.b.log.Error("event loop failed; its connections are closed", "err", err)
+			lp.mu.Lock()
+			lp.closed = true
+			lp.mu.Unlock()
+			lp.runInbox()
+			lp.abortWhere(func(*conn) bool { return true })
+			return
+		}
+	}
+}
+
+// handle serves one batch of epoll events.
+func (lp *evloop) handle(events []unix.EpollEvent) {
+	lp.now = time.Now()
+	lp.batch++
+	woken := false
+	for _, ev := range events {
+		fd := int(ev.Fd)
+		if fd == lp.wakefd {
+			woken = true
+			continue
+		}
+		if fd < len(lp.fds) && lp.fds[fd].closedIn != lp.batch {
+			switch slot := lp.fds[fd]; {
+			case slot.c != nil:
+				slot.c.event(fd, ev.Events)
+			case slot.lis != nil:
+				lp.acceptFrom(fd, slot.lis)
+			}
+		}
+	}
+	if woken { // after the batch: new sockets must not meet its events
+		lp.runInbox()
+	}
+	if !lp.nextSweep.IsZero() && !lp.now.Before(lp.nextSweep) {
+		lp.sweep()
+	}
+}
+
+func (lp *evloop) runInbox() {
+	lp.woken.Store(false)
+	var b [8]byte
+	sysRead(lp.wakefd, b[:])
+	lp.mu.Lock()
+	work := lp.inbox
+	lp.inbox = nil
+	lp.mu.Unlock()
+	for _, f := range work {
+		f()
+	}
+}
+
+// watchListener makes the loop accept on a listener. Every loop watches
+// every listener; EPOLLEXCLUSIVE wakes one of them per new connection, which
+// then serves it on its own thread, as HAProxy's threads do.
+func (lp *evloop) watchListener(fd int, addr string, log *slog.Logger) {
+	lp.grow(fd)
+	if err := sysEpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, fd, unix.EPOLLIN|unix.EPOLLEXCLUSIVE); err != nil {
+		log.Error("listener not served by an event loop", "listen", addr, "err", err)
+		return
+	}
+	lp.fds[fd] = fdSlot{lis: &listenSlot{addr: addr}}
+}
+
+// unwatchListener stops accepting on a listener about to be closed.
+func (lp *evloop) unwatchListener(fd int) {
+	if fd < len(lp.fds) && lp.fds[fd].lis != nil {
+		sysEpollCtl(lp.epfd, unix.EPOLL_CTL_DEL, fd, 0)
+		lp.fds[fd] = fdSlot{closedIn: lp.batch}
+	}
+}
+
+// acceptFrom takes the connections a listener has, a bounded number at a
+// time so that the sessions of the loop get their turn.
+func (lp *evloop) acceptFrom(lfd int, ls *listenSlot) {
+	b := lp.b
+	for range 32 {
+		fd, src, err := sysAccept(lfd)
+		switch err {
+		case nil:
+			lp.admit(fd, src)
+			ls.backoff = 0
+			continue
+		case unix.EAGAIN:
+			return
+		case unix.EINTR, unix.ECONNABORTED:
+			continue
+		}
+		// EMFILE and the like: stop watching for a while rather than
+		// spin, and say so. (An EPOLLEXCLUSIVE entry cannot be modified,
+		// only removed and added again.)
+		ls.backoff = min(max(2*ls.backoff, 5*time.Millisecond), time.Second)
+		b.log.Warn("accept failed", "listen", ls.addr, "err", err, "retry_in", ls.backoff)
+		sysEpollCtl(lp.epfd, unix.EPOLL_CTL_DEL, lfd, 0)
+		time.AfterFunc(ls.backoff, func() {
+			lp.post(func() {
+				if lfd < len(lp.fds) && lp.fds[lfd].lis == ls { // not closed meanwhile
+					sysEpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, lfd, unix.EPOLLIN|unix.EPOLLEXCLUSIVE)
+				}
+			})
+		})
+		return
+	}
+}
+
+// admit starts a session for an accepted socket, or refuses it over
+// max_conn.
+func (lp *evloop) admit(fd int, src netip.AddrPort) {
+	b := lp.b
+	s := b.cur.Load()
+	if b.active.Load() >= int64(s.cfg.MaxConn) {
+		b.refuse(fd, s)
+		return
+	}
+	b.active.Add(1)
+	b.accepted.Add(1)
+	b.serving.Add(1)
+	lp.open(fd, src, s)
+}
+
+func (lp *evloop) grow(fd int) {
+	if fd >= len(lp.fds) {
+		lp.fds = append(lp.fds, make([]fdSlot, max(fd+1, 2*len(lp.fds))-len(lp.fds))...)
+	}
+}
+
+// add ties a session's socket to the loop; want puts it in the epoll set.
+func (lp *evloop) add(fd int, c *conn) {
+	lp.grow(fd)
+	lp.fds[fd].c = c
+}
+
+// close forgets and closes a socket; with reset the peer gets a RST.
+func (lp *evloop) close(fd int, reset bool) {
+	if reset {
+		sysReset(fd)
+	}
+	lp.fds[fd] = fdSlot{closedIn: lp.batch}
+	sysClose(fd) // leaves the epoll set with it: nobody else holds it
+}
+
+// want sets the events a socket is watched for, if they changed. A socket
+// watched for nothing leaves the epoll set: epoll reports hang-ups whatever
+// the mask says, and a hang-up the session cannot act on yet (data still
+// queued for the other side) would wake the loop for ever.
+func (lp *evloop) want(fd int, cur *uint32, events uint32) error {
+	if *cur == events {
+		return nil
+	}
+	op := unix.EPOLL_CTL_MOD
+	switch {
+	case *cur == 0:
+		op = unix.EPOLL_CTL_ADD
+	case events == 0:
+		op = unix.EPOLL_CTL_DEL
+	}
+	if err := sysEpollCtl(lp.epfd, op, fd, events); err != nil {
+		return fmt.Errorf("epoll_ctl %d on socket: %w", op, err)
+	}
+	*cur = events
+	return nil
+}
+
+// schedule makes the loop sweep no later than t.
+func (lp *evloop) schedule(t time.Time) {
+	if lp.nextSweep.IsZero() || t.Before(lp.nextSweep) {
+		lp.nextSweep = t
+		lp.ep.SetReadDeadline(t)
+	}
+}
+
+// sweep acts on the sessions whose header, connect or idle time ran out
+// and finds the next time one can.
+func (lp *evloop) sweep() {
+	var next time.Time
+	lp.expired = lp.expired[:0]
+	for _, c := range lp.conns {
+		due := c.due()
+		if !lp.now.Before(due) {
+			lp.expired = append(lp.expired, c)
+		} else if next.IsZero() || due.Before(next) {
+			next = due
+		}
+	}
+	lp.nextSweep = next
+	lp.ep.SetReadDeadline(next)
+	for _, c := range lp.expired {
+		c.expire() // may schedule again
+	}
+	clear(lp.expired)
+}
+
+// abortWhere resets the loop's sessions that match.
+func (lp *evloop) abortWhere(match func(*conn) bool) {
+	for i := 0; i < len(lp.conns); {
+		if c := lp.conns[i]; match(c) {
+			c.abort() // removes c from lp.conns
+			continue
+		}
+		i++
+	}
+}
+
+// maxFree bounds the finished sessions a loop keeps for reuse.
+const maxFree = 1024
+
+// newConn returns a cleared session, reusing a finished one when it can:
+// a connection then allocates nothing, and the collector stays away from
+// the accept path.
+func (lp *evloop) newConn() *conn {
+	if n := len(lp.free); n > 0 {
+		c := lp.free[n-1]
+		lp.free[n-1] = nil
+		lp.free = lp.free[:n-1]
+		return c
+	}
+	return &conn{lp: lp}
+}
+
+// freeConn keeps a finished session for reuse. Nothing may use c after.
+func (lp *evloop) freeConn(c *conn) {
+	if len(lp.free) >= maxFree {
+		return
+	}
+	tried := c.tried[:0]
+	clear(c.tried)
+	*c = conn{lp: lp, tried: tried, state: stDone}
+	lp.free = append(lp.free, c)
+}
+
+func (lp *evloop) track(c *conn) {
+	c.idx = len(lp.conns)
+	lp.conns = append(lp.conns, c)
+}
+
+func (lp *evloop) untrack(c *conn) {
+	last := len(lp.conns) - 1
+	lp.conns[c.idx] = lp.conns[last]
+	lp.conns[c.idx].idx = c.idx
+	lp.conns[last] = nil
+	lp.conns = lp.conns[:last]
+}
