@@ -39,7 +39,7 @@ type evloop struct {
 	conns     []*conn  // every session, for sweeps and aborts
 	buf       *[]byte  // read buffer shared by the loop's sessions
 	events    []unix.EpollEvent
-	batch     uint32    // counts epoll batches, see fdSlot.closedIn
+	batch     uint64    // counts epoll batches, see fdSlot.closedIn
 	now       time.Time // taken once per batch
 	nextSweep time.Time // zero: no deadline pending
 	expired   []*conn
@@ -54,7 +54,7 @@ type evloop struct {
 type fdSlot struct {
 	c        *conn
 	lis      *listenSlot // set for a listener instead of c
-	closedIn uint32
+	closedIn uint64
 }
 
 // listenSlot is a listener a loop accepts on.
@@ -217,8 +217,10 @@ func (lp *evloop) runInbox() {
 }
 
 // watchListener makes the loop accept on a listener. Every loop watches
-// every listener; EPOLLEXCLUSIVE wakes one of them per new connection, which
-// then serves it on its own thread, as HAProxy's threads do.
+// every listener and serves what it accepted itself, no hand-over between
+// threads. EPOLLEXCLUSIVE asks the kernel to wake one loop per connection;
+// since the loops park in Go's poller rather than in epoll_wait it often
+// wakes both, and the one that loses the race finds nothing (EAGAIN).
 func (lp *evloop) watchListener(fd int, addr string, log *slog.Logger) {
 	lp.grow(fd)
 	if err := sysEpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, fd, unix.EPOLLIN|unix.EPOLLEXCLUSIVE); err != nil {

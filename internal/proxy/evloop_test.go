@@ -58,9 +58,9 @@ func TestBackendClosesWhileClientLags(t *testing.T) {
 func batches(b *Balancer) uint64 {
 	var n uint64
 	for _, lp := range b.evloops {
-		done := make(chan uint32)
+		done := make(chan uint64)
 		lp.post(func() { done <- lp.batch })
-		n += uint64(<-done)
+		n += <-done
 	}
 	return n
 }
