@@ -273,56 +273,27 @@ func (c *conn) dropServer(err error) {
 	c.connect()
 }
 
-// pump moves what src has to dst; false when the session ended.
-func (c *conn) pump(h *half, src, dst int) bool {
-	if c.s.cfg.Splice {
-		return c.pumpSplice(h, src, dst)
-	}
-	lp := c.lp
-	for range 4 { // then let other sockets have a turn
-		buf := *lp.buf
-		n, err := sysRead(src, buf)
-		switch {
-		case err == unix.EAGAIN:
-			return true
-		case err == unix.EINTR:
-			continue
-		case err != nil:
-			return c.reset(src, err)
-		case n == 0:
-			return c.eof(h, dst)
-		}
-		c.last = c.lp.now
-		h.count.Add(uint64(n))
-		w, err := write(dst, buf[:n])
-		if err != nil {
-			return c.reset(dst, err)
-		}
-		if w < n { // the session keeps the buffer; the loop takes another
-			h.bp, h.pend = lp.buf, buf[w:n]
-			lp.buf = pendPool.Get().(*[]byte)
-			return true
-		}
-		if n < len(buf) {
-			return true // drained: epoll says when there is more
-		}
-	}
-	return true
-}
-
 // spliceChunk is how much one splice call may move.
 const spliceChunk = 1 << 20
 
-// pumpSplice moves data with splice(2) through a pipe of the direction's.
-func (c *conn) pumpSplice(h *half, src, dst int) bool {
-	if h.pipe[0] == 0 {
+// pump moves what src has to dst, through the loop's buffer or, with
+// splice, a kernel pipe of the direction's; false when the session ended.
+func (c *conn) pump(h *half, src, dst int) bool {
+	splice := c.s.cfg.Splice
+	if splice && h.pipe[0] == 0 {
 		if err := unix.Pipe2(h.pipe[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
 			h.pipe = [2]int{}
 			return c.reset(src, err)
 		}
 	}
-	for range 4 {
-		n, err := sysSplice(src, h.pipe[1], spliceChunk)
+	for range 4 { // then let other sockets have a turn
+		var n int
+		var err error
+		if splice {
+			n, err = sysSplice(src, h.pipe[1], spliceChunk)
+		} else {
+			n, err = sysRead(src, *c.lp.buf)
+		}
 		switch {
 		case err == unix.EAGAIN:
 			return true
@@ -335,13 +306,34 @@ func (c *conn) pumpSplice(h *half, src, dst int) bool {
 		}
 		c.last = c.lp.now
 		h.count.Add(uint64(n))
-		h.inPipe = int(n)
-		if !c.flush(h, dst) {
+		if splice {
+			h.inPipe = n
+			if !c.flush(h, dst) {
+				return false
+			}
+		} else if !c.passOn(h, dst, n) {
 			return false
 		}
-		if h.inPipe > 0 {
-			return true
+		if h.pending() || (!splice && n < readBuf) {
+			return true // dst is full, or src drained: epoll says when to go on
 		}
+	}
+	return true
+}
+
+// passOn writes the n bytes just read into the loop's buffer to dst. What
+// dst does not take stays with the session in that buffer, and the loop
+// takes another.
+func (c *conn) passOn(h *half, dst, n int) bool {
+	lp := c.lp
+	buf := *lp.buf
+	w, err := write(dst, buf[:n])
+	if err != nil {
+		return c.reset(dst, err)
+	}
+	if w < n {
+		h.bp, h.pend = lp.buf, buf[w:n]
+		lp.buf = pendPool.Get().(*[]byte)
 	}
 	return true
 }
