@@ -3,8 +3,11 @@ package proxy
 import (
 	"bytes"
 	"io"
+	"math/rand/v2"
 	"net"
 	"strconv"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -101,5 +104,76 @@ func TestConnectTimeoutTriesAnother(t *testing.T) {
 	st := b.Status()
 	if st.Backends[0].ConnectErrors != 1 || st.Backends[0].Active != 0 {
 		t.Fatalf("status of the full backend %+v", st.Backends[0])
+	}
+}
+
+// TestManyStreamsByteForByte runs connections in parallel with random
+// payload sizes, write chunks, pauses and slow readers (so that writes back
+// up both ways), through both copy modes, and checks every echo byte for
+// byte and that nothing stays open.
+func TestManyStreamsByteForByte(t *testing.T) {
+	for _, splice := range []bool{false, true} {
+		t.Run("splice="+strconv.FormatBool(splice), func(t *testing.T) {
+			s := newServer(t, "s", false)
+			front := freeAddr(t)
+			b := start(t, balancerConfig(t, "listen: ["+front+"]\nsplice: "+strconv.FormatBool(splice)+"\n"+backendList(s.addr())))
+			rng := rand.New(rand.NewPCG(1, uint64(len(front))))
+			type plan struct {
+				size, chunk      int
+				pause, readDelay time.Duration
+			}
+			plans := make([]plan, 40)
+			for i := range plans {
+				plans[i] = plan{size: rng.IntN(3 << 19), chunk: 1 + rng.IntN(200<<10),
+					pause: time.Duration(rng.IntN(3)) * time.Millisecond, readDelay: time.Duration(rng.IntN(4)) * 50 * time.Millisecond}
+				if i%8 == 0 { // more than the kernel's socket buffers hold
+					plans[i].size, plans[i].pause, plans[i].readDelay = 12<<20, 0, 300*time.Millisecond
+				}
+			}
+			var wg sync.WaitGroup
+			for i, p := range plans {
+				wg.Go(func() {
+					payload := make([]byte, p.size)
+					for j := range payload {
+						payload[j] = byte(i + j*7)
+					}
+					d := net.Dialer{Timeout: 2 * time.Second}
+					if i%2 == 1 { // a small receive window: the balancer's writes back up
+						d.Control = func(_, _ string, rc syscall.RawConn) error {
+							return rc.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 8<<10) })
+						}
+					}
+					c, err := d.Dial("tcp", front)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					defer c.Close()
+					c.SetDeadline(time.Now().Add(20 * time.Second))
+					go func() {
+						for off := 0; off < len(payload); off += p.chunk {
+							if _, err := c.Write(payload[off:min(off+p.chunk, len(payload))]); err != nil {
+								return
+							}
+							time.Sleep(p.pause)
+						}
+						c.(*net.TCPConn).CloseWrite()
+					}()
+					time.Sleep(p.readDelay)
+					got, err := io.ReadAll(c)
+					if want := append([]byte("s\n"), payload...); err != nil || !bytes.Equal(got, want) {
+						t.Errorf("stream %d (%d bytes in chunks of %d): got %d bytes back, err %v", i, p.size, p.chunk, len(got), err)
+					}
+				})
+			}
+			wg.Wait()
+			deadline := time.Now().Add(2 * time.Second)
+			for b.Status().Active != 0 && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if st := b.Status(); st.Active != 0 || st.Accepted != uint64(len(plans)) {
+				t.Fatalf("after the streams: %+v", st)
+			}
+		})
 	}
 }
