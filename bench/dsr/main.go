@@ -142,8 +142,8 @@ func run(packets uint32, rounds int, out string) error {
 				return fmt.Errorf("%s: %w", mode, err)
 			}
 			results[mode] = append(results[mode], res)
-			fmt.Printf("round %d %-8s throughput %.0f packets/s; flat out %.0f sent, %.0f delivered\n",
-				r+1, mode, res.throughput, res.sentFlat, res.overload)
+			fmt.Printf("round %d %-8s throughput %.0f packets/s; flat out %.0f sent, %.0f delivered; own cost %.0f ns per packet\n",
+				r+1, mode, res.throughput, res.sentFlat, res.overload, res.nsPerPacket)
 		}
 	}
 	median := func(mode string, f func(result) float64) float64 {
@@ -164,18 +164,24 @@ func run(packets uint32, rounds int, out string) error {
 		"than the ratio shows. Flat out: the generator sends as fast as it can (far above any capacity) and the table gives what arrives. "+
 		"On veth both XDP modes pay a copy per packet that a NIC driver with native XDP does not: XDP wants 256 bytes of headroom and an "+
 		"skb coming from the bridge has less, so native mode converts it to an XDP frame and generic mode reallocates it. "+
+		"Own cost: in a further trial per run (one frame in %d, a rate every mode carries), the balancer's interface and its switch "+
+		"port get NAPI threads of their own (GRO on gives a veth one in every mode, TSO off on the switch port lets forwarded frames use it), so the balancer's thread does only the balancer's part "+
+		"(receive, XDP program or netfilter and routing, hand-over to the switch port); its run time (schedstat) over the frames delivered is "+
+		"the balancer's CPU per packet, and 1 s over that is the rate one core given to the balancer alone would carry. "+
 		"Medians of %d runs per mode, order rotating; runs vary by up to ±30%% on this shared machine.\n\n",
-		time.Now().UTC().Format("2006-01-02 15:04 UTC"), maxLoss*100, packets, rounds)
-	b.WriteString("| balancer | throughput, packets/s | vs nftables | goal | flat out: sent/s | flat out: delivered/s | vs nftables |\n|---|---|---|---|---|---|---|\n")
+		time.Now().UTC().Format("2006-01-02 15:04 UTC"), maxLoss*100, packets, costOneIn, rounds)
+	b.WriteString("| balancer | throughput, packets/s | vs nftables | goal | flat out: sent/s | flat out: delivered/s | vs nftables | balancer's own CPU per packet | packets/s one core of it carries | vs nftables |\n|---|---|---|---|---|---|---|---|---|---|\n")
+	nftNS := median("nftables", func(r result) float64 { return r.nsPerPacket })
 	for _, m := range modes {
 		x := median(m.name, func(r result) float64 { return r.throughput })
 		over := median(m.name, func(r result) float64 { return r.overload })
+		ns := median(m.name, func(r result) float64 { return r.nsPerPacket })
 		goal := ""
 		if m.name != "nftables" {
 			goal = ">= 2x"
 		}
-		fmt.Fprintf(&b, "| %s | %.0f | %.2fx | %s | %.0f | %.0f | %.2fx |\n", m.row, x, x/nft, goal,
-			median(m.name, func(r result) float64 { return r.sentFlat }), over, over/nftOver)
+		fmt.Fprintf(&b, "| %s | %.0f | %.2fx | %s | %.0f | %.0f | %.2fx | %.0f ns | %.0f | %.2fx |\n", m.row, x, x/nft, goal,
+			median(m.name, func(r result) float64 { return r.sentFlat }), over, over/nftOver, ns, 1e9/ns, nftNS/ns)
 	}
 	last := func(mode string) string { return results[mode][len(results[mode])-1].spread }
 	fmt.Fprintf(&b, "\nSpread over the two real servers at the throughput rate in the last run: native %s; generic %s; nftables %s. "+
@@ -191,7 +197,135 @@ func (l *lab) round(mode, bin, dir string, packets uint32) (result, error) {
 		return result{}, err
 	}
 	defer stop()
-	return l.measure(packets)
+	r, err := l.measure(packets)
+	if err != nil {
+		return r, err
+	}
+	r.nsPerPacket, err = l.ownCost(packets)
+	return r, err
+}
+
+// costOneIn paces the own-cost trial: one frame in this many, a rate every
+// mode carries without loss.
+const costOneIn = 32
+
+// ownCost measures the balancer's own CPU time per packet. For the trial
+// the balancer's interface gets a NAPI thread of its own (GRO on gives a
+// veth one in every mode), and so does its switch port, so that what the
+// bridge and the real servers do after the balancer hands a frame on runs
+// elsewhere: the balancer thread's run time (schedstat) over the frames
+// delivered is what the balancer itself costs a core per packet.
+func (l *lab) ownCost(packets uint32) (float64, error) {
+	undo, err := l.isolateBalancer(true)
+	defer undo()
+	if err != nil {
+		return 0, err
+	}
+	tid, err := napiThread("napi/eth0-")
+	if err != nil {
+		return 0, err
+	}
+	g, err := l.generator()
+	if err != nil {
+		return 0, err
+	}
+	before, err := runtimeNS(tid)
+	if err != nil {
+		return 0, err
+	}
+	rx0, err := l.received()
+	if err != nil {
+		return 0, err
+	}
+	if _, _, err := g.trial(costOneIn, packets); err != nil {
+		return 0, err
+	}
+	after, err := runtimeNS(tid)
+	if err != nil {
+		return 0, err
+	}
+	rx1, err := l.received()
+	if err != nil {
+		return 0, err
+	}
+	var got uint64
+	for i := range rx1 {
+		got += rx1[i] - rx0[i]
+	}
+	if got == 0 {
+		return 0, errors.New("own cost: no frame reached the real servers")
+	}
+	ns := float64(after-before) / float64(got)
+	fmt.Printf("    balancer's own CPU: %.0f ns per packet over %d packets\n", ns, got)
+	return ns, nil
+}
+
+// isolateBalancer gives the balancer's interface and its switch port NAPI
+// threads of their own, on core 1, or takes them away again.
+func (l *lab) isolateBalancer(on bool) (func(), error) {
+	undo := func() {
+		if on {
+			l.isolateBalancer(false)
+		}
+	}
+	v := map[bool]string{true: "1", false: "0"}[on]
+	onOff := map[bool]string{true: "on", false: "off"}
+	// GRO on gives a veth a NAPI instance, as an XDP program does. A veth
+	// hands a frame to its peer's NAPI (rather than the backlog of whoever
+	// sent it) only if the frame may be aggregated, which a sender with TSO
+	// on rules out for forwarded frames.
+	for _, c := range []struct{ ns, ifname, feature, value string }{
+		{l.lb.NSName, "eth0", "gro", onOff[on]},
+		{l.lab.Prefix + "sw", l.lb.SwitchPort(), "tso", onOff[!on]},
+	} {
+		if b, err := exec.Command("ip", "netns", "exec", c.ns, "ethtool", "-K", c.ifname, c.feature, c.value).CombinedOutput(); err != nil {
+			return undo, fmt.Errorf("ethtool -K %s %s %s in %s: %v\n%s", c.ifname, c.feature, c.value, c.ns, err, b)
+		}
+	}
+	for _, t := range []struct{ ns, ifname string }{{l.lb.NSName, "eth0"}, {l.lab.Prefix + "sw", l.lb.SwitchPort()}} {
+		cmd := "echo " + v + " > /sys/class/net/" + t.ifname + "/threaded"
+		if b, err := exec.Command("ip", "netns", "exec", t.ns, "sh", "-c", cmd).CombinedOutput(); err != nil {
+			return undo, fmt.Errorf("threaded NAPI %s on %s in %s: %v\n%s", v, t.ifname, t.ns, err, b)
+		}
+	}
+	if !on {
+		return undo, nil
+	}
+	for _, prefix := range []string{"napi/eth0-", "napi/" + l.lb.SwitchPort() + "-"} {
+		if err := pinNAPI(prefix, 1); err != nil {
+			return undo, err
+		}
+	}
+	return undo, nil
+}
+
+// napiThread finds the NAPI thread whose name starts with prefix.
+func napiThread(prefix string) (int, error) {
+	dirs, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	for _, d := range dirs {
+		comm, err := os.ReadFile(filepath.Join("/proc", d.Name(), "comm"))
+		if err != nil || !strings.HasPrefix(string(comm), prefix) {
+			continue
+		}
+		return strconv.Atoi(d.Name())
+	}
+	return 0, fmt.Errorf("no thread named %s*: threaded NAPI is off", prefix)
+}
+
+// runtimeNS is how long a thread has run on a CPU, in nanoseconds.
+func runtimeNS(tid int) (uint64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/schedstat", tid))
+	if err != nil {
+		return 0, err
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0, fmt.Errorf("schedstat of %d is empty", tid)
+	}
+	return strconv.ParseUint(f[0], 10, 64)
 }
 
 // threaded turns on threaded NAPI for an interface of a namespace.
@@ -288,10 +422,11 @@ balancers:
 
 // result is one mode's run.
 type result struct {
-	throughput float64 // highest rate (packets/s) delivered with at most maxLoss lost
-	overload   float64 // packets/s delivered while the generator sends flat out
-	sentFlat   float64 // the generator's flat-out rate
-	spread     string  // per real server, at the throughput rate
+	throughput  float64 // highest rate (packets/s) delivered with at most maxLoss lost
+	overload    float64 // packets/s delivered while the generator sends flat out
+	sentFlat    float64 // the generator's flat-out rate
+	spread      string  // per real server, at the throughput rate
+	nsPerPacket float64 // the balancer's own CPU time per packet
 }
 
 // maxLoss is the loss a rate may have and still count as carried (RFC 2544
@@ -434,24 +569,16 @@ func (g *generator) trial(oneIn, packets uint32) (loss float64, spread string, e
 
 // pinNAPI pins the NAPI thread whose name starts with prefix to a core.
 func pinNAPI(prefix string, core int) error {
-	dirs, err := os.ReadDir("/proc")
+	tid, err := napiThread(prefix)
 	if err != nil {
 		return err
 	}
-	for _, d := range dirs {
-		comm, err := os.ReadFile(filepath.Join("/proc", d.Name(), "comm"))
-		if err != nil || !strings.HasPrefix(string(comm), prefix) {
-			continue
-		}
-		pid, _ := strconv.Atoi(d.Name())
-		var cpus unix.CPUSet
-		cpus.Set(core)
-		if err := unix.SchedSetaffinity(pid, &cpus); err != nil {
-			return fmt.Errorf("pin %s: %w", strings.TrimSpace(string(comm)), err)
-		}
-		return nil
+	var cpus unix.CPUSet
+	cpus.Set(core)
+	if err := unix.SchedSetaffinity(tid, &cpus); err != nil {
+		return fmt.Errorf("pin %s: %w", prefix, err)
 	}
-	return fmt.Errorf("no thread named %s*: threaded NAPI is off", prefix)
+	return nil
 }
 
 // received reads each real server's eth0 receive counter.
