@@ -142,8 +142,22 @@ func run(packets uint32, rounds int, out string) error {
 				return fmt.Errorf("%s: %w", mode, err)
 			}
 			results[mode] = append(results[mode], res)
-			fmt.Printf("round %d %-8s throughput %.0f packets/s; flat out %.0f sent, %.0f delivered; own cost %.0f ns per packet\n",
-				r+1, mode, res.throughput, res.sentFlat, res.overload, res.nsPerPacket)
+			fmt.Printf("round %d %-8s throughput %.0f packets/s; flat out %.0f sent, %.0f delivered\n",
+				r+1, mode, res.throughput, res.sentFlat, res.overload)
+		}
+	}
+	// The own-cost trials change the balancer's interfaces (threads,
+	// offloads) and come after all throughput rounds, so that nothing of
+	// theirs can touch those.
+	for r := range rounds {
+		for i := range modes {
+			mode := modes[(i+r)%len(modes)].name
+			ns, err := l.costRound(mode, bin, dir, packets)
+			if err != nil {
+				return fmt.Errorf("%s own cost: %w", mode, err)
+			}
+			results[mode][r].nsPerPacket = ns
+			fmt.Printf("round %d %-8s own cost %.0f ns per packet\n", r+1, mode, ns)
 		}
 	}
 	median := func(mode string, f func(result) float64) float64 {
@@ -164,7 +178,7 @@ func run(packets uint32, rounds int, out string) error {
 		"than the ratio shows. Flat out: the generator sends as fast as it can (far above any capacity) and the table gives what arrives. "+
 		"On veth both XDP modes pay a copy per packet that a NIC driver with native XDP does not: XDP wants 256 bytes of headroom and an "+
 		"skb coming from the bridge has less, so native mode converts it to an XDP frame and generic mode reallocates it. "+
-		"Own cost: in a further trial per run (one frame in %d, a rate every mode carries), the balancer's interface and its switch "+
+		"Own cost: in further runs after all the throughput runs (one trial per run, one frame in %d, a rate every mode carries), the balancer's interface and its switch "+
 		"port get NAPI threads of their own (GRO on gives a veth one in every mode, TSO off on the switch port lets forwarded frames use it), so the balancer's thread does only the balancer's part "+
 		"(receive, XDP program or netfilter and routing, hand-over to the switch port); its run time (schedstat) over the frames delivered is "+
 		"the balancer's CPU per packet, and 1 s over that is the rate one core given to the balancer alone would carry. "+
@@ -197,12 +211,17 @@ func (l *lab) round(mode, bin, dir string, packets uint32) (result, error) {
 		return result{}, err
 	}
 	defer stop()
-	r, err := l.measure(packets)
+	return l.measure(packets)
+}
+
+// costRound measures one mode's own cost per packet.
+func (l *lab) costRound(mode, bin, dir string, packets uint32) (float64, error) {
+	stop, err := l.setup(mode, bin, dir)
 	if err != nil {
-		return r, err
+		return 0, err
 	}
-	r.nsPerPacket, err = l.ownCost(packets)
-	return r, err
+	defer stop()
+	return l.ownCost(packets)
 }
 
 // costOneIn paces the own-cost trial: one frame in this many, a rate every

@@ -29,6 +29,8 @@ type evloop struct {
 	rc     syscall.RawConn
 	wakefd int // eventfd that post writes to
 
+	load atomic.Int32 // sessions given to the loop and not finished
+
 	mu     sync.Mutex
 	inbox  []func() // work posted by other goroutines, run by the loop
 	closed bool     // stop was called: post takes no more work
@@ -283,7 +285,27 @@ func (lp *evloop) admit(fd int, src netip.AddrPort) {
 	b.active.Add(1)
 	b.accepted.Add(1)
 	b.serving.Add(1)
-	lp.open(fd, src, s)
+	// Whichever loop won the accept, the session goes to the loop with
+	// the fewest (HAProxy's threads balance the same way): a burst of
+	// long-lived connections would otherwise all land on the loop that
+	// woke first and leave the other core idle.
+	to := lp
+	for _, o := range b.evloops {
+		if o.load.Load()+1 < to.load.Load() {
+			to = o
+		}
+	}
+	to.load.Add(1)
+	if to == lp {
+		lp.open(fd, src, s)
+		return
+	}
+	if !to.post(func() { to.open(fd, src, s) }) { // stopped meanwhile
+		to.load.Add(-1)
+		sysClose(fd)
+		b.active.Add(-1)
+		b.serving.Done()
+	}
 }
 
 func (lp *evloop) grow(fd int) {

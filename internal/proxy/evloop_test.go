@@ -5,6 +5,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -175,5 +176,55 @@ func TestManyStreamsByteForByte(t *testing.T) {
 				t.Fatalf("after the streams: %+v", st)
 			}
 		})
+	}
+}
+
+// TestSessionsSpreadOverLoops: a burst of long-lived connections ends up
+// spread evenly over the event loops, whichever loop accepted them.
+func TestSessionsSpreadOverLoops(t *testing.T) {
+	s := newServer(t, "s", false)
+	front := freeAddr(t)
+	b := start(t, balancerConfig(t, "listen: ["+front+"]\n"+backendList(s.addr())))
+	if len(b.evloops) < 2 {
+		t.Skipf("one event loop (GOMAXPROCS=%d): nothing to spread", len(b.evloops))
+	}
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range 40 { // all at once: the loops get them in bursts
+		c, err := net.DialTimeout("tcp", front, 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	for _, c := range conns {
+		greetOn(t, c)
+	}
+	var per []int
+	for _, lp := range b.evloops {
+		n := make(chan int)
+		lp.post(func() { n <- len(lp.conns) })
+		per = append(per, <-n)
+	}
+	sum := 0
+	for _, n := range per {
+		sum += n
+	}
+	if slices.Max(per)-slices.Min(per) > 2 || sum != 40 {
+		t.Fatalf("sessions per loop %v for 40 connections", per)
+	}
+}
+
+// greetOn reads the backend's greeting on an open connection.
+func greetOn(t *testing.T, c net.Conn) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 2)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "s\n" {
+		t.Fatalf("greeting %q: %v", buf, err)
 	}
 }
