@@ -268,6 +268,7 @@ type backends struct {
 	bulk     net.Listener
 	det      net.Listener
 	accepted atomic.Int64 // connections the web servers accepted (idle test)
+	open     atomic.Int64 // of those, not closed yet
 	mu       sync.Mutex
 	held     []net.Conn
 }
@@ -286,6 +287,9 @@ func startBackends(h *netlab.Host) (*backends, error) {
 		}), ConnState: func(c net.Conn, st http.ConnState) {
 			if st == http.StateNew {
 				s.accepted.Add(1)
+				s.open.Add(1)
+			} else if st == http.StateClosed || st == http.StateHijacked {
+				s.open.Add(-1)
 			}
 		}}
 		go srv.Serve(l)
@@ -420,6 +424,12 @@ func idleRSS(h *netlab.Host, im *impl, n int, s *backends) (base, full float64, 
 	base, err = rss(im.proc.Cmd.Process.Pid)
 	if err != nil {
 		return 0, 0, err
+	}
+	// The previous phase's connections must be gone first: this process
+	// holds both ends of every idle connection, and its descriptors are
+	// bounded by the machine's hard limit.
+	for wait := time.Now().Add(30 * time.Second); s.open.Load() > 0 && time.Now().Before(wait); {
+		time.Sleep(20 * time.Millisecond)
 	}
 	d := h.Dialer(4)
 	defer d.Close()
