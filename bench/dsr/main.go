@@ -134,31 +134,33 @@ func run(packets uint32, rounds int, out string) error {
 		return err
 	}
 	results := map[string][]result{}
-	for r := range rounds {
-		for i := range modes {
-			mode := modes[(i+r)%len(modes)].name
-			res, err := l.round(mode, bin, dir, packets)
-			if err != nil {
-				return fmt.Errorf("%s: %w", mode, err)
-			}
-			results[mode] = append(results[mode], res)
-			fmt.Printf("round %d %-8s throughput %.0f packets/s; flat out %.0f sent, %.0f delivered\n",
-				r+1, mode, res.throughput, res.sentFlat, res.overload)
+	err = rotate(rounds, func(r int, mode string) error {
+		res, err := l.round(mode, bin, dir, packets)
+		if err != nil {
+			return fmt.Errorf("%s: %w", mode, err)
 		}
+		results[mode] = append(results[mode], res)
+		fmt.Printf("round %d %-8s throughput %.0f packets/s; flat out %.0f sent, %.0f delivered\n",
+			r+1, mode, res.throughput, res.sentFlat, res.overload)
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	// The own-cost trials change the balancer's interfaces (threads,
-	// offloads) and come after all throughput rounds, so that nothing of
-	// theirs can touch those.
-	for r := range rounds {
-		for i := range modes {
-			mode := modes[(i+r)%len(modes)].name
-			ns, err := l.costRound(mode, bin, dir, packets)
-			if err != nil {
-				return fmt.Errorf("%s own cost: %w", mode, err)
-			}
-			results[mode][r].nsPerPacket = ns
-			fmt.Printf("round %d %-8s own cost %.0f ns per packet\n", r+1, mode, ns)
+	// offloads); they come after all throughput runs, which then see the
+	// interfaces exactly as set up.
+	err = rotate(rounds, func(r int, mode string) error {
+		ns, err := l.costRound(mode, bin, dir, packets)
+		if err != nil {
+			return fmt.Errorf("%s own cost: %w", mode, err)
 		}
+		results[mode][r].nsPerPacket = ns
+		fmt.Printf("round %d %-8s own cost %.0f ns per packet\n", r+1, mode, ns)
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	median := func(mode string, f func(result) float64) float64 {
 		var xs []float64
@@ -202,6 +204,19 @@ func run(packets uint32, rounds int, out string) error {
 		"The userspace proxy is TCP only and is not in this UDP table; see the L4 balancer table for it.\n", last("native"), last("generic"), last("nftables"))
 	fmt.Print(b.String())
 	return benchdoc.WriteSection(out, "dsr", "Packets per second through the balancer: XDP DSR vs nftables DNAT", b.String())
+}
+
+// rotate runs f for every round and mode, rotating the order of the modes
+// from round to round.
+func rotate(rounds int, f func(r int, mode string) error) error {
+	for r := range rounds {
+		for i := range modes {
+			if err := f(r, modes[(i+r)%len(modes)].name); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // round measures one mode.
@@ -248,22 +263,22 @@ func (l *lab) ownCost(packets uint32) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	before, err := runtimeNS(tid)
-	if err != nil {
-		return 0, err
+	// snapshot reads the thread's run time and the real servers' counters.
+	snapshot := func() (ns uint64, rx []uint64, err error) {
+		if ns, err = runtimeNS(tid); err != nil {
+			return 0, nil, err
+		}
+		rx, err = l.received()
+		return ns, rx, err
 	}
-	rx0, err := l.received()
+	before, rx0, err := snapshot()
 	if err != nil {
 		return 0, err
 	}
 	if _, _, err := g.trial(costOneIn, packets); err != nil {
 		return 0, err
 	}
-	after, err := runtimeNS(tid)
-	if err != nil {
-		return 0, err
-	}
-	rx1, err := l.received()
+	after, rx1, err := snapshot()
 	if err != nil {
 		return 0, err
 	}
