@@ -61,11 +61,10 @@ type Balancer struct {
 	monitor   *monitor
 	closed    bool
 
-	loops    sync.WaitGroup // the monitor
-	serving  sync.WaitGroup // sessions, from accept to close
-	evloops  []*evloop      // the data path, one loop per core
-	nextLoop atomic.Uint32  // round robin over evloops
-	stopped  sync.Once      // stops evloops
+	loops   sync.WaitGroup // the monitor
+	serving sync.WaitGroup // sessions, from accept to close
+	evloops []*evloop      // the data path, one loop per core
+	stopped sync.Once      // stops evloops
 
 	active         atomic.Int64
 	accepted       atomic.Uint64
