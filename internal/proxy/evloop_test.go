@@ -228,3 +228,37 @@ func greetOn(t *testing.T, c net.Conn) {
 		t.Fatalf("greeting %q: %v", buf, err)
 	}
 }
+
+// TestIPv6AndDualStack: an IPv6 frontend and backend, and a dual-stack
+// frontend taking an IPv4 client; the backend's PROXY header names each
+// client as it connected (IPv4-mapped addresses unmapped).
+func TestIPv6AndDualStack(t *testing.T) {
+	s := newServerOn(t, "[::1]:0", "s", true)
+	port := func() string {
+		l, err := net.Listen("tcp", "[::1]:0")
+		if err != nil {
+			t.Skipf("no IPv6 loopback: %v", err)
+		}
+		defer l.Close()
+		return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+	}
+	v6, dual := "[::1]:"+port(), ":"+port()
+	start(t, balancerConfig(t, "listen: [\""+v6+"\", \""+dual+"\"]\nproxy_protocol: v2\n"+backendList(s.addr())))
+	for _, tc := range []struct{ dial, wantDst string }{
+		{v6, v6},
+		{"127.0.0.1" + dual, "127.0.0.1" + dual},
+	} {
+		name, c := greet(t, tc.dial)
+		if name != "s" {
+			t.Fatalf("through %s: greeting %q", tc.dial, name)
+		}
+		want := c.LocalAddr().String() + " " + tc.wantDst
+		c.Close()
+		s.mu.Lock()
+		got := s.hdrs[len(s.hdrs)-1]
+		s.mu.Unlock()
+		if got != want {
+			t.Fatalf("through %s the backend saw %q, want %q", tc.dial, got, want)
+		}
+	}
+}

@@ -78,7 +78,12 @@ type server struct {
 
 func newServer(t *testing.T, name string, pp bool) *server {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	return newServerOn(t, "127.0.0.1:0", name, pp)
+}
+
+func newServerOn(t *testing.T, addr, name string, pp bool) *server {
+	t.Helper()
+	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
