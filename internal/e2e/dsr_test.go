@@ -76,19 +76,7 @@ func TestDSRThroughXDP(t *testing.T) {
 
 	ask := func(port int) (string, error) { return askVIP(client, "10.80.0.100", dsrVIP+":80", port) }
 	waitVIP(t, ask)
-	got := map[string]int{}
-	for i := range 40 {
-		port := 20000 + i
-		line, err := ask(port)
-		if err != nil {
-			t.Fatalf("connection %d: %v", i, err)
-		}
-		f := strings.Fields(line)
-		if len(f) != 2 || f[1] != "10.80.0.100:"+strconv.Itoa(port) {
-			t.Fatalf("real server answered %q: it should see the client's own address and port", line)
-		}
-		got[f[0]]++
-	}
+	got := spreadOverRealServers(t, ask, 40, 20000, func(port int) string { return "10.80.0.100:" + strconv.Itoa(port) })
 	if got["rs1"] < 5 || got["rs2"] < 5 {
 		t.Fatalf("40 flows spread %v over the two real servers", got)
 	}
@@ -303,6 +291,27 @@ func askVIP(client *netlab.Host, src, addr string, port int) (string, error) {
 		return err
 	})
 	return line, err
+}
+
+// spreadOverRealServers makes n connections with ask, from source ports
+// base to base+n-1, checks that each real server saw the client's own
+// address and port (want), and counts the answers per real server.
+func spreadOverRealServers(t *testing.T, ask func(port int) (string, error), n, base int, want func(port int) string) map[string]int {
+	t.Helper()
+	got := map[string]int{}
+	for i := range n {
+		port := base + i
+		line, err := ask(port)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		f := strings.Fields(line)
+		if len(f) != 2 || f[1] != want(port) {
+			t.Fatalf("real server answered %q: it should see the client's own address and port %s", line, want(port))
+		}
+		got[f[0]]++
+	}
+	return got
 }
 
 // waitVIP waits up to 10 s for ask to get an answer through the balancer.
@@ -525,19 +534,7 @@ func TestDSRThroughXDPIPv6(t *testing.T) {
 	waitBackendsUp(t, l.lbs[0].socket(), 2)
 	ask := func(port int) (string, error) { return askVIP(l.client, "fd00:80::100", "["+dsrVIP6+"]:80", port) }
 	waitVIP(t, ask)
-	got := map[string]int{}
-	for i := range 30 {
-		port := 21000 + i
-		line, err := ask(port)
-		if err != nil {
-			t.Fatalf("connection %d: %v", i, err)
-		}
-		f := strings.Fields(line)
-		if len(f) != 2 || f[1] != fmt.Sprintf("[fd00:80::100]:%d", port) {
-			t.Fatalf("real server answered %q: it should see the client's own address and port", line)
-		}
-		got[f[0]]++
-	}
+	got := spreadOverRealServers(t, ask, 30, 21000, func(port int) string { return fmt.Sprintf("[fd00:80::100]:%d", port) })
 	if got["rs1"] < 3 || got["rs2"] < 3 {
 		t.Fatalf("30 flows spread %v over the two real servers", got)
 	}
@@ -610,24 +607,8 @@ balancers:
 		}
 	})
 	waitBackendsUp(t, n.socket(), 2)
-	got := map[string]int{}
-	for i := range 30 {
-		var line string
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		c, err := client.Dial(ctx, "tcp4", vip+":80")
-		cancel()
-		if err == nil {
-			c.SetDeadline(time.Now().Add(2 * time.Second))
-			b, _ := io.ReadAll(c)
-			c.Close()
-			line = strings.TrimSpace(string(b))
-		}
-		f := strings.Fields(line)
-		if err != nil || len(f) != 2 || !strings.HasPrefix(f[1], "10.84.0.100:") {
-			t.Fatalf("connection %d: %q %v: the real server should see the client's own address", i, line, err)
-		}
-		got[f[0]]++
-	}
+	ask := func(port int) (string, error) { return askVIP(client, "10.84.0.100", vip+":80", port) }
+	got := spreadOverRealServers(t, ask, 30, 22000, func(port int) string { return "10.84.0.100:" + strconv.Itoa(port) })
 	if got["rs1"] < 3 || got["rs2"] < 3 {
 		t.Fatalf("30 flows spread %v over the two real servers", got)
 	}
