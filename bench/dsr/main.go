@@ -130,7 +130,7 @@ func run(packets uint32, rounds int, out string) error {
 	// to the core the generator does not use: that core does all the work
 	// behind the generator (bridge, balancer, real servers), so the
 	// packets per second it delivers compare the balancers' costs.
-	if err := threaded(l.lab.Prefix+"sw", l.client.SwitchPort()); err != nil {
+	if err := threaded(l.lab.Prefix+"sw", l.client.SwitchPort(), true); err != nil {
 		return err
 	}
 	results := map[string][]result{}
@@ -302,7 +302,6 @@ func (l *lab) isolateBalancer(on bool) (func(), error) {
 			l.isolateBalancer(false)
 		}
 	}
-	v := map[bool]string{true: "1", false: "0"}[on]
 	onOff := map[bool]string{true: "on", false: "off"}
 	// GRO on gives a veth a NAPI instance, as an XDP program does. A veth
 	// hands a frame to its peer's NAPI (rather than the backlog of whoever
@@ -317,9 +316,8 @@ func (l *lab) isolateBalancer(on bool) (func(), error) {
 		}
 	}
 	for _, t := range []struct{ ns, ifname string }{{l.lb.NSName, "eth0"}, {l.lab.Prefix + "sw", l.lb.SwitchPort()}} {
-		cmd := "echo " + v + " > /sys/class/net/" + t.ifname + "/threaded"
-		if b, err := exec.Command("ip", "netns", "exec", t.ns, "sh", "-c", cmd).CombinedOutput(); err != nil {
-			return undo, fmt.Errorf("threaded NAPI %s on %s in %s: %v\n%s", v, t.ifname, t.ns, err, b)
+		if err := threaded(t.ns, t.ifname, on); err != nil {
+			return undo, err
 		}
 	}
 	if !on {
@@ -362,10 +360,11 @@ func runtimeNS(tid int) (uint64, error) {
 	return strconv.ParseUint(f[0], 10, 64)
 }
 
-// threaded turns on threaded NAPI for an interface of a namespace.
-func threaded(ns, ifname string) error {
-	if b, err := exec.Command("ip", "netns", "exec", ns, "sh", "-c", "echo 1 > /sys/class/net/"+ifname+"/threaded").CombinedOutput(); err != nil {
-		return fmt.Errorf("threaded NAPI on %s in %s: %v\n%s", ifname, ns, err, b)
+// threaded turns threaded NAPI on or off for an interface of a namespace.
+func threaded(ns, ifname string, on bool) error {
+	v := map[bool]string{true: "1", false: "0"}[on]
+	if b, err := exec.Command("ip", "netns", "exec", ns, "sh", "-c", "echo "+v+" > /sys/class/net/"+ifname+"/threaded").CombinedOutput(); err != nil {
+		return fmt.Errorf("threaded NAPI %s on %s in %s: %v\n%s", v, ifname, ns, err, b)
 	}
 	return nil
 }
