@@ -61,10 +61,10 @@ type Balancer struct {
 	monitor   *monitor
 	closed    bool
 
-	loops   sync.WaitGroup // the monitor
-	serving sync.WaitGroup // sessions, from accept to close
-	evloops []*evloop      // the data path, one loop per core
-	stopped sync.Once      // stops evloops
+	monitorRun sync.WaitGroup // the monitor's HTTP server
+	serving    sync.WaitGroup // sessions, from accept to close
+	evloops    []*evloop      // the data path, one loop per core
+	stopped    sync.Once      // stops evloops
 
 	active         atomic.Int64
 	accepted       atomic.Uint64
@@ -128,7 +128,7 @@ func (b *Balancer) Start() {
 		b.startAccept(addr, l)
 	}
 	if b.monitor != nil {
-		b.monitor.start(&b.loops)
+		b.monitor.start(&b.monitorRun)
 	}
 }
 
@@ -285,7 +285,7 @@ func (ch *Change) commit(start bool) {
 	if ch.monitor != nil {
 		b.monitor = ch.monitor
 		if start {
-			b.monitor.start(&b.loops)
+			b.monitor.start(&b.monitorRun)
 		}
 	}
 	if m := b.monitor; m != nil {
@@ -336,7 +336,7 @@ func (b *Balancer) Shutdown(ctx context.Context) {
 		b.monitor = nil
 	}
 	b.mu.Unlock()
-	b.loops.Wait()
+	b.monitorRun.Wait()
 	defer b.stopLoops()
 	done := make(chan struct{})
 	go func() { b.serving.Wait(); close(done) }()
