@@ -262,3 +262,35 @@ func TestIPv6AndDualStack(t *testing.T) {
 		}
 	}
 }
+
+// TestAcceptedSocketsHaveNoDelay: the event loops do not set TCP_NODELAY
+// per connection; accepted sockets inherit it from the listener.
+func TestAcceptedSocketsHaveNoDelay(t *testing.T) {
+	l, err := listen(freeAddr(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	lfd, err := listenerFD(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fd int
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if fd, _, err = sysAccept(lfd); err != unix.EAGAIN || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("accept: %v", err)
+	}
+	defer unix.Close(fd)
+	if v, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY); err != nil || v == 0 {
+		t.Fatalf("TCP_NODELAY on an accepted socket: %d %v", v, err)
+	}
+}

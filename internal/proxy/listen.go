@@ -15,7 +15,9 @@ import (
 )
 
 // listen opens a TCP listener with IP_FREEBIND, so a backup node can bind a
-// VIP it does not hold yet and serve the instant it becomes master.
+// VIP it does not hold yet and serve the instant it becomes master, and with
+// TCP_NODELAY, which every accepted socket inherits (one call per listener
+// instead of one per connection).
 func listen(addr string) (*net.TCPListener, error) {
 	ap, err := config.ParseListen(addr)
 	if err != nil {
@@ -36,6 +38,7 @@ func listen(addr string) (*net.TCPListener, error) {
 			} else {
 				serr = unix.SetsockoptInt(int(fd), unix.SOL_IPV6, unix.IPV6_FREEBIND, 1)
 			}
+			serr = errors.Join(serr, unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, 1))
 		})
 		return errors.Join(err, serr)
 	}}

@@ -69,8 +69,7 @@ func (lp *evloop) open(fd int, src netip.AddrPort, s *settings) {
 	c := lp.newConn()
 	c.s, c.cfd, c.sfd, c.src, c.last, c.state = s, fd, -1, src, lp.now, stStart
 	lp.track(c)
-	sysSetInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	lp.add(fd, c)
+	lp.add(fd, c) // TCP_NODELAY comes from the listener (listen)
 	if s.cfg.AcceptProxy {
 		c.state = stHeader
 		c.deadline = lp.now.Add(headerTimeout)
