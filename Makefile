@@ -1,7 +1,7 @@
 # The two commands of the README: `make demo` and `make test`. Both install
 # what they need first (Debian packages via apt-get, Go modules).
 GO ?= go
-PKGS_DEBIAN := keepalived haproxy wrk chromium clang llvm libbpf-dev nftables conntrack frr tshark tcpdump arping iproute2 iputils-ping ethtool
+PKGS_DEBIAN := keepalived haproxy wrk chromium clang llvm libbpf-dev nftables conntrack frr tshark tcpdump arping iproute2 iputils-ping
 # Fuzz budgets count executions, not seconds: with a duration, Go 1.26's
 # fuzz coordinator can report "context deadline exceeded" at the deadline
 # without any failing input (go.dev/issue/75804, fixed in Go 1.27).

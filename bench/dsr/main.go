@@ -130,37 +130,21 @@ func run(packets uint32, rounds int, out string) error {
 	// to the core the generator does not use: that core does all the work
 	// behind the generator (bridge, balancer, real servers), so the
 	// packets per second it delivers compare the balancers' costs.
-	if err := threaded(l.lab.Prefix+"sw", l.client.SwitchPort(), true); err != nil {
+	if err := threaded(l.lab.Prefix+"sw", l.client.SwitchPort()); err != nil {
 		return err
 	}
 	results := map[string][]result{}
-	err = rotate(rounds, func(r int, mode string) error {
-		res, err := l.round(mode, bin, dir, packets)
-		if err != nil {
-			return fmt.Errorf("%s: %w", mode, err)
+	for r := range rounds {
+		for i := range modes {
+			mode := modes[(i+r)%len(modes)].name
+			res, err := l.round(mode, bin, dir, packets)
+			if err != nil {
+				return fmt.Errorf("%s: %w", mode, err)
+			}
+			results[mode] = append(results[mode], res)
+			fmt.Printf("round %d %-8s throughput %.0f packets/s; flat out %.0f sent, %.0f delivered\n",
+				r+1, mode, res.throughput, res.sentFlat, res.overload)
 		}
-		results[mode] = append(results[mode], res)
-		fmt.Printf("round %d %-8s throughput %.0f packets/s; flat out %.0f sent, %.0f delivered\n",
-			r+1, mode, res.throughput, res.sentFlat, res.overload)
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	// The own-cost trials change the balancer's interfaces (threads,
-	// offloads); they come after all throughput runs, which then see the
-	// interfaces exactly as set up.
-	err = rotate(rounds, func(r int, mode string) error {
-		ns, err := l.costRound(mode, bin, dir, packets)
-		if err != nil {
-			return fmt.Errorf("%s own cost: %w", mode, err)
-		}
-		results[mode][r].nsPerPacket = ns
-		fmt.Printf("round %d %-8s own cost %.0f ns per packet\n", r+1, mode, ns)
-		return nil
-	})
-	if err != nil {
-		return err
 	}
 	median := func(mode string, f func(result) float64) float64 {
 		var xs []float64
@@ -180,43 +164,24 @@ func run(packets uint32, rounds int, out string) error {
 		"than the ratio shows. Flat out: the generator sends as fast as it can (far above any capacity) and the table gives what arrives. "+
 		"On veth both XDP modes pay a copy per packet that a NIC driver with native XDP does not: XDP wants 256 bytes of headroom and an "+
 		"skb coming from the bridge has less, so native mode converts it to an XDP frame and generic mode reallocates it. "+
-		"Own cost: in further runs after all the throughput runs (one trial per run, one frame in %d, a rate every mode carries), the balancer's interface and its switch "+
-		"port get NAPI threads of their own (GRO on gives a veth one in every mode, TSO off on the switch port lets forwarded frames use it), so the balancer's thread does only the balancer's part "+
-		"(receive, XDP program or netfilter and routing, hand-over to the switch port); its run time (schedstat) over the frames delivered is "+
-		"the balancer's CPU per packet, and 1 s over that is the rate one core given to the balancer alone would carry. "+
 		"Medians of %d runs per mode, order rotating; runs vary by up to ±30%% on this shared machine.\n\n",
-		time.Now().UTC().Format("2006-01-02 15:04 UTC"), maxLoss*100, packets, costOneIn, rounds)
-	b.WriteString("| balancer | throughput, packets/s | vs nftables | goal | flat out: sent/s | flat out: delivered/s | vs nftables | balancer's own CPU per packet | packets/s one core of it carries | vs nftables |\n|---|---|---|---|---|---|---|---|---|---|\n")
-	nftNS := median("nftables", func(r result) float64 { return r.nsPerPacket })
+		time.Now().UTC().Format("2006-01-02 15:04 UTC"), maxLoss*100, packets, rounds)
+	b.WriteString("| balancer | throughput, packets/s | vs nftables | goal | flat out: sent/s | flat out: delivered/s | vs nftables |\n|---|---|---|---|---|---|---|\n")
 	for _, m := range modes {
 		x := median(m.name, func(r result) float64 { return r.throughput })
 		over := median(m.name, func(r result) float64 { return r.overload })
-		ns := median(m.name, func(r result) float64 { return r.nsPerPacket })
 		goal := ""
 		if m.name != "nftables" {
 			goal = ">= 2x"
 		}
-		fmt.Fprintf(&b, "| %s | %.0f | %.2fx | %s | %.0f | %.0f | %.2fx | %.0f ns | %.0f | %.2fx |\n", m.row, x, x/nft, goal,
-			median(m.name, func(r result) float64 { return r.sentFlat }), over, over/nftOver, ns, 1e9/ns, nftNS/ns)
+		fmt.Fprintf(&b, "| %s | %.0f | %.2fx | %s | %.0f | %.0f | %.2fx |\n", m.row, x, x/nft, goal,
+			median(m.name, func(r result) float64 { return r.sentFlat }), over, over/nftOver)
 	}
 	last := func(mode string) string { return results[mode][len(results[mode])-1].spread }
 	fmt.Fprintf(&b, "\nSpread over the two real servers at the throughput rate in the last run: native %s; generic %s; nftables %s. "+
 		"The userspace proxy is TCP only and is not in this UDP table; see the L4 balancer table for it.\n", last("native"), last("generic"), last("nftables"))
 	fmt.Print(b.String())
 	return benchdoc.WriteSection(out, "dsr", "Packets per second through the balancer: XDP DSR vs nftables DNAT", b.String())
-}
-
-// rotate runs f for every round and mode, rotating the order of the modes
-// from round to round.
-func rotate(rounds int, f func(r int, mode string) error) error {
-	for r := range rounds {
-		for i := range modes {
-			if err := f(r, modes[(i+r)%len(modes)].name); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
 }
 
 // round measures one mode.
@@ -229,142 +194,10 @@ func (l *lab) round(mode, bin, dir string, packets uint32) (result, error) {
 	return l.measure(packets)
 }
 
-// costRound measures one mode's own cost per packet.
-func (l *lab) costRound(mode, bin, dir string, packets uint32) (float64, error) {
-	stop, err := l.setup(mode, bin, dir)
-	if err != nil {
-		return 0, err
-	}
-	defer stop()
-	return l.ownCost(packets)
-}
-
-// costOneIn paces the own-cost trial: one frame in this many, a rate every
-// mode carries without loss.
-const costOneIn = 32
-
-// ownCost measures the balancer's own CPU time per packet. For the trial
-// the balancer's interface gets a NAPI thread of its own (GRO on gives a
-// veth one in every mode), and so does its switch port, so that what the
-// bridge and the real servers do after the balancer hands a frame on runs
-// elsewhere: the balancer thread's run time (schedstat) over the frames
-// delivered is what the balancer itself costs a core per packet.
-func (l *lab) ownCost(packets uint32) (float64, error) {
-	undo, err := l.isolateBalancer(true)
-	defer undo()
-	if err != nil {
-		return 0, err
-	}
-	tid, err := napiThread("napi/eth0-")
-	if err != nil {
-		return 0, err
-	}
-	g, err := l.generator()
-	if err != nil {
-		return 0, err
-	}
-	// snapshot reads the thread's run time and the real servers' counters.
-	snapshot := func() (ns uint64, rx []uint64, err error) {
-		if ns, err = runtimeNS(tid); err != nil {
-			return 0, nil, err
-		}
-		rx, err = l.received()
-		return ns, rx, err
-	}
-	before, rx0, err := snapshot()
-	if err != nil {
-		return 0, err
-	}
-	if _, _, err := g.trial(costOneIn, packets); err != nil {
-		return 0, err
-	}
-	after, rx1, err := snapshot()
-	if err != nil {
-		return 0, err
-	}
-	var got uint64
-	for i := range rx1 {
-		got += rx1[i] - rx0[i]
-	}
-	if got == 0 {
-		return 0, errors.New("own cost: no frame reached the real servers")
-	}
-	ns := float64(after-before) / float64(got)
-	fmt.Printf("    balancer's own CPU: %.0f ns per packet over %d packets\n", ns, got)
-	return ns, nil
-}
-
-// isolateBalancer gives the balancer's interface and its switch port NAPI
-// threads of their own, on core 1, or takes them away again.
-func (l *lab) isolateBalancer(on bool) (func(), error) {
-	undo := func() {
-		if on {
-			l.isolateBalancer(false)
-		}
-	}
-	onOff := map[bool]string{true: "on", false: "off"}
-	// GRO on gives a veth a NAPI instance, as an XDP program does. A veth
-	// hands a frame to its peer's NAPI (rather than the backlog of whoever
-	// sent it) only if the frame may be aggregated, which a sender with TSO
-	// on rules out for forwarded frames.
-	for _, c := range []struct{ ns, ifname, feature, value string }{
-		{l.lb.NSName, "eth0", "gro", onOff[on]},
-		{l.lab.Prefix + "sw", l.lb.SwitchPort(), "tso", onOff[!on]},
-	} {
-		if b, err := exec.Command("ip", "netns", "exec", c.ns, "ethtool", "-K", c.ifname, c.feature, c.value).CombinedOutput(); err != nil {
-			return undo, fmt.Errorf("ethtool -K %s %s %s in %s: %v\n%s", c.ifname, c.feature, c.value, c.ns, err, b)
-		}
-	}
-	for _, t := range []struct{ ns, ifname string }{{l.lb.NSName, "eth0"}, {l.lab.Prefix + "sw", l.lb.SwitchPort()}} {
-		if err := threaded(t.ns, t.ifname, on); err != nil {
-			return undo, err
-		}
-	}
-	if !on {
-		return undo, nil
-	}
-	for _, prefix := range []string{"napi/eth0-", "napi/" + l.lb.SwitchPort() + "-"} {
-		if err := pinNAPI(prefix, 1); err != nil {
-			return undo, err
-		}
-	}
-	return undo, nil
-}
-
-// napiThread finds the NAPI thread whose name starts with prefix.
-func napiThread(prefix string) (int, error) {
-	dirs, err := os.ReadDir("/proc")
-	if err != nil {
-		return 0, err
-	}
-	for _, d := range dirs {
-		comm, err := os.ReadFile(filepath.Join("/proc", d.Name(), "comm"))
-		if err != nil || !strings.HasPrefix(string(comm), prefix) {
-			continue
-		}
-		return strconv.Atoi(d.Name())
-	}
-	return 0, fmt.Errorf("no thread named %s*: threaded NAPI is off", prefix)
-}
-
-// runtimeNS is how long a thread has run on a CPU, in nanoseconds.
-func runtimeNS(tid int) (uint64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/schedstat", tid))
-	if err != nil {
-		return 0, err
-	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return 0, fmt.Errorf("schedstat of %d is empty", tid)
-	}
-	return strconv.ParseUint(f[0], 10, 64)
-}
-
-// threaded turns threaded NAPI on or off for an interface of a namespace.
-func threaded(ns, ifname string, on bool) error {
-	v := map[bool]string{true: "1", false: "0"}[on]
-	if b, err := exec.Command("ip", "netns", "exec", ns, "sh", "-c", "echo "+v+" > /sys/class/net/"+ifname+"/threaded").CombinedOutput(); err != nil {
-		return fmt.Errorf("threaded NAPI %s on %s in %s: %v\n%s", v, ifname, ns, err, b)
+// threaded turns on threaded NAPI for an interface of a namespace.
+func threaded(ns, ifname string) error {
+	if b, err := exec.Command("ip", "netns", "exec", ns, "sh", "-c", "echo 1 > /sys/class/net/"+ifname+"/threaded").CombinedOutput(); err != nil {
+		return fmt.Errorf("threaded NAPI on %s in %s: %v\n%s", ifname, ns, err, b)
 	}
 	return nil
 }
@@ -455,11 +288,10 @@ balancers:
 
 // result is one mode's run.
 type result struct {
-	throughput  float64 // highest rate (packets/s) delivered with at most maxLoss lost
-	overload    float64 // packets/s delivered while the generator sends flat out
-	sentFlat    float64 // the generator's flat-out rate
-	spread      string  // per real server, at the throughput rate
-	nsPerPacket float64 // the balancer's own CPU time per packet
+	throughput float64 // highest rate (packets/s) delivered with at most maxLoss lost
+	overload   float64 // packets/s delivered while the generator sends flat out
+	sentFlat   float64 // the generator's flat-out rate
+	spread     string  // per real server, at the throughput rate
 }
 
 // maxLoss is the loss a rate may have and still count as carried (RFC 2544
@@ -602,16 +434,24 @@ func (g *generator) trial(oneIn, packets uint32) (loss float64, spread string, e
 
 // pinNAPI pins the NAPI thread whose name starts with prefix to a core.
 func pinNAPI(prefix string, core int) error {
-	tid, err := napiThread(prefix)
+	dirs, err := os.ReadDir("/proc")
 	if err != nil {
 		return err
 	}
-	var cpus unix.CPUSet
-	cpus.Set(core)
-	if err := unix.SchedSetaffinity(tid, &cpus); err != nil {
-		return fmt.Errorf("pin %s: %w", prefix, err)
+	for _, d := range dirs {
+		comm, err := os.ReadFile(filepath.Join("/proc", d.Name(), "comm"))
+		if err != nil || !strings.HasPrefix(string(comm), prefix) {
+			continue
+		}
+		pid, _ := strconv.Atoi(d.Name())
+		var cpus unix.CPUSet
+		cpus.Set(core)
+		if err := unix.SchedSetaffinity(pid, &cpus); err != nil {
+			return fmt.Errorf("pin %s: %w", strings.TrimSpace(string(comm)), err)
+		}
+		return nil
 	}
-	return nil
+	return fmt.Errorf("no thread named %s*: threaded NAPI is off", prefix)
 }
 
 // received reads each real server's eth0 receive counter.
