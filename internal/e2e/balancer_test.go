@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -131,22 +130,8 @@ balancers:
 
 func (bl *balancerLab) start(t *testing.T) {
 	t.Helper()
-	logf, err := os.Create(bl.log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { logf.Close() })
-	cmd := exec.Command(vigilBin, "run", "-c", bl.cfg, "--pid-file", filepath.Join(filepath.Dir(bl.cfg), "vigil.pid"))
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if bl.proc, err = bl.lb.Start(cmd); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			b, _ := os.ReadFile(bl.log)
-			t.Logf("--- vigil log ---\n%s", b)
-		}
-	})
+	bl.proc = startVigil(t, bl.lb, bl.cfg, filepath.Join(filepath.Dir(bl.cfg), "vigil.pid"), bl.log)
+	logOnFailure(t, "vigil log", bl.log)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if _, err := bl.get("http://" + balancerVIP + ":9445/"); err == nil {

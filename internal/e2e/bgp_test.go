@@ -198,27 +198,9 @@ bgp:
 		nodes, peers = append(nodes, n), append(peers, peer)
 	}
 	startFRR(t, router, peers, opts.routerPassword)
-	start := func(n *bgpNode) {
-		logf, err := os.OpenFile(filepath.Join(n.dir, "vigil.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { logf.Close() })
-		cmd := exec.Command(vigilBin, "run", "-c", n.cfg, "--pid-file", "")
-		cmd.Stdout, cmd.Stderr = logf, logf
-		if n.proc, err = n.host.Start(cmd); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, n := range nodes {
-				b, _ := os.ReadFile(filepath.Join(n.dir, "vigil.log"))
-				t.Logf("--- %s ---\n%s", n.host.Name, b)
-			}
-		}
-	})
+	start := func(n *bgpNode) { n.proc = startVigil(t, n.host, n.cfg, "", filepath.Join(n.dir, "vigil.log")) }
 	for _, n := range nodes {
+		logOnFailure(t, n.host.Name, filepath.Join(n.dir, "vigil.log"))
 		start(n)
 	}
 	return router, nodes, start

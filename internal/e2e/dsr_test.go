@@ -241,22 +241,9 @@ balancers:
     backends: [{address: %q}, {address: %q}]
     check: {interval: 200ms, fall: 2, rise: 2}
 `, n.socket(), 150-50*i, vip, hostPort(vip), hostPort(backend(11)), hostPort(backend(12)))), 0o644)
-		logf, err := os.Create(filepath.Join(n.dir, "vigil.log"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { logf.Close() })
-		cmd := exec.Command(vigilBin, "run", "-c", cfg, "--pid-file", filepath.Join(n.dir, "pid"))
-		cmd.Stdout, cmd.Stderr = logf, logf
-		if n.proc, err = h.Start(cmd); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			if t.Failed() {
-				b, _ := os.ReadFile(filepath.Join(n.dir, "vigil.log"))
-				t.Logf("--- vigil log of %s ---\n%s", h.Name, b)
-			}
-		})
+		log := filepath.Join(n.dir, "vigil.log")
+		n.proc = startVigil(t, h, cfg, filepath.Join(n.dir, "pid"), log)
+		logOnFailure(t, "vigil log of "+h.Name, log)
 		l.lbs = append(l.lbs, n)
 	}
 	return l
@@ -590,22 +577,9 @@ balancers:
     backends: [{address: "10.85.0.11:80"}, {address: "10.85.0.12:80"}]
     check: {interval: 200ms, fall: 2, rise: 2}
 `, n.socket(), vip, vip)), 0o644)
-	logf, err := os.Create(filepath.Join(n.dir, "vigil.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { logf.Close() })
-	cmd := exec.Command(vigilBin, "run", "-c", cfg, "--pid-file", "")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if n.proc, err = lb.Start(cmd); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			b, _ := os.ReadFile(filepath.Join(n.dir, "vigil.log"))
-			t.Logf("--- vigil log ---\n%s", b)
-		}
-	})
+	log := filepath.Join(n.dir, "vigil.log")
+	n.proc = startVigil(t, lb, cfg, "", log)
+	logOnFailure(t, "vigil log", log)
 	waitBackendsUp(t, n.socket(), 2)
 	ask := func(port int) (string, error) { return askVIP(client, "10.84.0.100", vip+":80", port) }
 	got := spreadOverRealServers(t, ask, 30, 22000, func(port int) string { return "10.84.0.100:" + strconv.Itoa(port) })

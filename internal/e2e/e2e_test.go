@@ -288,3 +288,32 @@ func TestIPv6VIP(t *testing.T) {
 }
 
 func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
+// startVigil runs `vigil run -c cfg` in h (with --pid-file pidFile, "" for
+// none), its output appended to the file at logPath, so that a restart
+// adds to the same log.
+func startVigil(t *testing.T, h *netlab.Host, cfg, pidFile, logPath string) *netlab.Proc {
+	t.Helper()
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { logf.Close() })
+	cmd := exec.Command(vigilBin, "run", "-c", cfg, "--pid-file", pidFile)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	p, err := h.Start(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// logOnFailure shows the file at path under title if the test fails.
+func logOnFailure(t *testing.T, title, path string) {
+	t.Cleanup(func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(path)
+			t.Logf("--- %s ---\n%s", title, b)
+		}
+	})
+}
