@@ -35,6 +35,7 @@ var (
 	dCheckLatency  = desc("check_latency_seconds", "Duration of the last probe.", "check")
 	dCheckProbes   = desc("check_probes_total", "Probes run.", "check")
 	dCheckFails    = desc("check_failures_total", "Probes that failed.", "check")
+	dBalRunning    = desc("balancer_running", "1 while the balancer serves; 0 when it could not start (mode dsr without BPF rights: status says why).", "balancer")
 	dBalActive     = desc("balancer_connections", "Client connections open now.", "balancer")
 	dBalAccepted   = desc("balancer_connections_accepted_total", "Client connections accepted.", "balancer")
 	dBalRefused    = desc("balancer_connections_refused_total", "Client connections reset at max_conn.", "balancer")
@@ -110,6 +111,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(dXDPPackets, n, v)
 	}
 	for _, b := range s.Balancers {
+		gauge(dBalRunning, b2f(b.Error == ""), b.Name)
 		if b.Mode == "dsr" {
 			counter(dBalPackets, b.Packets, b.Name)
 			counter(dBalBytes, b.Bytes, b.Name)

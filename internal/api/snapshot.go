@@ -100,6 +100,7 @@ type Balancer struct {
 	NoBackend      uint64    `json:"no_backend"`
 	BadProxyHeader uint64    `json:"bad_proxy_header"`
 	Backends       []Backend `json:"backends"`
+	Error          string    `json:"error,omitempty"` // why it is not running (mode dsr without BPF rights)
 }
 
 // Backend is one server of a balancer.

@@ -41,7 +41,9 @@ func WriteTable(out io.Writer, s Snapshot, now time.Time) error {
 		}
 	}
 	for _, b := range s.Balancers {
-		if b.Mode == "dsr" {
+		if b.Mode == "dsr" && b.Error != "" {
+			fmt.Fprintf(w, "\nBALANCER %s  dsr  listen %s  NOT RUNNING: %s\n", b.Name, strings.Join(b.Listen, ","), b.Error)
+		} else if b.Mode == "dsr" {
 			fmt.Fprintf(w, "\nBALANCER %s  dsr (xdp %s)  %s  listen %s  packets %d  bytes %d\n",
 				b.Name, b.XDPMode, b.Algorithm, strings.Join(b.Listen, ","), b.Packets, b.Bytes)
 		} else {

@@ -508,6 +508,95 @@ balancers:
 	}
 }
 
+// Without BPF rights (CAP_BPF and CAP_SYS_ADMIN taken from the bounding
+// set, as in a container that was not given them) the dsr balancer cannot
+// load its program: vigil says so in its log, in status and in metrics,
+// and runs the rest — here a VRRP VIP and a proxy balancer on it.
+func TestDSRWithoutBPFRightsRunsTheRest(t *testing.T) {
+	h := oneHost(t)
+	dir := t.TempDir()
+	cfg, logPath, sock := filepath.Join(dir, "vigil.yaml"), filepath.Join(dir, "vigil.log"), filepath.Join(dir, "vigil.sock")
+	l, err := h.Listen("tcp", "127.0.0.1:18080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	netlab.Serve(l, func(c net.Conn) { io.WriteString(c, "backend\n") })
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`api: {socket: %q, http: "127.0.0.1:19110"}
+vrrp:
+  instances:
+    - {name: vip, interface: eth0, vrid: 62, priority: 150, advert_interval: 100ms, vips: [10.79.0.10/24]}
+balancers:
+  - {name: dsrweb, mode: dsr, interface: eth0, listen: ["10.79.0.20:80"], backends: [{address: "10.79.0.5:80"}]}
+  - {name: web, listen: ["10.79.0.10:8080"], backends: [{address: "127.0.0.1:18080"}]}
+`, sock)), 0o644)
+	p := startVigil(t, h, cfg, "", logPath, "setpriv", "--bounding-set", "-bpf,-sys_admin,-perfmon")
+	logOnFailure(t, "vigil log", logPath)
+
+	var answer string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		answer, err = readAllFrom(h, "10.79.0.10:8080")
+		if err == nil && answer == "backend" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the proxy balancer on the VIP did not answer: %q, %v", answer, err)
+		}
+	}
+	log, _ := os.ReadFile(logPath)
+	if !strings.Contains(string(log), `msg="dsr balancers are not running"`) || !strings.Contains(string(log), "it needs CAP_BPF and CAP_NET_ADMIN") {
+		t.Fatalf("the log does not say why the dsr balancer is not running:\n%s", log)
+	}
+	snap := statusAt(t, sock)
+	if len(snap.Instances) != 1 || snap.Instances[0].State != "MASTER" {
+		t.Fatalf("VRRP instance not master: %+v", snap.Instances)
+	}
+	var dsr *api.Balancer
+	for i := range snap.Balancers {
+		if snap.Balancers[i].Name == "dsrweb" {
+			dsr = &snap.Balancers[i]
+		}
+	}
+	if dsr == nil || !strings.Contains(dsr.Error, "CAP_BPF") || len(dsr.Backends) != 1 || dsr.Backends[0].Up {
+		t.Fatalf("status of the dsr balancer: %+v", dsr)
+	}
+	table, _ := exec.Command(vigilBin, "status", "--socket", sock).CombinedOutput()
+	if !strings.Contains(string(table), "BALANCER dsrweb  dsr  listen 10.79.0.20:80  NOT RUNNING: ") {
+		t.Fatalf("vigil status:\n%s", table)
+	}
+	metrics, err := readAllFrom(h, "127.0.0.1:19110", "GET /metrics HTTP/1.0\r\n\r\n")
+	if err != nil || !strings.Contains(metrics, `vigil_balancer_running{balancer="dsrweb"} 0`) || !strings.Contains(metrics, `vigil_balancer_running{balancer="web"} 1`) {
+		t.Fatalf("metrics (%v):\n%s", err, metrics)
+	}
+	p.Signal(syscall.SIGTERM)
+	if exited, _ := p.Wait(10 * time.Second); !exited {
+		t.Fatal("vigil did not stop on SIGTERM")
+	}
+	if has, err := h.HasAddr(netip.MustParseAddr("10.79.0.10")); has || err != nil {
+		t.Fatalf("VIP left behind after shutdown (%v)", err)
+	}
+}
+
+// readAllFrom connects from h to addr, writes what is given, and returns
+// everything the other side sends until it closes, trimmed.
+func readAllFrom(h *netlab.Host, addr string, send ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	c, err := h.Dial(ctx, "tcp", addr)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	for _, s := range send {
+		if _, err := io.WriteString(c, s); err != nil {
+			return "", err
+		}
+	}
+	b, err := io.ReadAll(c)
+	return strings.TrimSpace(string(b)), err
+}
+
 // The same over IPv6: a VRRP IPv6 VIP on the balancer, the XDP program's
 // IPv6 path, real servers holding the VIP on their loopback (IPv6 answers
 // neighbour solicitations only for addresses of the asking interface, so

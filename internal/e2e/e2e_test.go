@@ -291,15 +291,16 @@ func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 
 // startVigil runs `vigil run -c cfg` in h (with --pid-file pidFile, "" for
 // none), its output appended to the file at logPath, so that a restart
-// adds to the same log.
-func startVigil(t *testing.T, h *netlab.Host, cfg, pidFile, logPath string) *netlab.Proc {
+// adds to the same log. A wrap command (setpriv ...) runs it when given.
+func startVigil(t *testing.T, h *netlab.Host, cfg, pidFile, logPath string, wrap ...string) *netlab.Proc {
 	t.Helper()
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { logf.Close() })
-	cmd := exec.Command(vigilBin, "run", "-c", cfg, "--pid-file", pidFile)
+	args := append(wrap, vigilBin, "run", "-c", cfg, "--pid-file", pidFile)
+	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	p, err := h.Start(cmd)
 	if err != nil {

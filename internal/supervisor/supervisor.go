@@ -42,6 +42,7 @@ type Supervisor struct {
 	bus        *check.Bus
 	balancers  []*proxy.Balancer
 	dsr        *dsrPlane // nil without dsr balancers
+	dsrErr     error     // why the dsr balancers are not running, shown in status
 	bgp        *bgp.Speaker
 	// announcements are the bgp prefixes; vrrpChanged wakes the Run loop
 	// to re-evaluate them when an instance changes state.
@@ -96,6 +97,7 @@ func (s *Supervisor) build() error {
 			return err
 		}
 		// No BPF here: say so, and run everything else.
+		s.dsrErr = err
 		s.log.Error("dsr balancers are not running", "err", err)
 	}
 	s.all = s.cfg.VRRP.All()

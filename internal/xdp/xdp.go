@@ -39,7 +39,10 @@ func Load() (*Dataplane, error) {
 	d := &Dataplane{}
 	if err := loadDsrObjects(&d.objs, nil); err != nil {
 		if errors.Is(err, os.ErrPermission) {
-			return nil, fmt.Errorf("%w: it needs CAP_BPF and CAP_NET_ADMIN (root): %w", ErrLoad, err)
+			// cilium/ebpf's own text goes on about MEMLOCK, which
+			// is not the cause on kernels that account BPF memory
+			// to the cgroup (5.11 and later): name what is missing.
+			return nil, fmt.Errorf("%w: %w: it needs CAP_BPF and CAP_NET_ADMIN (root)", ErrLoad, os.ErrPermission)
 		}
 		return nil, fmt.Errorf("%w: %w", ErrLoad, err)
 	}
