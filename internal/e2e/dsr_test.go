@@ -508,6 +508,51 @@ balancers:
 	}
 }
 
+// An interface whose driver has no native XDP (a bridge): xdp_mode native
+// is refused at start with the config key, the line and what to do
+// instead; auto runs in generic mode and says so in status.
+func TestDSRNativeModeWhereTheDriverHasNone(t *testing.T) {
+	h := oneHost(t)
+	for _, c := range [][]string{{"ip", "link", "add", "br9", "type", "bridge"}, {"ip", "addr", "add", "10.76.0.1/24", "dev", "br9"}, {"ip", "link", "set", "br9", "up"}} {
+		if out, code := execIn(t, h, 5*time.Second, c[0], c[1:]...); code != 0 {
+			t.Fatalf("%v: %s", c, out)
+		}
+	}
+	dir := t.TempDir()
+	cfg, sock := filepath.Join(dir, "vigil.yaml"), filepath.Join(dir, "vigil.sock")
+	write := func(mode string) {
+		os.WriteFile(cfg, []byte(fmt.Sprintf(`api: {socket: %q, http: ""}
+balancers:
+  - name: web
+    mode: dsr
+    interface: br9
+    xdp_mode: %s
+    listen: ["10.76.0.10:80"]
+    backends: [{address: "10.76.0.5:80"}]
+`, sock, mode)), 0o644)
+	}
+	write("native")
+	out, code := execIn(t, h, 20*time.Second, vigilBin, "run", "-c", cfg, "--pid-file", "")
+	if code == 0 || !strings.Contains(out, "balancers[0].interface (web, line 5): interface br9: xdp: attach in native mode") ||
+		!strings.Contains(out, "its driver has no native XDP (xdp_mode auto or generic runs the program in generic mode)") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	write("auto")
+	logPath := filepath.Join(dir, "vigil.log")
+	p := startVigil(t, h, cfg, "", logPath)
+	logOnFailure(t, "vigil log", logPath)
+	defer p.Kill()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		snap, err := api.Fetch(context.Background(), sock)
+		if err == nil && len(snap.Balancers) == 1 && snap.Balancers[0].XDPMode == "generic" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("xdp_mode auto on a bridge: status %+v, %v", snap.Balancers, err)
+		}
+	}
+}
+
 // Without BPF rights (CAP_BPF and CAP_SYS_ADMIN taken from the bounding
 // set, as in a container that was not given them) the dsr balancer cannot
 // load its program: vigil says so in its log, in status and in metrics,

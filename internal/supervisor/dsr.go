@@ -50,9 +50,11 @@ type dsrBackend struct {
 // backend until MACs are known). Errors name the config key.
 func newDSR(cfg *config.Config, log *slog.Logger) (*dsrPlane, error) {
 	var bals []config.Balancer
-	for _, b := range cfg.Balancers {
+	at := map[string]int{} // balancer name -> index in the config, for errors
+	for i, b := range cfg.Balancers {
 		if b.Mode == "dsr" {
 			bals = append(bals, b)
+			at[b.Name] = i
 		}
 	}
 	if len(bals) == 0 {
@@ -78,15 +80,16 @@ func newDSR(cfg *config.Config, log *slog.Logger) (*dsrPlane, error) {
 	var svcID, beIdx uint32
 	for _, bc := range bals {
 		if _, ok := p.modes[bc.Interface]; !ok {
+			key := fmt.Sprintf("balancers[%d].interface", at[bc.Name])
 			ifi, err := net.InterfaceByName(bc.Interface)
 			if err != nil {
 				dp.Close()
-				return nil, fmt.Errorf("balancer %s: interface %s: %w", bc.Name, bc.Interface, err)
+				return nil, fmt.Errorf("%s (%s, line %d): interface %s: %w", key, bc.Name, cfg.Line(key), bc.Interface, err)
 			}
 			mode, err := dp.Attach(ifi.Index, bc.XDPMode)
 			if err != nil {
 				dp.Close()
-				return nil, fmt.Errorf("balancer %s: %w", bc.Name, err)
+				return nil, fmt.Errorf("%s (%s, line %d): interface %s: %w", key, bc.Name, cfg.Line(key), bc.Interface, err)
 			}
 			p.modes[bc.Interface] = mode
 			log.Info("xdp attached", "interface", bc.Interface, "mode", mode)

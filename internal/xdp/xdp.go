@@ -11,6 +11,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/vigil-lb/vigil/internal/maglev"
+	"golang.org/x/sys/unix"
 )
 
 // Limits of the program (bpf/dsr.c).
@@ -79,9 +80,12 @@ func (d *Dataplane) Attach(ifindex int, mode string) (string, error) {
 			d.links = append(d.links, l)
 			return m, nil
 		}
-		errs = append(errs, fmt.Errorf("%s: %w", m, err))
+		if m == "native" && errors.Is(err, unix.EOPNOTSUPP) {
+			err = fmt.Errorf("%w: its driver has no native XDP (xdp_mode auto or generic runs the program in generic mode)", err)
+		}
+		errs = append(errs, fmt.Errorf("attach in %s mode: %w", m, err))
 	}
-	return "", fmt.Errorf("xdp: attach to interface %d: %w", ifindex, errors.Join(errs...))
+	return "", fmt.Errorf("xdp: %w", errors.Join(errs...))
 }
 
 // SetBackend stores backend idx: its MAC and, when it is reached through
