@@ -206,9 +206,14 @@ func (lp *evloop) handle(events []unix.EpollEvent) {
 }
 
 func (lp *evloop) runInbox() {
-	lp.woken.Store(false)
+	// Reset the eventfd, then the flag, then take the inbox: a post
+	// after the reset either finds the flag clear and writes a new
+	// wake-up, or appended before the flag was cleared and is taken
+	// now. (Flag first, then the read, lost a wake-up: a post between
+	// them wrote one that the read swallowed and left the flag set.)
 	var b [8]byte
 	sysRead(lp.wakefd, b[:])
+	lp.woken.Store(false)
 	lp.mu.Lock()
 	work := lp.inbox
 	lp.inbox = nil
