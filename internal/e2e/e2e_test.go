@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -299,7 +300,7 @@ func startVigil(t *testing.T, h *netlab.Host, cfg, pidFile, logPath string, wrap
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { logf.Close() })
-	args := append(wrap, vigilBin, "run", "-c", cfg, "--pid-file", pidFile)
+	args := slices.Concat(wrap, []string{vigilBin, "run", "-c", cfg, "--pid-file", pidFile})
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	p, err := h.Start(cmd)

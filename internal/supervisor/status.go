@@ -75,12 +75,9 @@ func (s *Supervisor) Snapshot() api.Snapshot {
 		bals, verdicts := s.dsr.status()
 		snap.Balancers = append(snap.Balancers, bals...)
 		snap.XDP = verdicts
-	} else if s.dsrErr != nil {
-		for _, bc := range dsrBalancers(s.cfg) {
-			ab := api.Balancer{Name: bc.Name, Listen: bc.Listen, Algorithm: bc.Algorithm, Mode: "dsr", Error: s.dsrErr.Error()}
-			for _, be := range bc.Backends {
-				ab.Backends = append(ab.Backends, api.Backend{Address: be.Address, Weight: *be.Weight})
-			}
+	} else {
+		for _, ab := range s.dsrDown {
+			ab.Backends = slices.Clone(ab.Backends)
 			snap.Balancers = append(snap.Balancers, ab)
 		}
 	}

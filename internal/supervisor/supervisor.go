@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vigil-lb/vigil/internal/api"
 	"github.com/vigil-lb/vigil/internal/bgp"
 	"github.com/vigil-lb/vigil/internal/check"
 	"github.com/vigil-lb/vigil/internal/config"
@@ -41,8 +42,8 @@ type Supervisor struct {
 	guard      *vip.Guard
 	bus        *check.Bus
 	balancers  []*proxy.Balancer
-	dsr        *dsrPlane // nil without dsr balancers
-	dsrErr     error     // why the dsr balancers are not running, shown in status
+	dsr        *dsrPlane      // nil without dsr balancers
+	dsrDown    []api.Balancer // the dsr balancers when they could not start, and why, for status
 	bgp        *bgp.Speaker
 	// announcements are the bgp prefixes; vrrpChanged wakes the Run loop
 	// to re-evaluate them when an instance changes state.
@@ -96,9 +97,16 @@ func (s *Supervisor) build() error {
 		if !errors.Is(err, xdp.ErrLoad) {
 			return err
 		}
-		// No BPF here: say so, and run everything else.
-		s.dsrErr = err
+		// No BPF here: say so, and run everything else. (Reload
+		// refuses changes to dsr balancers, so this list stays true.)
 		s.log.Error("dsr balancers are not running", "err", err)
+		for _, bc := range dsrBalancers(s.cfg) {
+			ab := api.Balancer{Name: bc.Name, Listen: bc.Listen, Algorithm: bc.Algorithm, Mode: "dsr", Error: err.Error()}
+			for _, be := range bc.Backends {
+				ab.Backends = append(ab.Backends, api.Backend{Address: be.Address, Weight: *be.Weight})
+			}
+			s.dsrDown = append(s.dsrDown, ab)
+		}
 	}
 	s.all = s.cfg.VRRP.All()
 	exclude := map[netip.Addr]bool{}
