@@ -556,7 +556,8 @@ balancers:
 // Without BPF rights (CAP_BPF and CAP_SYS_ADMIN taken from the bounding
 // set, as in a container that was not given them) the dsr balancer cannot
 // load its program: vigil says so in its log, in status and in metrics,
-// and runs the rest — here a VRRP VIP and a proxy balancer on it.
+// runs the rest — here a VRRP VIP and a proxy balancer on it — and does
+// not announce the dsr balancer's VIP over BGP.
 func TestDSRWithoutBPFRightsRunsTheRest(t *testing.T) {
 	h := oneHost(t)
 	dir := t.TempDir()
@@ -574,6 +575,13 @@ vrrp:
 balancers:
   - {name: dsrweb, mode: dsr, interface: eth0, listen: ["10.79.0.20:80"], backends: [{address: "10.79.0.5:80"}]}
   - {name: web, listen: ["10.79.0.10:8080"], backends: [{address: "127.0.0.1:18080"}]}
+bgp:
+  asn: 64512
+  router_id: 10.79.0.1
+  neighbors: [{address: 10.79.0.254, asn: 64500}]
+  announce:
+    - {prefix: 10.79.0.20/32, when_healthy: dsrweb}
+    - {prefix: 10.79.0.10/32, when_healthy: web}
 `, sock)), 0o644)
 	p := startVigil(t, h, cfg, "", logPath, "setpriv", "--bounding-set", "-bpf,-sys_admin,-perfmon")
 	logOnFailure(t, "vigil log", logPath)
@@ -604,6 +612,9 @@ balancers:
 	}
 	if dsr == nil || !strings.Contains(dsr.Error, "CAP_BPF") || len(dsr.Backends) != 1 || dsr.Backends[0].Up {
 		t.Fatalf("status of the dsr balancer: %+v", dsr)
+	}
+	if snap.BGP == nil || !slices.Equal(snap.BGP.Announced, []string{"10.79.0.10/32"}) {
+		t.Fatalf("BGP announces %+v; want only the proxy balancer's VIP", snap.BGP)
 	}
 	table, _ := exec.Command(vigilBin, "status", "--socket", sock).CombinedOutput()
 	if !strings.Contains(string(table), "BALANCER dsrweb  dsr  listen 10.79.0.20:80  NOT RUNNING: ") {

@@ -99,6 +99,11 @@ func (s *Supervisor) healthy(name string) bool {
 			return up
 		}
 	}
+	for _, b := range s.dsrDown { // not running here: never announce its VIP
+		if b.Name == name {
+			return false
+		}
+	}
 	e, known := s.bus.Last(name)
 	return !known || e.Up
 }
