@@ -47,7 +47,15 @@ func (b *httpBackend) start(t *testing.T) {
 	go b.srv.Serve(l)
 }
 
-func (b *httpBackend) stop() { b.srv.Close() }
+// stop kills the backend as a process stopping would from the balancer's
+// side: its port refuses new connections at once. A request already in
+// flight is answered first (Shutdown), since no balancer can save one whose
+// backend dies mid-request, and the load loops count every failure.
+func (b *httpBackend) stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	b.srv.Shutdown(ctx)
+}
 
 // balancerLab is one vigil node with a VIP and a balancer on it, three
 // backends and a client.
