@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -559,17 +560,34 @@ func render(hp, vg *results, d time.Duration, rounds, conns, idle, bulkMiB, dete
 		"2 cores shared by wrk, the proxy and the backends. Equivalent configs: roundrobin, TCP checks inter 1s fall 2 rise 2, "+
 		"retries 3 with redispatch; vigil's default fast_interval (interval/4) against HAProxy's default fastinter (= inter). "+
 		"Limits: HAProxy maxconn and vigil max_conn 9800, since this machine's hard file limit is 20000 and each proxied connection takes two.%s\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), version, conns, d, rounds, envNote())
-	b.WriteString("| measure | HAProxy | vigil | vigil / HAProxy | goal |\n|---|---|---|---|---|\n")
-	row := func(name string, h, v float64, unit, goal string) {
-		fmt.Fprintf(&b, "| %s | %.1f %s | %.1f %s | %.2fx | %s |\n", name, h, unit, v, unit, v/h, goal)
+	b.WriteString("| measure | HAProxy | vigil | vigil / HAProxy | goal | ratio per round, lowest - highest |\n|---|---|---|---|---|---|\n")
+	row := func(name string, h, v float64, unit, goal string, perRound ...float64) {
+		spread := ""
+		if len(perRound) > 0 {
+			spread = fmt.Sprintf("%.2fx - %.2fx", slices.Min(perRound), slices.Max(perRound))
+		}
+		fmt.Fprintf(&b, "| %s | %.1f %s | %.1f %s | %.2fx | %s | %s |\n", name, h, unit, v, unit, v/h, goal, spread)
 	}
-	row("requests/s, keep-alive", med(hp.keepAlive, rps), med(vg.keepAlive, rps), "req/s", ">= 1.0x")
-	row("p50 latency, keep-alive", med(hp.keepAlive, p50), med(vg.keepAlive, p50), "ms", "")
-	row("p99 latency, keep-alive", med(hp.keepAlive, p99), med(vg.keepAlive, p99), "ms", "<= 1.1x")
-	row("new connections/s (one request each)", med(hp.perConn, rps), med(vg.perConn, rps), "conn/s", ">= 0.8x")
-	row("p50 latency, new connection", med(hp.perConn, p50), med(vg.perConn, p50), "ms", "")
-	row("p99 latency, new connection", med(hp.perConn, p99), med(vg.perConn, p99), "ms", "<= 1.1x")
-	row(fmt.Sprintf("throughput, one connection, %d MiB, median of %d", bulkMiB, bulkRuns*rounds), benchdoc.Median(hp.mbps), benchdoc.Median(vg.mbps), "MB/s", ">= 1.0x")
+	// Each round ran both back to back: its ratio shows how much of a
+	// median's distance from a goal is the machine's noise.
+	ratios := func(hs, vs []sample, f func(sample) float64) []float64 {
+		var out []float64
+		for i := range min(len(hs), len(vs)) {
+			out = append(out, f(vs[i])/f(hs[i]))
+		}
+		return out
+	}
+	var bulkRatios []float64
+	for i := 0; i+bulkRuns <= min(len(hp.mbps), len(vg.mbps)); i += bulkRuns {
+		bulkRatios = append(bulkRatios, benchdoc.Median(vg.mbps[i:i+bulkRuns])/benchdoc.Median(hp.mbps[i:i+bulkRuns]))
+	}
+	row("requests/s, keep-alive", med(hp.keepAlive, rps), med(vg.keepAlive, rps), "req/s", ">= 1.0x", ratios(hp.keepAlive, vg.keepAlive, rps)...)
+	row("p50 latency, keep-alive", med(hp.keepAlive, p50), med(vg.keepAlive, p50), "ms", "", ratios(hp.keepAlive, vg.keepAlive, p50)...)
+	row("p99 latency, keep-alive", med(hp.keepAlive, p99), med(vg.keepAlive, p99), "ms", "<= 1.1x", ratios(hp.keepAlive, vg.keepAlive, p99)...)
+	row("new connections/s (one request each)", med(hp.perConn, rps), med(vg.perConn, rps), "conn/s", ">= 0.8x", ratios(hp.perConn, vg.perConn, rps)...)
+	row("p50 latency, new connection", med(hp.perConn, p50), med(vg.perConn, p50), "ms", "", ratios(hp.perConn, vg.perConn, p50)...)
+	row("p99 latency, new connection", med(hp.perConn, p99), med(vg.perConn, p99), "ms", "<= 1.1x", ratios(hp.perConn, vg.perConn, p99)...)
+	row(fmt.Sprintf("throughput, one connection, %d MiB, median of %d", bulkMiB, bulkRuns*rounds), benchdoc.Median(hp.mbps), benchdoc.Median(vg.mbps), "MB/s", ">= 1.0x", bulkRatios...)
 	row(fmt.Sprintf("RSS with %d idle connections", idle), hp.idleRSS, vg.idleRSS, "MiB", "")
 	row("RSS before them", hp.baseRSS, vg.baseRSS, "MiB", "")
 	ms := func(ds []time.Duration) float64 { return float64(benchdoc.Median(ds).Microseconds()) / 1000 }
