@@ -56,14 +56,15 @@ type Balancer struct {
 	pickMu sync.Mutex
 	rrNext int
 
-	mu        sync.Mutex // guards listeners, monitor, closed
-	listeners map[string]*net.TCPListener
+	mu        sync.Mutex                    // guards listeners, monitor, closed
+	listeners map[string][]*net.TCPListener // a SO_REUSEPORT group per address, one per loop
 	monitor   *monitor
 	closed    bool
 
 	monitorRun sync.WaitGroup // the monitor's HTTP server
 	serving    sync.WaitGroup // sessions, from accept to close
 	evloops    []*evloop      // the data path, one loop per core
+	nloops     int            // len(evloops) once they run
 	stopped    sync.Once      // stops evloops
 
 	active         atomic.Int64
@@ -78,12 +79,12 @@ type Balancer struct {
 // Start. On error it closes what it opened.
 func New(cfg config.Balancer, log *slog.Logger) (*Balancer, error) {
 	b := &Balancer{name: cfg.Name, log: log.With("balancer", cfg.Name),
-		listeners: map[string]*net.TCPListener{}}
+		listeners: map[string][]*net.TCPListener{}, nloops: runtime.GOMAXPROCS(0)}
 	ch, err := b.Plan(cfg)
 	if err != nil {
 		return nil, err
 	}
-	for range runtime.GOMAXPROCS(0) {
+	for range b.nloops {
 		lp, err := newEvloop(b)
 		if err != nil {
 			ch.Abort()
@@ -105,12 +106,13 @@ func (b *Balancer) stopLoops() {
 	})
 }
 
-// eachLoop runs f on every event loop and waits until all ran it.
-func (b *Balancer) eachLoop(f func(*evloop)) {
+// eachLoop runs f on every event loop (i is its index) and waits until all
+// ran it.
+func (b *Balancer) eachLoop(f func(i int, lp *evloop)) {
 	var wg sync.WaitGroup
-	for _, lp := range b.evloops {
+	for i, lp := range b.evloops {
 		wg.Add(1)
-		if !lp.post(func() { f(lp); wg.Done() }) {
+		if !lp.post(func() { f(i, lp); wg.Done() }) {
 			wg.Done() // stopped: it has no sessions left
 		}
 	}
@@ -124,30 +126,41 @@ func (b *Balancer) Name() string { return b.name }
 func (b *Balancer) Start() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for addr, l := range b.listeners {
-		b.startAccept(addr, l)
+	for addr, ls := range b.listeners {
+		b.startAccept(addr, ls)
 	}
 	if b.monitor != nil {
 		b.monitor.start(&b.monitorRun)
 	}
 }
 
-// startAccept has every event loop accept on the listener.
-func (b *Balancer) startAccept(addr string, l *net.TCPListener) {
-	fd, err := listenerFD(l)
-	if err != nil {
-		b.log.Error("listener not served", "listen", addr, "err", err)
-		return
+// startAccept has each event loop accept on its listener of the group.
+func (b *Balancer) startAccept(addr string, ls []*net.TCPListener) {
+	fds := make([]int, len(ls))
+	for i, l := range ls {
+		fd, err := listenerFD(l)
+		if err != nil {
+			b.log.Error("listener not served", "listen", addr, "err", err)
+			fd = -1
+		}
+		fds[i] = fd
 	}
-	b.eachLoop(func(lp *evloop) { lp.watchListener(fd, addr, b.log) })
+	b.eachLoop(func(i int, lp *evloop) {
+		if fd := fds[i%len(fds)]; fd >= 0 {
+			lp.watchListener(fd, addr, b.log)
+		}
+	})
 }
 
-// stopAccept takes the listener out of every event loop, then closes it.
-func (b *Balancer) stopAccept(l *net.TCPListener) {
-	if fd, err := listenerFD(l); err == nil {
-		b.eachLoop(func(lp *evloop) { lp.unwatchListener(fd) })
+// stopAccept takes the group's listeners out of the event loops, then
+// closes them.
+func (b *Balancer) stopAccept(ls []*net.TCPListener) {
+	for _, l := range ls {
+		if fd, err := listenerFD(l); err == nil {
+			b.eachLoop(func(_ int, lp *evloop) { lp.unwatchListener(fd) })
+		}
 	}
-	l.Close()
+	closeAll(ls)
 }
 
 func listenerFD(l *net.TCPListener) (int, error) {
@@ -167,7 +180,7 @@ func listenerFD(l *net.TCPListener) (int, error) {
 type Change struct {
 	b          *Balancer
 	next       *settings
-	opened     map[string]*net.TCPListener
+	opened     map[string][]*net.TCPListener
 	closing    []string
 	monitor    *monitor // new monitor, nil when unchanged
 	dropMon    bool     // the old monitor goes
@@ -178,7 +191,7 @@ type Change struct {
 // Plan prepares cfg: it opens listeners the running config does not have,
 // so an address in use fails here and leaves the running balancer as it was.
 func (b *Balancer) Plan(cfg config.Balancer) (*Change, error) {
-	ch := &Change{b: b, opened: map[string]*net.TCPListener{}, weights: map[*Backend][2]int32{},
+	ch := &Change{b: b, opened: map[string][]*net.TCPListener{}, weights: map[*Backend][2]int32{},
 		newBackend: map[*Backend]bool{}}
 	old := map[netip.AddrPort]*Backend{}
 	if s := b.cur.Load(); s != nil {
@@ -206,12 +219,12 @@ func (b *Balancer) Plan(cfg config.Balancer) (*Change, error) {
 		if b.listeners[addr] != nil {
 			continue
 		}
-		l, err := listen(addr)
+		ls, err := listenGroup(addr, b.nloops)
 		if err != nil {
 			ch.abortLocked()
 			return nil, fmt.Errorf("balancer %s: %w", cfg.Name, err)
 		}
-		ch.opened[addr] = l
+		ch.opened[addr] = ls
 	}
 	for addr := range b.listeners {
 		if !want[addr] {
@@ -244,8 +257,8 @@ func (ch *Change) Abort() {
 }
 
 func (ch *Change) abortLocked() {
-	for _, l := range ch.opened {
-		l.Close()
+	for _, ls := range ch.opened {
+		closeAll(ls)
 	}
 	if ch.monitor != nil {
 		ch.monitor.close()
@@ -268,10 +281,10 @@ func (ch *Change) commit(start bool) {
 	b.cur.Store(ch.next)
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for addr, l := range ch.opened {
-		b.listeners[addr] = l
+	for addr, ls := range ch.opened {
+		b.listeners[addr] = ls
 		if start {
-			b.startAccept(addr, l)
+			b.startAccept(addr, ls)
 		}
 	}
 	for _, addr := range ch.closing {
@@ -304,7 +317,7 @@ func (b *Balancer) SetHealth(addr netip.AddrPort, up bool) {
 		}
 		b.log.Info("backend state change", "backend", addr.String(), "up", up, "healthy_backends", b.healthy())
 		if !up && s.cfg.CloseOnDown {
-			b.eachLoop(func(lp *evloop) {
+			b.eachLoop(func(_ int, lp *evloop) {
 				lp.abortWhere(func(c *conn) bool { return c.be == be && c.state == stOpen })
 			})
 		}
@@ -327,8 +340,8 @@ func (b *Balancer) healthy() int {
 func (b *Balancer) Shutdown(ctx context.Context) {
 	b.mu.Lock()
 	b.closed = true
-	for addr, l := range b.listeners {
-		b.stopAccept(l)
+	for addr, ls := range b.listeners {
+		b.stopAccept(ls)
 		delete(b.listeners, addr)
 	}
 	if b.monitor != nil {
@@ -346,7 +359,7 @@ func (b *Balancer) Shutdown(ctx context.Context) {
 	case <-ctx.Done():
 	}
 	var n atomic.Int64
-	b.eachLoop(func(lp *evloop) {
+	b.eachLoop(func(_ int, lp *evloop) {
 		n.Add(int64(len(lp.conns)))
 		lp.abortWhere(func(*conn) bool { return true })
 	})
@@ -431,7 +444,7 @@ type monitor struct {
 }
 
 func newMonitor(addr string, b *Balancer) (*monitor, error) {
-	l, err := listen(addr)
+	l, err := listen(addr, false)
 	if err != nil {
 		return nil, err
 	}

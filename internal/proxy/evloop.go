@@ -29,8 +29,6 @@ type evloop struct {
 	rc     syscall.RawConn
 	wakefd int // eventfd that post writes to
 
-	load atomic.Int32 // sessions given to the loop and not finished
-
 	mu     sync.Mutex
 	inbox  []func() // work posted by other goroutines, run by the loop
 	closed bool     // stop was called: post takes no more work
@@ -172,6 +170,13 @@ func (lp *evloop) run() {
 			lp.mu.Unlock()
 			lp.runInbox()
 			lp.abortWhere(func(*conn) bool { return true })
+			// Its listeners stop listening, so that the kernel
+			// hashes new connections to the other loops' ones.
+			for fd, slot := range lp.fds {
+				if slot.lis != nil {
+					unix.Shutdown(fd, unix.SHUT_RDWR)
+				}
+			}
 			return
 		}
 	}
@@ -223,14 +228,12 @@ func (lp *evloop) runInbox() {
 	}
 }
 
-// watchListener makes the loop accept on a listener. Every loop watches
-// every listener and serves what it accepted itself, no hand-over between
-// threads. EPOLLEXCLUSIVE asks the kernel to wake one loop per connection;
-// since the loops park in Go's poller rather than in epoll_wait it often
-// wakes both, and the one that loses the race finds nothing (EAGAIN).
+// watchListener makes the loop accept on a listener: its own of the
+// address's SO_REUSEPORT group (listenGroup). It serves what it accepts
+// itself, without handing sessions to another loop.
 func (lp *evloop) watchListener(fd int, addr string, log *slog.Logger) {
 	lp.grow(fd)
-	if err := sysEpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, fd, unix.EPOLLIN|unix.EPOLLEXCLUSIVE); err != nil {
+	if err := sysEpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, fd, unix.EPOLLIN); err != nil {
 		log.Error("listener not served by an event loop", "listen", addr, "err", err)
 		return
 	}
@@ -262,15 +265,14 @@ func (lp *evloop) acceptFrom(lfd int, ls *listenSlot) {
 			continue
 		}
 		// EMFILE and the like: stop watching for a while rather than
-		// spin, and say so. (An EPOLLEXCLUSIVE entry cannot be modified,
-		// only removed and added again.)
+		// spin, and say so.
 		ls.backoff = min(max(2*ls.backoff, 5*time.Millisecond), time.Second)
 		b.log.Warn("accept failed", "listen", ls.addr, "err", err, "retry_in", ls.backoff)
 		sysEpollCtl(lp.epfd, unix.EPOLL_CTL_DEL, lfd, 0)
 		time.AfterFunc(ls.backoff, func() {
 			lp.post(func() {
 				if lfd < len(lp.fds) && lp.fds[lfd].lis == ls { // not closed meanwhile
-					sysEpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, lfd, unix.EPOLLIN|unix.EPOLLEXCLUSIVE)
+					sysEpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, lfd, unix.EPOLLIN)
 				}
 			})
 		})
@@ -290,27 +292,7 @@ func (lp *evloop) admit(fd int, src netip.AddrPort) {
 	b.active.Add(1)
 	b.accepted.Add(1)
 	b.serving.Add(1)
-	// Whichever loop won the accept, the session goes to the loop with
-	// the fewest (HAProxy's threads balance the same way): a burst of
-	// long-lived connections would otherwise all land on the loop that
-	// woke first and leave the other core idle.
-	to := lp
-	for _, o := range b.evloops {
-		if o.load.Load()+1 < to.load.Load() {
-			to = o
-		}
-	}
-	to.load.Add(1)
-	if to == lp {
-		lp.open(fd, src, s)
-		return
-	}
-	if !to.post(func() { to.open(fd, src, s) }) { // stopped meanwhile
-		to.load.Add(-1)
-		sysClose(fd)
-		b.active.Add(-1)
-		b.serving.Done()
-	}
+	lp.open(fd, src, s)
 }
 
 func (lp *evloop) grow(fd int) {

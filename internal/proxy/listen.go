@@ -14,11 +14,43 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// listenGroup opens n listeners on addr in one SO_REUSEPORT group, one per
+// event loop: the kernel spreads new connections over them by a hash of the
+// addresses, so a connection wakes one loop, which serves it. (One listener
+// watched by every loop woke them all — EPOLLEXCLUSIVE does not hold for
+// epoll sets nested in Go's poller — and handing sessions between loops
+// cost milliseconds on a busy machine.) A probe bound without SO_REUSEPORT
+// comes first: an address any other socket holds, even another group's,
+// is an error, as it would be without the group.
+func listenGroup(addr string, n int) ([]*net.TCPListener, error) {
+	probe, err := listen(addr, false)
+	if err != nil {
+		return nil, err
+	}
+	probe.Close()
+	var ls []*net.TCPListener
+	for range max(n, 1) {
+		l, err := listen(addr, true)
+		if err != nil {
+			closeAll(ls)
+			return nil, err
+		}
+		ls = append(ls, l)
+	}
+	return ls, nil
+}
+
+func closeAll(ls []*net.TCPListener) {
+	for _, l := range ls {
+		l.Close()
+	}
+}
+
 // listen opens a TCP listener with IP_FREEBIND, so a backup node can bind a
 // VIP it does not hold yet and serve the instant it becomes master, and with
 // TCP_NODELAY, which every accepted socket inherits (one call per listener
-// instead of one per connection).
-func listen(addr string) (*net.TCPListener, error) {
+// instead of one per connection); with reusePort, in a SO_REUSEPORT group.
+func listen(addr string, reusePort bool) (*net.TCPListener, error) {
 	ap, err := config.ParseListen(addr)
 	if err != nil {
 		return nil, err
@@ -39,6 +71,9 @@ func listen(addr string) (*net.TCPListener, error) {
 				serr = unix.SetsockoptInt(int(fd), unix.SOL_IPV6, unix.IPV6_FREEBIND, 1)
 			}
 			serr = errors.Join(serr, unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, 1))
+			if reusePort {
+				serr = errors.Join(serr, unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1))
+			}
 		})
 		return errors.Join(err, serr)
 	}}

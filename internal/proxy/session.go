@@ -465,7 +465,6 @@ func (c *conn) finish(reset bool) {
 	}
 	lp.untrack(c)
 	lp.freeConn(c)
-	lp.load.Add(-1)
 	b := lp.b
 	b.active.Add(-1)
 	b.serving.Done()
