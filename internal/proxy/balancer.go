@@ -64,7 +64,6 @@ type Balancer struct {
 	monitorRun sync.WaitGroup // the monitor's HTTP server
 	serving    sync.WaitGroup // sessions, from accept to close
 	evloops    []*evloop      // the data path, one loop per core
-	nloops     int            // len(evloops) once they run
 	stopped    sync.Once      // stops evloops
 
 	active         atomic.Int64
@@ -79,19 +78,20 @@ type Balancer struct {
 // Start. On error it closes what it opened.
 func New(cfg config.Balancer, log *slog.Logger) (*Balancer, error) {
 	b := &Balancer{name: cfg.Name, log: log.With("balancer", cfg.Name),
-		listeners: map[string][]*net.TCPListener{}, nloops: runtime.GOMAXPROCS(0)}
-	ch, err := b.Plan(cfg)
-	if err != nil {
-		return nil, err
-	}
-	for range b.nloops {
+		listeners: map[string][]*net.TCPListener{}}
+	// The loops come first: Plan opens a listener per loop.
+	for range runtime.GOMAXPROCS(0) {
 		lp, err := newEvloop(b)
 		if err != nil {
-			ch.Abort()
 			b.stopLoops()
 			return nil, fmt.Errorf("balancer %s: event loop: %w", cfg.Name, err)
 		}
 		b.evloops = append(b.evloops, lp)
+	}
+	ch, err := b.Plan(cfg)
+	if err != nil {
+		b.stopLoops()
+		return nil, err
 	}
 	ch.commit(false)
 	return b, nil
@@ -136,15 +136,7 @@ func (b *Balancer) Start() {
 
 // startAccept has each event loop accept on its listener of the group.
 func (b *Balancer) startAccept(addr string, ls []*net.TCPListener) {
-	fds := make([]int, len(ls))
-	for i, l := range ls {
-		fd, err := listenerFD(l)
-		if err != nil {
-			b.log.Error("listener not served", "listen", addr, "err", err)
-			fd = -1
-		}
-		fds[i] = fd
-	}
+	fds := b.groupFDs(addr, ls)
 	b.eachLoop(func(i int, lp *evloop) {
 		if fd := fds[i%len(fds)]; fd >= 0 {
 			lp.watchListener(fd, addr, b.log)
@@ -154,13 +146,29 @@ func (b *Balancer) startAccept(addr string, ls []*net.TCPListener) {
 
 // stopAccept takes the group's listeners out of the event loops, then
 // closes them.
-func (b *Balancer) stopAccept(ls []*net.TCPListener) {
-	for _, l := range ls {
-		if fd, err := listenerFD(l); err == nil {
-			b.eachLoop(func(_ int, lp *evloop) { lp.unwatchListener(fd) })
+func (b *Balancer) stopAccept(addr string, ls []*net.TCPListener) {
+	fds := b.groupFDs(addr, ls)
+	b.eachLoop(func(i int, lp *evloop) {
+		if fd := fds[i%len(fds)]; fd >= 0 {
+			lp.unwatchListener(fd)
 		}
-	}
+	})
 	closeAll(ls)
+}
+
+// groupFDs are the descriptors of a listener group, -1 where one could not
+// be read (logged).
+func (b *Balancer) groupFDs(addr string, ls []*net.TCPListener) []int {
+	fds := make([]int, len(ls))
+	for i, l := range ls {
+		fd, err := listenerFD(l)
+		if err != nil {
+			b.log.Error("listener not served", "listen", addr, "err", err)
+			fd = -1
+		}
+		fds[i] = fd
+	}
+	return fds
 }
 
 func listenerFD(l *net.TCPListener) (int, error) {
@@ -219,7 +227,7 @@ func (b *Balancer) Plan(cfg config.Balancer) (*Change, error) {
 		if b.listeners[addr] != nil {
 			continue
 		}
-		ls, err := listenGroup(addr, b.nloops)
+		ls, err := listenGroup(addr, len(b.evloops))
 		if err != nil {
 			ch.abortLocked()
 			return nil, fmt.Errorf("balancer %s: %w", cfg.Name, err)
@@ -288,7 +296,7 @@ func (ch *Change) commit(start bool) {
 		}
 	}
 	for _, addr := range ch.closing {
-		b.stopAccept(b.listeners[addr])
+		b.stopAccept(addr, b.listeners[addr])
 		delete(b.listeners, addr)
 	}
 	if ch.dropMon {
@@ -341,7 +349,7 @@ func (b *Balancer) Shutdown(ctx context.Context) {
 	b.mu.Lock()
 	b.closed = true
 	for addr, ls := range b.listeners {
-		b.stopAccept(ls)
+		b.stopAccept(addr, ls)
 		delete(b.listeners, addr)
 	}
 	if b.monitor != nil {
