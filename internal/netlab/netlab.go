@@ -189,21 +189,39 @@ func (l *Lab) Plug(h *Host, ifname string, addrs ...netip.Prefix) error {
 	if err != nil {
 		return err
 	}
-	hh, err := h.Netlink()
+	return h.bringUp(ifname, addrs)
+}
+
+// Cable joins two hosts with a veth pair and no switch between them: aIf in
+// a, bIf in b, each up and holding its addresses. A point-to-point link, as
+// between a router's port and a balancer's NIC. The pair goes with the
+// hosts' namespaces.
+func Cable(a *Host, aIf string, aAddrs []netip.Prefix, b *Host, bIf string, bAddrs []netip.Prefix) error {
+	ah, err := a.Netlink()
 	if err != nil {
 		return err
 	}
-	defer hh.Close()
-	lk, err := hh.LinkByName(ifname)
-	if err != nil {
-		return fmt.Errorf("netlab: %s in %s: %w", ifname, h.Name, err)
+	defer ah.Close()
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: aIf}, PeerName: bIf, PeerNamespace: netlink.NsFd(b.ns)}
+	if err := ah.LinkAdd(veth); err != nil {
+		return fmt.Errorf("netlab: cable %s %s - %s %s: %w", a.Name, aIf, b.Name, bIf, err)
 	}
-	for _, a := range addrs {
-		if err := hh.AddrAdd(lk, toAddr(a)); err != nil {
-			return fmt.Errorf("netlab: address %s on %s %s: %w", a, h.Name, ifname, err)
+	if err := a.bringUp(aIf, aAddrs); err != nil {
+		return err
+	}
+	return b.bringUp(bIf, bAddrs)
+}
+
+// bringUp gives the host's interface ifname its addresses and sets it up.
+func (h *Host) bringUp(ifname string, addrs []netip.Prefix) error {
+	return h.withLink(ifname, func(hh *netlink.Handle, lk netlink.Link) error {
+		for _, a := range addrs {
+			if err := hh.AddrAdd(lk, toAddr(a)); err != nil {
+				return fmt.Errorf("netlab: address %s on %s %s: %w", a, h.Name, ifname, err)
+			}
 		}
-	}
-	return hh.LinkSetUp(lk)
+		return hh.LinkSetUp(lk)
+	})
 }
 
 // SwitchDo runs f in the switch's namespace, where the hosts' ports are.
@@ -322,23 +340,23 @@ func (h *Host) Dial(ctx context.Context, network, addr string) (net.Conn, error)
 	return c, err
 }
 
-// withEth0 runs f with a netlink handle in the host and its eth0.
-func (h *Host) withEth0(f func(hh *netlink.Handle, eth0 netlink.Link) error) error {
+// withLink runs f with a netlink handle in the host and its interface ifname.
+func (h *Host) withLink(ifname string, f func(hh *netlink.Handle, lk netlink.Link) error) error {
 	hh, err := h.Netlink()
 	if err != nil {
 		return err
 	}
 	defer hh.Close()
-	lk, err := hh.LinkByName("eth0")
+	lk, err := hh.LinkByName(ifname)
 	if err != nil {
-		return fmt.Errorf("netlab: eth0 of %s: %w", h.Name, err)
+		return fmt.Errorf("netlab: %s of %s: %w", ifname, h.Name, err)
 	}
 	return f(hh, lk)
 }
 
 // SetLink sets the host's eth0 up or down from inside the host.
 func (h *Host) SetLink(up bool) error {
-	return h.withEth0(func(hh *netlink.Handle, lk netlink.Link) error {
+	return h.withLink("eth0", func(hh *netlink.Handle, lk netlink.Link) error {
 		if up {
 			return hh.LinkSetUp(lk)
 		}
@@ -376,9 +394,12 @@ func findAddr(hh *netlink.Handle, lk netlink.Link, a netip.Addr) (*netlink.Addr,
 }
 
 // HasAddr reports whether eth0 holds a.
-func (h *Host) HasAddr(a netip.Addr) (bool, error) {
+func (h *Host) HasAddr(a netip.Addr) (bool, error) { return h.HasAddrOn("eth0", a) }
+
+// HasAddrOn reports whether the interface ifname holds a.
+func (h *Host) HasAddrOn(ifname string, a netip.Addr) (bool, error) {
 	var found bool
-	err := h.withEth0(func(hh *netlink.Handle, lk netlink.Link) error {
+	err := h.withLink(ifname, func(hh *netlink.Handle, lk netlink.Link) error {
 		x, err := findAddr(hh, lk, a)
 		found = x != nil
 		return err
@@ -386,22 +407,25 @@ func (h *Host) HasAddr(a netip.Addr) (bool, error) {
 	return found, err
 }
 
-// Neighbor returns the link-layer address eth0's neighbour table holds for ip.
+// Neighbor returns the link-layer address the host's neighbour table holds
+// for ip, on whichever interface it was learnt.
 func (h *Host) Neighbor(ip netip.Addr) (net.HardwareAddr, error) {
+	hh, err := h.Netlink()
+	if err != nil {
+		return nil, err
+	}
+	defer hh.Close()
+	fam := netlink.FAMILY_V4
+	if ip.Is6() {
+		fam = netlink.FAMILY_V6
+	}
+	list, err := hh.NeighList(0, fam)
 	var mac net.HardwareAddr
-	err := h.withEth0(func(hh *netlink.Handle, lk netlink.Link) error {
-		fam := netlink.FAMILY_V4
-		if ip.Is6() {
-			fam = netlink.FAMILY_V6
+	for _, n := range list {
+		if a, ok := netip.AddrFromSlice(n.IP); ok && a.Unmap() == ip && len(n.HardwareAddr) > 0 {
+			mac = n.HardwareAddr
 		}
-		list, err := hh.NeighList(lk.Attrs().Index, fam)
-		for _, n := range list {
-			if a, ok := netip.AddrFromSlice(n.IP); ok && a.Unmap() == ip && len(n.HardwareAddr) > 0 {
-				mac = n.HardwareAddr
-			}
-		}
-		return err
-	})
+	}
 	return mac, err
 }
 

@@ -3,6 +3,7 @@ package netlab
 import (
 	"context"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -106,28 +107,7 @@ func TestPlugJoinsTwoSwitches(t *testing.T) {
 	if err := labs[1].Plug(r, "eth1", netip.MustParsePrefix("10.97.1.254/24")); err != nil {
 		t.Fatal(err)
 	}
-	l, err := b.Listen("tcp", "10.97.1.2:7000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		if c, err := l.Accept(); err == nil {
-			c.Write([]byte("hello from b"))
-			c.Close()
-		}
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	c, err := r.Dial(ctx, "tcp", "10.97.1.2:7000")
-	cancel()
-	if err != nil {
-		t.Fatalf("dial b from the plugged host: %v", err)
-	}
-	got, _ := io.ReadAll(c)
-	c.Close()
-	if string(got) != "hello from b" {
-		t.Fatalf("read %q", got)
-	}
+	sayHello(t, b, r, "10.97.1.2:7000")
 	if err := r.Sysctl("net/ipv4/ip_forward", "1"); err != nil {
 		t.Fatal(err)
 	}
@@ -138,4 +118,70 @@ func TestPlugJoinsTwoSwitches(t *testing.T) {
 	}
 	host, _ := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
 	t.Logf("ip_forward: host %q, outside %q", fwd, host)
+}
+
+func TestCableJoinsTwoHostsDirectly(t *testing.T) {
+	if !Root() {
+		t.Skip("netlab needs root to create network namespaces")
+	}
+	lab, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lab.Close() })
+	a, err := lab.AddHost("a", netip.MustParsePrefix("10.96.0.1/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := lab.AddHost("b", netip.MustParsePrefix("10.96.0.2/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Cable(a, "up0", []netip.Prefix{netip.MustParsePrefix("10.96.1.1/30")}, b, "down0", []netip.Prefix{netip.MustParsePrefix("10.96.1.2/30")}); err != nil {
+		t.Fatal(err)
+	}
+	// 10.96.1.0/30 is only on the cable: the bytes cannot take the switch.
+	sayHello(t, b, a, "10.96.1.2:7000")
+	mac, err := a.Neighbor(netip.MustParseAddr("10.96.1.2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var downMAC net.HardwareAddr
+	b.Do(func() error {
+		ifc, err := net.InterfaceByName("down0")
+		if err == nil {
+			downMAC = ifc.HardwareAddr
+		}
+		return err
+	})
+	if mac.String() != downMAC.String() || mac.String() == b.MAC.String() {
+		t.Fatalf("a resolved 10.96.1.2 to %v; b's cable end is %v, its switch port %v", mac, downMAC, b.MAC)
+	}
+}
+
+// sayHello has to listen on addr and from dial it, and checks what arrives.
+func sayHello(t *testing.T, to, from *Host, addr string) {
+	t.Helper()
+	l, err := to.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		if c, err := l.Accept(); err == nil {
+			c.Write([]byte("hello from " + to.Name))
+			c.Close()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	c, err := from.Dial(ctx, "tcp", addr)
+	cancel()
+	if err != nil {
+		t.Fatalf("dial %s from %s: %v", addr, from.Name, err)
+	}
+	got, _ := io.ReadAll(c)
+	c.Close()
+	if string(got) != "hello from "+to.Name {
+		t.Fatalf("read %q from %s", got, addr)
+	}
 }
