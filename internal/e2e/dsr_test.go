@@ -20,6 +20,7 @@ import (
 
 	"github.com/vigil-lb/vigil/internal/api"
 	"github.com/vigil-lb/vigil/internal/netlab"
+	"github.com/vigil-lb/vigil/internal/xdp"
 )
 
 const dsrVIP = "10.80.0.10"
@@ -551,6 +552,80 @@ balancers:
 			t.Fatalf("xdp_mode auto on a bridge: status %+v, %v", snap.Balancers, err)
 		}
 	}
+}
+
+// A veth hands frames sent back out (XDP_TX) by a native program to its
+// peer only while the peer runs an XDP program; the kernel accepts the
+// program all the same and every steered frame would be lost. vigil asks
+// the kernel (the interface's XDP features) first: xdp_mode native is
+// refused with the reason, auto falls back to generic and logs why; with a
+// program on the peer (the switch port), auto runs native.
+func TestDSRNativeModeOnAVethWhosePeerRunsNoXDP(t *testing.T) {
+	lab := newLab(t)
+	h, err := lab.AddHost("n", mustPrefix("10.79.0.1/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cfg, sock := filepath.Join(dir, "vigil.yaml"), filepath.Join(dir, "vigil.sock")
+	write := func(mode string) {
+		os.WriteFile(cfg, []byte(fmt.Sprintf(`api: {socket: %q, http: ""}
+balancers:
+  - name: web
+    mode: dsr
+    interface: eth0
+    xdp_mode: %s
+    listen: ["10.79.0.10:80"]
+    backends: [{address: "10.79.0.5:80"}]
+`, sock, mode)), 0o644)
+	}
+	write("native")
+	out, code := execIn(t, h, 20*time.Second, vigilBin, "run", "-c", cfg, "--pid-file", "")
+	if code == 0 || !strings.Contains(out, "balancers[0].interface (web, line 5): interface eth0: xdp: native mode would drop frames: "+
+		"eth0 is a veth whose peer runs no XDP program") {
+		t.Fatalf("xdp_mode native, peer without a program: exit %d:\n%s", code, out)
+	}
+	modeInUse := func(logPath, want string) {
+		t.Helper()
+		p := startVigil(t, h, cfg, "", logPath)
+		defer func() { p.Signal(os.Interrupt); p.Wait(5 * time.Second) }()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			snap, err := api.Fetch(context.Background(), sock)
+			if err == nil && len(snap.Balancers) == 1 && snap.Balancers[0].XDPMode == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				b, _ := os.ReadFile(logPath)
+				t.Fatalf("xdp_mode auto: status %+v, %v, want mode %s; log:\n%s", snap.Balancers, err, want, b)
+			}
+		}
+	}
+	write("auto")
+	logPath := filepath.Join(dir, "vigil.log")
+	modeInUse(logPath, "generic")
+	if b, _ := os.ReadFile(logPath); !strings.Contains(string(b), "xdp: generic mode, native would drop frames") {
+		t.Fatalf("auto fell back to generic without saying why:\n%s", b)
+	}
+	dp, err := xdp.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dp.Close()
+	err = lab.SwitchDo(func() error {
+		ifc, err := net.InterfaceByName(h.SwitchPort())
+		if err != nil {
+			return err
+		}
+		pass, err := dp.AttachPass(ifc.Index)
+		if err == nil {
+			t.Cleanup(func() { pass.Close() })
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	modeInUse(filepath.Join(dir, "vigil2.log"), "native")
 }
 
 // Without BPF rights (CAP_BPF and CAP_SYS_ADMIN taken from the bounding

@@ -86,7 +86,19 @@ func newDSR(cfg *config.Config, log *slog.Logger) (*dsrPlane, error) {
 				dp.Close()
 				return nil, fmt.Errorf("%s (%s, line %d): interface %s: %w", key, bc.Name, cfg.Line(key), bc.Interface, err)
 			}
-			mode, err := dp.Attach(ifi.Index, bc.XDPMode)
+			want := bc.XDPMode
+			if want != "generic" {
+				if why := nativeDropsFrames(describeLink(bc.Interface), sendsOn(bals, links, bc.Interface), describeLink); why != "" {
+					if want == "native" {
+						dp.Close()
+						return nil, fmt.Errorf("%s (%s, line %d): interface %s: xdp: native mode would drop frames: %s (xdp_mode auto or generic runs the program in generic mode)",
+							key, bc.Name, cfg.Line(key), bc.Interface, why)
+					}
+					log.Info("xdp: generic mode, native would drop frames", "interface", bc.Interface, "why", why)
+					want = "generic"
+				}
+			}
+			mode, err := dp.Attach(ifi.Index, want)
 			if err != nil {
 				dp.Close()
 				return nil, fmt.Errorf("%s (%s, line %d): interface %s: %w", key, bc.Name, cfg.Line(key), bc.Interface, err)
