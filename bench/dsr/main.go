@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/vigil-lb/vigil/internal/benchdoc"
 	"github.com/vigil-lb/vigil/internal/netlab"
@@ -29,9 +30,29 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-const (
-	vip  = "10.81.0.10"
-	port = 9000
+const port = 9000
+
+// arm is a topology: where the client meets the balancer and where the
+// real servers are. One-armed, the client, the balancer and the real
+// servers share one bridge: frames come in and go back out of the
+// balancer's eth0. Two-armed, the client (a router, say) has a cable of
+// its own to the balancer's front interface, and the balancer sends the
+// frames on to the real servers' bridge through eth0. Cabled, every hop is
+// a cable: client to front, and one from the balancer to each real server,
+// so no bridge's work dilutes the balancer's.
+type arm struct {
+	name     string
+	vip      string
+	clientIP string
+	clientIf string // the generator's interface in the client
+	lbIf     string // where the frames reach the balancer
+	backends [2]string
+}
+
+var (
+	oneArmed = arm{"one-armed", "10.81.0.10", "10.81.0.100", "eth0", "eth0", [2]string{"10.81.0.11", "10.81.0.12"}}
+	twoArmed = arm{"two-armed", "10.83.0.10", "10.83.0.100", "up0", "front", oneArmed.backends}
+	cabled   = arm{"cabled", twoArmed.vip, twoArmed.clientIP, twoArmed.clientIf, twoArmed.lbIf, [2]string{"10.86.1.11", "10.86.2.11"}}
 )
 
 func main() {
@@ -49,14 +70,29 @@ type lab struct {
 	lab        *netlab.Lab
 	client, lb *netlab.Host
 	rs         []*netlab.Host
-	gen        *xdp.Dataplane // xdp_gen on the client, xdp_pass on the switch ports
+	gen        *xdp.Dataplane // xdp_gen on the client
 }
 
-// modes are the balancers compared, in table order.
-var modes = []struct{ name, row string }{
-	{"native", "vigil XDP DSR, native mode (Maglev + conntrack, XDP_TX)"},
-	{"generic", "vigil XDP DSR, generic mode"},
-	{"nftables", "nftables DNAT (numgen round robin, conntrack, forwarding)"},
+// mode is one balancer in one topology.
+type mode struct {
+	name    string
+	xdpMode string // native or generic; "" for nftables
+	arm     arm
+	row     string
+}
+
+// modes are the balancers compared, in table order; each XDP row is
+// compared with the nftables row of its topology.
+var modes = []mode{
+	{"native", "native", oneArmed, "vigil XDP DSR, native mode (Maglev + conntrack, XDP_TX)"},
+	{"generic", "generic", oneArmed, "vigil XDP DSR, generic mode"},
+	{"nftables", "", oneArmed, "nftables DNAT (numgen round robin, conntrack, forwarding)"},
+	{"native-2arm", "native", twoArmed, "vigil XDP DSR, native mode (redirect to eth0)"},
+	{"generic-2arm", "generic", twoArmed, "vigil XDP DSR, generic mode (redirect to eth0)"},
+	{"nftables-2arm", "", twoArmed, "nftables DNAT (forwarding from front to eth0)"},
+	{"native-cabled", "native", cabled, "vigil XDP DSR, native mode (redirect to the server's cable)"},
+	{"generic-cabled", "generic", cabled, "vigil XDP DSR, generic mode (redirect to the server's cable)"},
+	{"nftables-cabled", "", cabled, "nftables DNAT (forwarding from front to the server's cable)"},
 }
 
 func run(packets uint32, rounds int, out string) error {
@@ -86,12 +122,22 @@ func run(packets uint32, rounds int, out string) error {
 			return err
 		}
 		// The VIP on lo for DSR; harmless for DNAT, which rewrites the address.
-		if b, err := inHost(h, bin, "realserver", "--vip", vip); err != nil {
+		if b, err := inHost(h, bin, "realserver", "--vip", oneArmed.vip, "--vip", twoArmed.vip); err != nil {
 			return fmt.Errorf("realserver: %v\n%s", err, b)
 		}
 		// Count at the interface and drop there: the real servers' own
 		// cost stays small and the same for every mode.
-		drop := fmt.Sprintf("table netdev bench { chain in { type filter hook ingress device eth0 priority 0; udp dport %d drop; }; }", port)
+		// Cabled, the real server's end of its cable (b0) has GRO on:
+		// a veth takes the frames native mode redirects to it only with NAPI on.
+		if err := netlab.Cable(l.lb, fmt.Sprintf("r%d", i+1), []netip.Prefix{netip.MustParsePrefix(fmt.Sprintf("10.86.%d.1/24", i+1))},
+			h, "b0", []netip.Prefix{netip.MustParsePrefix(cabled.backends[i] + "/24")}); err != nil {
+			return err
+		}
+		if err := h.Do(func() error { return setGRO("b0") }); err != nil {
+			return err
+		}
+		drop := fmt.Sprintf("table netdev bench { chain in { type filter hook ingress device eth0 priority 0; udp dport %d drop; }; "+
+			"chain in_b0 { type filter hook ingress device b0 priority 0; udp dport %d drop; }; }", port, port)
 		if b, err := inHost(h, "nft", drop); err != nil {
 			return fmt.Errorf("real server drop rule: %v\n%s", err, b)
 		}
@@ -101,49 +147,49 @@ func run(packets uint32, rounds int, out string) error {
 		return err
 	}
 	defer l.gen.Close()
-	var closers []io.Closer
-	defer func() {
-		for _, c := range closers {
-			c.Close()
-		}
-	}()
-	// Frames sent with XDP_TX into a veth are taken by its peer only when
-	// the peer runs an XDP program: the client's and the balancer's ports.
-	err = l.lab.SwitchDo(func() error {
-		for _, h := range []*netlab.Host{l.client, l.lb} {
-			ifc, err := net.InterfaceByName(h.SwitchPort())
-			if err != nil {
-				return err
-			}
-			pass, err := l.gen.AttachPass(ifc.Index)
-			if err != nil {
-				return err
-			}
-			closers = append(closers, pass)
-		}
-		return nil
-	})
+	// A veth takes XDP frames (XDP_TX, redirect) from its peer only with
+	// NAPI on, which a native XDP program or GRO turns on. The client's
+	// switch port gets a program that passes everything (all modes get
+	// the generator's frames there); the balancer's switch port gets one
+	// only while native mode sends it frames (setup): with a program, each
+	// skb the balancer sends there (nftables, generic mode) would be
+	// copied for it (too little headroom), a cost only those modes would
+	// pay. The balancer's front has GRO on (below): native and generic
+	// XDP cannot share an interface.
+	clientPort, err := l.passOnSwitchPort(l.client)
 	if err != nil {
 		return err
 	}
-	// The client's port hands every frame on in its own NAPI thread, pinned
-	// to the core the generator does not use: that core does all the work
-	// behind the generator (bridge, balancer, real servers), so the
-	// packets per second it delivers compare the balancers' costs.
+	defer clientPort.Close()
+	if err := netlab.Cable(l.client, twoArmed.clientIf, []netip.Prefix{netip.MustParsePrefix(twoArmed.clientIP + "/24")},
+		l.lb, twoArmed.lbIf, []netip.Prefix{netip.MustParsePrefix("10.83.0.1/24")}); err != nil {
+		return err
+	}
+	// The interface the client's frames arrive on (the client's switch
+	// port, the balancer's front) hands every frame on in its own NAPI
+	// thread, pinned to the core the generator does not use: that core does
+	// all the work behind the generator (bridge, balancer, real servers), so
+	// the packets per second it delivers compare the balancers' costs.
 	if err := threaded(l.lab.Prefix+"sw", l.client.SwitchPort()); err != nil {
+		return err
+	}
+	if err := l.lb.Do(func() error { return setGRO(twoArmed.lbIf) }); err != nil {
+		return err
+	}
+	if err := threaded(l.lb.NSName, twoArmed.lbIf); err != nil {
 		return err
 	}
 	results := map[string][]result{}
 	for r := range rounds {
 		for i := range modes {
-			mode := modes[(i+r)%len(modes)].name
-			res, err := l.round(mode, bin, dir, packets)
+			m := modes[(i+r)%len(modes)]
+			res, err := l.round(m, bin, dir, packets)
 			if err != nil {
-				return fmt.Errorf("%s: %w", mode, err)
+				return fmt.Errorf("%s: %w", m.name, err)
 			}
-			results[mode] = append(results[mode], res)
-			fmt.Printf("round %d %-8s throughput %.0f packets/s; flat out %.0f sent, %.0f delivered\n",
-				r+1, mode, res.throughput, res.sentFlat, res.overload)
+			results[m.name] = append(results[m.name], res)
+			fmt.Printf("round %d %-13s throughput %.0f packets/s; flat out %.0f sent, %.0f delivered\n",
+				r+1, m.name, res.throughput, res.sentFlat, res.overload)
 		}
 	}
 	median := func(mode string, f func(result) float64) float64 {
@@ -153,45 +199,84 @@ func run(packets uint32, rounds int, out string) error {
 		}
 		return benchdoc.Median(xs)
 	}
-	nft := median("nftables", func(r result) float64 { return r.throughput })
-	nftOver := median("nftables", func(r result) float64 { return r.overload })
 	var b strings.Builder
-	fmt.Fprintf(&b, "Written by `make bench-dsr` on %s. One namespace lab on a bridge (veth). The client generates UDP frames (64 bytes, 256 flows) "+
-		"to a VIP with an XDP program in live-frame mode (BPF_PROG_RUN) on core 0; everything behind it (the bridge, the balancer, the real "+
-		"servers, which count the frames reaching their interface and drop them there) runs on core 1, in the client port's NAPI thread. "+
+	fmt.Fprintf(&b, "Written by `make bench-dsr` on %s. A namespace lab on veth, three topologies. One-armed: the client, the balancer and "+
+		"the two real servers share a bridge; frames come in and go back out of the balancer's eth0 (XDP_TX). Two-armed: the client (a router, "+
+		"say) has a cable of its own to the balancer's front interface; the balancer sends the frames on to the real servers' bridge through "+
+		"eth0 (XDP redirect; nftables forwards). Cabled: as two-armed, but each real server has a cable of its own from the balancer, so no "+
+		"bridge's work dilutes the balancer's. The client generates UDP frames (64 bytes, 256 flows) to the VIP with an XDP program in "+
+		"live-frame mode (BPF_PROG_RUN) on core 0; everything behind it (bridge, balancer, real servers, which count the frames reaching "+
+		"their interface and drop them there) runs on core 1, in the NAPI thread of the interface the frames arrive on. "+
 		"Throughput is RFC 2544 style: the highest paced rate that arrives with at most %.1f%% lost (%d frames per trial; the generator "+
-		"sends one frame in k, k doubling until a rate is carried, then bisected); it is core 1's capacity for bridge + balancer + real servers, so the balancer's own share of the gap is larger "+
-		"than the ratio shows. Flat out: the generator sends as fast as it can (far above any capacity) and the table gives what arrives. "+
-		"On veth both XDP modes pay a copy per packet that a NIC driver with native XDP does not: XDP wants 256 bytes of headroom and an "+
-		"skb coming from the bridge has less, so native mode converts it to an XDP frame and generic mode reallocates it. "+
-		"Medians of %d runs per mode, order rotating; runs vary by up to ±30%% on this shared machine.\n\n",
+		"sends one frame in k, k doubling until a rate is carried, then bisected); it is core 1's capacity for everything behind the "+
+		"generator, so the balancer's own share of the gap is larger than the ratio shows. Flat out: the generator sends as fast as it can "+
+		"(far above any capacity) and the table gives what arrives. One-armed, both XDP modes pay a copy per packet that a NIC driver with "+
+		"native XDP does not: frames reach the balancer as skbs from the bridge, with less than the 256 bytes of headroom XDP wants, so "+
+		"native mode copies each into an XDP frame and generic mode reallocates it. Two-armed and cabled, frames arrive on the cable as XDP "+
+		"frames, as from a NIC: native mode handles them without an skb, nftables and generic mode make one. Wherever XDP frames go into a "+
+		"veth its peer needs NAPI: the client's switch port runs a pass-everything XDP program, the balancer's switch port runs one only "+
+		"in native mode (with it, each skb nftables or generic mode sends there would be copied), the balancer's front and the real "+
+		"servers' cable ends have GRO on. Medians of %d runs per mode, order rotating; runs vary by up to ±30%% on this shared machine.\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"), maxLoss*100, packets, rounds)
-	b.WriteString("| balancer | throughput, packets/s | vs nftables | goal | flat out: sent/s | flat out: delivered/s | vs nftables |\n|---|---|---|---|---|---|---|\n")
+	b.WriteString("| topology | balancer | throughput, packets/s | vs nftables | goal | flat out: sent/s | flat out: delivered/s | vs nftables |\n|---|---|---|---|---|---|---|---|\n")
 	for _, m := range modes {
-		x := median(m.name, func(r result) float64 { return r.throughput })
-		over := median(m.name, func(r result) float64 { return r.overload })
+		var nft mode
+		for _, n := range modes {
+			if n.xdpMode == "" && n.arm == m.arm {
+				nft = n
+			}
+		}
+		throughput := func(r result) float64 { return r.throughput }
+		overload := func(r result) float64 { return r.overload }
+		x, over := median(m.name, throughput), median(m.name, overload)
 		goal := ""
-		if m.name != "nftables" {
+		if m.xdpMode != "" {
 			goal = ">= 2x"
 		}
-		fmt.Fprintf(&b, "| %s | %.0f | %.2fx | %s | %.0f | %.0f | %.2fx |\n", m.row, x, x/nft, goal,
-			median(m.name, func(r result) float64 { return r.sentFlat }), over, over/nftOver)
+		fmt.Fprintf(&b, "| %s | %s | %.0f | %.2fx | %s | %.0f | %.0f | %.2fx |\n", m.arm.name, m.row, x, x/median(nft.name, throughput), goal,
+			median(m.name, func(r result) float64 { return r.sentFlat }), over, over/median(nft.name, overload))
 	}
-	last := func(mode string) string { return results[mode][len(results[mode])-1].spread }
-	fmt.Fprintf(&b, "\nSpread over the two real servers at the throughput rate in the last run: native %s; generic %s; nftables %s. "+
-		"The userspace proxy is TCP only and is not in this UDP table; see the L4 balancer table for it.\n", last("native"), last("generic"), last("nftables"))
+	var spread []string
+	for _, m := range modes {
+		spread = append(spread, m.name+" "+results[m.name][len(results[m.name])-1].spread)
+	}
+	fmt.Fprintf(&b, "\nSpread over the two real servers at the throughput rate in the last run: %s. "+
+		"The userspace proxy is TCP only and is not in this UDP table; see the L4 balancer table for it.\n", strings.Join(spread, "; "))
 	fmt.Print(b.String())
 	return benchdoc.WriteSection(out, "dsr", "Packets per second through the balancer: XDP DSR vs nftables DNAT", b.String())
 }
 
 // round measures one mode.
-func (l *lab) round(mode, bin, dir string, packets uint32) (result, error) {
-	stop, err := l.setup(mode, bin, dir)
+func (l *lab) round(m mode, bin, dir string, packets uint32) (result, error) {
+	stop, err := l.setup(m, bin, dir)
 	if err != nil {
 		return result{}, err
 	}
 	defer stop()
-	return l.measure(packets)
+	return l.measure(m.arm, packets)
+}
+
+// setGRO turns GRO on for an interface (ETHTOOL_SGRO; the ethtool program
+// is not needed for one flag).
+func setGRO(ifname string) error {
+	const ethtoolSGRO = 0x2c
+	val := struct{ cmd, data uint32 }{ethtoolSGRO, 1}
+	var ifr struct {
+		name [unix.IFNAMSIZ]byte
+		data unsafe.Pointer
+		_    [16]byte
+	}
+	copy(ifr.name[:], ifname)
+	ifr.data = unsafe.Pointer(&val)
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&ifr))); errno != 0 {
+		return fmt.Errorf("GRO on %s: %w", ifname, errno)
+	}
+	return nil
 }
 
 // threaded turns on threaded NAPI for an interface of a namespace.
@@ -217,73 +302,101 @@ func inHost(h *netlab.Host, name string, args ...string) (string, error) {
 	return out.String(), nil
 }
 
-// setup makes the balancer do its job in mode and returns how to undo it.
-func (l *lab) setup(mode, bin, dir string) (func(), error) {
-	switch mode {
-	case "native", "generic":
-		cfg := filepath.Join(dir, "vigil.yaml")
-		os.WriteFile(cfg, []byte(fmt.Sprintf(`api: {socket: %q, http: ""}
-vrrp:
-  instances:
-    - {name: vip, interface: eth0, vrid: 81, priority: 150, advert_interval: 100ms, vips: [%s]}
-balancers:
-  - {name: bench, mode: dsr, protocol: udp, interface: eth0, xdp_mode: %s, listen: ["%s:%d"],
-     backends: [{address: "10.81.0.11:%d"}, {address: "10.81.0.12:%d"}]}
-`, filepath.Join(dir, "vigil.sock"), vip, mode, vip, port, port, port)), 0o644)
-		logf, _ := os.Create(filepath.Join(dir, "vigil.log"))
-		cmd := exec.Command(bin, "run", "-c", cfg, "--pid-file", "")
-		cmd.Stdout, cmd.Stderr = logf, logf
-		p, err := l.lb.Start(cmd)
+// passOnSwitchPort attaches xdp_pass to the host's switch port.
+func (l *lab) passOnSwitchPort(h *netlab.Host) (c io.Closer, err error) {
+	err = l.lab.SwitchDo(func() error {
+		ifc, err := net.InterfaceByName(h.SwitchPort())
+		if err == nil {
+			c, err = l.gen.AttachPass(ifc.Index)
+		}
+		return err
+	})
+	return c, err
+}
+
+// setup makes the balancer do its job in mode m and returns how to undo it.
+func (l *lab) setup(m mode, bin, dir string) (func(), error) {
+	vip, lbIf := m.arm.vip, m.arm.lbIf
+	if m.xdpMode == "native" {
+		pass, err := l.passOnSwitchPort(l.lb)
 		if err != nil {
 			return nil, err
 		}
-		stop := func() { p.Signal(os.Interrupt); p.Wait(5 * time.Second); p.Kill(); logf.Close() }
-		// Ready when both backends are resolved and the VIP is up.
-		deadline := time.Now().Add(15 * time.Second)
-		for {
-			out, _ := exec.Command(bin, "status", "--socket", filepath.Join(dir, "vigil.sock"), "-o", "json").Output()
-			ok, _ := l.lb.HasAddr(netip.MustParseAddr(vip))
-			if ok && strings.Count(string(out), `"up": true`) == 2 {
-				return stop, nil
-			}
-			if time.Now().After(deadline) {
-				stop()
-				b, _ := os.ReadFile(filepath.Join(dir, "vigil.log"))
-				return nil, fmt.Errorf("vigil did not get ready:\n%s", b)
-			}
-			time.Sleep(100 * time.Millisecond)
+		stop, err := l.startVigil(m, bin, dir)
+		if err != nil {
+			pass.Close()
+			return nil, err
 		}
-	case "nftables":
-		rules := fmt.Sprintf(`table ip vigil_bench {
+		return func() { stop(); pass.Close() }, nil
+	}
+	if m.xdpMode != "" {
+		return l.startVigil(m, bin, dir)
+	}
+	rules := fmt.Sprintf(`table ip vigil_bench {
 	chain pre {
 		type nat hook prerouting priority -100;
-		ip daddr %s udp dport %d dnat to numgen inc mod 2 map { 0 : 10.81.0.11, 1 : 10.81.0.12 }
+		ip daddr %s udp dport %d dnat to numgen inc mod 2 map { 0 : %s, 1 : %s }
 	}
 }
-`, vip, port)
-		f := filepath.Join(dir, "rules.nft")
-		os.WriteFile(f, []byte(rules), 0o644)
-		for _, c := range [][]string{
-			{"sysctl", "-qw", "net.ipv4.ip_forward=1"},
-			{"sysctl", "-qw", "net.ipv4.conf.all.send_redirects=0"},
-			{"sysctl", "-qw", "net.ipv4.conf.eth0.send_redirects=0"},
-			{"ip", "addr", "add", vip + "/32", "dev", "eth0"},
-			{"nft", "-f", f},
-		} {
-			if b, err := inHost(l.lb, c[0], c[1:]...); err != nil {
-				return nil, fmt.Errorf("%v: %v\n%s", c, err, b)
-			}
+`, vip, port, m.arm.backends[0], m.arm.backends[1])
+	f := filepath.Join(dir, "rules.nft")
+	os.WriteFile(f, []byte(rules), 0o644)
+	for _, c := range [][]string{
+		{"sysctl", "-qw", "net.ipv4.ip_forward=1"},
+		{"sysctl", "-qw", "net.ipv4.conf.all.send_redirects=0"},
+		{"sysctl", "-qw", "net.ipv4.conf.eth0.send_redirects=0"},
+		{"ip", "addr", "add", vip + "/32", "dev", lbIf},
+		{"nft", "-f", f},
+	} {
+		if b, err := inHost(l.lb, c[0], c[1:]...); err != nil {
+			return nil, fmt.Errorf("%v: %v\n%s", c, err, b)
 		}
-		// The client learns the VIP's MAC afresh from the lb.
-		inHost(l.client, "ip", "neigh", "flush", "dev", "eth0")
-		return func() {
-			inHost(l.lb, "nft", "delete", "table", "ip", "vigil_bench")
-			inHost(l.lb, "ip", "addr", "del", vip+"/32", "dev", "eth0")
-			inHost(l.lb, "conntrack", "-F")
-			inHost(l.client, "ip", "neigh", "flush", "dev", "eth0")
-		}, nil
 	}
-	return nil, fmt.Errorf("unknown mode %s", mode)
+	// The client learns the VIP's MAC afresh from the lb.
+	inHost(l.client, "ip", "neigh", "flush", "dev", m.arm.clientIf)
+	return func() {
+		inHost(l.lb, "nft", "delete", "table", "ip", "vigil_bench")
+		inHost(l.lb, "ip", "addr", "del", vip+"/32", "dev", lbIf)
+		inHost(l.lb, "conntrack", "-F")
+		inHost(l.client, "ip", "neigh", "flush", "dev", m.arm.clientIf)
+	}, nil
+}
+
+// startVigil starts vigil as the balancer in mode m and returns how to stop it.
+func (l *lab) startVigil(m mode, bin, dir string) (func(), error) {
+	vip, lbIf := m.arm.vip, m.arm.lbIf
+	cfg := filepath.Join(dir, "vigil.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`api: {socket: %q, http: ""}
+vrrp:
+  instances:
+    - {name: vip, interface: %s, vrid: 81, priority: 150, advert_interval: 100ms, vips: [%s]}
+balancers:
+  - {name: bench, mode: dsr, protocol: udp, interface: %s, xdp_mode: %s, listen: ["%s:%d"],
+     backends: [{address: "%s:%d"}, {address: "%s:%d"}]}
+`, filepath.Join(dir, "vigil.sock"), lbIf, vip, lbIf, m.xdpMode, vip, port, m.arm.backends[0], port, m.arm.backends[1], port)), 0o644)
+	logf, _ := os.Create(filepath.Join(dir, "vigil.log"))
+	cmd := exec.Command(bin, "run", "-c", cfg, "--pid-file", "")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	p, err := l.lb.Start(cmd)
+	if err != nil {
+		return nil, err
+	}
+	stop := func() { p.Signal(os.Interrupt); p.Wait(5 * time.Second); p.Kill(); logf.Close() }
+	// Ready when both backends are resolved and the VIP is up.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		out, _ := exec.Command(bin, "status", "--socket", filepath.Join(dir, "vigil.sock"), "-o", "json").Output()
+		ok, _ := l.lb.HasAddrOn(lbIf, netip.MustParseAddr(vip))
+		if ok && strings.Count(string(out), `"up": true`) == 2 {
+			return stop, nil
+		}
+		if time.Now().After(deadline) {
+			stop()
+			b, _ := os.ReadFile(filepath.Join(dir, "vigil.log"))
+			return nil, fmt.Errorf("vigil did not get ready:\n%s", b)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // result is one mode's run.
@@ -303,8 +416,8 @@ const maxLoss = 0.005
 // doubling until a rate is carried, then a bisection between that k and
 // the last one not carried. Then it measures what gets through when the
 // generator sends every frame, flat out.
-func (l *lab) measure(packets uint32) (r result, err error) {
-	g, err := l.generator()
+func (l *lab) measure(a arm, packets uint32) (r result, err error) {
+	g, err := l.generator(a)
 	if err != nil {
 		return r, err
 	}
@@ -354,13 +467,13 @@ type generator struct {
 	lastRate float64 // packets/s the last trial sent at
 }
 
-func (l *lab) generator() (*generator, error) {
+func (l *lab) generator(a arm) (*generator, error) {
 	g := &generator{l: l}
 	// A packet from a socket first, so the client resolves the VIP's MAC
 	// (and the balancer its backends').
 	var mac net.HardwareAddr
 	err := l.client.Do(func() error {
-		c, err := net.Dial("udp4", net.JoinHostPort(vip, strconv.Itoa(port)))
+		c, err := net.Dial("udp4", net.JoinHostPort(a.vip, strconv.Itoa(port)))
 		if err != nil {
 			return err
 		}
@@ -369,7 +482,7 @@ func (l *lab) generator() (*generator, error) {
 			c.Write(make([]byte, 22))
 			time.Sleep(100 * time.Millisecond)
 		}
-		ifc, err := net.InterfaceByName("eth0")
+		ifc, err := net.InterfaceByName(a.clientIf)
 		if err != nil {
 			return err
 		}
@@ -379,14 +492,18 @@ func (l *lab) generator() (*generator, error) {
 	if err != nil {
 		return nil, err
 	}
-	vipMAC, err := l.client.Neighbor(netip.MustParseAddr(vip))
+	vipMAC, err := l.client.Neighbor(netip.MustParseAddr(a.vip))
 	if err != nil {
 		return nil, fmt.Errorf("the client did not resolve the VIP: %w", err)
 	}
-	g.frame = udpFrame(mac, vipMAC)
-	// Everything behind the generator runs in the client port's NAPI
-	// thread, on the other core.
-	if err := pinNAPI("napi/"+l.client.SwitchPort()+"-", 1); err != nil {
+	g.frame = udpFrame(mac, vipMAC, a.clientIP, a.vip)
+	// Everything behind the generator runs in the NAPI thread of the
+	// interface the frames arrive on, on the other core.
+	napi := "napi/" + l.client.SwitchPort() + "-"
+	if a.lbIf != a.clientIf {
+		napi = "napi/" + a.lbIf + "-"
+	}
+	if err := pinNAPI(napi, 1); err != nil {
 		return nil, err
 	}
 	return g, nil
@@ -454,7 +571,7 @@ func pinNAPI(prefix string, core int) error {
 	return fmt.Errorf("no thread named %s*: threaded NAPI is off", prefix)
 }
 
-// received reads each real server's eth0 receive counter.
+// received reads each real server's receive counters (eth0 and b0).
 func (l *lab) received() ([]uint64, error) {
 	var out []uint64
 	for _, h := range l.rs {
@@ -462,19 +579,24 @@ func (l *lab) received() ([]uint64, error) {
 		if err != nil {
 			return nil, err
 		}
-		lk, err := hh.LinkByName("eth0")
-		hh.Close()
-		if err != nil {
-			return nil, err
+		var n uint64
+		for _, ifname := range []string{"eth0", "b0"} {
+			lk, err := hh.LinkByName(ifname)
+			if err != nil {
+				hh.Close()
+				return nil, err
+			}
+			n += lk.Attrs().Statistics.RxPackets
 		}
-		out = append(out, lk.Attrs().Statistics.RxPackets)
+		hh.Close()
+		out = append(out, n)
 	}
 	return out, nil
 }
 
 // udpFrame is a 64-byte Ethernet frame from the client to the VIP's port,
 // UDP source port 30000 (xdp_gen steps it), no UDP checksum.
-func udpFrame(src, dst net.HardwareAddr) []byte {
+func udpFrame(src, dst net.HardwareAddr, srcIP, vip string) []byte {
 	f := make([]byte, 64)
 	copy(f[0:6], dst)
 	copy(f[6:12], src)
@@ -482,7 +604,7 @@ func udpFrame(src, dst net.HardwareAddr) []byte {
 	ip := f[14:34]
 	ip[0], ip[8], ip[9] = 0x45, 64, 17
 	binary.BigEndian.PutUint16(ip[2:], uint16(len(f)-14))
-	copy(ip[12:16], net.ParseIP("10.81.0.100").To4())
+	copy(ip[12:16], net.ParseIP(srcIP).To4())
 	copy(ip[16:20], net.ParseIP(vip).To4())
 	var sum uint32
 	for i := 0; i < 20; i += 2 {
