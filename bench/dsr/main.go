@@ -304,13 +304,7 @@ func inHost(h *netlab.Host, name string, args ...string) (string, error) {
 
 // passOnSwitchPort attaches xdp_pass to the host's switch port.
 func (l *lab) passOnSwitchPort(h *netlab.Host) (c io.Closer, err error) {
-	err = l.lab.SwitchDo(func() error {
-		ifc, err := net.InterfaceByName(h.SwitchPort())
-		if err == nil {
-			c, err = l.gen.AttachPass(ifc.Index)
-		}
-		return err
-	})
+	err = l.lab.SwitchDo(func() (err error) { c, err = l.gen.AttachPass(h.SwitchPort()); return err })
 	return c, err
 }
 

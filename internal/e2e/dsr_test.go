@@ -521,17 +521,7 @@ func TestDSRNativeModeWhereTheDriverHasNone(t *testing.T) {
 	}
 	dir := t.TempDir()
 	cfg, sock := filepath.Join(dir, "vigil.yaml"), filepath.Join(dir, "vigil.sock")
-	write := func(mode string) {
-		os.WriteFile(cfg, []byte(fmt.Sprintf(`api: {socket: %q, http: ""}
-balancers:
-  - name: web
-    mode: dsr
-    interface: br9
-    xdp_mode: %s
-    listen: ["10.76.0.10:80"]
-    backends: [{address: "10.76.0.5:80"}]
-`, sock, mode)), 0o644)
-	}
+	write := func(mode string) { writeDSRModeConfig(cfg, sock, "br9", "10.76.0", mode) }
 	write("native")
 	out, code := execIn(t, h, 20*time.Second, vigilBin, "run", "-c", cfg, "--pid-file", "")
 	if code == 0 || !strings.Contains(out, "balancers[0].interface (web, line 5): interface br9: xdp: attach in native mode") ||
@@ -543,13 +533,33 @@ balancers:
 	p := startVigil(t, h, cfg, "", logPath)
 	logOnFailure(t, "vigil log", logPath)
 	defer p.Kill()
+	waitXDPMode(t, sock, "generic")
+}
+
+// writeDSRModeConfig writes a config with one dsr balancer on ifname in
+// xdp_mode mode: VIP net.10, one backend net.5.
+func writeDSRModeConfig(cfg, sock, ifname, net, mode string) {
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`api: {socket: %q, http: ""}
+balancers:
+  - name: web
+    mode: dsr
+    interface: %s
+    xdp_mode: %s
+    listen: ["%s.10:80"]
+    backends: [{address: "%s.5:80"}]
+`, sock, ifname, mode, net, net)), 0o644)
+}
+
+// waitXDPMode waits for status to show the one balancer running in mode want.
+func waitXDPMode(t *testing.T, sock, want string) {
+	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		snap, err := api.Fetch(context.Background(), sock)
-		if err == nil && len(snap.Balancers) == 1 && snap.Balancers[0].XDPMode == "generic" {
-			break
+		if err == nil && len(snap.Balancers) == 1 && snap.Balancers[0].XDPMode == want {
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("xdp_mode auto on a bridge: status %+v, %v", snap.Balancers, err)
+			t.Fatalf("status %+v, %v: want the balancer in XDP mode %s", snap.Balancers, err, want)
 		}
 	}
 }
@@ -568,17 +578,7 @@ func TestDSRNativeModeOnAVethWhosePeerRunsNoXDP(t *testing.T) {
 	}
 	dir := t.TempDir()
 	cfg, sock := filepath.Join(dir, "vigil.yaml"), filepath.Join(dir, "vigil.sock")
-	write := func(mode string) {
-		os.WriteFile(cfg, []byte(fmt.Sprintf(`api: {socket: %q, http: ""}
-balancers:
-  - name: web
-    mode: dsr
-    interface: eth0
-    xdp_mode: %s
-    listen: ["10.79.0.10:80"]
-    backends: [{address: "10.79.0.5:80"}]
-`, sock, mode)), 0o644)
-	}
+	write := func(mode string) { writeDSRModeConfig(cfg, sock, "eth0", "10.79.0", mode) }
 	write("native")
 	out, code := execIn(t, h, 20*time.Second, vigilBin, "run", "-c", cfg, "--pid-file", "")
 	if code == 0 || !strings.Contains(out, "balancers[0].interface (web, line 5): interface eth0: xdp: native mode would drop frames: "+
@@ -588,17 +588,9 @@ balancers:
 	modeInUse := func(logPath, want string) {
 		t.Helper()
 		p := startVigil(t, h, cfg, "", logPath)
+		logOnFailure(t, "vigil log", logPath)
 		defer func() { p.Signal(os.Interrupt); p.Wait(5 * time.Second) }()
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-			snap, err := api.Fetch(context.Background(), sock)
-			if err == nil && len(snap.Balancers) == 1 && snap.Balancers[0].XDPMode == want {
-				return
-			}
-			if time.Now().After(deadline) {
-				b, _ := os.ReadFile(logPath)
-				t.Fatalf("xdp_mode auto: status %+v, %v, want mode %s; log:\n%s", snap.Balancers, err, want, b)
-			}
-		}
+		waitXDPMode(t, sock, want)
 	}
 	write("auto")
 	logPath := filepath.Join(dir, "vigil.log")
@@ -611,20 +603,11 @@ balancers:
 		t.Fatal(err)
 	}
 	defer dp.Close()
-	err = lab.SwitchDo(func() error {
-		ifc, err := net.InterfaceByName(h.SwitchPort())
-		if err != nil {
-			return err
-		}
-		pass, err := dp.AttachPass(ifc.Index)
-		if err == nil {
-			t.Cleanup(func() { pass.Close() })
-		}
-		return err
-	})
-	if err != nil {
+	var pass io.Closer
+	if err := lab.SwitchDo(func() (err error) { pass, err = dp.AttachPass(h.SwitchPort()); return err }); err != nil {
 		t.Fatal(err)
 	}
+	defer pass.Close()
 	modeInUse(filepath.Join(dir, "vigil2.log"), "native")
 }
 

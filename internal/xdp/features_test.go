@@ -3,6 +3,7 @@ package xdp
 import (
 	"encoding/binary"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"strings"
@@ -128,20 +129,11 @@ func TestDeviceFeaturesOfAVeth(t *testing.T) {
 	if f := eth0(); f&FeatureBasic == 0 || f&FeatureNdoXmit != 0 {
 		t.Fatalf("veth, peer without a program: features %b, want basic and no ndo_xmit", f)
 	}
-	err = lab.SwitchDo(func() error {
-		ifc, err := net.InterfaceByName(h.SwitchPort())
-		if err != nil {
-			return err
-		}
-		pass, err := d.AttachPass(ifc.Index)
-		if err == nil {
-			t.Cleanup(func() { pass.Close() })
-		}
-		return err
-	})
-	if err != nil {
+	var pass io.Closer
+	if err := lab.SwitchDo(func() (err error) { pass, err = d.AttachPass(h.SwitchPort()); return err }); err != nil {
 		t.Fatal(err)
 	}
+	defer pass.Close()
 	if f := eth0(); f&FeatureNdoXmit == 0 {
 		t.Fatalf("veth, peer with a program: features %b, want ndo_xmit", f)
 	}

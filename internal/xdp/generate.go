@@ -3,6 +3,7 @@ package xdp
 import (
 	"fmt"
 	"io"
+	"net"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -69,14 +70,18 @@ const (
 	genOneIn
 )
 
-// AttachPass attaches xdp_pass to an interface (of the calling thread's
+// AttachPass attaches xdp_pass to interface ifname (of the calling thread's
 // namespace) in native mode until the returned closer is closed: on veth a
 // frame sent with XDP_TX reaches the peer only when the peer has an XDP
 // program, and a program turns on the NAPI receive path.
-func (d *Dataplane) AttachPass(ifindex int) (io.Closer, error) {
-	l, err := link.AttachXDP(link.XDPOptions{Program: d.objs.XdpPass, Interface: ifindex, Flags: link.XDPDriverMode})
+func (d *Dataplane) AttachPass(ifname string) (io.Closer, error) {
+	ifc, err := net.InterfaceByName(ifname)
 	if err != nil {
-		return nil, fmt.Errorf("xdp: attach xdp_pass to interface %d: %w", ifindex, err)
+		return nil, fmt.Errorf("xdp: attach xdp_pass to %s: %w", ifname, err)
+	}
+	l, err := link.AttachXDP(link.XDPOptions{Program: d.objs.XdpPass, Interface: ifc.Index, Flags: link.XDPDriverMode})
+	if err != nil {
+		return nil, fmt.Errorf("xdp: attach xdp_pass to %s: %w", ifname, err)
 	}
 	return l, nil
 }
