@@ -200,13 +200,18 @@ func (bl *balancerLab) logSince(off int) ([]string, int) {
 
 func waitLog(t *testing.T, bl *balancerLab, off int, want string, d time.Duration) time.Duration {
 	t.Helper()
+	return waitLogFile(t, bl.log, off, want, d)
+}
+
+// waitLogFile waits up to d for a line with want in the log at path, past
+// its first off bytes, and returns how long that took.
+func waitLogFile(t *testing.T, path string, off int, want string, d time.Duration) time.Duration {
+	t.Helper()
 	t0 := time.Now()
 	for time.Since(t0) < d {
-		lines, _ := bl.logSince(off)
-		for _, l := range lines {
-			if strings.Contains(l, want) {
-				return time.Since(t0)
-			}
+		b, _ := os.ReadFile(path)
+		if off <= len(b) && strings.Contains(string(b[off:]), want) {
+			return time.Since(t0)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -273,6 +273,7 @@ func askVIP(client *netlab.Host, src, addr string, port int) (string, error) {
 			return err
 		}
 		defer c.Close()
+		c.(*net.TCPConn).CloseWrite() // nothing to say: the server may end at once
 		c.SetDeadline(time.Now().Add(2 * time.Second))
 		b, err := io.ReadAll(c)
 		line = strings.TrimSpace(string(b))
@@ -562,6 +563,125 @@ func waitXDPMode(t *testing.T, sock, want string) {
 			t.Fatalf("status %+v, %v: want the balancer in XDP mode %s", snap.Balancers, err, want)
 		}
 	}
+}
+
+// greetThenEcho greets (name, client address) and, when the client sends
+// a line within 300 ms, echoes every line with the name for up to 30 s: a
+// one-shot question (askVIP, which half-closes) gets its answer and the
+// end, a stream stays open.
+func greetThenEcho(c net.Conn, name string) {
+	greet(c, name)
+	r := bufio.NewReader(c)
+	c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		fmt.Fprintf(c, "%s %s", name, line)
+	}
+}
+
+// A reload changes a dsr balancer's backends as ipvsadm -a and -d would:
+// rs2 out, rs3 in. New flows spread over rs1 and rs3; a flow tracked on rs2
+// goes on (its connection finishes on the removed real server); a reload
+// naming a backend off every subnet is refused and changes nothing.
+func TestDSRReloadChangesBackends(t *testing.T) {
+	l := newDSRLab(t, 1, greetThenEcho)
+	lb, client := l.lbs[0], l.client
+	h, err := l.lab.AddHost("rs3", mustPrefix("10.80.0.13/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	startRealServer(t, h, dsrVIP, greetThenEcho)
+	ask := func(port int) (string, error) { return askVIP(client, "10.80.0.100", dsrVIP+":80", port) }
+	want := func(port int) string { return "10.80.0.100:" + strconv.Itoa(port) }
+	waitVIP(t, ask)
+	waitBackendsUp(t, lb.socket(), 2)
+	if got := spreadOverRealServers(t, ask, 16, 24000, want); got["rs1"] < 2 || got["rs2"] < 2 {
+		t.Fatalf("16 flows spread %v over rs1 and rs2", got)
+	}
+
+	// A stream on rs2, answered line by line.
+	var stream net.Conn
+	var lines *bufio.Reader
+	for port := 25000; stream == nil; port++ {
+		if port == 25040 {
+			t.Fatal("no flow of 40 went to rs2")
+		}
+		client.Do(func() error {
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("10.80.0.100"), Port: port}, Timeout: time.Second}
+			c, err := d.Dial("tcp", dsrVIP+":80")
+			if err != nil {
+				return err
+			}
+			r := bufio.NewReader(c)
+			c.SetDeadline(time.Now().Add(2 * time.Second))
+			if first, _ := r.ReadString('\n'); strings.HasPrefix(first, "rs2 ") {
+				stream, lines = c, r
+			} else {
+				c.Close()
+			}
+			return nil
+		})
+	}
+	defer stream.Close()
+	say := func(i int) {
+		t.Helper()
+		stream.SetDeadline(time.Now().Add(2 * time.Second))
+		fmt.Fprintf(stream, "line %d\n", i)
+		if got, err := lines.ReadString('\n'); err != nil || got != fmt.Sprintf("rs2 line %d\n", i) {
+			t.Fatalf("stream on rs2, line %d: %q, %v", i, got, err)
+		}
+	}
+	say(0)
+
+	cfgPath := filepath.Join(lb.dir, "vigil.yaml")
+	logPath := filepath.Join(lb.dir, "vigil.log")
+	cfg, _ := os.ReadFile(cfgPath)
+	reload := func(from, to, wantLog string) {
+		t.Helper()
+		os.WriteFile(cfgPath, []byte(strings.Replace(string(cfg), from, to, 1)), 0o644)
+		off := 0
+		if b, err := os.ReadFile(logPath); err == nil {
+			off = len(b)
+		}
+		if err := lb.proc.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		waitLogFile(t, logPath, off, wantLog, 5*time.Second)
+	}
+	reload(`"10.80.0.12:80"`, `"10.80.0.13:80"`, "config reloaded")
+	say(1)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		var addrs []string
+		for _, b := range statusAt(t, lb.socket()).Balancers {
+			for _, be := range b.Backends {
+				if be.Up {
+					addrs = append(addrs, be.Address)
+				}
+			}
+		}
+		if slices.Equal(addrs, []string{"10.80.0.11:80", "10.80.0.13:80"}) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the reload the backends up are %v, want rs1 and rs3", addrs)
+		}
+	}
+	got := spreadOverRealServers(t, ask, 16, 26000, want)
+	if got["rs2"] > 0 || got["rs1"] < 2 || got["rs3"] < 2 {
+		t.Fatalf("16 new flows after the reload went %v: want rs1 and rs3 only", got)
+	}
+	say(2)
+
+	reload(`"10.80.0.12:80"`, `"10.99.0.5:80"`, "backend 10.99.0.5:80 is not on a subnet of eth0")
+	if got := spreadOverRealServers(t, ask, 8, 27000, want); got["rs2"] > 0 || got["rs1"]+got["rs3"] != 8 {
+		t.Fatalf("after a refused reload: %v", got)
+	}
+	say(3)
+	t.Logf("new flows after the reload %v; the stream on rs2 answered all 4 lines", got)
 }
 
 // A veth hands frames sent back out (XDP_TX) by a native program to its

@@ -26,9 +26,11 @@ type dsrPlane struct {
 	log   *slog.Logger
 	modes map[string]string // interface -> XDP mode in use
 
-	mu     sync.Mutex // guards bals and closed; the maps are used under it
-	bals   []*dsrBalancer
-	closed bool
+	mu      sync.Mutex // guards what follows; the maps are used under it
+	bals    []*dsrBalancer
+	closed  bool
+	slots   *backendSlots
+	resolve chan struct{} // a reload added backends: resolve their MACs now
 }
 
 type dsrBalancer struct {
@@ -76,8 +78,9 @@ func newDSR(cfg *config.Config, log *slog.Logger) (*dsrPlane, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &dsrPlane{dp: dp, log: log, modes: map[string]string{}}
-	var svcID, beIdx uint32
+	p := &dsrPlane{dp: dp, log: log, modes: map[string]string{}, resolve: make(chan struct{}, 1)}
+	var svcID uint32
+	p.slots = &backendSlots{}
 	for _, bc := range bals {
 		if _, ok := p.modes[bc.Interface]; !ok {
 			key := fmt.Sprintf("balancers[%d].interface", at[bc.Name])
@@ -118,8 +121,12 @@ func newDSR(cfg *config.Config, log *slog.Logger) (*dsrPlane, error) {
 		}
 		for _, be := range bc.Backends {
 			addr := netip.MustParseAddrPort(be.Address)
-			b.backends = append(b.backends, &dsrBackend{addr: addr, idx: beIdx, weight: *be.Weight, up: true, link: links[bc.Name][addr.Addr()]})
-			beIdx++
+			idx, ok := p.slots.take()
+			if !ok {
+				dp.Close()
+				return nil, fmt.Errorf("balancers[%d] (%s): more than %d dsr backends", at[bc.Name], bc.Name, xdp.MaxBackends)
+			}
+			b.backends = append(b.backends, &dsrBackend{addr: addr, idx: idx, weight: *be.Weight, up: true, link: links[bc.Name][addr.Addr()]})
 		}
 		p.bals = append(p.bals, b)
 		if err := p.write(b); err != nil {
@@ -222,22 +229,24 @@ func (p *dsrPlane) write(b *dsrBalancer) error {
 	return nil
 }
 
-// run resolves backend MACs until ctx ends: unresolved ones every second,
-// all of them every 30 s (a replaced NIC changes its MAC).
+// run resolves backend MACs until ctx ends: unresolved ones every second
+// and at once when a reload adds some, all of them every 30 s (a replaced
+// NIC changes its MAC).
 func (p *dsrPlane) run(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for n := 0; ; n++ {
-		p.resolve(ctx, n%30 == 0)
+		p.resolveMACs(ctx, n%30 == 0)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-p.resolve:
 		}
 	}
 }
 
-func (p *dsrPlane) resolve(ctx context.Context, all bool) {
+func (p *dsrPlane) resolveMACs(ctx context.Context, all bool) {
 	// Probing takes time (ARP waits): ask without the lock, so status and
 	// health changes never wait on it, then apply what was found.
 	type query struct {
@@ -331,22 +340,20 @@ func (p *dsrPlane) setHealth(name string, addr netip.AddrPort, up bool) bool {
 	if p.closed {
 		return false
 	}
-	for _, b := range p.bals {
-		if b.cfg.Name != name {
-			continue
-		}
-		for _, be := range b.backends {
-			if be.addr == addr && be.up != up {
-				be.up = up
-				p.log.Info("backend state change", "balancer", name, "backend", addr.String(), "up", up)
-				if err := p.write(b); err != nil {
-					p.log.Warn("dsr table", "err", err)
-				}
+	b := p.balancer(name)
+	if b == nil {
+		return false
+	}
+	for _, be := range b.backends {
+		if be.addr == addr && be.up != up {
+			be.up = up
+			p.log.Info("backend state change", "balancer", name, "backend", addr.String(), "up", up)
+			if err := p.write(b); err != nil {
+				p.log.Warn("dsr table", "err", err)
 			}
 		}
-		return true
 	}
-	return false
+	return true
 }
 
 // healthy reports whether the named dsr balancer has a backend in its
@@ -354,17 +361,16 @@ func (p *dsrPlane) setHealth(name string, addr netip.AddrPort, up bool) bool {
 func (p *dsrPlane) healthy(name string) (up, ok bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, b := range p.bals {
-		if b.cfg.Name == name {
-			for _, be := range b.backends {
-				if be.up && be.mac != nil && be.weight > 0 {
-					return true, true
-				}
-			}
-			return false, true
+	b := p.balancer(name)
+	if b == nil {
+		return false, false
+	}
+	for _, be := range b.backends {
+		if be.up && be.mac != nil && be.weight > 0 {
+			return true, true
 		}
 	}
-	return false, false
+	return false, true
 }
 
 // status reports the dsr balancers and the program's verdict counters.

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -66,5 +67,29 @@ func TestSendsOnCollectsEveryBalancerOnTheInterface(t *testing.T) {
 	}
 	if e := sendsOn(bals[1:2], links, "eth0"); e.tx || len(e.redirects) != 2 {
 		t.Fatalf("balancer b alone: %+v", e)
+	}
+}
+
+func TestBackendSlotsHandOutNeverUsedOnesFirst(t *testing.T) {
+	s := &backendSlots{next: xdp.MaxBackends - 2}
+	s.give(7)
+	c := s.clone()
+	var got []uint32
+	for {
+		idx, ok := c.take()
+		if !ok {
+			break
+		}
+		got = append(got, idx)
+		if idx == 7 {
+			c.give(9)
+		}
+	}
+	want := []uint32{xdp.MaxBackends - 2, xdp.MaxBackends - 1, 7, 9}
+	if !slices.Equal(got, want) {
+		t.Fatalf("taken %v, want %v", got, want)
+	}
+	if s.next != xdp.MaxBackends-2 || len(s.free) != 1 {
+		t.Fatalf("the clone changed the original: %+v", s)
 	}
 }

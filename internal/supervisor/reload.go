@@ -19,7 +19,7 @@ type reloadRequest struct {
 var ErrNotRunning = errors.New("supervisor is not running")
 
 // Reload applies cfg to the running daemon: balancers, their backends and
-// listeners, and checks. Listeners that stay are never closed and
+// listeners, and checks (dsr balancers: only their backends). Listeners that stay are never closed and
 // established connections go on. Any error leaves the running config as it
 // was. VRRP settings cannot change without a restart; a config that changes
 // them is refused.
@@ -40,8 +40,15 @@ func (s *Supervisor) reload(ctx context.Context, cfg *config.Config) error {
 	if !reflect.DeepEqual(cfg.BGP, s.cfg.BGP) {
 		return errors.New("reload: the bgp section changed; it needs a restart (nothing applied)")
 	}
-	if !reflect.DeepEqual(dsrBalancers(cfg), dsrBalancers(s.cfg)) {
-		return errors.New("reload: dsr balancers changed; they need a restart (nothing applied)")
+	var applyDSR func()
+	switch {
+	case s.dsr != nil:
+		var err error
+		if applyDSR, err = s.dsr.planBackends(cfg); err != nil {
+			return fmt.Errorf("reload: %w (nothing applied)", err)
+		}
+	case !reflect.DeepEqual(dsrBalancers(cfg), dsrBalancers(s.cfg)):
+		return fmt.Errorf("reload: %w (nothing applied)", errDSRNotRunning)
 	}
 	specs, err := checkSpecs(cfg)
 	if err != nil {
@@ -85,6 +92,9 @@ func (s *Supervisor) reload(ctx context.Context, cfg *config.Config) error {
 	for _, c := range changes {
 		c.Commit()
 	}
+	if applyDSR != nil {
+		applyDSR()
+	}
 	var kept []*proxy.Balancer
 	for _, b := range s.balancers {
 		if keep[b.Name()] {
@@ -120,6 +130,8 @@ func (s *Supervisor) setBackendHealth(checks []string, up bool) {
 		if bn, addr, ok := parseBalancerCheckName(name); ok {
 			if b := s.balancer(bn); b != nil {
 				b.SetHealth(addr, up)
+			} else if s.dsr != nil {
+				s.dsr.setHealth(bn, addr, up)
 			}
 		}
 	}
