@@ -1,7 +1,6 @@
 package supervisor
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"reflect"
@@ -159,5 +158,3 @@ func (s *backendSlots) give(idx uint32) { s.free = append(s.free, idx) }
 func (s *backendSlots) clone() *backendSlots {
 	return &backendSlots{next: s.next, free: append([]uint32(nil), s.free...)}
 }
-
-var errDSRNotRunning = errors.New("dsr balancers changed; they are not running (see status), and need a restart")

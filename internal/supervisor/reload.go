@@ -18,11 +18,15 @@ type reloadRequest struct {
 // ErrNotRunning is returned by Reload when Run is not running.
 var ErrNotRunning = errors.New("supervisor is not running")
 
+// errDSRNotRunning refuses a reload that changes dsr balancers which could
+// not start: there is nothing to change them in.
+var errDSRNotRunning = errors.New("dsr balancers changed; they are not running (see status), and need a restart")
+
 // Reload applies cfg to the running daemon: balancers, their backends and
-// listeners, and checks (dsr balancers: only their backends). Listeners that stay are never closed and
-// established connections go on. Any error leaves the running config as it
-// was. VRRP settings cannot change without a restart; a config that changes
-// them is refused.
+// listeners, and checks (of dsr balancers only the backends). Listeners
+// that stay are never closed and established connections go on. Any error
+// leaves the running config as it was. VRRP settings cannot change without
+// a restart; a config that changes them is refused.
 func (s *Supervisor) Reload(ctx context.Context, cfg *config.Config) error {
 	req := reloadRequest{cfg: cfg, result: make(chan error, 1)}
 	select {

@@ -94,6 +94,7 @@ const (
 	dsrMapSvcCounters = "svc_counters"
 	dsrMapTables      = "tables"
 	dsrMapVerdicts    = "verdicts"
+	dsrProgXdpDrop    = "xdp_drop"
 	dsrProgXdpDsr     = "xdp_dsr"
 	dsrProgXdpGen     = "xdp_gen"
 	dsrProgXdpPass    = "xdp_pass"
@@ -142,6 +143,7 @@ type dsrSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type dsrProgramSpecs struct {
+	XdpDrop *ebpf.ProgramSpec `ebpf:"xdp_drop"`
 	XdpDsr  *ebpf.ProgramSpec `ebpf:"xdp_dsr"`
 	XdpGen  *ebpf.ProgramSpec `ebpf:"xdp_gen"`
 	XdpPass *ebpf.ProgramSpec `ebpf:"xdp_pass"`
@@ -230,6 +232,7 @@ type dsrVariables struct {
 //
 // It can be passed to loadDsrObjects or ebpf.CollectionSpec.LoadAndAssign.
 type dsrPrograms struct {
+	XdpDrop *ebpf.Program `ebpf:"xdp_drop"`
 	XdpDsr  *ebpf.Program `ebpf:"xdp_dsr"`
 	XdpGen  *ebpf.Program `ebpf:"xdp_gen"`
 	XdpPass *ebpf.Program `ebpf:"xdp_pass"`
@@ -238,6 +241,7 @@ type dsrPrograms struct {
 
 func (p *dsrPrograms) Close() error {
 	return _DsrClose(
+		p.XdpDrop,
 		p.XdpDsr,
 		p.XdpGen,
 		p.XdpPass,

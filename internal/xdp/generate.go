@@ -75,13 +75,24 @@ const (
 // frame sent with XDP_TX reaches the peer only when the peer has an XDP
 // program, and a program turns on the NAPI receive path.
 func (d *Dataplane) AttachPass(ifname string) (io.Closer, error) {
+	return attachNative(d.objs.XdpPass, "xdp_pass", ifname)
+}
+
+// AttachDrop attaches xdp_drop to interface ifname like AttachPass: a lab
+// receiver that takes frames and drops them at once (its receive counter
+// still counts them).
+func (d *Dataplane) AttachDrop(ifname string) (io.Closer, error) {
+	return attachNative(d.objs.XdpDrop, "xdp_drop", ifname)
+}
+
+func attachNative(prog *ebpf.Program, name, ifname string) (io.Closer, error) {
 	ifc, err := net.InterfaceByName(ifname)
 	if err != nil {
-		return nil, fmt.Errorf("xdp: attach xdp_pass to %s: %w", ifname, err)
+		return nil, fmt.Errorf("xdp: attach %s to %s: %w", name, ifname, err)
 	}
-	l, err := link.AttachXDP(link.XDPOptions{Program: d.objs.XdpPass, Interface: ifc.Index, Flags: link.XDPDriverMode})
+	l, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifc.Index, Flags: link.XDPDriverMode})
 	if err != nil {
-		return nil, fmt.Errorf("xdp: attach xdp_pass to %s: %w", ifname, err)
+		return nil, fmt.Errorf("xdp: attach %s to %s: %w", name, ifname, err)
 	}
 	return l, nil
 }

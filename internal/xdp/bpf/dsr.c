@@ -331,6 +331,14 @@ int xdp_pass(struct xdp_md *ctx)
 	return XDP_PASS;
 }
 
+// xdp_drop drops everything: the lab's cheapest receiver, a real server
+// that costs the benchmark's core next to nothing.
+SEC("xdp")
+int xdp_drop(struct xdp_md *ctx)
+{
+	return XDP_DROP;
+}
+
 // xdp_swap only swaps the MACs and sends the frame back: the baseline the
 // benchmark compares xdp_dsr with.
 SEC("xdp")
