@@ -91,13 +91,17 @@ func newDSR(cfg *config.Config, log *slog.Logger) (*dsrPlane, error) {
 			}
 			want := bc.XDPMode
 			if want != "generic" {
-				if why := nativeDropsFrames(describeLink(bc.Interface), sendsOn(bals, links, bc.Interface), describeLink); why != "" {
+				own, e := describeLink(bc.Interface), sendsOn(bals, links, bc.Interface)
+				if why := nativeDropsFrames(own, e, describeLink); why != "" {
 					if want == "native" {
 						dp.Close()
 						return nil, fmt.Errorf("%s (%s, line %d): interface %s: xdp: native mode would drop frames: %s (xdp_mode auto or generic runs the program in generic mode)",
 							key, bc.Name, cfg.Line(key), bc.Interface, why)
 					}
 					log.Info("xdp: generic mode, native would drop frames", "interface", bc.Interface, "why", why)
+					want = "generic"
+				} else if why := autoAvoidsNative(own, e, describeLink); want == "auto" && why != "" {
+					log.Info("xdp: generic mode (xdp_mode native to insist)", "interface", bc.Interface, "why", why)
 					want = "generic"
 				}
 			}

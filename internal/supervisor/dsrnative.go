@@ -41,6 +41,16 @@ type egress struct {
 	redirects map[string]string // interface -> a backend reached through it, for the message
 }
 
+// targets names the interfaces frames are redirected to, in order.
+func (e egress) targets() []string {
+	names := make([]string, 0, len(e.redirects))
+	for n := range e.redirects {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
 // sendsOn collects the egress of the program on interface ifname from every
 // dsr balancer attached there.
 func sendsOn(bals []config.Balancer, links map[string]map[netip.Addr]backendLink, ifname string) egress {
@@ -72,13 +82,8 @@ func nativeDropsFrames(own linkXDP, e egress, describe func(name string) linkXDP
 	if e.tx && own.veth && own.known && own.features&xdp.FeatureNdoXmit == 0 {
 		return fmt.Sprintf("%s is a veth whose peer runs no XDP program, and a veth hands frames sent back out (XDP_TX) only to a peer that runs one", own.name)
 	}
-	names := make([]string, 0, len(e.redirects))
-	for n := range e.redirects {
-		names = append(names, n)
-	}
-	sort.Strings(names)
 	var whys []string
-	for _, n := range names {
+	for _, n := range e.targets() {
 		t := describe(n)
 		if t.known && t.features&xdp.FeatureNdoXmit == 0 {
 			what := "its driver takes no redirected XDP frames"
@@ -89,4 +94,23 @@ func nativeDropsFrames(own linkXDP, e egress, describe func(name string) linkXDP
 		}
 	}
 	return strings.Join(whys, "; ")
+}
+
+// autoAvoidsNative says why xdp_mode auto runs generic although native
+// would pass nativeDropsFrames, or "". A veth hands XDP frames to its peer,
+// and may lose them even when the kernel says the peer takes them: a peer
+// with GRO on and no program of its own reports so, and of 100 frames sent
+// back out (XDP_TX) into one, 2 came through. Only a program on the peer
+// makes sure, and the peer, in another namespace, cannot be seen from
+// here. On veth generic mode costs little (it copies as native does).
+func autoAvoidsNative(own linkXDP, e egress, describe func(name string) linkXDP) string {
+	if e.tx && own.veth {
+		return own.name + " is a veth, which hands frames sent back out (XDP_TX) to its peer, and whether the peer runs the XDP program that needs cannot be seen from here"
+	}
+	for _, n := range e.targets() {
+		if describe(n).veth {
+			return fmt.Sprintf("backend %s is reached through %s, a veth, and whether its peer runs the XDP program redirected frames need cannot be seen from here", e.redirects[n], n)
+		}
+	}
+	return ""
 }

@@ -93,3 +93,26 @@ func TestBackendSlotsHandOutNeverUsedOnesFirst(t *testing.T) {
 		t.Fatalf("the clone changed the original: %+v", s)
 	}
 }
+
+func TestAutoAvoidsNativeWhereAVethTakesTheFrames(t *testing.T) {
+	takes := xdp.FeatureBasic | xdp.FeatureNdoXmit
+	veth := linkXDP{name: "eth0", veth: true, features: takes, known: true}
+	nic := linkXDP{name: "eth0", features: takes, known: true}
+	links := map[string]linkXDP{"veth1": {name: "veth1", veth: true, features: takes, known: true}, "eth1": {name: "eth1", features: takes, known: true}}
+	describe := func(name string) linkXDP { return links[name] }
+	for _, c := range []struct {
+		name  string
+		own   linkXDP
+		e     egress
+		avoid bool
+	}{
+		{"a veth sending frames back out", veth, egress{tx: true}, true},
+		{"a veth redirecting to a NIC", veth, egress{redirects: map[string]string{"eth1": "10.0.1.1:80"}}, false},
+		{"a NIC sending frames back out", nic, egress{tx: true}, false},
+		{"a NIC redirecting to a veth", nic, egress{redirects: map[string]string{"eth1": "10.0.1.1:80", "veth1": "10.0.2.1:80"}}, true},
+	} {
+		if why := autoAvoidsNative(c.own, c.e, describe); (why != "") != c.avoid {
+			t.Errorf("%s: %q, want avoid=%v", c.name, why, c.avoid)
+		}
+	}
+}
