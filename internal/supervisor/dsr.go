@@ -51,28 +51,13 @@ type dsrBackend struct {
 // newDSR loads the program, attaches it and writes every service (with no
 // backend until MACs are known). Errors name the config key.
 func newDSR(cfg *config.Config, log *slog.Logger) (*dsrPlane, error) {
-	var bals []config.Balancer
-	at := map[string]int{} // balancer name -> index in the config, for errors
-	for i, b := range cfg.Balancers {
-		if b.Mode == "dsr" {
-			bals = append(bals, b)
-			at[b.Name] = i
-		}
-	}
+	bals, at := dsrBalancersAt(cfg)
 	if len(bals) == 0 {
 		return nil, nil
 	}
-	// Backends must be reachable in one Ethernet hop from this host.
-	links := map[string]map[netip.Addr]backendLink{}
-	for i, b := range cfg.Balancers {
-		if b.Mode != "dsr" {
-			continue
-		}
-		l, err := backendLinks(b)
-		if err != nil {
-			return nil, fmt.Errorf("balancers[%d] (%s): %w", i, b.Name, err)
-		}
-		links[b.Name] = l
+	links, err := dsrLinks(bals, at)
+	if err != nil {
+		return nil, err
 	}
 	dp, err := xdp.Load()
 	if err != nil {
@@ -139,6 +124,34 @@ func newDSR(cfg *config.Config, log *slog.Logger) (*dsrPlane, error) {
 		}
 	}
 	return p, nil
+}
+
+// dsrBalancersAt returns the config's dsr balancers and each one's index
+// in cfg.Balancers, for errors that name the config key.
+func dsrBalancersAt(cfg *config.Config) ([]config.Balancer, map[string]int) {
+	var bals []config.Balancer
+	at := map[string]int{}
+	for i, b := range cfg.Balancers {
+		if b.Mode == "dsr" {
+			bals = append(bals, b)
+			at[b.Name] = i
+		}
+	}
+	return bals, at
+}
+
+// dsrLinks finds, per balancer, where each backend is reached: they must
+// be one Ethernet hop from this host.
+func dsrLinks(bals []config.Balancer, at map[string]int) (map[string]map[netip.Addr]backendLink, error) {
+	links := map[string]map[netip.Addr]backendLink{}
+	for _, b := range bals {
+		l, err := backendLinks(b)
+		if err != nil {
+			return nil, fmt.Errorf("balancers[%d] (%s): %w", at[b.Name], b.Name, err)
+		}
+		links[b.Name] = l
+	}
+	return links, nil
 }
 
 // backendLink is the interface a dsr backend is reached through.

@@ -19,26 +19,18 @@ import (
 func (p *dsrPlane) planBackends(cfg *config.Config) (apply func(), err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var next []config.Balancer
-	var at []int // index in cfg.Balancers, for errors
-	for i, bc := range cfg.Balancers {
-		if bc.Mode == "dsr" {
-			next, at = append(next, bc), append(at, i)
-		}
-	}
+	next, at := dsrBalancersAt(cfg)
 	if len(next) != len(p.bals) {
 		return nil, fmt.Errorf("dsr balancers added or removed (%d running, %d in the new config): that needs a restart", len(p.bals), len(next))
 	}
-	links := map[string]map[netip.Addr]backendLink{}
-	for k, bc := range next {
+	for _, bc := range next {
 		if b := p.balancer(bc.Name); b == nil || !sameBesidesBackends(b.cfg, bc) {
-			return nil, fmt.Errorf("balancers[%d] (%s): a dsr balancer's settings other than its backends and their check changed: that needs a restart", at[k], bc.Name)
+			return nil, fmt.Errorf("balancers[%d] (%s): a dsr balancer's settings other than its backends and their check changed: that needs a restart", at[bc.Name], bc.Name)
 		}
-		l, err := backendLinks(bc)
-		if err != nil {
-			return nil, fmt.Errorf("balancers[%d] (%s): %w", at[k], bc.Name, err)
-		}
-		links[bc.Name] = l
+	}
+	links, err := dsrLinks(next, at)
+	if err != nil {
+		return nil, err
 	}
 	for iface, mode := range p.modes {
 		if mode == "native" {

@@ -174,11 +174,6 @@ func closedContext() context.Context {
 }
 
 func dsrBalancers(cfg *config.Config) []config.Balancer {
-	var out []config.Balancer
-	for _, b := range cfg.Balancers {
-		if b.Mode == "dsr" {
-			out = append(out, b)
-		}
-	}
-	return out
+	bals, _ := dsrBalancersAt(cfg)
+	return bals
 }
