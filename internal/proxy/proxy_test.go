@@ -347,6 +347,70 @@ func TestRetryAnotherBackend(t *testing.T) {
 	}
 }
 
+// TestClientThatSpeaksFirst has clients send their request and FIN before
+// the balancer accepts them (it is not started yet), so each session starts
+// with the client's bytes in hand: they go out right after connect(2),
+// behind the PROXY header when there is one, and must survive a refused
+// connect to the first backend tried.
+func TestClientThatSpeaksFirst(t *testing.T) {
+	for _, pp := range []string{"", "v1", "v2"} {
+		t.Run("proxy_protocol="+pp, func(t *testing.T) {
+			s := newServer(t, "s", pp != "")
+			dead := freeAddr(t)
+			front := freeAddr(t)
+			body := "listen: [" + front + "]\n"
+			if pp != "" {
+				body += "proxy_protocol: " + pp + "\n"
+			}
+			b, err := New(balancerConfig(t, body+backendList(dead, s.addr())), testLog())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				defer cancel()
+				b.Shutdown(ctx)
+			})
+			const clients = 6
+			var conns []net.Conn
+			sent := 0
+			for i := range clients {
+				c, err := net.DialTimeout("tcp", front, 2*time.Second) // the kernel's backlog takes it
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				req := fmt.Sprintf("request %d\n", i)
+				sent += len(req)
+				if _, err := io.WriteString(c, req); err != nil {
+					t.Fatal(err)
+				}
+				c.(*net.TCPConn).CloseWrite()
+				conns = append(conns, c)
+			}
+			b.Start()
+			for i, c := range conns {
+				c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				got, err := io.ReadAll(c)
+				if want := fmt.Sprintf("s\nrequest %d\n", i); err != nil || string(got) != want {
+					t.Fatalf("client %d got %q (%v), want %q and EOF", i, got, err, want)
+				}
+			}
+			st := b.Status()
+			if st.Backends[0].ConnectErrors == 0 || st.Backends[1].Total != clients || st.Backends[1].BytesIn != uint64(sent) {
+				t.Fatalf("backends %+v: want connect errors on the dead one, %d sessions and %d bytes in on s", st.Backends, clients, sent)
+			}
+			if pp != "" {
+				s.mu.Lock()
+				defer s.mu.Unlock()
+				if len(s.hdrs) != clients || !strings.HasSuffix(s.hdrs[0], " "+front) {
+					t.Fatalf("backend saw headers %q", s.hdrs)
+				}
+			}
+		})
+	}
+}
+
 func TestMaxConnRefusesFast(t *testing.T) {
 	s := newServer(t, "s", false)
 	front := freeAddr(t)

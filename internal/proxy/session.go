@@ -23,7 +23,8 @@ type conn struct {
 	state    connState
 	attempts int
 	tried    []*Backend
-	head     []byte // stHeader: the client's PROXY header so far
+	head     []byte  // stHeader: the client's PROXY header so far; then the client's bytes to send first
+	headBuf  *[]byte // pooled buffer under head, nil when head is not pooled
 	src, dst netip.AddrPort
 	up, down half // client to server, server to client
 	deadline time.Time
@@ -77,7 +78,28 @@ func (lp *evloop) open(fd int, src netip.AddrPort, s *settings) {
 		c.update()
 		return
 	}
-	c.connect()
+	if c.readEarly() {
+		c.connect()
+	}
+}
+
+// readEarly takes what the client sent before it was accepted: a client
+// that speaks first (HTTP, TLS) usually has, and its bytes can then go to
+// the backend as soon as the connect returns. False when the session ended.
+func (c *conn) readEarly() bool {
+	lp := c.lp
+	n, err := sysRead(c.cfd, *lp.buf)
+	switch {
+	case err == unix.EAGAIN || err == unix.EINTR:
+	case err != nil:
+		return c.reset(c.cfd, err)
+	case n == 0:
+		c.up.eof = true // passed on once connected
+	default:
+		c.head, c.headBuf = (*lp.buf)[:n], lp.buf
+		lp.buf = pendPool.Get().(*[]byte)
+	}
+	return true
 }
 
 // event handles what epoll reported for one of the session's sockets.
@@ -106,7 +128,7 @@ func (c *conn) event(fd int, ev uint32) {
 		}
 		if ev&(unix.EPOLLIN|errHup) != 0 && !rd.eof && !rd.pending() {
 			handled = true
-			if !c.pump(rd, fd, other) {
+			if !c.pump(rd, fd, other, ev&unix.EPOLLRDHUP != 0) {
 				return
 			}
 		}
@@ -117,6 +139,12 @@ func (c *conn) event(fd int, ev uint32) {
 		c.update()
 	}
 }
+
+// readable is what a session's socket is watched for while its data is
+// wanted: with EPOLLRDHUP epoll also says that the peer's FIN is in, so a
+// read that drains the socket knows it reached the end without a read that
+// returns 0, and the FIN passed on rides with the last data.
+const readable = unix.EPOLLIN | unix.EPOLLRDHUP
 
 // update watches each socket for what the session can do with it now.
 func (c *conn) update() {
@@ -130,12 +158,12 @@ func (c *conn) update() {
 		if c.up.pending() {
 			sev |= unix.EPOLLOUT
 		} else if !c.up.eof {
-			cev |= unix.EPOLLIN
+			cev |= readable
 		}
 		if c.down.pending() {
 			cev |= unix.EPOLLOUT
 		} else if !c.down.eof {
-			sev |= unix.EPOLLIN
+			sev |= readable
 		}
 	}
 	err := c.lp.want(c.cfd, &c.cev, cev)
@@ -202,6 +230,14 @@ func (c *conn) connect() {
 		c.state = stConnecting
 		c.deadline = c.lp.now.Add(c.s.cfg.ConnectTimeout)
 		c.lp.schedule(c.deadline)
+		if len(c.head) > 0 || c.sendsHeader() {
+			// A backend on this host or a near one has usually
+			// answered the SYN by the time connect(2) returns:
+			// sending now saves a wait for the socket to turn
+			// writable. EAGAIN says the connect is still on.
+			c.established(true)
+			return
+		}
 		c.update()
 		return
 	}
@@ -229,37 +265,74 @@ func (c *conn) connectDone(ev uint32) {
 		c.dropServer(err)
 		return
 	}
-	c.be.total.Add(1)
-	c.state = stOpen
-	c.up.count, c.down.count = &c.be.bytesIn, &c.be.bytesOut
-	c.last = c.lp.now
-	c.lp.schedule(c.due())
-	var head []byte
-	if v := c.s.cfg.ProxyProtocol; v == "v1" || v == "v2" {
+	c.established(false)
+}
+
+// sendsHeader says whether backends get a PROXY header.
+func (c *conn) sendsHeader() bool {
+	v := c.s.cfg.ProxyProtocol
+	return v == "v1" || v == "v2"
+}
+
+// established opens the session once the backend's socket is connected:
+// what goes first (a PROXY header, the client's early bytes) is sent and
+// copying starts. With trying, the connect may still be on: a send that
+// meets EAGAIN leaves everything as it was, to wait for the socket to turn
+// writable, and one that fails gives the backend up as a failed connect.
+func (c *conn) established(trying bool) {
+	head, copied := c.head, c.sendsHeader()
+	if copied {
 		if !c.dst.IsValid() {
 			if dst, err := sysLocalAddr(c.cfd); err == nil {
 				c.dst = dst
 			}
 		}
 		h := proxyproto.Header{Src: c.src, Dst: c.dst}
-		if v == "v1" {
+		if c.s.cfg.ProxyProtocol == "v1" {
 			head = proxyproto.AppendV1(nil, h)
 		} else {
 			head = proxyproto.AppendV2(nil, h)
 		}
-	}
-	if len(c.head) > 0 {
-		c.be.bytesIn.Add(uint64(len(c.head)))
 		head = append(head, c.head...)
 	}
-	c.head = nil
-	if len(head) > 0 {
-		c.up.pend = head // not pooled; flush writes it
-		if !c.flush(&c.up, c.sfd) {
+	sent := 0
+	if trying {
+		n, err := sysSend(c.sfd, head, 0)
+		switch {
+		case err == unix.EAGAIN || err == unix.EINTR:
+			c.update()
+			return
+		case err != nil:
+			c.dropServer(err)
 			return
 		}
+		sent = n
+	}
+	c.be.total.Add(1)
+	c.state = stOpen
+	c.up.count, c.down.count = &c.be.bytesIn, &c.be.bytesOut
+	c.last = c.lp.now
+	c.lp.schedule(c.due())
+	c.be.bytesIn.Add(uint64(len(c.head)))
+	if sent < len(head) {
+		c.up.pend = head[sent:]
+		if !copied { // head is c.head: its buffer goes with it
+			c.up.bp, c.headBuf = c.headBuf, nil
+		}
+	}
+	c.releaseHead()
+	if (c.up.pending() || c.up.eof) && !c.flush(&c.up, c.sfd) {
+		return
 	}
 	c.update()
+}
+
+// releaseHead gives back the early bytes' buffer.
+func (c *conn) releaseHead() {
+	if c.headBuf != nil {
+		pendPool.Put(c.headBuf)
+	}
+	c.head, c.headBuf = nil, nil
 }
 
 // dropServer gives up the backend being connected and tries the next.
@@ -277,7 +350,9 @@ const spliceChunk = 1 << 20
 
 // pump moves what src has to dst, through the loop's buffer or, with
 // splice, a kernel pipe of the direction's; false when the session ended.
-func (c *conn) pump(h *half, src, dst int) bool {
+// finIn says that epoll saw src's FIN: a read that leaves src empty then
+// reached the end.
+func (c *conn) pump(h *half, src, dst int, finIn bool) bool {
 	splice := c.s.cfg.Splice
 	if splice && h.pipe[0] == 0 {
 		if err := unix.Pipe2(h.pipe[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
@@ -310,10 +385,19 @@ func (c *conn) pump(h *half, src, dst int) bool {
 			if !c.flush(h, dst) {
 				return false
 			}
-		} else if !c.passOn(h, dst, n) {
+			if h.pending() {
+				return true // dst is full: epoll says when to go on
+			}
+			continue
+		}
+		last := finIn && n < readBuf // src is drained and its FIN is in
+		if !c.passOn(h, dst, n, last) {
 			return false
 		}
-		if h.pending() || (!splice && n < readBuf) {
+		if last {
+			return c.eof(h, dst)
+		}
+		if h.pending() || n < readBuf {
 			return true // dst is full, or src drained: epoll says when to go on
 		}
 	}
@@ -322,11 +406,16 @@ func (c *conn) pump(h *half, src, dst int) bool {
 
 // passOn writes the n bytes just read into the loop's buffer to dst. What
 // dst does not take stays with the session in that buffer, and the loop
-// takes another.
-func (c *conn) passOn(h *half, dst, n int) bool {
+// takes another. last says the FIN follows at once: the kernel holds the
+// bytes back (MSG_MORE) so that the FIN goes out in the same segment.
+func (c *conn) passOn(h *half, dst, n int, last bool) bool {
 	lp := c.lp
 	buf := *lp.buf
-	w, err := write(dst, buf[:n])
+	flags := 0
+	if last {
+		flags = unix.MSG_MORE
+	}
+	w, err := send(dst, buf[:n], flags)
 	if err != nil {
 		return c.reset(dst, err)
 	}
@@ -337,43 +426,51 @@ func (c *conn) passOn(h *half, dst, n int) bool {
 	return true
 }
 
-// flush writes what a direction holds to dst; false when the session ended.
+// flush writes what a direction holds to dst, and then the FIN when the
+// source's came; false when the session ended.
 func (c *conn) flush(h *half, dst int) bool {
-	if h.inPipe > 0 {
-		for h.inPipe > 0 {
-			n, err := sysSplice(h.pipe[0], dst, h.inPipe)
-			if err == unix.EAGAIN {
-				return true
-			}
-			if err == unix.EINTR {
-				continue
-			}
-			if err != nil {
-				return c.reset(dst, err)
-			}
-			h.inPipe -= int(n)
-			c.last = c.lp.now
+	for h.inPipe > 0 {
+		n, err := sysSplice(h.pipe[0], dst, h.inPipe)
+		if err == unix.EAGAIN {
+			return true
 		}
-		return true
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return c.reset(dst, err)
+		}
+		h.inPipe -= n
+		c.last = c.lp.now
 	}
-	n, err := write(dst, h.pend)
-	if err != nil {
-		return c.reset(dst, err)
-	}
-	c.last = c.lp.now
-	if h.pend = h.pend[n:]; len(h.pend) == 0 {
+	if len(h.pend) > 0 {
+		flags := 0
+		if h.eof {
+			flags = unix.MSG_MORE // the FIN follows: one segment for both
+		}
+		n, err := send(dst, h.pend, flags)
+		if err != nil {
+			return c.reset(dst, err)
+		}
+		c.last = c.lp.now
+		if h.pend = h.pend[n:]; len(h.pend) > 0 {
+			return true
+		}
 		if h.bp != nil {
 			pendPool.Put(h.bp)
 		}
 		h.bp, h.pend = nil, nil
 	}
+	if h.eof {
+		return c.passFIN(dst)
+	}
 	return true
 }
 
-// write writes what the socket takes now; EAGAIN is not an error.
-func write(fd int, b []byte) (int, error) {
+// send writes what the socket takes now; EAGAIN is not an error.
+func send(fd int, b []byte, flags int) (int, error) {
 	for {
-		n, err := sysWrite(fd, b)
+		n, err := sysSend(fd, b, flags)
 		switch err {
 		case nil:
 			return n, nil
@@ -386,11 +483,20 @@ func write(fd int, b []byte) (int, error) {
 	}
 }
 
-// eof handles a FIN read on one direction: a direction that ends while the
-// other still runs passes the FIN on with shutdown(2); the last one leaves
-// it to the close.
+// eof handles a FIN read on one direction. It is passed on once the bytes
+// before it are written: with shutdown(2) while the other direction still
+// runs, by the close when it is the last.
 func (c *conn) eof(h *half, dst int) bool {
 	h.eof = true
+	if h.pending() {
+		return true // flush passes the FIN on
+	}
+	return c.passFIN(dst)
+}
+
+// passFIN passes a direction's FIN on to dst, or ends the session when
+// nothing moves either way any more.
+func (c *conn) passFIN(dst int) bool {
 	if c.up.done() && c.down.done() {
 		c.finish(false)
 		return false
@@ -460,6 +566,7 @@ func (c *conn) finish(reset bool) {
 		}
 		*h = half{}
 	}
+	c.releaseHead()
 	if c.be != nil {
 		c.be.active.Add(-1)
 	}

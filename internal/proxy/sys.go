@@ -37,6 +37,16 @@ func sysWrite(fd int, p []byte) (int, error) {
 	return int(n), nil
 }
 
+// sysSend writes to a socket; a peer gone yields EPIPE, not SIGPIPE.
+func sysSend(fd int, p []byte, flags int) (int, error) {
+	n, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)),
+		uintptr(flags|unix.MSG_NOSIGNAL), 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
 func sysClose(fd int) {
 	unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0)
 }
