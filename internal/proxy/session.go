@@ -30,6 +30,8 @@ type conn struct {
 	deadline time.Time
 	last     time.Time // data last moved either way
 	idx      int       // in lp.conns
+	gen      uint32    // bumped when the conn is reused, see evloop.later
+	deferred bool      // in evloop.later: has sends put off to the batch's end
 }
 
 type connState uint8
@@ -136,7 +138,9 @@ func (c *conn) event(fd int, ev uint32) {
 			c.abort()
 			return
 		}
-		c.update()
+		if !c.deferred { // else sendDeferred updates it
+			c.update()
+		}
 	}
 }
 
@@ -390,15 +394,18 @@ func (c *conn) pump(h *half, src, dst int, finIn bool) bool {
 			}
 			continue
 		}
-		last := finIn && n < readBuf // src is drained and its FIN is in
-		if !c.passOn(h, dst, n, last) {
+		if n < readBuf { // src is drained: what it gave goes out with the batch
+			c.lp.sendLater(c, h, n)
+			if finIn {
+				return c.eof(h, dst) // flush passes the FIN on after the data
+			}
+			return true
+		}
+		if !c.passOn(h, dst, n) {
 			return false
 		}
-		if last {
-			return c.eof(h, dst)
-		}
-		if h.pending() || n < readBuf {
-			return true // dst is full, or src drained: epoll says when to go on
+		if h.pending() {
+			return true // dst is full: epoll says when to go on
 		}
 	}
 	return true
@@ -406,16 +413,11 @@ func (c *conn) pump(h *half, src, dst int, finIn bool) bool {
 
 // passOn writes the n bytes just read into the loop's buffer to dst. What
 // dst does not take stays with the session in that buffer, and the loop
-// takes another. last says the FIN follows at once: the kernel holds the
-// bytes back (MSG_MORE) so that the FIN goes out in the same segment.
-func (c *conn) passOn(h *half, dst, n int, last bool) bool {
+// takes another.
+func (c *conn) passOn(h *half, dst, n int) bool {
 	lp := c.lp
 	buf := *lp.buf
-	flags := 0
-	if last {
-		flags = unix.MSG_MORE
-	}
-	w, err := send(dst, buf[:n], flags)
+	w, err := send(dst, buf[:n], 0)
 	if err != nil {
 		return c.reset(dst, err)
 	}
