@@ -22,8 +22,9 @@ type Balancer struct {
 	// backend, holding the VIP on its loopback, answers the client itself).
 	// Default proxy.
 	Mode string `yaml:"mode"`
-	// Algorithm roundrobin or leastconn (proxy, both weighted), maglev (dsr).
-	// Default roundrobin for proxy, maglev for dsr.
+	// Algorithm roundrobin, leastconn (proxy, both weighted) or maglev
+	// (proxy: by client address; dsr: by flow). Default roundrobin for
+	// proxy, maglev for dsr.
 	Algorithm string `yaml:"algorithm"`
 	// Interface (dsr) is where the XDP program runs: where packets for the
 	// VIP come in and leave again for the backends.
@@ -228,7 +229,7 @@ func (v *validator) balancers() {
 		if b.Mode == "dsr" {
 			v.dsr(p, b)
 		} else {
-			v.oneOf(p+".algorithm", &b.Algorithm, "roundrobin", "leastconn")
+			v.oneOf(p+".algorithm", &b.Algorithm, "roundrobin", "leastconn", "maglev")
 		}
 		switch b.ProxyProtocol {
 		case "", "v1", "v2":

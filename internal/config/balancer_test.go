@@ -70,7 +70,7 @@ func TestBalancerErrors(t *testing.T) {
 		_, err := Parse([]byte(src))
 		want := c.want
 		if want == "" {
-			want = `balancers[0].algorithm: "random" is not roundrobin or leastconn`
+			want = `balancers[0].algorithm: "random" is not roundrobin, leastconn or maglev`
 		}
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s:\n got %v\nwant %s", c.name, err, want)

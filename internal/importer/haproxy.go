@@ -354,6 +354,9 @@ func (h *haConv) backend(b *Balancer, lines []haLine) {
 		switch a[0] {
 		case "balance":
 			balance = a[1]
+		case "hash-type":
+			// Only balance source hashes here, and vigil's maglev is
+			// consistent whatever this says.
 		case "mode":
 			if a[1] != "tcp" {
 				h.lost(l, "mode %s: vigil balances TCP only", a[1])
@@ -405,6 +408,10 @@ func (h *haConv) backend(b *Balancer, lines []haLine) {
 	case "", "roundrobin", "static-rr":
 	case "leastconn":
 		b.Algorithm = "leastconn"
+	case "source":
+		// vigil's hash is consistent (Maglev) whatever hash-type says,
+		// and not HAProxy's: clients keep a backend, maybe another one.
+		b.Algorithm = "maglev"
 	default:
 		h.r.note(h.file, 0, true, "balancer %s: balance %s is not converted (roundrobin used)", b.Name, balance)
 	}

@@ -150,6 +150,23 @@ func TestCleanConfigLosesNothing(t *testing.T) {
 	}
 }
 
+// TestBalanceSourceBecomesMaglev: HAProxy's client-address affinity maps
+// to vigil's, which hashes consistently.
+func TestBalanceSourceBecomesMaglev(t *testing.T) {
+	r, err := HAProxy("h.cfg", "frontend api\n  bind :9445\n  mode tcp\n  default_backend b\nbackend b\n  mode tcp\n  balance source\n  hash-type consistent\n  server s1 10.0.0.2:6443 check\n")
+	if err != nil || r.Lost() {
+		t.Fatalf("%v %+v", err, r.Notes)
+	}
+	y, _ := r.YAML()
+	c, err := config.Parse(y)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, y)
+	}
+	if c.Balancers[0].Algorithm != "maglev" {
+		t.Fatalf("algorithm %q, want maglev\n%s", c.Balancers[0].Algorithm, y)
+	}
+}
+
 func FuzzKeepalived(f *testing.F) {
 	f.Add(load(f, "keepalived.conf"))
 	f.Add("vrrp_instance a { interface eth0 }")

@@ -45,6 +45,7 @@ type Backend struct {
 type settings struct {
 	cfg      config.Balancer
 	backends []*Backend
+	ring     *sourceRing // algorithm maglev
 }
 
 // Balancer serves one config.Balancer.
@@ -208,6 +209,7 @@ func (b *Balancer) Plan(cfg config.Balancer) (*Change, error) {
 		}
 	}
 	next := &settings{cfg: cfg}
+	var weights []int32
 	for _, bc := range cfg.Backends {
 		ap := netip.MustParseAddrPort(bc.Address) // validated
 		be := old[ap]
@@ -217,6 +219,14 @@ func (b *Balancer) Plan(cfg config.Balancer) (*Change, error) {
 		}
 		ch.weights[be] = [2]int32{int32(*bc.Weight), int32(bc.MaxConn)}
 		next.backends = append(next.backends, be)
+		weights = append(weights, int32(*bc.Weight))
+	}
+	if cfg.Algorithm == "maglev" {
+		ring, err := newSourceRing(next.backends, weights)
+		if err != nil {
+			return nil, fmt.Errorf("balancer %s: %w", cfg.Name, err)
+		}
+		next.ring = ring
 	}
 	ch.next = next
 	b.mu.Lock()
@@ -387,9 +397,9 @@ func (b *Balancer) refuse(fd int, s *settings) {
 	}
 }
 
-// pick chooses a backend for a new connection, skipping tried ones, and
-// counts the connection on it before anyone else can pick.
-func (b *Balancer) pick(s *settings, tried []*Backend) *Backend {
+// pick chooses a backend for a new connection from src, skipping tried
+// ones, and counts the connection on it before anyone else can pick.
+func (b *Balancer) pick(s *settings, tried []*Backend, src netip.Addr) *Backend {
 	b.pickMu.Lock()
 	defer b.pickMu.Unlock()
 	eligible := func(be *Backend) bool {
@@ -408,7 +418,10 @@ func (b *Balancer) pick(s *settings, tried []*Backend) *Backend {
 	}
 	var best *Backend
 	n := len(s.backends)
-	if s.cfg.Algorithm == "leastconn" {
+	switch s.cfg.Algorithm {
+	case "maglev":
+		best = s.ring.pick(src, eligible)
+	case "leastconn":
 		// Fewest connections per unit of weight; ties rotate.
 		start := b.rrNext
 		b.rrNext++
@@ -419,7 +432,7 @@ func (b *Balancer) pick(s *settings, tried []*Backend) *Backend {
 				best = be
 			}
 		}
-	} else {
+	default:
 		// Smooth weighted round robin: weights 5,1,1 give a,a,b,a,c,a,a.
 		total := 0
 		for _, be := range s.backends {

@@ -183,7 +183,7 @@ func TestSmoothWeightedRoundRobin(t *testing.T) {
 	b := &Balancer{}
 	var seq []string
 	for range 14 {
-		be := b.pick(s, nil)
+		be := b.pick(s, nil, netip.Addr{})
 		seq = append(seq, be.Addr.Addr().String()[7:])
 		be.active.Add(-1)
 	}
@@ -194,11 +194,11 @@ func TestSmoothWeightedRoundRobin(t *testing.T) {
 	bb.up.Store(false)
 	c.weight.Store(0)
 	for range 3 {
-		if be := b.pick(s, nil); be != a {
+		if be := b.pick(s, nil, netip.Addr{}); be != a {
 			t.Fatalf("picked %v with only a eligible", be.Addr)
 		}
 	}
-	if be := b.pick(s, []*Backend{a}); be != nil {
+	if be := b.pick(s, []*Backend{a}, netip.Addr{}); be != nil {
 		t.Fatalf("picked %v with every backend tried or out", be.Addr)
 	}
 }
@@ -229,7 +229,7 @@ func TestLeastConnUnderSkew(t *testing.T) {
 		s := &settings{cfg: config.Balancer{Algorithm: "leastconn"}, backends: c.backends}
 		b := &Balancer{}
 		for range c.picks {
-			if b.pick(s, nil) == nil {
+			if b.pick(s, nil, netip.Addr{}) == nil {
 				t.Fatalf("%s: no pick", c.name)
 			}
 		}

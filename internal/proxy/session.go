@@ -219,7 +219,7 @@ func (c *conn) readHeader() {
 func (c *conn) connect() {
 	b := c.lp.b
 	for c.attempts <= *c.s.cfg.Retries {
-		be := b.pick(c.s, c.tried)
+		be := b.pick(c.s, c.tried, c.src.Addr())
 		if be == nil {
 			break
 		}
