@@ -44,16 +44,8 @@ type evloop struct {
 	nextSweep time.Time // zero: no deadline pending
 	expired   []*conn
 	free      []*conn // finished sessions kept for reuse
-	later     []laterSend
 	stopping  bool
 	done      chan struct{}
-}
-
-// laterSend is a session with sends put off to the end of a batch; gen
-// tells whether the conn still holds that session.
-type laterSend struct {
-	c   *conn
-	gen uint32
 }
 
 // fdSlot maps a descriptor to its session. closedIn is the batch in which
@@ -210,49 +202,12 @@ func (lp *evloop) handle(events []unix.EpollEvent) {
 			}
 		}
 	}
-	lp.sendDeferred()
 	if woken { // after the batch: new sockets must not meet its events
 		lp.runInbox()
 	}
 	if !lp.nextSweep.IsZero() && !lp.now.Before(lp.nextSweep) {
 		lp.sweep()
 	}
-}
-
-// sendLater keeps the n bytes just read into the loop's buffer for the
-// end of the batch instead of sending them now. A batch first reads what
-// its sockets have and then sends it all: the peers are woken once for
-// what they get from the batch rather than once per send, and their own
-// loops then find several answers per wake — what HAProxy's loop does too.
-// It is for reads that drained their socket; a long transfer sends as it
-// reads.
-func (lp *evloop) sendLater(c *conn, h *half, n int) {
-	h.bp, h.pend = lp.buf, (*lp.buf)[:n]
-	lp.buf = pendPool.Get().(*[]byte)
-	if !c.deferred {
-		c.deferred = true
-		lp.later = append(lp.later, laterSend{c, c.gen})
-	}
-}
-
-// sendDeferred sends what sendLater kept, at the end of a batch.
-func (lp *evloop) sendDeferred() {
-	for _, l := range lp.later {
-		c := l.c
-		if c.gen != l.gen || c.state != stOpen {
-			continue // ended in the batch, maybe started again
-		}
-		c.deferred = false
-		if c.up.pending() && !c.flush(&c.up, c.sfd) {
-			continue
-		}
-		if c.down.pending() && !c.flush(&c.down, c.cfd) {
-			continue
-		}
-		c.update()
-	}
-	clear(lp.later)
-	lp.later = lp.later[:0]
 }
 
 func (lp *evloop) runInbox() {
@@ -446,7 +401,7 @@ func (lp *evloop) freeConn(c *conn) {
 	}
 	tried := c.tried[:0]
 	clear(c.tried)
-	*c = conn{lp: lp, tried: tried, state: stDone, gen: c.gen + 1}
+	*c = conn{lp: lp, tried: tried, state: stDone}
 	lp.free = append(lp.free, c)
 }
 

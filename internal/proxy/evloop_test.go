@@ -350,30 +350,3 @@ func TestPostIsNeverLost(t *testing.T) {
 	}
 	lp.stop()
 }
-
-// TestDeferredSendsSkipAnEndedSession: a session with sends put off to the
-// end of the batch can end later in the same batch, and its conn can start
-// another session at once (accepts come in the batch too). The put-off
-// entry must not act on the new session: its bytes and sockets are not the
-// old one's.
-func TestDeferredSendsSkipAnEndedSession(t *testing.T) {
-	lp := &evloop{}
-	c := lp.newConn()
-	c.state = stOpen
-	c.deferred = true
-	lp.later = append(lp.later, laterSend{c, c.gen})
-	lp.freeConn(c) // the session ended
-	again := lp.newConn()
-	if again != c {
-		t.Fatal("the finished conn was not reused")
-	}
-	// A new session on it, open, with something to send on a socket that
-	// does not exist: flushing it would fail and end the session.
-	again.state, again.cfd, again.sfd = stOpen, -1, -1
-	again.up.pend = []byte("not the old session's")
-	lp.sendDeferred()
-	if again.state != stOpen || string(again.up.pend) != "not the old session's" || len(lp.later) != 0 {
-		t.Fatalf("the put-off entry acted on the new session: state %v, pending %q, %d entries left",
-			again.state, again.up.pend, len(lp.later))
-	}
-}

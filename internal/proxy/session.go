@@ -30,8 +30,6 @@ type conn struct {
 	deadline time.Time
 	last     time.Time // data last moved either way
 	idx      int       // in lp.conns
-	gen      uint32    // bumped when the conn is reused, see evloop.later
-	deferred bool      // in evloop.later: has sends put off to the batch's end
 }
 
 type connState uint8
@@ -138,9 +136,7 @@ func (c *conn) event(fd int, ev uint32) {
 			c.abort()
 			return
 		}
-		if !c.deferred { // else sendDeferred updates it
-			c.update()
-		}
+		c.update()
 	}
 }
 
@@ -394,18 +390,15 @@ func (c *conn) pump(h *half, src, dst int, finIn bool) bool {
 			}
 			continue
 		}
-		if n < readBuf { // src is drained: what it gave goes out with the batch
-			c.lp.sendLater(c, h, n)
-			if finIn {
-				return c.eof(h, dst) // flush passes the FIN on after the data
-			}
-			return true
-		}
-		if !c.passOn(h, dst, n) {
+		last := finIn && n < readBuf // src is drained and its FIN is in
+		if !c.passOn(h, dst, n, last) {
 			return false
 		}
-		if h.pending() {
-			return true // dst is full: epoll says when to go on
+		if last {
+			return c.eof(h, dst)
+		}
+		if h.pending() || n < readBuf {
+			return true // dst is full, or src drained: epoll says when to go on
 		}
 	}
 	return true
@@ -413,11 +406,16 @@ func (c *conn) pump(h *half, src, dst int, finIn bool) bool {
 
 // passOn writes the n bytes just read into the loop's buffer to dst. What
 // dst does not take stays with the session in that buffer, and the loop
-// takes another.
-func (c *conn) passOn(h *half, dst, n int) bool {
+// takes another. last says the FIN follows at once: the kernel holds the
+// bytes back (MSG_MORE) so that the FIN goes out in the same segment.
+func (c *conn) passOn(h *half, dst, n int, last bool) bool {
 	lp := c.lp
 	buf := *lp.buf
-	w, err := send(dst, buf[:n], 0)
+	flags := 0
+	if last {
+		flags = unix.MSG_MORE
+	}
+	w, err := send(dst, buf[:n], flags)
 	if err != nil {
 		return c.reset(dst, err)
 	}
