@@ -3,6 +3,7 @@ package proxy
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/vigil-lb/vigil/internal/maglev"
 )
@@ -49,30 +50,23 @@ func newSourceRing(backends []*Backend, weights []int32) (*sourceRing, error) {
 // without moving anyone else.
 func (r *sourceRing) pick(src netip.Addr, eligible func(*Backend) bool) *Backend {
 	entries := r.table.Entries()
+	m := uint64(len(entries))
 	if len(r.members) == 0 {
 		return nil
 	}
-	m := uint64(len(entries))
 	start := sourceHash(src) * m >> 32
-	var seen []bool
-	refused := 0
-	for step := range m {
-		idx := entries[(start+step)%m]
-		be := r.members[idx]
-		if eligible(be) {
+	if be := r.members[entries[start]]; eligible(be) {
+		return be
+	}
+	if !slices.ContainsFunc(r.members, eligible) {
+		return nil // nobody may: no walk over the whole table
+	}
+	for step := uint64(1); step < m; step++ {
+		if be := r.members[entries[(start+step)%m]]; eligible(be) {
 			return be
 		}
-		if seen == nil {
-			seen = make([]bool, len(r.members))
-		}
-		if !seen[idx] {
-			seen[idx] = true
-			if refused++; refused == len(r.members) {
-				return nil // every backend said no
-			}
-		}
 	}
-	return nil
+	return nil // the eligible ones own no entry (weights far apart)
 }
 
 // sourceHash hashes a client address (FNV-1a over its 16-byte form, so an
