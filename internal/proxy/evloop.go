@@ -378,6 +378,14 @@ func (lp *evloop) abortWhere(match func(*conn) bool) {
 	}
 }
 
+// keepBuf hands the loop's read buffer, with bytes a session keeps in it,
+// to that session, and takes another for the loop.
+func (lp *evloop) keepBuf() *[]byte {
+	b := lp.buf
+	lp.buf = pendPool.Get().(*[]byte)
+	return b
+}
+
 // maxFree bounds the finished sessions a loop keeps for reuse.
 const maxFree = 1024
 

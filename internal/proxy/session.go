@@ -96,8 +96,8 @@ func (c *conn) readEarly() bool {
 	case n == 0:
 		c.up.eof = true // passed on once connected
 	default:
-		c.head, c.headBuf = (*lp.buf)[:n], lp.buf
-		lp.buf = pendPool.Get().(*[]byte)
+		c.headBuf = lp.keepBuf()
+		c.head = (*c.headBuf)[:n]
 	}
 	return true
 }
@@ -420,8 +420,7 @@ func (c *conn) passOn(h *half, dst, n int, last bool) bool {
 		return c.reset(dst, err)
 	}
 	if w < n {
-		h.bp, h.pend = lp.buf, buf[w:n]
-		lp.buf = pendPool.Get().(*[]byte)
+		h.bp, h.pend = lp.keepBuf(), buf[w:n]
 	}
 	return true
 }
