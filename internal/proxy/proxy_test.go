@@ -349,7 +349,7 @@ func TestRetryAnotherBackend(t *testing.T) {
 
 // TestClientThatSpeaksFirst has clients send their request and FIN before
 // the balancer accepts them (it is not started yet), so each session starts
-// with the client's bytes in hand: they go out right after connect(2),
+// with the client's bytes in hand: they go out once the connect completes,
 // behind the PROXY header when there is one, and must survive a refused
 // connect to the first backend tried.
 func TestClientThatSpeaksFirst(t *testing.T) {

@@ -84,8 +84,9 @@ func (lp *evloop) open(fd int, src netip.AddrPort, s *settings) {
 }
 
 // readEarly takes what the client sent before it was accepted: a client
-// that speaks first (HTTP, TLS) usually has, and its bytes can then go to
-// the backend as soon as the connect returns. False when the session ended.
+// that speaks first (HTTP, TLS) usually has, and its bytes then go to the
+// backend the moment the connect completes, without another round for the
+// client's socket. False when the session ended.
 func (c *conn) readEarly() bool {
 	lp := c.lp
 	n, err := sysRead(c.cfd, *lp.buf)
@@ -230,14 +231,6 @@ func (c *conn) connect() {
 		c.state = stConnecting
 		c.deadline = c.lp.now.Add(c.s.cfg.ConnectTimeout)
 		c.lp.schedule(c.deadline)
-		if len(c.head) > 0 || c.sendsHeader() {
-			// A backend on this host or a near one has usually
-			// answered the SYN by the time connect(2) returns:
-			// sending now saves a wait for the socket to turn
-			// writable. EAGAIN says the connect is still on.
-			c.established(true)
-			return
-		}
 		c.update()
 		return
 	}
@@ -265,7 +258,7 @@ func (c *conn) connectDone(ev uint32) {
 		c.dropServer(err)
 		return
 	}
-	c.established(false)
+	c.established()
 }
 
 // sendsHeader says whether backends get a PROXY header.
@@ -276,10 +269,8 @@ func (c *conn) sendsHeader() bool {
 
 // established opens the session once the backend's socket is connected:
 // what goes first (a PROXY header, the client's early bytes) is sent and
-// copying starts. With trying, the connect may still be on: a send that
-// meets EAGAIN leaves everything as it was, to wait for the socket to turn
-// writable, and one that fails gives the backend up as a failed connect.
-func (c *conn) established(trying bool) {
+// copying starts.
+func (c *conn) established() {
 	head, copied := c.head, c.sendsHeader()
 	if copied {
 		if !c.dst.IsValid() {
@@ -295,28 +286,15 @@ func (c *conn) established(trying bool) {
 		}
 		head = append(head, c.head...)
 	}
-	sent := 0
-	if trying {
-		n, err := sysSend(c.sfd, head, 0)
-		switch {
-		case err == unix.EAGAIN || err == unix.EINTR:
-			c.update()
-			return
-		case err != nil:
-			c.dropServer(err)
-			return
-		}
-		sent = n
-	}
 	c.be.total.Add(1)
 	c.state = stOpen
 	c.up.count, c.down.count = &c.be.bytesIn, &c.be.bytesOut
 	c.last = c.lp.now
 	c.lp.schedule(c.due())
 	c.be.bytesIn.Add(uint64(len(c.head)))
-	if sent < len(head) {
-		c.up.pend = head[sent:]
-		if !copied { // head is c.head: its buffer goes with it
+	if len(head) > 0 {
+		c.up.pend = head // flush sends it
+		if !copied {     // head is c.head: its buffer goes with it
 			c.up.bp, c.headBuf = c.headBuf, nil
 		}
 	}
