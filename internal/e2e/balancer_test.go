@@ -20,14 +20,21 @@ import (
 
 // httpBackend is a backend host serving "who am I" on :6443 and /readyz.
 type httpBackend struct {
-	host *netlab.Host
-	sick atomic.Bool // /readyz answers 503
-	hits atomic.Int64
-	srv  *http.Server
+	host     *netlab.Host
+	sick     atomic.Bool // /readyz answers 503
+	hits     atomic.Int64
+	srv      *http.Server
+	refusing bool // stop's nftables rule is in place
 }
 
 func (b *httpBackend) start(t *testing.T) {
 	t.Helper()
+	if b.refusing {
+		if out, code := execIn(t, b.host, 10*time.Second, "nft", "delete", "table", "inet", "backend_stop"); code != 0 {
+			t.Fatalf("%s: accepting connections again: %s", b.host.Name, out)
+		}
+		b.refusing = false
+	}
 	l, err := b.host.Listen("tcp4", "0.0.0.0:6443")
 	if err != nil {
 		t.Fatal(err)
@@ -48,13 +55,79 @@ func (b *httpBackend) start(t *testing.T) {
 }
 
 // stop kills the backend as a process stopping would from the balancer's
-// side: its port refuses new connections at once. A request already in
-// flight is answered first (Shutdown), since no balancer can save one whose
-// backend dies mid-request, and the load loops count every failure.
-func (b *httpBackend) stop() {
+// side: its port refuses new connections at once. Requests already in flight
+// are answered first, since no balancer can save one whose backend dies
+// mid-request and the load loops count every failure. That includes the
+// connections in the listener's accept queue: a listener's close resets them,
+// and the balancer may have sent a request on one already (its handshake is
+// done), past the point where it may try another backend. So new connections
+// are refused with a reset first (an nftables rule: what a closed port sends),
+// the server takes what its queue holds, and only then is it shut down.
+func (b *httpBackend) stop(t *testing.T) {
+	t.Helper()
+	rules := filepath.Join(t.TempDir(), "refuse.nft")
+	os.WriteFile(rules, []byte(`table inet backend_stop {
+	chain in {
+		type filter hook input priority 0;
+		tcp dport 6443 tcp flags & (syn | ack) == syn reject with tcp reset
+	}
+}
+`), 0o644)
+	if out, code := execIn(t, b.host, 10*time.Second, "nft", "-f", rules); code != 0 {
+		t.Fatalf("%s: refusing new connections: %s", b.host.Name, out)
+	}
+	b.refusing = true
+	// A handshake under way when the rule came completes into the queue.
+	time.Sleep(10 * time.Millisecond)
+	b.waitAcceptQueueEmpty(t)
+	b.close()
+}
+
+// close shuts the server down, answering the requests in flight.
+func (b *httpBackend) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	b.srv.Shutdown(ctx)
+}
+
+// waitAcceptQueueEmpty waits until the server has accepted every connection
+// whose handshake is done: the kernel shows that queue's length as the
+// receive queue of the listening socket (state 0A) in /proc/net/tcp.
+func (b *httpBackend) waitAcceptQueueEmpty(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		queued, listening := 0, false
+		err := b.host.Do(func() error {
+			text, err := os.ReadFile("/proc/thread-self/net/tcp")
+			if err != nil {
+				return err
+			}
+			for _, l := range strings.Split(string(text), "\n")[1:] {
+				f := strings.Fields(l)
+				// local address, state, tx_queue:rx_queue
+				if len(f) > 4 && strings.HasSuffix(f[1], ":192B") && f[3] == "0A" {
+					var tx, rx int
+					fmt.Sscanf(f[4], "%x:%x", &tx, &rx)
+					queued, listening = queued+rx, true
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("%s: reading the accept queue: %v", b.host.Name, err)
+		}
+		if !listening {
+			t.Fatalf("%s: no listener on port 6443 in /proc/net/tcp", b.host.Name)
+		}
+		if queued == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d connections still wait in the accept queue after 2s", b.host.Name, queued)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // balancerLab is one vigil node with a VIP and a balancer on it, three
@@ -90,7 +163,7 @@ func newBalancerLab(t *testing.T) *balancerLab {
 		}
 		b := &httpBackend{host: h}
 		b.start(t)
-		t.Cleanup(b.stop)
+		t.Cleanup(b.close)
 		bl.backends[name] = b
 	}
 	bl.dialer = bl.client.Dialer(8)
@@ -240,7 +313,7 @@ func TestBalancerHealthAndReload(t *testing.T) {
 	wg.Go(func() { _, during = bl.load(100, 10*time.Millisecond) })
 	time.Sleep(100 * time.Millisecond)
 	t0 := time.Now()
-	bl.backends["be1"].stop()
+	bl.backends["be1"].stop(t)
 	waitLog(t, bl, off, `backend state change" balancer=api backend=10.78.0.11:6443 up=false`, 3*time.Second)
 	t.Logf("be1 killed -> out of rotation in %v (fall 2, interval 200ms, fast interval 50ms)", time.Since(t0))
 	wg.Wait()
@@ -330,5 +403,57 @@ func TestBalancerHealthAndReload(t *testing.T) {
 	}
 	if ok, _ := bl.lb.HasAddr(mustPrefix(balancerVIP + "/32").Addr()); ok {
 		t.Fatal("VIP still configured after shutdown")
+	}
+}
+
+// TestBalancerMaglevKeepsAClientOnItsBackend runs algorithm maglev through
+// the daemon: every connection of one client goes to the same backend; when
+// that backend dies they all go to one other, without a failure, and when it
+// is back they return to it.
+func TestBalancerMaglevKeepsAClientOnItsBackend(t *testing.T) {
+	bl := newBalancerLab(t)
+	bl.config(t, []string{"be1", "be2", "be3"}, "    algorithm: maglev\n")
+	bl.start(t)
+
+	onlyOne := func(what string) string {
+		t.Helper()
+		answers, failures := bl.load(30, 5*time.Millisecond)
+		got := tally(answers)
+		if len(failures) > 0 || len(got) != 1 {
+			t.Fatalf("%s: one backend should take every connection of the client: %v, failures %v", what, got, failures)
+		}
+		for who := range got {
+			return who
+		}
+		return ""
+	}
+	home := onlyOne("start")
+	t.Logf("the client's backend: %s", home)
+
+	_, off := bl.logSince(0)
+	var wg sync.WaitGroup
+	var answers []string
+	var during []error
+	wg.Go(func() { answers, during = bl.load(60, 10*time.Millisecond) })
+	time.Sleep(100 * time.Millisecond)
+	bl.backends[home].stop(t)
+	waitLog(t, bl, off, fmt.Sprintf(`backend=%s:6443 up=false`, bl.backends[home].host.Addr(false)), 3*time.Second)
+	wg.Wait()
+	if len(during) > 0 {
+		t.Fatalf("%d requests failed while %s died: %v", len(during), home, during[0])
+	}
+	stand := onlyOne("with " + home + " down")
+	if stand == home {
+		t.Fatalf("%s is down but still answered", home)
+	}
+	if after := tally(answers[len(answers)-10:]); after[stand] != 10 {
+		t.Fatalf("while %s died, the last requests went to %v, then %s took the client", home, after, stand)
+	}
+
+	_, off = bl.logSince(0)
+	bl.backends[home].start(t)
+	waitLog(t, bl, off, fmt.Sprintf(`backend=%s:6443 up=true`, bl.backends[home].host.Addr(false)), 3*time.Second)
+	if back := onlyOne(home + " back"); back != home {
+		t.Fatalf("with %s back the client went to %s", home, back)
 	}
 }
