@@ -25,6 +25,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/vigil-lb/vigil/internal/benchdoc"
@@ -49,6 +50,17 @@ type impl struct {
 type sample struct {
 	rps, p50, p99 float64 // requests/s, latency in ms
 	errors        int
+	requests      float64 // completed in the run
+	cpu           cpuPerRequest
+}
+
+// cpuPerRequest is where the machine's time went during a wrk run, in
+// microseconds per request: the proxy's process, the backends' (this
+// process), wrk's, the cores' idle time and what the hypervisor took
+// (steal). A proxy cheaper than another can still serve fewer requests if
+// the others spend more per request with it, or the cores wait more.
+type cpuPerRequest struct {
+	proxy, backends, wrk, idle, steal float64
 }
 
 type results struct {
@@ -146,12 +158,12 @@ func run(duration time.Duration, rounds, conns, idle, bulkMiB, detectRounds int,
 		}
 		for _, im := range order {
 			url := fmt.Sprintf("http://127.0.0.1:%d/", im.base)
-			s, err := wrk(h, dir, duration, conns, url, false)
+			s, err := wrk(h, dir, duration, conns, url, false, im.proc.Cmd.Process.Pid)
 			if err != nil {
 				return fmt.Errorf("%s keep-alive: %w", im.name, err)
 			}
 			res[im].keepAlive = append(res[im].keepAlive, s)
-			if s, err = wrk(h, dir, duration, conns, url, true); err != nil {
+			if s, err = wrk(h, dir, duration, conns, url, true, im.proc.Cmd.Process.Pid); err != nil {
 				return fmt.Errorf("%s new connection per request: %w", im.name, err)
 			}
 			res[im].perConn = append(res[im].perConn, s)
@@ -337,13 +349,14 @@ func (s *backends) close() {
 }
 
 var (
-	rpsRE = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
-	latRE = regexp.MustCompile(`(?m)^\s+(50|99)%\s+([0-9.]+)(us|ms|s)\s*$`)
-	errRE = regexp.MustCompile(`Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)|Non-2xx or 3xx responses: (\d+)`)
+	rpsRE   = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	countRE = regexp.MustCompile(`(\d+) requests in`)
+	latRE   = regexp.MustCompile(`(?m)^\s+(50|99)%\s+([0-9.]+)(us|ms|s)\s*$`)
+	errRE   = regexp.MustCompile(`Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)|Non-2xx or 3xx responses: (\d+)`)
 )
 
 // wrk runs one bounded wrk load inside the namespace.
-func wrk(h *netlab.Host, dir string, d time.Duration, conns int, url string, closeEach bool) (sample, error) {
+func wrk(h *netlab.Host, dir string, d time.Duration, conns int, url string, closeEach bool, proxyPid int) (sample, error) {
 	args := []string{"-t2", "-c" + strconv.Itoa(conns), "-d" + strconv.Itoa(int(d.Seconds())) + "s", "--latency", "--timeout", "5s"}
 	if closeEach {
 		args = append(args, "-H", "Connection: close")
@@ -356,6 +369,10 @@ func wrk(h *netlab.Host, dir string, d time.Duration, conns int, url string, clo
 	defer f.Close()
 	cmd := exec.Command("wrk", append(args, url)...)
 	cmd.Stdout, cmd.Stderr = f, f
+	before, err := takeTimes(proxyPid)
+	if err != nil {
+		return sample{}, err
+	}
 	p, err := h.Start(cmd)
 	if err != nil {
 		return sample{}, err
@@ -364,8 +381,84 @@ func wrk(h *netlab.Host, dir string, d time.Duration, conns int, url string, clo
 		p.Kill()
 		return sample{}, fmt.Errorf("wrk: exited=%v err=%v", exited, err)
 	}
+	after, err := takeTimes(proxyPid)
+	if err != nil {
+		return sample{}, err
+	}
 	text, _ := os.ReadFile(outFile)
-	return parseWrk(string(text))
+	s, err := parseWrk(string(text))
+	if err != nil {
+		return s, err
+	}
+	if n := s.requests; n > 0 {
+		ru, _ := p.Cmd.ProcessState.SysUsage().(*syscall.Rusage)
+		var wrkTime time.Duration
+		if ru != nil {
+			wrkTime = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+		}
+		per := func(ticks uint64) float64 { return float64(ticks) * 1e6 / userHZ / n }
+		s.cpu = cpuPerRequest{
+			proxy:    per(after.proxy - before.proxy),
+			backends: per(after.self - before.self),
+			wrk:      float64(wrkTime.Microseconds()) / n,
+			idle:     per(after.idle - before.idle),
+			steal:    per(after.steal - before.steal),
+		}
+	}
+	return s, nil
+}
+
+// userHZ is the unit of the times in /proc: fixed at 100 per second by the
+// kernel's ABI, whatever the kernel's own tick.
+const userHZ = 100
+
+// times are CPU time counters in /proc, in ticks of 1/userHZ s.
+type times struct {
+	proxy, self uint64 // user + system of the proxy's process and this one
+	idle, steal uint64 // all cores: idle + iowait, and steal
+}
+
+func takeTimes(proxyPid int) (times, error) {
+	var t times
+	var err error
+	if t.proxy, err = processTicks(strconv.Itoa(proxyPid)); err != nil {
+		return t, err
+	}
+	if t.self, err = processTicks("self"); err != nil {
+		return t, err
+	}
+	stat, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return t, err
+	}
+	line, _, _ := strings.Cut(string(stat), "\n")
+	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
+	if len(f) < 9 || f[0] != "cpu" {
+		return t, fmt.Errorf("/proc/stat: unexpected first line %q", line)
+	}
+	n := func(i int) uint64 { v, _ := strconv.ParseUint(f[i], 10, 64); return v }
+	t.idle, t.steal = n(4)+n(5), n(8)
+	return t, nil
+}
+
+// processTicks is a process's user + system time from /proc/<pid>/stat.
+func processTicks(pid string) (uint64, error) {
+	b, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// The command name may hold spaces; the fields after it do not.
+	_, rest, ok := strings.Cut(string(b), ") ")
+	f := strings.Fields(rest)
+	if !ok || len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%s/stat: too short", pid)
+	}
+	utime, err1 := strconv.ParseUint(f[11], 10, 64)
+	stime, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("/proc/%s/stat: %w", pid, err)
+	}
+	return utime + stime, nil
 }
 
 func parseWrk(text string) (sample, error) {
@@ -375,6 +468,9 @@ func parseWrk(text string) (sample, error) {
 	}
 	var s sample
 	s.rps, _ = strconv.ParseFloat(m[1], 64)
+	if m := countRE.FindStringSubmatch(text); m != nil {
+		s.requests, _ = strconv.ParseFloat(m[1], 64)
+	}
 	for _, l := range latRE.FindAllStringSubmatch(text, -1) {
 		v, _ := strconv.ParseFloat(l[2], 64)
 		switch l[3] {
@@ -601,9 +697,42 @@ func render(hp, vg *results, d time.Duration, rounds, conns, idle, bulkMiB, dete
 	row(fmt.Sprintf("backend killed -> out of rotation, median of %d", detectRounds), ms(hp.detect), ms(vg.detect), "ms", "<= 1.0x")
 	row("backend killed -> out of rotation, worst", worst(hp.detect), worst(vg.detect), "ms", "")
 	row("backend back -> in rotation, median", ms(hp.recover), ms(vg.recover), "ms", "")
+	b.WriteString(cpuTable(hp, vg))
 	fmt.Fprintf(&b, "\nwrk socket errors and non-2xx answers over all runs: HAProxy %d, vigil %d. "+
 		"Detection is timed to each one's monitor answering 503 (HAProxy: monitor fail if nbsrv < 1), polled every 5 ms.\n",
 		errs(hp.keepAlive)+errs(hp.perConn), errs(vg.keepAlive)+errs(vg.perConn))
+	return b.String()
+}
+
+// cpuTable says where the machine's time went per request in the wrk runs
+// (medians over the rounds): the column for the proxy alone is not the
+// whole story on two cores that wrk and the backends share.
+func cpuTable(hp, vg *results) string {
+	var b strings.Builder
+	b.WriteString("\nWhere the time went, microseconds per request (median over the rounds; CPU time from /proc, both cores):\n\n")
+	b.WriteString("| per request | keep-alive, HAProxy | keep-alive, vigil | new connection, HAProxy | new connection, vigil |\n|---|---|---|---|---|\n")
+	med := func(ss []sample, f func(sample) float64) float64 {
+		var xs []float64
+		for _, s := range ss {
+			xs = append(xs, f(s))
+		}
+		return benchdoc.Median(xs)
+	}
+	rows := []struct {
+		name string
+		f    func(sample) float64
+	}{
+		{"the proxy's process", func(s sample) float64 { return s.cpu.proxy }},
+		{"the backends' process", func(s sample) float64 { return s.cpu.backends }},
+		{"wrk", func(s sample) float64 { return s.cpu.wrk }},
+		{"cores idle", func(s sample) float64 { return s.cpu.idle }},
+		{"taken by the hypervisor (steal)", func(s sample) float64 { return s.cpu.steal }},
+		{"both cores' time (2 s / requests)", func(s sample) float64 { return 2e6 / s.rps }},
+	}
+	for _, r := range rows {
+		fmt.Fprintf(&b, "| %s | %.1f | %.1f | %.1f | %.1f |\n", r.name,
+			med(hp.keepAlive, r.f), med(vg.keepAlive, r.f), med(hp.perConn, r.f), med(vg.perConn, r.f))
+	}
 	return b.String()
 }
 
