@@ -1,9 +1,10 @@
 // Package proxy is vigil's userspace L4 load balancer: TCP frontends that
-// relay each connection to a backend chosen by weighted round robin or
-// least connections, with health-driven rotation, limits, PROXY protocol,
-// a monitor endpoint and reload without dropping connections. The data path
-// is one epoll event loop per core on raw sockets (evloop.go), the shape of
-// HAProxy's, rather than goroutines per connection.
+// relay each connection to a backend chosen by weighted round robin, least
+// connections or Maglev hashing, with health-driven rotation, limits, PROXY
+// protocol, a monitor endpoint and reload without dropping connections. The
+// data path is one epoll event loop per core on raw sockets (evloop.go),
+// shared by all balancers (loops.go), the shape of HAProxy's, rather than
+// goroutines per connection.
 package proxy
 
 import (
@@ -13,7 +14,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,8 +64,8 @@ type Balancer struct {
 
 	monitorRun sync.WaitGroup // the monitor's HTTP server
 	serving    sync.WaitGroup // sessions, from accept to close
-	evloops    []*evloop      // the data path, one loop per core
-	stopped    sync.Once      // stops evloops
+	evloops    []*evloop      // the data path, shared (loops.go)
+	released   sync.Once      // releases evloops
 
 	active         atomic.Int64
 	accepted       atomic.Uint64
@@ -81,30 +81,23 @@ func New(cfg config.Balancer, log *slog.Logger) (*Balancer, error) {
 	b := &Balancer{name: cfg.Name, log: log.With("balancer", cfg.Name),
 		listeners: map[string][]*net.TCPListener{}}
 	// The loops come first: Plan opens a listener per loop.
-	for range runtime.GOMAXPROCS(0) {
-		lp, err := newEvloop(b)
-		if err != nil {
-			b.stopLoops()
-			return nil, fmt.Errorf("balancer %s: event loop: %w", cfg.Name, err)
-		}
-		b.evloops = append(b.evloops, lp)
+	var err error
+	if b.evloops, err = acquireLoops(log); err != nil {
+		return nil, fmt.Errorf("balancer %s: %w", cfg.Name, err)
 	}
 	ch, err := b.Plan(cfg)
 	if err != nil {
-		b.stopLoops()
+		b.releaseLoops()
 		return nil, err
 	}
 	ch.commit(false)
 	return b, nil
 }
 
-// stopLoops ends the event loops; their sessions must be gone.
-func (b *Balancer) stopLoops() {
-	b.stopped.Do(func() {
-		for _, lp := range b.evloops {
-			lp.stop()
-		}
-	})
+// releaseLoops lets go of the shared loops; the balancer's sessions must be
+// gone.
+func (b *Balancer) releaseLoops() {
+	b.released.Do(releaseLoops)
 }
 
 // eachLoop runs f on every event loop (i is its index) and waits until all
@@ -140,7 +133,7 @@ func (b *Balancer) startAccept(addr string, ls []*net.TCPListener) {
 	fds := b.groupFDs(addr, ls)
 	b.eachLoop(func(i int, lp *evloop) {
 		if fd := fds[i%len(fds)]; fd >= 0 {
-			lp.watchListener(fd, addr, b.log)
+			lp.watchListener(fd, addr, b)
 		}
 	})
 }
@@ -368,7 +361,7 @@ func (b *Balancer) Shutdown(ctx context.Context) {
 	}
 	b.mu.Unlock()
 	b.monitorRun.Wait()
-	defer b.stopLoops()
+	defer b.releaseLoops()
 	done := make(chan struct{})
 	go func() { b.serving.Wait(); close(done) }()
 	select {
@@ -378,8 +371,12 @@ func (b *Balancer) Shutdown(ctx context.Context) {
 	}
 	var n atomic.Int64
 	b.eachLoop(func(_ int, lp *evloop) {
-		n.Add(int64(len(lp.conns)))
-		lp.abortWhere(func(*conn) bool { return true })
+		lp.abortWhere(func(c *conn) bool {
+			if c.b == b {
+				n.Add(1)
+			}
+			return c.b == b
+		})
 	})
 	b.log.Info("closed connections still open at shutdown", "connections", n.Load())
 	<-done

@@ -1,32 +1,28 @@
 package proxy
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
 // evloop is one event loop of the data path: an epoll set of its own,
-// level-triggered, served by one goroutine that parks in Go's netpoller on
-// the epoll descriptor itself. The sockets in it are raw descriptors the Go
-// runtime never sees. That is what makes it as cheap as HAProxy's loop: a
-// socket is read only when epoll said it has data (Go's edge-triggered poller
-// must read until EAGAIN, one wasted read per wait), and no goroutine is
-// parked or woken per connection or per packet: a wake of the loop serves
-// every socket that became ready.
+// level-triggered, served by one goroutine that waits in epoll itself (see
+// run). Every balancer of the process shares the loops (loops.go). The
+// sockets in it are raw descriptors the Go runtime never sees. That is what
+// makes it as cheap as HAProxy's loop: a socket is read only when epoll said
+// it has data (Go's edge-triggered poller must read until EAGAIN, one wasted
+// read per wait), and no goroutine is parked or woken per connection or per
+// packet: a wake of the loop serves every socket that became ready.
 type evloop struct {
-	b      *Balancer
+	log    *slog.Logger
 	epfd   int
-	ep     *os.File // epfd, in Go's poller so that run can park on it
-	rc     syscall.RawConn
 	wakefd int // eventfd that post writes to
 
 	mu     sync.Mutex
@@ -44,6 +40,7 @@ type evloop struct {
 	nextSweep time.Time // zero: no deadline pending
 	expired   []*conn
 	free      []*conn // finished sessions kept for reuse
+	lastYield time.Time
 	stopping  bool
 	done      chan struct{}
 }
@@ -57,8 +54,9 @@ type fdSlot struct {
 	closedIn uint64
 }
 
-// listenSlot is a listener a loop accepts on.
+// listenSlot is a listener a loop accepts on for a balancer.
 type listenSlot struct {
+	b       *Balancer
 	addr    string
 	backoff time.Duration // after an accept error; 0 when all is well
 }
@@ -66,14 +64,10 @@ type listenSlot struct {
 // readBuf is the read buffer of a loop: one read may take this much.
 const readBuf = 64 << 10
 
-func newEvloop(b *Balancer) (*evloop, error) {
+func newEvloop(log *slog.Logger) (*evloop, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("epoll_create: %w", err)
-	}
-	if err := unix.SetNonblock(epfd, true); err != nil {
-		unix.Close(epfd)
-		return nil, fmt.Errorf("epoll set nonblocking: %w", err)
 	}
 	wakefd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
 	if err != nil {
@@ -85,14 +79,7 @@ func newEvloop(b *Balancer) (*evloop, error) {
 		unix.Close(wakefd)
 		return nil, fmt.Errorf("epoll add eventfd: %w", err)
 	}
-	ep := os.NewFile(uintptr(epfd), "epoll") // non-blocking, so Go polls it
-	rc, err := ep.SyscallConn()
-	if err != nil {
-		ep.Close()
-		unix.Close(wakefd)
-		return nil, fmt.Errorf("epoll raw conn: %w", err)
-	}
-	lp := &evloop{b: b, epfd: epfd, ep: ep, rc: rc, wakefd: wakefd,
+	lp := &evloop{log: log, epfd: epfd, wakefd: wakefd,
 		buf: pendPool.Get().(*[]byte), events: make([]unix.EpollEvent, 256), done: make(chan struct{})}
 	go lp.run()
 	return lp, nil
@@ -129,57 +116,93 @@ func (lp *evloop) stop() {
 	<-lp.done
 }
 
+// holdIdle is how long a loop waits in epoll holding its processor before
+// it gives the processor up. A loop in the middle of a load so never lets
+// go of it: the kernel wakes its thread directly when a socket is ready, as
+// it wakes HAProxy's. Parked in Go's netpoller instead, each wake went
+// through the runtime, and both cores sat idle in between: 1.5-3x HAProxy's
+// idle time per request, p99 1.15-1.2x HAProxy's. Longer than the kernel's
+// tick (4 ms at HZ 250), so that arming the wait's timer does not
+// reprogram the clock (in a VM, an exit to the hypervisor per wait: 10 %
+// more CPU per request at 0.5 ms); shorter than the 10 ms after which the
+// runtime preempts a goroutine that holds its processor.
+const holdIdle = 5 * time.Millisecond
+
+// yieldEvery is how often a busy loop lets the scheduler run what else is
+// queued on its processor. The other goroutines have the processor loops
+// never hold (loops.go); this bounds how long any waits when they do not.
+const yieldEvery = time.Millisecond
+
+// run waits for events: first for up to holdIdle in a raw system call that
+// keeps the processor, then, when nothing came, in a blocking one that hands
+// the processor to the scheduler until a socket, a post or the next
+// session deadline wakes it. (Not in Go's netpoller: a loop's epoll set in
+// that poller's set wakes the poller's thread for every event, in vain
+// while the loop waits itself: 25 % more CPU per request.)
 func (lp *evloop) run() {
 	defer close(lp.done)
-	defer lp.ep.Close()
+	defer unix.Close(lp.epfd)
 	defer unix.Close(lp.wakefd)
-	// serve runs inside the poller's read call: a wake after parking calls
-	// it again directly, without the per-call set-up of a new read.
-	var perr error
-	serve := func(uintptr) bool {
-		for !lp.stopping {
-			n, err := sysEpollPoll(lp.epfd, lp.events)
-			if err == unix.EINTR {
-				continue
-			}
-			if err != nil {
-				perr = fmt.Errorf("epoll_wait: %w", err)
-				return true
-			}
-			if n == 0 {
-				return false // park until the epoll set has news
-			}
-			lp.handle(lp.events[:n])
-		}
-		return true
-	}
 	for !lp.stopping {
-		err := lp.rc.Read(serve)
-		if errors.Is(err, os.ErrDeadlineExceeded) {
+		n, err := sysEpollWait(lp.epfd, lp.events, lp.hold())
+		if err == nil && n == 0 {
+			n, err = sysEpollBlock(lp.epfd, lp.events, lp.untilSweep())
+		}
+		switch {
+		case err == unix.EINTR:
+			// A signal, such as the runtime's asking the goroutine
+			// to stop for the collector.
+			runtime.Gosched()
+			continue
+		case err != nil:
+			lp.fail(fmt.Errorf("epoll_wait: %w", err))
+			return
+		case n == 0: // a session's deadline
 			lp.now = time.Now()
 			lp.sweep()
 			continue
 		}
-		if err == nil {
-			err = perr
-		}
-		if err != nil {
-			lp.b.log.Error("event loop failed; its connections are closed", "err", err)
-			lp.mu.Lock()
-			lp.closed = true
-			lp.mu.Unlock()
-			lp.runInbox()
-			lp.abortWhere(func(*conn) bool { return true })
-			// Its listeners stop listening, so that the kernel
-			// hashes new connections to the other loops' ones.
-			for fd, slot := range lp.fds {
-				if slot.lis != nil {
-					unix.Shutdown(fd, unix.SHUT_RDWR)
-				}
-			}
-			return
+		lp.handle(lp.events[:n])
+		if lp.now.Sub(lp.lastYield) >= yieldEvery {
+			runtime.Gosched()
+			lp.lastYield = lp.now
 		}
 	}
+}
+
+// fail closes the loop's connections after an error of its epoll set.
+func (lp *evloop) fail(err error) {
+	lp.log.Error("event loop failed; its connections are closed", "err", err)
+	lp.mu.Lock()
+	lp.closed = true
+	lp.mu.Unlock()
+	lp.runInbox()
+	lp.abortWhere(func(*conn) bool { return true })
+	// Its listeners stop listening, so that the kernel hashes new
+	// connections to the other loops' ones.
+	for fd, slot := range lp.fds {
+		if slot.lis != nil {
+			unix.Shutdown(fd, unix.SHUT_RDWR)
+		}
+	}
+}
+
+// hold is how long the loop may wait holding its processor: holdIdle, or
+// less when a session's deadline comes sooner.
+func (lp *evloop) hold() time.Duration {
+	if lp.nextSweep.IsZero() {
+		return holdIdle
+	}
+	return min(holdIdle, max(lp.nextSweep.Sub(lp.now), 0))
+}
+
+// untilSweep is how long the loop may sleep: until the next session
+// deadline, or without end (-1) when there is none.
+func (lp *evloop) untilSweep() time.Duration {
+	if lp.nextSweep.IsZero() {
+		return -1
+	}
+	return max(time.Until(lp.nextSweep), 0)
 }
 
 // handle serves one batch of epoll events.
@@ -231,13 +254,13 @@ func (lp *evloop) runInbox() {
 // watchListener makes the loop accept on a listener: its own of the
 // address's SO_REUSEPORT group (listenGroup). It serves what it accepts
 // itself, without handing sessions to another loop.
-func (lp *evloop) watchListener(fd int, addr string, log *slog.Logger) {
+func (lp *evloop) watchListener(fd int, addr string, b *Balancer) {
 	lp.grow(fd)
 	if err := sysEpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, fd, unix.EPOLLIN); err != nil {
-		log.Error("listener not served by an event loop", "listen", addr, "err", err)
+		b.log.Error("listener not served by an event loop", "listen", addr, "err", err)
 		return
 	}
-	lp.fds[fd] = fdSlot{lis: &listenSlot{addr: addr}}
+	lp.fds[fd] = fdSlot{lis: &listenSlot{b: b, addr: addr}}
 }
 
 // unwatchListener stops accepting on a listener about to be closed.
@@ -251,12 +274,12 @@ func (lp *evloop) unwatchListener(fd int) {
 // acceptFrom takes the connections a listener has, a bounded number at a
 // time so that the sessions of the loop get their turn.
 func (lp *evloop) acceptFrom(lfd int, ls *listenSlot) {
-	b := lp.b
+	b := ls.b
 	for range 32 {
 		fd, src, err := sysAccept(lfd)
 		switch err {
 		case nil:
-			lp.admit(fd, src)
+			lp.admit(b, fd, src)
 			ls.backoff = 0
 			continue
 		case unix.EAGAIN:
@@ -280,10 +303,9 @@ func (lp *evloop) acceptFrom(lfd int, ls *listenSlot) {
 	}
 }
 
-// admit starts a session for an accepted socket, or refuses it over
+// admit starts a session of b for an accepted socket, or refuses it over
 // max_conn.
-func (lp *evloop) admit(fd int, src netip.AddrPort) {
-	b := lp.b
+func (lp *evloop) admit(b *Balancer, fd int, src netip.AddrPort) {
 	s := b.cur.Load()
 	if b.active.Load() >= int64(s.cfg.MaxConn) {
 		b.refuse(fd, s)
@@ -292,7 +314,7 @@ func (lp *evloop) admit(fd int, src netip.AddrPort) {
 	b.active.Add(1)
 	b.accepted.Add(1)
 	b.serving.Add(1)
-	lp.open(fd, src, s)
+	lp.open(b, fd, src, s)
 }
 
 func (lp *evloop) grow(fd int) {
@@ -342,7 +364,6 @@ func (lp *evloop) want(fd int, cur *uint32, events uint32) error {
 func (lp *evloop) schedule(t time.Time) {
 	if lp.nextSweep.IsZero() || t.Before(lp.nextSweep) {
 		lp.nextSweep = t
-		lp.ep.SetReadDeadline(t)
 	}
 }
 
@@ -360,7 +381,6 @@ func (lp *evloop) sweep() {
 		}
 	}
 	lp.nextSweep = next
-	lp.ep.SetReadDeadline(next)
 	for _, c := range lp.expired {
 		c.expire() // may schedule again
 	}

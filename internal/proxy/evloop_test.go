@@ -1,11 +1,16 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
+	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -211,7 +216,15 @@ func TestSessionsSpreadOverLoops(t *testing.T) {
 	var per []int
 	for _, lp := range b.evloops {
 		n := make(chan int)
-		lp.post(func() { n <- len(lp.conns) })
+		lp.post(func() {
+			mine := 0
+			for _, c := range lp.conns {
+				if c.b == b {
+					mine++
+				}
+			}
+			n <- mine
+		})
 		per = append(per, <-n)
 	}
 	sum := 0
@@ -324,7 +337,7 @@ func TestAcceptedSocketsHaveNoDelay(t *testing.T) {
 // between the two was taken with that read's batch but left the flag set,
 // so the next post wrote no wake-up and sat in the inbox for ever.)
 func TestPostIsNeverLost(t *testing.T) {
-	lp, err := newEvloop(&Balancer{log: slog.New(slog.DiscardHandler)})
+	lp, err := newEvloop(slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,4 +362,70 @@ func TestPostIsNeverLost(t *testing.T) {
 		}
 	}
 	lp.stop()
+}
+
+// TestBalancersShareLoops: balancers share the event loops, and the runtime
+// has a processor more than there are loops while any balancer runs. One
+// balancer shut down, with its sessions cut, leaves the other's sessions
+// alone; the last one gone stops the loops and gives the runtime back its
+// processors.
+func TestBalancersShareLoops(t *testing.T) {
+	procs := runtime.GOMAXPROCS(0)
+	s := newServer(t, "s", false)
+	fa, fb := freeAddr(t), freeAddr(t)
+	var bs []*Balancer
+	for _, front := range []string{fa, fb} {
+		b, err := New(balancerConfig(t, "listen: ["+front+"]\n"+backendList(s.addr())), testLog())
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Start()
+		t.Cleanup(func() { b.Shutdown(context.Background()) }) // a second Shutdown does nothing
+		bs = append(bs, b)
+	}
+	a, b := bs[0], bs[1]
+	if !slices.Equal(a.evloops, b.evloops) || len(a.evloops) != procs {
+		t.Fatalf("loops: %d and %d, shared %v; want %d shared", len(a.evloops), len(b.evloops), slices.Equal(a.evloops, b.evloops), procs)
+	}
+	if got := runtime.GOMAXPROCS(0); got != procs+1 {
+		t.Fatalf("GOMAXPROCS %d with %d loops, want %d", got, procs, procs+1)
+	}
+	nameA, ca := greet(t, fa)
+	nameB, cb := greet(t, fb)
+	if nameA != "s" || nameB != "s" {
+		t.Fatalf("greetings %q %q", nameA, nameB)
+	}
+	defer ca.Close()
+	defer cb.Close()
+
+	cut, cancel := context.WithCancel(context.Background())
+	cancel()
+	a.Shutdown(cut) // cuts a's session at once
+	ca.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if n, err := ca.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("a's session after a's shutdown: read %d, %v; want it closed", n, err)
+	}
+	cb.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := io.WriteString(cb, "still here\n"); err != nil {
+		t.Fatal(err)
+	}
+	if line, err := bufio.NewReader(cb).ReadString('\n'); err != nil || line != "still here\n" {
+		t.Fatalf("b's session after a's shutdown: %q %v", line, err)
+	}
+	if got := runtime.GOMAXPROCS(0); got != procs+1 {
+		t.Fatalf("GOMAXPROCS %d while b runs, want %d", got, procs+1)
+	}
+
+	loops := b.evloops
+	b.Shutdown(cut)
+	for i, lp := range loops {
+		select {
+		case <-lp.done:
+		default:
+			t.Fatalf("loop %d still runs after the last balancer's shutdown", i)
+		}
+	}
+	if got := runtime.GOMAXPROCS(0); got != procs {
+		t.Fatalf("GOMAXPROCS %d after the last balancer, want %d back", got, procs)
+	}
 }

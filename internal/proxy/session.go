@@ -16,6 +16,7 @@ import (
 // on one event loop and is touched only by that loop's goroutine.
 type conn struct {
 	lp       *evloop
+	b        *Balancer
 	s        *settings // the config generation it started with
 	be       *Backend  // picked backend; nil while none
 	cfd, sfd int       // client and server sockets; sfd is -1 while none
@@ -66,9 +67,9 @@ var pendPool = sync.Pool{New: func() any { b := make([]byte, readBuf); return &b
 const headerTimeout = 5 * time.Second
 
 // open starts a session for an accepted socket.
-func (lp *evloop) open(fd int, src netip.AddrPort, s *settings) {
+func (lp *evloop) open(b *Balancer, fd int, src netip.AddrPort, s *settings) {
 	c := lp.newConn()
-	c.s, c.cfd, c.sfd, c.src, c.last, c.state = s, fd, -1, src, lp.now, stStart
+	c.b, c.s, c.cfd, c.sfd, c.src, c.last, c.state = b, s, fd, -1, src, lp.now, stStart
 	lp.track(c)
 	lp.add(fd, c) // TCP_NODELAY comes from the listener (listen)
 	if s.cfg.AcceptProxy {
@@ -172,7 +173,7 @@ func (c *conn) update() {
 		err = c.lp.want(c.sfd, &c.sev, sev)
 	}
 	if err != nil {
-		c.lp.b.log.Warn("connection dropped", "client", c.src.String(), "err", err)
+		c.b.log.Warn("connection dropped", "client", c.src.String(), "err", err)
 		c.abort()
 	}
 }
@@ -180,7 +181,7 @@ func (c *conn) update() {
 // readHeader reads the client's PROXY header; bytes after it are kept to be
 // sent to the backend first.
 func (c *conn) readHeader() {
-	b := c.lp.b
+	b := c.b
 	if c.head == nil {
 		c.head = make([]byte, 0, proxyproto.MaxHeader)
 	}
@@ -214,7 +215,7 @@ func (c *conn) readHeader() {
 // connect starts a connect to the next backend to try, or ends the session
 // when there is none left.
 func (c *conn) connect() {
-	b := c.lp.b
+	b := c.b
 	for c.attempts <= *c.s.cfg.Retries {
 		be := b.pick(c.s, c.tried, c.src.Addr())
 		if be == nil {
@@ -245,7 +246,7 @@ func (c *conn) connectFailed(be *Backend, err error) {
 	be.active.Add(-1)
 	be.connectErrors.Add(1)
 	c.tried = append(c.tried, be)
-	c.lp.b.log.Debug("backend connect failed, trying another", "backend", be.Addr.String(), "client", c.src.String(), "err", err)
+	c.b.log.Debug("backend connect failed, trying another", "backend", be.Addr.String(), "client", c.src.String(), "err", err)
 }
 
 // connectDone finishes a connect epoll reported on.
@@ -490,7 +491,7 @@ func (c *conn) reset(fd int, err error) bool {
 	if fd == c.sfd && c.be != nil {
 		peer = c.be.Addr.String()
 	}
-	c.lp.b.log.Debug("connection reset", "from", peer, "err", err)
+	c.b.log.Debug("connection reset", "from", peer, "err", err)
 	c.abort()
 	return false
 }
@@ -507,7 +508,7 @@ func (c *conn) due() time.Time {
 func (c *conn) expire() {
 	switch c.state {
 	case stHeader:
-		b := c.lp.b
+		b := c.b
 		b.badProxyHeader.Add(1)
 		b.log.Debug("connection closed: no PROXY header in time", "client", c.src.String())
 		c.abort()
@@ -547,9 +548,9 @@ func (c *conn) finish(reset bool) {
 	if c.be != nil {
 		c.be.active.Add(-1)
 	}
+	b := c.b
 	lp.untrack(c)
 	lp.freeConn(c)
-	b := lp.b
 	b.active.Add(-1)
 	b.serving.Done()
 }

@@ -2,14 +2,15 @@ package proxy
 
 import (
 	"net/netip"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
 // The event loops' system calls. Every socket, pipe and epoll set they touch
-// is non-blocking, so no call here can block, and they go in as raw system
-// calls: no hand-off of the loop's processor to the scheduler around each
+// is non-blocking, so no call here blocks (but sysEpollWait, for a bounded
+// time), and they go in as raw system calls: no hand-off of the loop's processor to the scheduler around each
 // (what syscall.Syscall does for calls that may block), which also keeps the
 // runtime's monitor thread from waking to take processors back. That hand-off
 // cost as much as a quarter of the loop's time per connection.
@@ -76,9 +77,29 @@ func sysSplice(in, out, n int) (int, error) {
 	return int(r), nil
 }
 
-// sysEpollPoll takes the ready events without waiting.
-func sysEpollPoll(epfd int, events []unix.EpollEvent) (int, error) {
-	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(unsafe.SliceData(events))), uintptr(len(events)), 0, 0, 0)
+// sysEpollWait takes the ready events, waiting up to d for some. It holds
+// the goroutine's processor while it waits (see evloop.run).
+func sysEpollWait(epfd int, events []unix.EpollEvent, d time.Duration) (int, error) {
+	ts := unix.NsecToTimespec(d.Nanoseconds())
+	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT2, uintptr(epfd), uintptr(unsafe.Pointer(unsafe.SliceData(events))), uintptr(len(events)),
+		uintptr(unsafe.Pointer(&ts)), 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// sysEpollBlock waits up to d (without end when d < 0) for events, as a
+// blocking call: the scheduler gives the goroutine's processor to others
+// meanwhile.
+func sysEpollBlock(epfd int, events []unix.EpollEvent, d time.Duration) (int, error) {
+	var tsp unsafe.Pointer
+	ts := unix.NsecToTimespec(d.Nanoseconds())
+	if d >= 0 {
+		tsp = unsafe.Pointer(&ts)
+	}
+	n, _, e := unix.Syscall6(unix.SYS_EPOLL_PWAIT2, uintptr(epfd), uintptr(unsafe.Pointer(unsafe.SliceData(events))), uintptr(len(events)),
+		uintptr(tsp), 0, 0)
 	if e != 0 {
 		return 0, e
 	}
