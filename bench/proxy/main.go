@@ -743,7 +743,7 @@ func firstLine(s string) string {
 
 func envNote() string {
 	if vigilEnv == "" {
-		return " vigil with its defaults (GOMAXPROCS = cores)."
+		return " vigil with its defaults (an event loop per core, GOMAXPROCS = cores + 1)."
 	}
 	return " vigil run with " + vigilEnv + "."
 }
