@@ -120,7 +120,7 @@ func (lp *evloop) stop() {
 // it gives the processor up. A loop in the middle of a load so never lets
 // go of it: the kernel wakes its thread directly when a socket is ready, as
 // it wakes HAProxy's. Parked in Go's netpoller instead, each wake went
-// through the runtime, and both cores sat idle in between: 1.5-3x HAProxy's
+// through the runtime, and both cores sat idle in between: 1.3-3x HAProxy's
 // idle time per request, p99 1.15-1.2x HAProxy's. Longer than the kernel's
 // tick (4 ms at HZ 250), so that arming the wait's timer does not
 // reprogram the clock (in a VM, an exit to the hypervisor per wait: 10 %
