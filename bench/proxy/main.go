@@ -632,14 +632,16 @@ func waitHTTP(h *netlab.Host, url string, code int, d time.Duration) error {
 	return fmt.Errorf("%s did not answer %d within %v (last: %s)", url, code, d, last)
 }
 
-func render(hp, vg *results, d time.Duration, rounds, conns, idle, bulkMiB, detectRounds int, version string) string {
-	med := func(ss []sample, f func(sample) float64) float64 {
-		var xs []float64
-		for _, s := range ss {
-			xs = append(xs, f(s))
-		}
-		return benchdoc.Median(xs)
+// med is the median of one figure over the rounds' samples.
+func med(ss []sample, f func(sample) float64) float64 {
+	var xs []float64
+	for _, s := range ss {
+		xs = append(xs, f(s))
 	}
+	return benchdoc.Median(xs)
+}
+
+func render(hp, vg *results, d time.Duration, rounds, conns, idle, bulkMiB, detectRounds int, version string) string {
 	errs := func(ss []sample) int {
 		n := 0
 		for _, s := range ss {
@@ -711,13 +713,6 @@ func cpuTable(hp, vg *results) string {
 	var b strings.Builder
 	b.WriteString("\nWhere the time went, microseconds per request (median over the rounds; CPU time from /proc, both cores):\n\n")
 	b.WriteString("| per request | keep-alive, HAProxy | keep-alive, vigil | new connection, HAProxy | new connection, vigil |\n|---|---|---|---|---|\n")
-	med := func(ss []sample, f func(sample) float64) float64 {
-		var xs []float64
-		for _, s := range ss {
-			xs = append(xs, f(s))
-		}
-		return benchdoc.Median(xs)
-	}
 	rows := []struct {
 		name string
 		f    func(sample) float64

@@ -66,13 +66,16 @@ func (b *httpBackend) start(t *testing.T) {
 func (b *httpBackend) stop(t *testing.T) {
 	t.Helper()
 	rules := filepath.Join(t.TempDir(), "refuse.nft")
-	os.WriteFile(rules, []byte(`table inet backend_stop {
+	err := os.WriteFile(rules, []byte(`table inet backend_stop {
 	chain in {
 		type filter hook input priority 0;
 		tcp dport 6443 tcp flags & (syn | ack) == syn reject with tcp reset
 	}
 }
 `), 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if out, code := execIn(t, b.host, 10*time.Second, "nft", "-f", rules); code != 0 {
 		t.Fatalf("%s: refusing new connections: %s", b.host.Name, out)
 	}

@@ -372,10 +372,11 @@ func (b *Balancer) Shutdown(ctx context.Context) {
 	var n atomic.Int64
 	b.eachLoop(func(_ int, lp *evloop) {
 		lp.abortWhere(func(c *conn) bool {
-			if c.b == b {
+			mine := c.b == b
+			if mine {
 				n.Add(1)
 			}
-			return c.b == b
+			return mine
 		})
 	})
 	b.log.Info("closed connections still open at shutdown", "connections", n.Load())

@@ -9,11 +9,14 @@ import (
 )
 
 // The event loops' system calls. Every socket, pipe and epoll set they touch
-// is non-blocking, so no call here blocks (but sysEpollWait, for a bounded
-// time), and they go in as raw system calls: no hand-off of the loop's processor to the scheduler around each
-// (what syscall.Syscall does for calls that may block), which also keeps the
-// runtime's monitor thread from waking to take processors back. That hand-off
-// cost as much as a quarter of the loop's time per connection.
+// is non-blocking, so no call here blocks (but the epoll waits, which say so),
+// and they go in as raw system calls: no hand-off of the loop's processor to
+// the scheduler around each (what syscall.Syscall does for calls that may
+// block), which also keeps the runtime's monitor thread from waking to take
+// processors back. That hand-off cost as much as a quarter of the loop's time
+// per connection. sysEpollWait and sysEpollBlock differ only in that
+// (RawSyscall6 or Syscall6) and stay two: a pointer passed as uintptr is kept
+// alive only in a direct call to the system call function.
 
 func errnoErr(e unix.Errno) error {
 	if e == 0 {
