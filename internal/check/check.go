@@ -1,6 +1,7 @@
-// Package check runs health checks and publishes their up/down changes on a
-// Bus. Each kind of probe is a Prober with one method; Runner owns interval,
-// timeout, rise and fall, and publishes only on a change.
+// Package check runs health checks and publishes their up/down state in the
+// daemon's health store. Each kind of probe is a Prober with one method;
+// Runner owns interval, timeout, rise and fall, and publishes only on a
+// change; Set runs the checks a config asks for and plans their reload.
 package check
 
 import (
@@ -11,6 +12,8 @@ import (
 	"net"
 	"os/exec"
 	"sync"
+
+	"github.com/vigil-lb/vigil/internal/health"
 	"syscall"
 	"time"
 )
@@ -56,62 +59,13 @@ func (t TCP) Probe(ctx context.Context) error {
 	return c.Close()
 }
 
-// Event is a check changing state.
-type Event struct {
-	Name string
-	Up   bool
-	Err  error // the last probe error when down
-}
-
-// Bus fans check events out to subscribers: VRRP tracking now, balancers and
-// BGP later. Nobody polls a check.
-type Bus struct {
-	mu   sync.Mutex
-	subs []chan Event
-	last map[string]Event
-}
-
-// NewBus returns an empty bus.
-func NewBus() *Bus { return &Bus{last: map[string]Event{}} }
-
-// Subscribe returns a channel of events; it first receives the latest state
-// of every check already known.
-func (b *Bus) Subscribe() <-chan Event {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	ch := make(chan Event, 256+len(b.last))
-	for _, e := range b.last {
-		ch <- e
-	}
-	b.subs = append(b.subs, ch)
-	return ch
-}
-
-// Last returns the latest event of a check, if any.
-func (b *Bus) Last(name string) (Event, bool) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	e, ok := b.last[name]
-	return e, ok
-}
-
-// Publish sends e to every subscriber. A subscriber that does not keep up
-// loses events rather than blocking the checks.
-func (b *Bus) Publish(e Event) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.last[e.Name] = e
-	for _, ch := range b.subs {
-		select {
-		case ch <- e:
-		default:
-		}
-	}
-}
-
 // Runner probes on an interval and applies rise/fall hysteresis.
 type Runner struct {
-	Name     string
+	// Name names the check in logs and status.
+	Name string
+	// Key is where the check's state goes in Health.
+	Key      health.Key
+	Health   *health.Store
 	Prober   Prober
 	Interval time.Duration
 	// FastInterval replaces Interval while the state is changing; 0 means Interval.
@@ -119,7 +73,6 @@ type Runner struct {
 	Timeout      time.Duration
 	Rise         int
 	Fall         int
-	Bus          *Bus
 	Log          *slog.Logger
 	// StartDown starts the check down, needing Rise passes to come up; for a
 	// check restarted by a reload while its target was down.
@@ -158,6 +111,7 @@ func (r *Runner) Run(ctx context.Context) {
 	r.mu.Lock()
 	r.up = !r.StartDown
 	r.mu.Unlock()
+	r.publish(!r.StartDown, "")
 	t := time.NewTimer(rand.N(r.Interval))
 	defer t.Stop()
 	for {
@@ -175,7 +129,11 @@ func (r *Runner) Run(ctx context.Context) {
 			return
 		}
 		r.mu.Lock()
-		e, changed := r.record(err)
+		up, changed := r.record(err)
+		reason := ""
+		if err != nil {
+			reason = err.Error()
+		}
 		next := r.Interval
 		if r.FastInterval > 0 && (r.up && r.fail > 0 || !r.up && r.okRun > 0) {
 			next = r.FastInterval
@@ -189,28 +147,34 @@ func (r *Runner) Run(ctx context.Context) {
 		}
 		r.mu.Unlock()
 		if changed {
-			r.Log.Info("check state change", "check", r.Name, "up", e.Up, "err", e.Err)
-			r.Bus.Publish(e)
+			r.Log.Info("check state change", "check", r.Name, "up", up, "err", err)
+			r.publish(up, reason)
 		}
 		t.Reset(next)
 	}
 }
 
-// record applies one probe result and reports whether the state changed.
-// The caller holds r.mu.
-func (r *Runner) record(err error) (Event, bool) {
+func (r *Runner) publish(up bool, reason string) {
+	if r.Health != nil {
+		r.Health.Set(r.Key, health.State{Up: up, Reason: reason})
+	}
+}
+
+// record applies one probe result and reports the state and whether it
+// changed. The caller holds r.mu.
+func (r *Runner) record(err error) (up, changed bool) {
 	if err == nil {
 		r.okRun, r.fail = r.okRun+1, 0
 		if !r.up && r.okRun >= r.Rise {
 			r.up = true
-			return Event{Name: r.Name, Up: true}, true
+			return true, true
 		}
-		return Event{}, false
+		return r.up, false
 	}
 	r.okRun, r.fail = 0, r.fail+1
 	if r.up && r.fail >= r.Fall {
 		r.up = false
-		return Event{Name: r.Name, Up: false, Err: err}, true
+		return false, true
 	}
-	return Event{}, false
+	return r.up, false
 }

@@ -20,6 +20,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vigil-lb/vigil/internal/health"
 )
 
 func okRange() []StatusRange { return []StatusRange{{200, 399}} }
@@ -159,23 +161,17 @@ func TestHTTPS(t *testing.T) {
 }
 
 func TestRunnerStatus(t *testing.T) {
-	bus := NewBus()
-	events := bus.Subscribe()
+	store := health.New()
 	fails := make(chan error, 10)
-	r := &Runner{Name: "s", Prober: proberFunc(func(context.Context) error { return <-fails }),
-		Interval: 10 * time.Millisecond, Timeout: 10 * time.Millisecond, Rise: 1, Fall: 2, Bus: bus, Log: discard()}
+	r := &Runner{Name: "s", Key: health.CheckKey("s"), Health: store, Prober: proberFunc(func(context.Context) error { return <-fails }),
+		Interval: 10 * time.Millisecond, Timeout: 10 * time.Millisecond, Rise: 1, Fall: 2, Log: discard()}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go r.Run(ctx)
 	fails <- errBad
 	fails <- errBad
-	select {
-	case e := <-events:
-		if e.Up || e.Name != "s" {
-			t.Fatalf("event %+v", e)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("no down event")
+	if st := waitState(t, store, health.CheckKey("s"), false); st.Reason != errBad.Error() {
+		t.Fatalf("down with reason %q", st.Reason)
 	}
 	st := r.Status()
 	if st.Up || st.Probes != 2 || st.Failures != 2 || st.LastErr != errBad.Error() || st.LastProbe.IsZero() {
@@ -189,13 +185,32 @@ func (f proberFunc) Probe(ctx context.Context) error { return f(ctx) }
 
 var errBad = errors.New("bad")
 
+// waitState waits until key has the given up state in store and returns it.
+func waitState(t *testing.T, store *health.Store, key health.Key, up bool) health.State {
+	t.Helper()
+	sub := store.Subscribe()
+	defer sub.Close()
+	deadline := time.After(10 * time.Second)
+	for {
+		if st, ok := store.Get(key); ok && st.Up == up {
+			return st
+		}
+		select {
+		case <-sub.Wake():
+			sub.Changes()
+		case <-deadline:
+			st, ok := store.Get(key)
+			t.Fatalf("%v: state %+v (known %v), want up=%v", key, st, ok, up)
+		}
+	}
+}
+
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 // After a first failure while up, the next probe comes after FastInterval,
 // not Interval, so a real failure is confirmed quickly.
 func TestFastIntervalConfirmsQuickly(t *testing.T) {
-	bus := NewBus()
-	events := bus.Subscribe()
+	store := health.New()
 	var mu sync.Mutex
 	var times []time.Time
 	r := &Runner{Name: "f", Prober: proberFunc(func(context.Context) error {
@@ -203,18 +218,12 @@ func TestFastIntervalConfirmsQuickly(t *testing.T) {
 		times = append(times, time.Now())
 		mu.Unlock()
 		return errBad
-	}), Interval: 2 * time.Second, FastInterval: 10 * time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 4, Bus: bus, Log: discard()}
+	}), Interval: 2 * time.Second, FastInterval: 10 * time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 4,
+		Key: health.CheckKey("f"), Health: store, Log: discard()}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go r.Run(ctx)
-	select {
-	case e := <-events:
-		if e.Up {
-			t.Fatalf("event %+v", e)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no down event")
-	}
+	waitState(t, store, health.CheckKey("f"), false)
 	mu.Lock()
 	defer mu.Unlock()
 	if len(times) != 4 {
