@@ -38,7 +38,7 @@ Needs CAP_NET_ADMIN and CAP_NET_RAW (root).`,
 			if err != nil {
 				return &exitError{2, err}
 			}
-			log := newLogger(cfg.Log)
+			log, level := newLogger(cfg.Log)
 			if n, err := proxy.RaiseFileLimit(); err != nil {
 				log.Warn("could not raise the open file limit", "limit", n, "err", err)
 			}
@@ -49,6 +49,7 @@ Needs CAP_NET_ADMIN and CAP_NET_RAW (root).`,
 				return fmt.Errorf("start: %w", err)
 			}
 			sup.Version = version()
+			sup.Also(&settings{api: cfg.API, log: cfg.Log, level: level, logger: log})
 			srv, err := api.Listen(cfg.API.Socket, cfg.API.HTTP, sup.Snapshot, log)
 			if err != nil {
 				sup.Close()
@@ -178,14 +179,4 @@ file. The daemon logs whether it applied the new config.`,
 	cmd.Flags().StringVarP(&path, "config", "c", "/etc/vigil/vigil.yaml", "config file the daemon reads")
 	cmd.Flags().StringVar(&pidFile, "pid-file", defaultPidFile, "the daemon's pid file")
 	return cmd
-}
-
-func newLogger(c config.Log) *slog.Logger {
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(c.Level))
-	opts := &slog.HandlerOptions{Level: level}
-	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
-	}
-	return slog.New(slog.NewTextHandler(os.Stderr, opts))
 }

@@ -14,8 +14,8 @@ import (
 // metrics and the status page. Safe to call from any goroutine.
 func (s *Supervisor) Snapshot() api.Snapshot {
 	snap := api.Snapshot{Node: s.node, Cluster: s.cluster, Version: s.Version, Started: s.started, Taken: time.Now()}
-	for i, in := range s.instances {
-		ic, st := s.all[i], in.Status()
+	for i, in := range s.vrrp.instances {
+		ic, st := s.vrrp.all[i], in.Status()
 		out := api.Instance{Name: ic.Name, Interface: ic.Interface, VRID: ic.VRID, Version: ic.Version,
 			State: st.State.String(), Priority: ic.Priority, EffectivePriority: int(st.Priority), VIPs: ic.VIPs,
 			Since: st.Since, AdvertsSent: st.Adverts, AdvertsReceived: st.Received, Transitions: st.Transition,
@@ -35,16 +35,16 @@ func (s *Supervisor) Snapshot() api.Snapshot {
 		}
 		snap.Instances = append(snap.Instances, out)
 	}
-	for name, a := range s.announcers {
+	for name, a := range s.vrrp.announcers {
 		snap.Interfaces = append(snap.Interfaces, api.Interface{Name: name, GARPSent: a.Sent(), GARPSuppressed: a.Suppressed()})
 	}
 	slices.SortFunc(snap.Interfaces, func(a, b api.Interface) int { return strings.Compare(a.Name, b.Name) })
-	for _, c := range s.Checks() {
+	for _, c := range s.checks.Statuses() {
 		snap.Checks = append(snap.Checks, api.Check{Name: c.Name, Up: c.Up, LastProbe: c.LastProbe, LastError: c.LastErr,
 			Latency: c.Latency, Probes: c.Probes, Failures: c.Failures})
 	}
 	slices.SortFunc(snap.Checks, func(a, b api.Check) int { return strings.Compare(a.Name, b.Name) })
-	for _, b := range s.Balancers() {
+	for _, b := range s.fleet.Balancers() {
 		st := b.Status()
 		out := api.Balancer{Name: st.Name, Listen: st.Listen, Algorithm: st.Algorithm, Active: st.Active,
 			Accepted: st.Accepted, Refused: st.Refused, NoBackend: st.NoBackend, BadProxyHeader: st.BadProxyHeader}
@@ -54,10 +54,7 @@ func (s *Supervisor) Snapshot() api.Snapshot {
 		}
 		snap.Balancers = append(snap.Balancers, out)
 	}
-	s.mu.Lock()
-	sp := s.bgp
-	s.mu.Unlock()
-	if sp != nil {
+	if sp := s.bgp.Speaker(); sp != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		b := &api.BGP{Announced: []string{}}
 		for _, ss := range sp.Sessions(ctx) {
@@ -71,16 +68,9 @@ func (s *Supervisor) Snapshot() api.Snapshot {
 		slices.Sort(b.Announced)
 		snap.BGP = b
 	}
-	if s.dsr != nil {
-		bals, verdicts := s.dsr.status()
-		snap.Balancers = append(snap.Balancers, bals...)
-		snap.XDP = verdicts
-	} else {
-		for _, ab := range s.dsrDown {
-			ab.Backends = slices.Clone(ab.Backends)
-			snap.Balancers = append(snap.Balancers, ab)
-		}
-	}
+	bals, verdicts := s.dsr.Status()
+	snap.Balancers = append(snap.Balancers, bals...)
+	snap.XDP = verdicts
 	return snap
 }
 

@@ -1,0 +1,306 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"reflect"
+	"sync"
+	"time"
+
+	"github.com/vigil-lb/vigil/internal/component"
+	"github.com/vigil-lb/vigil/internal/config"
+	"github.com/vigil-lb/vigil/internal/garp"
+	"github.com/vigil-lb/vigil/internal/health"
+	"github.com/vigil-lb/vigil/internal/notify"
+	"github.com/vigil-lb/vigil/internal/vip"
+	"github.com/vigil-lb/vigil/internal/vrrp"
+)
+
+// vrrpGroup is the VRRP component: every instance (configured and from
+// pools), their transports, GARP announcers, VIP sets, accept-mode guard,
+// sync groups and notify hooks. It reads tracked checks and interfaces
+// from the health state and writes each instance's mastership to it.
+type vrrpGroup struct {
+	cfg   *config.Config // the running one: a reload cannot change VRRP
+	store *health.Store
+	log   *slog.Logger
+
+	all        []config.Instance // configured and generated from pools, in instances order
+	transports map[string]*vrrp.Transport
+	announcers map[string]*garp.Announcer
+	instances  []*vrrp.Instance
+	hooks      map[string]*notify.Hook // instance or group name -> hook
+	groups     []*syncGroup
+	vipSets    []*vip.Set
+	guard      *vip.Guard
+}
+
+// probeWait is how long a new master listens for other hosts answering ARP
+// for its VIPs.
+const probeWait = 500 * time.Millisecond
+
+// newVRRP opens every socket the instances need, and for accept: false
+// installs the drop table, so interface and permission errors come before
+// any address changes; on error it closes what it opened.
+func newVRRP(cfg *config.Config, store *health.Store, log *slog.Logger) (*vrrpGroup, error) {
+	g := &vrrpGroup{cfg: cfg, store: store, log: log, transports: map[string]*vrrp.Transport{},
+		announcers: map[string]*garp.Announcer{}, hooks: map[string]*notify.Hook{}}
+	if err := g.build(); err != nil {
+		g.close()
+		return nil, err
+	}
+	return g, nil
+}
+
+func (g *vrrpGroup) build() error {
+	g.all = g.cfg.VRRP.All()
+	exclude := map[netip.Addr]bool{}
+	parsed := make([][]netip.Prefix, len(g.all))
+	for i, ic := range g.all {
+		for _, v := range ic.VIPs {
+			p, _ := config.ParseVIP(v) // validated already
+			parsed[i] = append(parsed[i], p)
+			// An address owner's VIP is its own address and may be the source.
+			exclude[p.Addr()] = ic.Priority != 255
+		}
+	}
+	for i, ic := range g.all {
+		key := ic.Path + ".interface"
+		if _, err := net.InterfaceByName(ic.Interface); err != nil {
+			return fmt.Errorf("%s: no interface %q on this host (line %d)", key, ic.Interface, g.cfg.Line(key))
+		}
+		is6 := parsed[i][0].Addr().Is6()
+		tkey := fmt.Sprintf("%s/%v", ic.Interface, is6)
+		tr := g.transports[tkey]
+		if tr == nil {
+			var err error
+			if tr, err = vrrp.OpenTransport(ic.Interface, is6, exclude, g.log); err != nil {
+				return fmt.Errorf("vrrp instance %s: %w", ic.Name, err)
+			}
+			g.transports[tkey] = tr
+		}
+		ann := g.announcers[ic.Interface]
+		if ann == nil {
+			ann = garp.NewAnnouncer(ic.Interface)
+			g.announcers[ic.Interface] = ann
+		}
+		if err := ann.Open(!is6, is6); err != nil {
+			return fmt.Errorf("vrrp instance %s: %w", ic.Name, err)
+		}
+		set, err := vip.New(ic.Interface, parsed[i])
+		if err != nil {
+			return err
+		}
+		g.vipSets = append(g.vipSets, set)
+		in := vrrp.NewInstance(instanceConfig(ic, parsed[i]), tr, set, ann, g.log)
+		in.Probe = func(ctx context.Context, ip netip.Addr) ([]net.HardwareAddr, error) {
+			r, err := garp.Probe(ctx, ic.Interface, ip, probeWait)
+			return r.MACs, err
+		}
+		if err := tr.Register(uint8(ic.VRID), in.Receive()); err != nil {
+			return err
+		}
+		g.instances = append(g.instances, in)
+		g.hooks[ic.Name] = notify.New(ic.Notify, ic.NotifyTimeout, g.log)
+	}
+	if err := g.acceptMode(parsed); err != nil {
+		return err
+	}
+	g.wireSyncGroups()
+	return nil
+}
+
+// wireSyncGroups builds the sync groups and the transition callbacks:
+// notify hooks, sync groups, and mastership into the health state (for
+// BGP's when_master).
+func (g *vrrpGroup) wireSyncGroups() {
+	byName := map[string]*vrrp.Instance{}
+	for _, in := range g.instances {
+		byName[in.Name()] = in
+	}
+	groupOf := map[*vrrp.Instance]*syncGroup{}
+	for _, gc := range g.cfg.VRRP.SyncGroups {
+		sg := &syncGroup{name: gc.Name, log: g.log.With("sync_group", gc.Name), faulted: map[string]bool{}}
+		for _, n := range gc.Instances {
+			sg.members = append(sg.members, byName[n])
+			groupOf[byName[n]] = sg
+		}
+		g.hooks["group/"+gc.Name] = notify.New(gc.Notify, config.DefaultNotifyTimeout, g.log)
+		sg.hook = g.hooks["group/"+gc.Name]
+		g.groups = append(g.groups, sg)
+	}
+	for _, in := range g.instances {
+		hook, sg := g.hooks[in.Name()], groupOf[in]
+		in.OnTransition = func(in *vrrp.Instance, t vrrp.Transition) {
+			hook.Notify("INSTANCE", in.Name(), t.To.String(), int(t.Priority))
+			if sg != nil {
+				sg.transition(in, t)
+			}
+			g.store.Set(health.MasterKey(in.Name()), health.State{Up: t.To == vrrp.Master, Reason: t.To.String()})
+		}
+		if sg != nil {
+			in.OnOwnFault = sg.ownFault
+		}
+	}
+}
+
+// acceptMode installs the drop rules for instances with accept: false. The
+// address owner (priority 255) always accepts, as the RFC says.
+func (g *vrrpGroup) acceptMode(parsed [][]netip.Prefix) error {
+	var drop []netip.Addr
+	for i, ic := range g.all {
+		if !*ic.Accept && ic.Priority != 255 {
+			for _, p := range parsed[i] {
+				drop = append(drop, p.Addr())
+			}
+		}
+	}
+	if len(drop) == 0 {
+		vip.RemoveStaleGuard()
+		return nil
+	}
+	guard, err := vip.NewGuard(drop)
+	if err != nil {
+		return err
+	}
+	g.guard = guard
+	return nil
+}
+
+func instanceConfig(ic config.Instance, vips []netip.Prefix) vrrp.Config {
+	c := vrrp.Config{
+		Name: ic.Name, Interface: ic.Interface, VRID: uint8(ic.VRID), Version: uint8(ic.Version),
+		Priority: uint8(ic.Priority), Interval: ic.AdvertInterval, Preempt: *ic.Preempt,
+		PreemptDelay: ic.PreemptDelay, VIPs: vips, AuthPass: ic.AuthPass,
+		GARPCount: *ic.GARP.Count, GARPInterval: ic.GARP.Interval, GARPRefresh: *ic.GARP.Refresh,
+	}
+	for _, p := range ic.UnicastPeers {
+		c.Peers = append(c.Peers, netip.MustParseAddr(p))
+	}
+	for _, t := range ic.Track.Interfaces {
+		c.Track = append(c.Track, vrrp.TrackItem{Kind: "interface", Name: t.Name, Weight: t.Weight})
+	}
+	for _, t := range ic.Track.Checks {
+		c.Track = append(c.Track, vrrp.TrackItem{Kind: "check", Name: t.Name, Weight: t.Weight})
+	}
+	return c
+}
+
+// trackedInterfaces lists every interface an instance tracks, its own
+// included, for the link watcher.
+func (g *vrrpGroup) trackedInterfaces() []string {
+	var out []string
+	for _, ic := range g.all {
+		out = append(out, ic.Interface)
+		for _, t := range ic.Track.Interfaces {
+			out = append(out, t.Name)
+		}
+	}
+	return out
+}
+
+func (g *vrrpGroup) Name() string { return "vrrp" }
+
+// Plan refuses any change to VRRP: instances, VIPs and peers need a
+// restart, and so do the cluster and node names.
+func (g *vrrpGroup) Plan(cfg *config.Config) (component.Change, error) {
+	if !reflect.DeepEqual(cfg.VRRP, g.cfg.VRRP) || cfg.Cluster != g.cfg.Cluster || cfg.Node != g.cfg.Node {
+		return nil, errors.New("the vrrp section, cluster or node changed; VRRP changes need a restart")
+	}
+	return component.None{}, nil
+}
+
+// Run runs every instance until ctx ends (or one fails), then shuts down
+// in order: instances (priority-0 adverts, VIPs removed), sockets, and last
+// the notify hooks, which still run the STOP events.
+func (g *vrrpGroup) Run(ctx context.Context) error {
+	var hooks, bg sync.WaitGroup
+	hookCtx, stopHooks := context.WithCancel(context.Background())
+	for _, h := range g.hooks {
+		hooks.Go(func() { h.Run(hookCtx) })
+	}
+	ictx, cancel := context.WithCancel(ctx)
+	for _, tr := range g.transports {
+		bg.Go(tr.Serve)
+	}
+	bg.Go(func() { g.track(ictx) })
+	var instances sync.WaitGroup
+	errs := make(chan error, len(g.instances))
+	for _, in := range g.instances {
+		instances.Go(func() {
+			if err := in.Run(ictx); err != nil {
+				errs <- err
+			}
+		})
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errs: // one instance failing stops the others cleanly
+	}
+	cancel()
+	instances.Wait()
+	g.close()
+	bg.Wait()
+	for _, in := range g.instances {
+		g.store.Delete(health.MasterKey(in.Name()))
+	}
+	stopHooks()
+	hooks.Wait()
+	return err
+}
+
+// track passes tracked checks' and interfaces' states to the instances
+// until ctx ends. SetTracked ignores what an instance does not track. A
+// check that is no longer known (removed by a reload) holds nothing down.
+func (g *vrrpGroup) track(ctx context.Context) {
+	sub := g.store.Subscribe()
+	defer sub.Close()
+	for {
+		for _, c := range sub.Changes() {
+			var kind string
+			switch c.Key.Kind {
+			case health.Check:
+				kind = "check"
+			case health.Interface:
+				kind = "interface"
+			default:
+				continue
+			}
+			up := !c.Known || c.State.Up
+			for _, in := range g.instances {
+				in.SetTracked(kind, c.Key.Name, up)
+			}
+		}
+		select {
+		case <-sub.Wake():
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// close releases the sockets and the guard; safe to call twice.
+func (g *vrrpGroup) close() {
+	var errs []error
+	for _, tr := range g.transports {
+		errs = append(errs, tr.Close())
+	}
+	for _, a := range g.announcers {
+		errs = append(errs, a.Close())
+	}
+	for _, v := range g.vipSets {
+		v.Close()
+	}
+	if g.guard != nil {
+		errs = append(errs, g.guard.Close())
+		g.guard = nil
+	}
+	if err := errors.Join(errs...); err != nil {
+		g.log.Debug("close", "err", err)
+	}
+}
