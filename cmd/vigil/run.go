@@ -49,12 +49,12 @@ Needs CAP_NET_ADMIN and CAP_NET_RAW (root).`,
 				return fmt.Errorf("start: %w", err)
 			}
 			sup.Version = version()
-			sup.Also(&settings{api: cfg.API, log: cfg.Log, level: level, logger: log})
 			srv, err := api.Listen(cfg.API.Socket, cfg.API.HTTP, sup.Snapshot, log)
 			if err != nil {
 				sup.Close()
 				return fmt.Errorf("start: %w", err)
 			}
+			sup.Also(&settings{api: cfg.API, server: srv, log: cfg.Log, level: level, logger: log})
 			apiCtx, stopAPI := context.WithCancel(context.Background())
 			apiDone := make(chan struct{})
 			go func() { srv.Run(apiCtx); close(apiDone) }()

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 
+	"github.com/vigil-lb/vigil/internal/api"
 	"github.com/vigil-lb/vigil/internal/component"
 	"github.com/vigil-lb/vigil/internal/config"
 )
@@ -29,21 +30,28 @@ func (s *settings) Run(ctx context.Context) error {
 }
 
 func (s *settings) Plan(cfg *config.Config) (component.Change, error) {
-	switch {
-	case cfg.API != s.api:
-		return nil, fmt.Errorf("api.socket or api.http changed (%s, %q -> %s, %q): the control socket and the status page move only with a restart",
-			s.api.Socket, s.api.HTTP, cfg.API.Socket, cfg.API.HTTP)
-	case cfg.Log.Format != s.log.Format:
+	if cfg.Log.Format != s.log.Format {
 		return nil, fmt.Errorf("log.format changed (%s -> %s): that needs a restart", s.log.Format, cfg.Log.Format)
-	case cfg.Log.Level == s.log.Level:
-		return component.None{}, nil
 	}
-	level := parseLevel(cfg.Log.Level)
+	moveAPI, abortAPI := func() {}, func() {}
+	if cfg.API != s.api {
+		var err error
+		if moveAPI, abortAPI, err = s.server.Move(cfg.API.Socket, cfg.API.HTTP); err != nil {
+			return nil, err
+		}
+	}
 	return component.Func{OnCommit: func() {
-		s.logger.Info("log level changed", "from", s.log.Level, "to", cfg.Log.Level)
-		s.level.Set(level)
-		s.log.Level = cfg.Log.Level
-	}}, nil
+		moveAPI()
+		if cfg.API != s.api {
+			s.logger.Info("api moved", "socket", cfg.API.Socket, "http", s.server.HTTPAddr())
+			s.api = cfg.API
+		}
+		if cfg.Log.Level != s.log.Level {
+			s.logger.Info("log level changed", "from", s.log.Level, "to", cfg.Log.Level)
+			s.level.Set(parseLevel(cfg.Log.Level))
+			s.log.Level = cfg.Log.Level
+		}
+	}, OnAbort: abortAPI}, nil
 }
 
 // parseLevel reads a validated level name; unknown names are info.

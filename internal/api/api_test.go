@@ -193,3 +193,70 @@ func TestDashboardUsesRealMetrics(t *testing.T) {
 		}
 	}
 }
+
+// A reload moves the socket and the status page: the new ones answer, the
+// old ones do not, and a failed move changes nothing.
+func TestServerMove(t *testing.T) {
+	dir := t.TempDir()
+	sock, sock2 := filepath.Join(dir, "a.sock"), filepath.Join(dir, "b.sock")
+	log := slog.New(slog.DiscardHandler)
+	s, err := Listen(sock, "127.0.0.1:0", func() Snapshot { return sample() }, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	old := s.HTTPAddr()
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	if _, _, err := s.Move(sock2, busy.Addr().String()); err == nil || !strings.Contains(err.Error(), "api.http") {
+		t.Fatalf("move to a busy address: %v", err)
+	}
+	if _, err := os.Stat(sock2); err == nil {
+		t.Fatal("a failed move left its socket file")
+	}
+	if _, err := Fetch(context.Background(), sock); err != nil {
+		t.Fatalf("after a failed move: %v", err)
+	}
+	free, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := free.Addr().String()
+	free.Close()
+	commit, _, err := s.Move(sock2, next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	commit()
+	if _, err := Fetch(context.Background(), sock2); err != nil {
+		t.Fatalf("new socket: %v", err)
+	}
+	if _, err := os.Stat(sock); err == nil {
+		t.Fatal("the old socket file is still there")
+	}
+	if s.HTTPAddr() != next {
+		t.Fatalf("http on %s, want %s", s.HTTPAddr(), next)
+	}
+	resp, err := http.Get("http://" + s.HTTPAddr() + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if _, err := http.Get("http://" + old + "/healthz"); err == nil {
+		t.Fatal("the old http address still answers")
+	}
+	commit, _, err = s.Move(sock2, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	commit()
+	if s.HTTPAddr() != "" {
+		t.Fatal("http not turned off")
+	}
+}

@@ -16,21 +16,52 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Server serves the control socket and, when configured, HTTP.
+// Server serves the control socket and, when configured, HTTP. A reload
+// can move either (Move) without a restart.
 type Server struct {
-	src    Source
-	log    *slog.Logger
+	src Source
+	log *slog.Logger
+	ctl http.Handler // the control socket's
+	pub http.Handler // HTTP's: metrics, status page, liveness
+
+	mu     sync.Mutex
 	socket string
 	unix   net.Listener
-	http   net.Listener
-	srvs   []*http.Server
+	http   net.Listener // nil when off
+	srvs   map[net.Listener]*http.Server
+	wg     sync.WaitGroup
+	closed bool
 }
 
 // Listen opens the control socket (mode 0600) and the HTTP listener, so that
 // errors come before the daemon changes anything. A socket file left by a
 // dead daemon is replaced; one a live daemon answers on is an error.
 func Listen(socket, httpAddr string, src Source, log *slog.Logger) (*Server, error) {
-	s := &Server{src: src, log: log, socket: socket}
+	s := &Server{src: src, log: log, socket: socket, srvs: map[net.Listener]*http.Server{}}
+	ctl := http.NewServeMux()
+	ctl.HandleFunc("GET /v1/status", s.status)
+	s.ctl = ctl
+	pub := http.NewServeMux()
+	pub.Handle("GET /metrics", promhttp.HandlerFor(NewRegistry(src), promhttp.HandlerOpts{}))
+	pub.HandleFunc("GET /api/v1/status", s.status)
+	// Liveness: a snapshot takes every component's lock once, so a hung
+	// daemon does not answer.
+	pub.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { s.src(); fmt.Fprintln(w, "ok") })
+	pub.Handle("GET /", pageHandler())
+	s.pub = pub
+	var err error
+	if s.unix, err = listenSocket(socket); err != nil {
+		return nil, err
+	}
+	if s.http, err = listenHTTP(httpAddr); err != nil {
+		s.unix.Close()
+		os.Remove(socket)
+		return nil, err
+	}
+	return s, nil
+}
+
+func listenSocket(socket string) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(socket), 0o755); err != nil {
 		return nil, fmt.Errorf("api socket %s: %w", socket, err)
 	}
@@ -47,55 +78,133 @@ func Listen(socket, httpAddr string, src Source, log *slog.Logger) (*Server, err
 		l.Close()
 		return nil, fmt.Errorf("api socket %s: %w", socket, err)
 	}
-	s.unix = l
-	if httpAddr != "" {
-		h, err := net.Listen("tcp", httpAddr)
-		if err != nil {
-			s.Close()
-			return nil, fmt.Errorf("api.http %s: %w", httpAddr, err)
-		}
-		s.http = h
+	return l, nil
+}
+
+func listenHTTP(addr string) (net.Listener, error) {
+	if addr == "" {
+		return nil, nil
 	}
-	return s, nil
+	h, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("api.http %s: %w", addr, err)
+	}
+	return h, nil
 }
 
 // HTTPAddr is the address HTTP listens on, "" when off.
 func (s *Server) HTTPAddr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.http == nil {
 		return ""
 	}
 	return s.http.Addr().String()
 }
 
-// Run serves until ctx ends.
+// Run serves until ctx ends, then closes.
 func (s *Server) Run(ctx context.Context) {
-	ctl := http.NewServeMux()
-	ctl.HandleFunc("GET /v1/status", s.status)
-	s.srvs = append(s.srvs, &http.Server{Handler: ctl, ReadHeaderTimeout: 5 * time.Second})
-	listeners := []net.Listener{s.unix}
+	s.mu.Lock()
+	s.serveLocked(s.unix, s.ctl)
 	if s.http != nil {
-		pub := http.NewServeMux()
-		pub.Handle("GET /metrics", promhttp.HandlerFor(NewRegistry(s.src), promhttp.HandlerOpts{}))
-		pub.HandleFunc("GET /api/v1/status", s.status)
-		// Liveness: a snapshot takes every component's lock once, so a hung
-		// daemon does not answer.
-		pub.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { s.src(); fmt.Fprintln(w, "ok") })
-		pub.Handle("GET /", pageHandler())
-		s.srvs = append(s.srvs, &http.Server{Handler: pub, ReadHeaderTimeout: 5 * time.Second})
-		listeners = append(listeners, s.http)
+		s.serveLocked(s.http, s.pub)
 	}
-	var wg sync.WaitGroup
-	for i, srv := range s.srvs {
-		l := listeners[i]
-		wg.Go(func() {
-			if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				s.log.Warn("api server stopped", "listen", l.Addr().String(), "err", err)
-			}
-		})
-	}
+	s.mu.Unlock()
 	<-ctx.Done()
 	s.Close()
-	wg.Wait()
+	s.wg.Wait()
+}
+
+// serveLocked serves h on l. The caller holds s.mu.
+func (s *Server) serveLocked(l net.Listener, h http.Handler) {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	s.srvs[l] = srv
+	s.wg.Go(func() {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Warn("api server stopped", "listen", l.Addr().String(), "err", err)
+		}
+	})
+}
+
+// stopLocked stops serving on l and closes it. The caller holds s.mu.
+func (s *Server) stopLocked(l net.Listener) {
+	if srv := s.srvs[l]; srv != nil {
+		srv.Close() // closes l too
+		delete(s.srvs, l)
+	}
+	l.Close()
+}
+
+// Move opens the listeners a changed api section asks for; nothing
+// changes until commit, which serves on them and closes the old ones, in
+// flight requests on those included. abort closes what Move opened.
+func (s *Server) Move(socket, httpAddr string) (commit, abort func(), err error) {
+	s.mu.Lock()
+	oldSocket, oldHTTP := s.socket, ""
+	if s.http != nil {
+		oldHTTP = s.http.Addr().String()
+	}
+	s.mu.Unlock()
+	var unix, web net.Listener
+	if socket != oldSocket {
+		if unix, err = listenSocket(socket); err != nil {
+			return nil, nil, err
+		}
+	}
+	httpMoves := httpAddr != oldHTTP && !sameTCPAddr(httpAddr, oldHTTP)
+	if httpMoves {
+		if web, err = listenHTTP(httpAddr); err != nil {
+			if unix != nil {
+				unix.Close()
+				os.Remove(socket)
+			}
+			return nil, nil, err
+		}
+	}
+	abort = func() {
+		if unix != nil {
+			unix.Close()
+			os.Remove(socket)
+		}
+		if web != nil {
+			web.Close()
+		}
+	}
+	commit = func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.closed {
+			abort()
+			return
+		}
+		if unix != nil {
+			s.stopLocked(s.unix)
+			os.Remove(s.socket)
+			s.unix, s.socket = unix, socket
+			s.serveLocked(unix, s.ctl)
+		}
+		if httpMoves {
+			if s.http != nil {
+				s.stopLocked(s.http)
+			}
+			s.http = web
+			if web != nil {
+				s.serveLocked(web, s.pub)
+			}
+		}
+	}
+	return commit, abort, nil
+}
+
+// sameTCPAddr reports whether a configured address names the listener's
+// (a configured port 0 matches the port the kernel chose).
+func sameTCPAddr(configured, listening string) bool {
+	if configured == "" || listening == "" {
+		return false
+	}
+	ch, cp, err1 := net.SplitHostPort(configured)
+	lh, lp, err2 := net.SplitHostPort(listening)
+	return err1 == nil && err2 == nil && ch == lh && (cp == lp || cp == "0")
 }
 
 func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
@@ -110,8 +219,11 @@ func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
 
 // Close stops serving and removes the socket file.
 func (s *Server) Close() {
-	for _, srv := range s.srvs {
-		srv.Close()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	for l := range s.srvs {
+		s.stopLocked(l)
 	}
 	if s.unix != nil {
 		s.unix.Close()
