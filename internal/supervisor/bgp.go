@@ -6,6 +6,7 @@ import (
 
 	"github.com/vigil-lb/vigil/internal/bgp"
 	"github.com/vigil-lb/vigil/internal/config"
+	"github.com/vigil-lb/vigil/internal/health"
 	"github.com/vigil-lb/vigil/internal/vrrp"
 )
 
@@ -94,15 +95,9 @@ func (s *Supervisor) healthy(name string) bool {
 		}
 		return false
 	}
-	if s.dsr != nil {
-		if up, ok := s.dsr.healthy(name); ok {
-			return up
-		}
-	}
-	for _, b := range s.dsrDown { // not running here: never announce its VIP
-		if b.Name == name {
-			return false
-		}
+	// A dsr balancer's (also one not running here: never announce its VIP).
+	if st, ok := s.health.Get(health.BalancerKey(name)); ok {
+		return st.Up
 	}
 	e, known := s.bus.Last(name)
 	return !known || e.Up

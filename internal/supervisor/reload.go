@@ -7,6 +7,7 @@ import (
 	"reflect"
 
 	"github.com/vigil-lb/vigil/internal/config"
+	"github.com/vigil-lb/vigil/internal/health"
 	"github.com/vigil-lb/vigil/internal/proxy"
 )
 
@@ -17,10 +18,6 @@ type reloadRequest struct {
 
 // ErrNotRunning is returned by Reload when Run is not running.
 var ErrNotRunning = errors.New("supervisor is not running")
-
-// errDSRNotRunning refuses a reload that changes dsr balancers which could
-// not start: there is nothing to change them in.
-var errDSRNotRunning = errors.New("dsr balancers changed; they are not running (see status), and need a restart")
 
 // Reload applies cfg to the running daemon: balancers, their backends and
 // listeners, and checks (of dsr balancers only the backends). Listeners
@@ -44,18 +41,13 @@ func (s *Supervisor) reload(ctx context.Context, cfg *config.Config) error {
 	if !reflect.DeepEqual(cfg.BGP, s.cfg.BGP) {
 		return errors.New("reload: the bgp section changed; it needs a restart (nothing applied)")
 	}
-	var applyDSR func()
-	switch {
-	case s.dsr != nil:
-		var err error
-		if applyDSR, err = s.dsr.planBackends(cfg); err != nil {
-			return fmt.Errorf("reload: %w (nothing applied)", err)
-		}
-	case !reflect.DeepEqual(dsrBalancers(cfg), dsrBalancers(s.cfg)):
-		return fmt.Errorf("reload: %w (nothing applied)", errDSRNotRunning)
+	dsrChange, err := s.dsr.Plan(cfg)
+	if err != nil {
+		return fmt.Errorf("reload: %w (nothing applied)", err)
 	}
 	specs, err := checkSpecs(cfg)
 	if err != nil {
+		dsrChange.Abort()
 		return fmt.Errorf("reload: %w (nothing applied)", err)
 	}
 	// Prepare every balancer; any failure undoes all of them.
@@ -64,6 +56,7 @@ func (s *Supervisor) reload(ctx context.Context, cfg *config.Config) error {
 		added   []*proxy.Balancer
 	)
 	undo := func() {
+		dsrChange.Abort()
 		for _, c := range changes {
 			c.Abort()
 		}
@@ -96,9 +89,7 @@ func (s *Supervisor) reload(ctx context.Context, cfg *config.Config) error {
 	for _, c := range changes {
 		c.Commit()
 	}
-	if applyDSR != nil {
-		applyDSR()
-	}
+	dsrChange.Commit()
 	var kept []*proxy.Balancer
 	for _, b := range s.balancers {
 		if keep[b.Name()] {
@@ -134,8 +125,8 @@ func (s *Supervisor) setBackendHealth(checks []string, up bool) {
 		if bn, addr, ok := parseBalancerCheckName(name); ok {
 			if b := s.balancer(bn); b != nil {
 				b.SetHealth(addr, up)
-			} else if s.dsr != nil {
-				s.dsr.setHealth(bn, addr, up)
+			} else {
+				s.health.Set(health.BackendKey(bn, addr), health.State{Up: up})
 			}
 		}
 	}
@@ -171,9 +162,4 @@ func closedContext() context.Context {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	return ctx
-}
-
-func dsrBalancers(cfg *config.Config) []config.Balancer {
-	bals, _ := dsrBalancersAt(cfg)
-	return bals
 }

@@ -71,16 +71,9 @@ func (s *Supervisor) Snapshot() api.Snapshot {
 		slices.Sort(b.Announced)
 		snap.BGP = b
 	}
-	if s.dsr != nil {
-		bals, verdicts := s.dsr.status()
-		snap.Balancers = append(snap.Balancers, bals...)
-		snap.XDP = verdicts
-	} else {
-		for _, ab := range s.dsrDown {
-			ab.Backends = slices.Clone(ab.Backends)
-			snap.Balancers = append(snap.Balancers, ab)
-		}
-	}
+	bals, verdicts := s.dsr.Status()
+	snap.Balancers = append(snap.Balancers, bals...)
+	snap.XDP = verdicts
 	return snap
 }
 

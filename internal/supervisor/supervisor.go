@@ -13,16 +13,16 @@ import (
 	"sync"
 	"time"
 
-	"github.com/vigil-lb/vigil/internal/api"
 	"github.com/vigil-lb/vigil/internal/bgp"
 	"github.com/vigil-lb/vigil/internal/check"
 	"github.com/vigil-lb/vigil/internal/config"
+	"github.com/vigil-lb/vigil/internal/dsr"
 	"github.com/vigil-lb/vigil/internal/garp"
+	"github.com/vigil-lb/vigil/internal/health"
 	"github.com/vigil-lb/vigil/internal/notify"
 	"github.com/vigil-lb/vigil/internal/proxy"
 	"github.com/vigil-lb/vigil/internal/vip"
 	"github.com/vigil-lb/vigil/internal/vrrp"
-	"github.com/vigil-lb/vigil/internal/xdp"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -42,8 +42,8 @@ type Supervisor struct {
 	guard      *vip.Guard
 	bus        *check.Bus
 	balancers  []*proxy.Balancer
-	dsr        *dsrPlane      // nil without dsr balancers
-	dsrDown    []api.Balancer // the dsr balancers when they could not start, and why, for status
+	dsr        *dsr.Plane    // the dsr balancers' control plane; runs nothing without them
+	health     *health.Store // backends' health for the dsr plane, and its balancers' for bgp
 	bgp        *bgp.Speaker
 	// announcements are the bgp prefixes; vrrpChanged wakes the Run loop
 	// to re-evaluate them when an instance changes state.
@@ -67,7 +67,7 @@ type Supervisor struct {
 // come before any address changes; on error it undoes what it opened.
 func New(cfg *config.Config, log *slog.Logger) (*Supervisor, error) {
 	s := &Supervisor{cfg: cfg, log: log, transports: map[string]*vrrp.Transport{},
-		announcers: map[string]*garp.Announcer{}, hooks: map[string]*notify.Hook{}, bus: check.NewBus(),
+		announcers: map[string]*garp.Announcer{}, hooks: map[string]*notify.Hook{}, bus: check.NewBus(), health: health.New(),
 		checks: map[string]*runningCheck{}, reloads: make(chan reloadRequest), started: time.Now(), vrrpChanged: make(chan struct{}, 1),
 		node: cfg.Node, cluster: cfg.Cluster}
 	if err := s.build(); err != nil {
@@ -93,20 +93,10 @@ func (s *Supervisor) build() error {
 		}
 		s.balancers = append(s.balancers, b)
 	}
-	if s.dsr, err = newDSR(s.cfg, s.log); err != nil {
-		if !errors.Is(err, xdp.ErrLoad) {
-			return err
-		}
-		// No BPF here: say so, and run everything else. (Reload
-		// refuses changes to dsr balancers, so this list stays true.)
-		s.log.Error("dsr balancers are not running", "err", err)
-		for _, bc := range dsrBalancers(s.cfg) {
-			ab := api.Balancer{Name: bc.Name, Listen: bc.Listen, Algorithm: bc.Algorithm, Mode: "dsr", Error: err.Error()}
-			for _, be := range bc.Backends {
-				ab.Backends = append(ab.Backends, api.Backend{Address: be.Address, Weight: *be.Weight})
-			}
-			s.dsrDown = append(s.dsrDown, ab)
-		}
+	// Without BPF here the plane says so in status and runs nothing, and
+	// everything else runs.
+	if s.dsr, err = dsr.New(s.cfg, dsr.Linux(), s.health, s.log); err != nil {
+		return err
 	}
 	s.all = s.cfg.VRRP.All()
 	exclude := map[netip.Addr]bool{}
@@ -258,15 +248,23 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	links := make(chan netlink.LinkUpdate, 64)
 	bg.Go(func() { s.watchLinks(ictx, links) })
 	events := s.bus.Subscribe()
+	balancers := s.health.Subscribe()
+	defer balancers.Close()
 	s.mu.Lock()
 	s.syncChecks(ictx, s.specs)
 	s.mu.Unlock()
 	for _, b := range s.balancers {
 		b.Start()
 	}
-	if s.dsr != nil {
-		bg.Go(func() { s.dsr.run(ictx) })
-	}
+	// The dsr plane stops where it always closed, after the instances
+	// gave up their VIPs and the balancers drained, not with ictx.
+	dsrCtx, stopDSR := context.WithCancel(context.Background())
+	defer stopDSR()
+	bg.Go(func() {
+		if err := s.dsr.Run(dsrCtx); err != nil {
+			s.log.Debug("dsr", "err", err)
+		}
+	})
 
 	var instances sync.WaitGroup
 	errs := make(chan error, len(s.instances))
@@ -319,8 +317,8 @@ loop:
 			if name, addr, ok := parseBalancerCheckName(e.Name); ok {
 				if b := s.balancer(name); b != nil {
 					b.SetHealth(addr, e.Up)
-				} else if s.dsr != nil {
-					s.dsr.setHealth(name, addr, e.Up)
+				} else {
+					s.health.Set(health.BackendKey(name, addr), health.State{Up: e.Up})
 				}
 				s.updateBGP()
 				continue
@@ -329,6 +327,15 @@ loop:
 				in.SetTracked("check", e.Name, e.Up)
 			}
 			s.updateBGP()
+		case <-balancers.Wake():
+			// The dsr plane publishes its balancers' health as it
+			// applies backend health and MACs: announce by it.
+			for _, c := range balancers.Changes() {
+				if c.Key.Kind == health.Balancer {
+					s.updateBGP()
+					break
+				}
+			}
 		case req := <-s.reloads:
 			req.result <- s.reload(ictx, req.cfg)
 		case <-s.vrrpChanged:
@@ -363,6 +370,7 @@ loop:
 	s.mu.Lock()
 	s.stopChecks()
 	s.mu.Unlock()
+	stopDSR()
 	s.close()
 	bg.Wait()
 	stopHooks()
@@ -447,7 +455,7 @@ func (s *Supervisor) close() {
 		b.Shutdown(closedContext()) // no-op after a drain; closes listeners of an unstarted one
 	}
 	if s.dsr != nil {
-		errs = append(errs, s.dsr.close())
+		errs = append(errs, s.dsr.Close()) // Run, told to stop, closes it too: the first does
 	}
 	if err := errors.Join(errs...); err != nil {
 		s.log.Debug("close", "err", err)
