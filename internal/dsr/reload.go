@@ -1,60 +1,73 @@
-package supervisor
+package dsr
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"reflect"
 
+	"github.com/vigil-lb/vigil/internal/component"
 	"github.com/vigil-lb/vigil/internal/config"
 	"github.com/vigil-lb/vigil/internal/xdp"
 )
 
-// planBackends checks the dsr balancers of a reloaded config against the
-// running ones: their backends (and backend checks) may change, as with
-// ipvsadm -a and -d; anything else needs a restart. It returns how to
-// apply the change; nothing changes before. Tracked flows keep their
-// backend through the new Maglev tables, also one that was removed (IPVS
-// too lets connections to a deleted real server finish): its index goes
-// back into use only when no never-used one is left.
-func (p *dsrPlane) planBackends(cfg *config.Config) (apply func(), err error) {
+// errNotRunning refuses a reload that changes dsr balancers which could
+// not start: there is nothing to change them in.
+var errNotRunning = errors.New("dsr balancers changed; they are not running (see status), and need a restart")
+
+// Plan checks the dsr balancers of a reloaded config against the running
+// ones: their backends (and backend checks) may change, as with ipvsadm -a
+// and -d; anything else needs a restart. Nothing changes before Commit,
+// which then reads the health store for every backend, so that one added
+// whose key says down comes in down. Tracked flows keep their backend
+// through the new Maglev tables, also one that was removed (IPVS too lets
+// connections to a deleted real server finish): its index goes back into
+// use only when no never-used one is left.
+func (p *Plane) Plan(cfg *config.Config) (component.Change, error) {
+	next, at := balancersAt(cfg)
+	if p.down != nil {
+		if !reflect.DeepEqual(next, p.cfgs) {
+			return nil, errNotRunning
+		}
+		return component.None{}, nil
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	next, at := dsrBalancersAt(cfg)
 	if len(next) != len(p.bals) {
 		return nil, fmt.Errorf("dsr balancers added or removed (%d running, %d in the new config): that needs a restart", len(p.bals), len(next))
 	}
 	for _, bc := range next {
-		if b := p.balancer(bc.Name); b == nil || !sameBesidesBackends(b.cfg, bc) {
+		if b := p.find(bc.Name); b == nil || !sameBesidesBackends(b.cfg, bc) {
 			return nil, fmt.Errorf("balancers[%d] (%s): a dsr balancer's settings other than its backends and their check changed: that needs a restart", at[bc.Name], bc.Name)
 		}
 	}
-	links, err := dsrLinks(next, at)
+	links, err := p.links(next, at)
 	if err != nil {
 		return nil, err
 	}
 	for iface, mode := range p.modes {
 		if mode == "native" {
-			if why := nativeDropsFrames(describeLink(iface), sendsOn(next, links, iface), describeLink); why != "" {
+			if why := nativeDropsFrames(p.describeLink(iface), sendsOn(next, links, iface), p.describeLink); why != "" {
 				return nil, fmt.Errorf("the program runs in native mode on %s, where it would drop frames: %s", iface, why)
 			}
 		}
 	}
 	slots := p.slots.clone()
 	type planned struct {
-		b        *dsrBalancer
+		b        *balancer
 		cfg      config.Balancer
-		backends []*dsrBackend
-		weights  map[*dsrBackend]int // kept backends' new weights
+		backends []*backend
+		weights  map[*backend]int // kept backends' new weights
 	}
 	var plans []planned
-	kept := map[*dsrBackend]bool{}
+	kept := map[*backend]bool{}
 	added := false
 	for _, bc := range next {
-		pl := planned{b: p.balancer(bc.Name), cfg: bc, weights: map[*dsrBackend]int{}}
+		pl := planned{b: p.find(bc.Name), cfg: bc, weights: map[*backend]int{}}
 		for _, be := range bc.Backends {
 			addr := netip.MustParseAddrPort(be.Address) // validated
 			link := links[bc.Name][addr.Addr()]
-			var old *dsrBackend
+			var old *backend
 			for _, o := range pl.b.backends {
 				if o.addr == addr && o.link.name == link.name && o.link.ifindex == link.ifindex {
 					old = o
@@ -69,7 +82,7 @@ func (p *dsrPlane) planBackends(cfg *config.Config) (apply func(), err error) {
 			if !ok {
 				return nil, fmt.Errorf("balancer %s: backend %s: all %d dsr backend slots are in use", bc.Name, be.Address, xdp.MaxBackends)
 			}
-			pl.backends = append(pl.backends, &dsrBackend{addr: addr, idx: idx, weight: *be.Weight, up: true, link: link})
+			pl.backends = append(pl.backends, &backend{addr: addr, idx: idx, weight: *be.Weight, up: true, link: link})
 			added = true
 		}
 		plans = append(plans, pl)
@@ -81,33 +94,34 @@ func (p *dsrPlane) planBackends(cfg *config.Config) (apply func(), err error) {
 			}
 		}
 	}
-	return func() {
+	return component.Func{OnCommit: func() {
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		if p.closed {
 			return
 		}
+		changed := map[*balancer]bool{}
 		for _, pl := range plans {
 			for be, w := range pl.weights {
 				be.weight = w
 			}
 			pl.b.cfg, pl.b.backends = pl.cfg, pl.backends
-			if err := p.write(pl.b); err != nil {
-				p.log.Warn("dsr table", "err", err)
-			}
+			changed[pl.b] = true
 		}
 		p.slots = slots
+		p.readHealthLocked()
+		p.rewriteLocked(changed)
 		if added {
 			select {
 			case p.resolve <- struct{}{}:
 			default:
 			}
 		}
-	}, nil
+	}}, nil
 }
 
-// balancer finds a dsr balancer by name; the caller holds p.mu.
-func (p *dsrPlane) balancer(name string) *dsrBalancer {
+// find finds a dsr balancer by name; the caller holds p.mu.
+func (p *Plane) find(name string) *balancer {
 	for _, b := range p.bals {
 		if b.cfg.Name == name {
 			return b

@@ -1,4 +1,4 @@
-package supervisor
+package dsr
 
 import (
 	"fmt"
@@ -8,7 +8,6 @@ import (
 
 	"github.com/vigil-lb/vigil/internal/config"
 	"github.com/vigil-lb/vigil/internal/xdp"
-	"github.com/vishvananda/netlink"
 )
 
 // linkXDP is what native XDP needs to know of an interface.
@@ -21,14 +20,14 @@ type linkXDP struct {
 
 // describeLink looks an interface up; what cannot be found stays unknown,
 // and unknown never blocks native mode (attaching says what is wrong).
-func describeLink(name string) linkXDP {
+func (p *Plane) describeLink(name string) linkXDP {
 	l := linkXDP{name: name}
-	lk, err := netlink.LinkByName(name)
+	lk, err := p.k.LinkByName(name)
 	if err != nil {
 		return l
 	}
-	l.veth = lk.Type() == "veth"
-	f, err := xdp.DeviceFeatures(lk.Attrs().Index)
+	l.veth = lk.Kind == "veth"
+	f, err := p.k.XDPFeatures(lk.Index)
 	l.known = err == nil
 	l.features = f
 	return l

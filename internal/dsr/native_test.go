@@ -1,4 +1,4 @@
-package supervisor
+package dsr
 
 import (
 	"net/netip"
