@@ -108,6 +108,9 @@ type Set struct {
 	ctx     context.Context // Run's; nil before Run and after it ends
 	specs   []Spec
 	running map[health.Key]*running
+	// wasDown holds the removed checks that were down when they went: one
+	// that comes back (a backend returned to the config) starts down.
+	wasDown map[health.Key]bool
 }
 
 type running struct {
@@ -123,7 +126,7 @@ func NewSet(cfg *config.Config, store *health.Store, log *slog.Logger) (*Set, er
 	if err != nil {
 		return nil, err
 	}
-	return &Set{store: store, log: log, specs: specs, running: map[health.Key]*running{}}, nil
+	return &Set{store: store, log: log, specs: specs, running: map[health.Key]*running{}, wasDown: map[health.Key]bool{}}, nil
 }
 
 // Name names the component.
@@ -179,6 +182,9 @@ func (s *Set) sync(specs []Spec) {
 		<-rc.done
 		delete(s.running, k)
 		if _, ok := want[k]; !ok {
+			if st, known := s.store.Get(k); known && !st.Up {
+				s.wasDown[k] = true
+			}
 			s.store.Delete(k)
 		}
 	}
@@ -190,9 +196,14 @@ func (s *Set) sync(specs []Spec) {
 		// changed, or a backend came back into the config) stays down
 		// until it passes.
 		last, known := s.store.Get(sp.Key)
+		down := known && !last.Up || s.wasDown[sp.Key]
+		delete(s.wasDown, sp.Key)
 		r := &Runner{Name: sp.Name, Key: sp.Key, Health: s.store, Prober: sp.Prober, Interval: sp.Timing.Interval,
 			FastInterval: sp.Timing.FastInterval, Timeout: sp.Timing.Timeout,
-			Rise: sp.Timing.Rise, Fall: sp.Timing.Fall, Log: s.log, StartDown: known && !last.Up}
+			Rise: sp.Timing.Rise, Fall: sp.Timing.Fall, Log: s.log, StartDown: down}
+		if !known || last.Up == down {
+			s.store.Set(sp.Key, health.State{Up: !down}) // before Commit returns: its readers see it
+		}
 		cctx, stop := context.WithCancel(s.ctx)
 		rc := &running{config: sp.config, runner: r, stop: stop, done: make(chan struct{})}
 		go func() { defer close(rc.done); r.Run(cctx) }()

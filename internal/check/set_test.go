@@ -132,6 +132,15 @@ func TestSetReloadKeepsStateAndDeletesRemoved(t *testing.T) {
 	if got := set.Statuses(); len(got) != 1 || got[0].Name != "up" {
 		t.Fatalf("statuses %+v", got)
 	}
+	// Back in the config, a check that went while down starts down.
+	ch, err = set.Plan(parse(t, src("1h", true)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch.Commit()
+	if st, ok := store.Get(health.CheckKey("down")); !ok || st.Up {
+		t.Fatalf("a check that came back is %+v (known %v), want down", st, ok)
+	}
 }
 
 // A Plan that cannot build a prober is refused with the check's key and
