@@ -328,9 +328,11 @@ func (l *lab) passOnSwitchPort(h *netlab.Host) (c io.Closer, err error) {
 }
 
 // setup makes the balancer do its job in mode m and returns how to undo it.
-func (l *lab) setup(m mode, bin, dir string) (stop func(), err error) {
+func (l *lab) setup(m mode, bin, dir string) (_ func(), err error) {
 	var undo []func()
-	stop = func() {
+	// Not the named result: an error return sets that to nil before the
+	// deferred undo would call it.
+	stop := func() {
 		for i := len(undo) - 1; i >= 0; i-- {
 			undo[i]()
 		}
