@@ -60,13 +60,18 @@ bench-maglev:
 bench-xdp:
 	$(GO) test -count=1 -run '^TestBenchTable$$' ./internal/xdp -bench-table $(CURDIR)/docs/benchmarks.md
 
-# generate rebuilds the XDP program's Go bindings and object (needs clang).
+# generate rebuilds the bpf2go pairs (Go bindings and object, needs clang):
+# the daemon's internal/xdp/dsr_bpfel.{go,o} and the lab's
+# internal/xdp/xdplab/lab_bpfel.{go,o} (tests and bench drivers only).
 generate:
 	cd internal/xdp && $(GO) generate ./...
 
-# generated-check regenerates them and fails if the committed ones differ.
+# generated-check regenerates them and fails if the committed ones differ,
+# or if a generated pair is not committed at all (git diff misses those).
 generated-check: generate
 	git diff --exit-code -- internal/xdp
+	@untracked="$$(git ls-files --others --exclude-standard -- ':(glob)internal/xdp/**/*_bpfel.*')"; \
+	if [ -n "$$untracked" ]; then echo "generated but not committed:"; echo "$$untracked"; exit 1; fi
 
 # bench-dsr measures packets per second through the XDP DSR balancer against nftables DNAT and rewrites its table in docs/benchmarks.md.
 bench-dsr: deps

@@ -27,7 +27,7 @@ import (
 
 	"github.com/vigil-lb/vigil/internal/benchdoc"
 	"github.com/vigil-lb/vigil/internal/netlab"
-	"github.com/vigil-lb/vigil/internal/xdp"
+	"github.com/vigil-lb/vigil/internal/xdp/xdplab"
 	"golang.org/x/sys/unix"
 )
 
@@ -75,7 +75,7 @@ type lab struct {
 	lab        *netlab.Lab
 	client, lb *netlab.Host
 	rs         []*netlab.Host
-	gen        *xdp.Dataplane // xdp_gen on the client
+	gen        *xdplab.Programs // xdp_gen on the client, xdp_pass and xdp_drop receivers
 }
 
 // mode is one balancer in one topology.
@@ -153,7 +153,7 @@ func run(packets uint32, rounds int, out string) error {
 		}
 		l.rs = append(l.rs, h)
 	}
-	if l.gen, err = xdp.Load(); err != nil {
+	if l.gen, err = xdplab.Load(); err != nil {
 		return err
 	}
 	defer l.gen.Close()
@@ -328,9 +328,11 @@ func (l *lab) passOnSwitchPort(h *netlab.Host) (c io.Closer, err error) {
 }
 
 // setup makes the balancer do its job in mode m and returns how to undo it.
-func (l *lab) setup(m mode, bin, dir string) (stop func(), err error) {
+func (l *lab) setup(m mode, bin, dir string) (_ func(), err error) {
 	var undo []func()
-	stop = func() {
+	// Not the named result: an error return sets that to nil before the
+	// deferred undo would call it.
+	stop := func() {
 		for i := len(undo) - 1; i >= 0; i-- {
 			undo[i]()
 		}

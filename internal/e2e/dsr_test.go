@@ -20,7 +20,7 @@ import (
 
 	"github.com/vigil-lb/vigil/internal/api"
 	"github.com/vigil-lb/vigil/internal/netlab"
-	"github.com/vigil-lb/vigil/internal/xdp"
+	"github.com/vigil-lb/vigil/internal/xdp/xdplab"
 )
 
 const dsrVIP = "10.80.0.10"
@@ -718,13 +718,13 @@ func TestDSRNativeModeOnAVethWhosePeerRunsNoXDP(t *testing.T) {
 	if b, _ := os.ReadFile(logPath); !strings.Contains(string(b), "xdp: generic mode, native would drop frames") {
 		t.Fatalf("auto fell back to generic without saying why:\n%s", b)
 	}
-	dp, err := xdp.Load()
+	progs, err := xdplab.Load()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer dp.Close()
+	defer progs.Close()
 	var pass io.Closer
-	if err := lab.SwitchDo(func() (err error) { pass, err = dp.AttachPass(h.SwitchPort()); return err }); err != nil {
+	if err := lab.SwitchDo(func() (err error) { pass, err = progs.AttachPass(h.SwitchPort()); return err }); err != nil {
 		t.Fatal(err)
 	}
 	defer pass.Close()

@@ -46,11 +46,6 @@ type dsrFlow6 struct {
 	Pad   [3]uint8
 }
 
-type dsrGenTmpl struct {
-	_    structs.HostLayout
-	Data [64]uint8
-}
-
 type dsrSvc4Key struct {
 	_     structs.HostLayout
 	Addr  uint32
@@ -87,18 +82,12 @@ const (
 	dsrMapBeCounters  = "be_counters"
 	dsrMapConntrack4  = "conntrack4"
 	dsrMapConntrack6  = "conntrack6"
-	dsrMapGenFrame    = "gen_frame"
-	dsrMapGenState    = "gen_state"
 	dsrMapServices4   = "services4"
 	dsrMapServices6   = "services6"
 	dsrMapSvcCounters = "svc_counters"
 	dsrMapTables      = "tables"
 	dsrMapVerdicts    = "verdicts"
-	dsrProgXdpDrop    = "xdp_drop"
 	dsrProgXdpDsr     = "xdp_dsr"
-	dsrProgXdpGen     = "xdp_gen"
-	dsrProgXdpPass    = "xdp_pass"
-	dsrProgXdpSwap    = "xdp_swap"
 )
 
 // loadDsr returns the embedded CollectionSpec for dsr.
@@ -143,11 +132,7 @@ type dsrSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type dsrProgramSpecs struct {
-	XdpDrop *ebpf.ProgramSpec `ebpf:"xdp_drop"`
-	XdpDsr  *ebpf.ProgramSpec `ebpf:"xdp_dsr"`
-	XdpGen  *ebpf.ProgramSpec `ebpf:"xdp_gen"`
-	XdpPass *ebpf.ProgramSpec `ebpf:"xdp_pass"`
-	XdpSwap *ebpf.ProgramSpec `ebpf:"xdp_swap"`
+	XdpDsr *ebpf.ProgramSpec `ebpf:"xdp_dsr"`
 }
 
 // dsrMapSpecs contains maps before they are loaded into the kernel.
@@ -158,8 +143,6 @@ type dsrMapSpecs struct {
 	BeCounters  *ebpf.MapSpec `ebpf:"be_counters"`
 	Conntrack4  *ebpf.MapSpec `ebpf:"conntrack4"`
 	Conntrack6  *ebpf.MapSpec `ebpf:"conntrack6"`
-	GenFrame    *ebpf.MapSpec `ebpf:"gen_frame"`
-	GenState    *ebpf.MapSpec `ebpf:"gen_state"`
 	Services4   *ebpf.MapSpec `ebpf:"services4"`
 	Services6   *ebpf.MapSpec `ebpf:"services6"`
 	SvcCounters *ebpf.MapSpec `ebpf:"svc_counters"`
@@ -197,8 +180,6 @@ type dsrMaps struct {
 	BeCounters  *ebpf.Map `ebpf:"be_counters"`
 	Conntrack4  *ebpf.Map `ebpf:"conntrack4"`
 	Conntrack6  *ebpf.Map `ebpf:"conntrack6"`
-	GenFrame    *ebpf.Map `ebpf:"gen_frame"`
-	GenState    *ebpf.Map `ebpf:"gen_state"`
 	Services4   *ebpf.Map `ebpf:"services4"`
 	Services6   *ebpf.Map `ebpf:"services6"`
 	SvcCounters *ebpf.Map `ebpf:"svc_counters"`
@@ -212,8 +193,6 @@ func (m *dsrMaps) Close() error {
 		m.BeCounters,
 		m.Conntrack4,
 		m.Conntrack6,
-		m.GenFrame,
-		m.GenState,
 		m.Services4,
 		m.Services6,
 		m.SvcCounters,
@@ -232,20 +211,12 @@ type dsrVariables struct {
 //
 // It can be passed to loadDsrObjects or ebpf.CollectionSpec.LoadAndAssign.
 type dsrPrograms struct {
-	XdpDrop *ebpf.Program `ebpf:"xdp_drop"`
-	XdpDsr  *ebpf.Program `ebpf:"xdp_dsr"`
-	XdpGen  *ebpf.Program `ebpf:"xdp_gen"`
-	XdpPass *ebpf.Program `ebpf:"xdp_pass"`
-	XdpSwap *ebpf.Program `ebpf:"xdp_swap"`
+	XdpDsr *ebpf.Program `ebpf:"xdp_dsr"`
 }
 
 func (p *dsrPrograms) Close() error {
 	return _DsrClose(
-		p.XdpDrop,
 		p.XdpDsr,
-		p.XdpGen,
-		p.XdpPass,
-		p.XdpSwap,
 	)
 }
 

@@ -1,9 +1,5 @@
-// Package xdp is vigil's direct-server-return dataplane: an XDP program
-// (bpf/dsr.c) that sends packets for a service to a backend chosen by the
-// service's Maglev table or by connection tracking, and the Go side that
-// loads it and keeps its maps in step with the config and health checks.
 package xdp
 
 // The generated Go and objects are committed, so a build needs no clang;
 // `make generate` rebuilds them and CI checks they did not change.
-//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -I/usr/include/x86_64-linux-gnu" -target bpfel -type svc4_key -type svc6_key -type svc_val -type backend -type flow4 -type flow6 -type ct_val -type svc_stats -type gen_tmpl dsr bpf/dsr.c
+//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -I/usr/include/x86_64-linux-gnu" -target bpfel -type svc4_key -type svc6_key -type svc_val -type backend -type flow4 -type flow6 -type ct_val -type svc_stats dsr bpf/dsr.c

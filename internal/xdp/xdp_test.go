@@ -15,6 +15,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/vigil-lb/vigil/internal/benchdoc"
 	"github.com/vigil-lb/vigil/internal/maglev"
+	"github.com/vigil-lb/vigil/internal/xdp/xdplab"
 )
 
 const (
@@ -303,8 +304,8 @@ func TestBadInput(t *testing.T) {
 var benchTable = flag.String("bench-table", "", "measure ns per packet and write the table into this markdown file")
 
 // TestBenchTable is `make bench-xdp`: ns per packet of xdp_dsr (a VIP hit,
-// new flows and tracked ones) against xdp_swap, which only swaps the MACs,
-// both through BPF_PROG_TEST_RUN in one run.
+// new flows and tracked ones) against xdp_swap (internal/xdp/xdplab), which
+// only swaps the MACs, both through BPF_PROG_TEST_RUN in one run.
 func TestBenchTable(t *testing.T) {
 	if *benchTable == "" {
 		t.Skip("only with -bench-table FILE (make bench-xdp)")
@@ -329,8 +330,13 @@ func TestBenchTable(t *testing.T) {
 	if err := d.SetService(Service{ID: 1, VIP: vip6, Port: 80, Proto: 6, Table: tb, Index: idx}); err != nil {
 		t.Fatal(err)
 	}
+	lab, err := xdplab.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lab.Close()
 	hit := client(1234).frame()
-	swap := measure(d.objs.XdpSwap, hit)
+	swap := measure(lab.Swap(), hit)
 	tracked := measure(d.objs.XdpDsr, hit) // after the first run the flow is tracked
 	tracked6 := measure(d.objs.XdpDsr, pkt{src: netip.MustParseAddr("2001:db8::7"), dst: vip6, sport: 1234, port: 80}.frame())
 	miss := measure(d.objs.XdpDsr, pkt{src: netip.MustParseAddr("203.0.113.7"), dst: vip4, sport: 1, port: 81}.frame())
@@ -347,66 +353,6 @@ func TestBenchTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Log("\n" + b.String())
-}
-
-// xdp_gen, the benchmark's generator: every frame it sends is the whole
-// template (whatever a reused page held before) with the next source port,
-// and with one-in-k pacing it sends one frame in k and drops the rest.
-func TestGeneratorWritesTemplateAndPaces(t *testing.T) {
-	d := load(t)
-	tmpl := pkt{src: netip.MustParseAddr("203.0.113.7"), dst: vip4, sport: 1, port: 9000, proto: 17}.frame()
-	var g dsrGenTmpl
-	if len(tmpl) > len(g.Data) {
-		t.Fatalf("template of %d bytes", len(tmpl))
-	}
-	copy(g.Data[:], tmpl)
-	if err := d.objs.GenFrame.Put(uint32(0), g); err != nil {
-		t.Fatal(err)
-	}
-	cpus, err := ebpf.PossibleCPU()
-	if err != nil {
-		t.Fatal(err)
-	}
-	set := func(key int, v uint32) {
-		t.Helper()
-		all := make([]uint32, cpus)
-		for i := range all {
-			all[i] = v
-		}
-		if err := d.objs.GenState.Put(uint32(key), all); err != nil {
-			t.Fatal(err)
-		}
-	}
-	gen := func() (uint32, []byte) {
-		t.Helper()
-		in := bytes.Repeat([]byte{0xee}, len(g.Data)) // what a reused page may hold
-		out := make([]byte, len(in))
-		ret, err := d.objs.XdpGen.Run(&ebpf.RunOptions{Data: in, DataOut: out})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return ret, out
-	}
-	set(genOneIn, 1)
-	set(genSeq, 0)
-	for i := range 3 {
-		ret, out := gen()
-		want := append([]byte(nil), g.Data[:]...)
-		binary.BigEndian.PutUint16(want[34:], uint16(30000+i))
-		if ret != xdpTx || !bytes.Equal(out, want) {
-			t.Fatalf("frame %d: verdict %d\n got %x\nwant %x", i, ret, out, want)
-		}
-	}
-	set(genOneIn, 4)
-	set(genSeq, 0)
-	var verdicts []uint32
-	for range 8 {
-		ret, _ := gen()
-		verdicts = append(verdicts, ret)
-	}
-	if want := []uint32{xdpTx, xdpDrop, xdpDrop, xdpDrop, xdpTx, xdpDrop, xdpDrop, xdpDrop}; fmt.Sprint(verdicts) != fmt.Sprint(want) {
-		t.Fatalf("one in 4: verdicts %v, want %v", verdicts, want)
-	}
 }
 
 // A backend reached through another interface: the frame is redirected to

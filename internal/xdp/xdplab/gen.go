@@ -1,0 +1,5 @@
+package xdplab
+
+// The generated Go and objects are committed, so a build needs no clang;
+// `make generate` rebuilds them and CI checks they did not change.
+//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -I/usr/include/x86_64-linux-gnu" -target bpfel -type gen_tmpl lab bpf/lab.c
