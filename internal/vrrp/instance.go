@@ -11,6 +11,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/vigil-lb/vigil/internal/clock"
 )
 
 // Addresses configures and removes an instance's VIPs (package vip).
@@ -100,6 +102,7 @@ type Instance struct {
 	expect Expect
 	vips   []netip.Addr
 	m      *Machine
+	clock  clock.Clock
 
 	recv chan Received
 	ctl  chan func()
@@ -135,20 +138,26 @@ type trackState struct {
 	up bool
 }
 
-type realClock struct{}
+// Option changes how NewInstance builds an instance.
+type Option func(*Instance)
 
-func (realClock) Now() time.Time { return time.Now() }
+// WithClock makes the instance, and its Machine, tell the time and run their
+// timers on c instead of the wall clock (clock.Real): tests pass a fake.
+func WithClock(c clock.Clock) Option { return func(in *Instance) { in.clock = c } }
 
 // NewInstance wires an instance. tx must be registered for cfg.VRID by the
 // caller with Receive as the target channel.
-func NewInstance(cfg Config, tx Sender, addrs Addresses, ann Announcer, log *slog.Logger) *Instance {
+func NewInstance(cfg Config, tx Sender, addrs Addresses, ann Announcer, log *slog.Logger, opts ...Option) *Instance {
 	in := &Instance{
-		cfg: cfg, tx: tx, addrs: addrs, ann: ann,
+		cfg: cfg, tx: tx, addrs: addrs, ann: ann, clock: clock.Real{},
 		log:     log.With("instance", cfg.Name, "vrid", cfg.VRID),
 		recv:    make(chan Received, 64),
 		ctl:     make(chan func(), 256),
 		track:   map[string]*trackState{},
 		lastLog: map[DropReason]time.Time{},
+	}
+	for _, o := range opts {
+		o(in)
 	}
 	for _, p := range cfg.VIPs {
 		in.vips = append(in.vips, p.Addr())
@@ -169,7 +178,7 @@ func NewInstance(cfg Config, tx Sender, addrs Addresses, ann Announcer, log *slo
 	in.m = NewMachine(Params{
 		Version: cfg.Version, Priority: cfg.Priority, Interval: cfg.Interval,
 		Preempt: cfg.Preempt, PreemptDelay: cfg.PreemptDelay, LocalAddr: tx.Local(),
-	}, realClock{}, (*link)(in))
+	}, in.clock, (*link)(in))
 	in.m.OnTransition = in.transition
 	in.status = Status{Name: cfg.Name, VRID: cfg.VRID, Drops: map[DropReason]uint64{}, Priority: cfg.Priority}
 	return in
@@ -292,16 +301,18 @@ func (in *Instance) Run(ctx context.Context) error {
 	in.applyTracking()
 	in.m.Start()
 
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
 	var refresh <-chan time.Time
 	if in.cfg.GARPRefresh > 0 {
-		t := time.NewTicker(in.cfg.GARPRefresh)
+		t := in.clock.NewTicker(in.cfg.GARPRefresh)
 		defer t.Stop()
-		refresh = t.C
+		refresh = t.C()
 	}
+	// The timer is armed for the machine's next deadline before the loop
+	// and again after every event: a test's fake clock sees it armed only
+	// once it is armed for the right time.
+	timer := in.clock.NewTimer(in.wait())
+	defer timer.Stop()
 	for {
-		timer.Reset(in.wait())
 		select {
 		case <-ctx.Done():
 			in.m.Stop()
@@ -311,7 +322,7 @@ func (in *Instance) Run(ctx context.Context) error {
 			in.handle(r)
 		case f := <-in.ctl:
 			f()
-		case <-timer.C:
+		case <-timer.C():
 			in.awaitDeadline()
 			in.m.Tick()
 		case <-refresh:
@@ -322,6 +333,7 @@ func (in *Instance) Run(ctx context.Context) error {
 				in.probeConflicts()
 			}
 		}
+		timer.Reset(in.wait())
 	}
 }
 
@@ -335,7 +347,7 @@ func (in *Instance) wait() time.Duration {
 	if next.IsZero() {
 		return time.Hour
 	}
-	d := time.Until(next)
+	d := next.Sub(in.clock.Now())
 	if in.m.State() == Backup {
 		d -= timerSlack
 	}
@@ -348,7 +360,7 @@ func (in *Instance) wait() time.Duration {
 // It runs at most timerSlack, and only when a backup is about to take over.
 func (in *Instance) awaitDeadline() {
 	for in.m.State() == Backup {
-		left := time.Until(in.m.NextDeadline())
+		left := in.m.NextDeadline().Sub(in.clock.Now())
 		if left <= 0 || left > timerSlack {
 			return
 		}
@@ -371,8 +383,8 @@ func (in *Instance) handle(r Received) {
 			in.foreign(r.Src, p, reason)
 			return
 		}
-		if reason != DropOwn && time.Since(in.lastLog[reason]) > 10*time.Second {
-			in.lastLog[reason] = time.Now()
+		if now := in.clock.Now(); reason != DropOwn && now.Sub(in.lastLog[reason]) > 10*time.Second {
+			in.lastLog[reason] = now
 			attrs := []any{"reason", string(reason), "src", r.Src}
 			if p != nil {
 				attrs = append(attrs, "their_vips", fmt.Sprint(p.Addresses), "their_version", p.Version, "their_priority", p.Priority)
@@ -404,12 +416,13 @@ func (in *Instance) foreign(src netip.Addr, p *Packet, reason DropReason) {
 	if first {
 		f = &Foreign{Source: src}
 	}
-	f.VIPs, f.Reason, f.LastSeen = p.Addresses, reason, time.Now()
+	now := in.clock.Now()
+	f.VIPs, f.Reason, f.LastSeen = p.Addresses, reason, now
 	f.Count++
 	in.status.Foreign = f
 	in.mu.Unlock()
-	if first || time.Since(in.lastLog[reason]) > 10*time.Second {
-		in.lastLog[reason] = time.Now()
+	if first || now.Sub(in.lastLog[reason]) > 10*time.Second {
+		in.lastLog[reason] = now
 		in.log.Warn("VRID conflict: another VRRP group uses this VRID; its adverts take no part in the election",
 			"their_src", src, "their_vips", fmt.Sprint(p.Addresses), "their_priority", p.Priority,
 			"reason", string(reason), "our_vips", fmt.Sprint(in.vips))
@@ -420,7 +433,7 @@ func (in *Instance) transition(t Transition) {
 	in.log.Info("state change", "from", t.From.String(), "to", t.To.String(), "reason", t.Reason, "priority", t.Priority)
 	in.mu.Lock()
 	in.status.State = t.To
-	in.status.Since = time.Now()
+	in.status.Since = in.clock.Now()
 	in.status.Master = in.m.MasterAddr()
 	in.status.Transition++
 	in.mu.Unlock()
@@ -490,10 +503,8 @@ func (l *link) TakeOver() {
 		ctx, cancel := context.WithCancel(in.runCtx)
 		in.burstStop = cancel
 		in.bg.Go(func() {
-			select {
-			case <-ctx.Done():
+			if clock.Sleep(ctx, in.clock, in.cfg.GARPInterval) != nil {
 				return
-			case <-time.After(in.cfg.GARPInterval):
 			}
 			if err := in.ann.Burst(ctx, in.vips, in.cfg.GARPCount-1, in.cfg.GARPInterval); err != nil {
 				in.log.Warn("announce burst failed", "err", err)

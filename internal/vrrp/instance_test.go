@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigil-lb/vigil/internal/clock/clocktest"
 	"go.uber.org/goleak"
 )
 
@@ -132,4 +133,79 @@ func TestInstanceLifecycle(t *testing.T) {
 	if states[len(states)-1] != Stopped {
 		t.Fatalf("last state %v", states[len(states)-1])
 	}
+}
+
+// The instance's waits all run on its clock: a fake one drives the
+// master-down timer, the advert interval, the delay before the rest of the
+// GARP burst and the GARP refresh through Run, with no sleeps.
+func TestInstanceRunsOnItsClock(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	t0 := time.Unix(1000, 0)
+	clk := clocktest.New(t0)
+	f := &fakeNet{}
+	cfg := Config{Name: "api", Interface: "eth0", VRID: 7, Version: 3, Priority: 100, Interval: time.Second,
+		VIPs: []netip.Prefix{netip.MustParsePrefix("192.0.2.10/32")}, GARPCount: 3, GARPInterval: 500 * time.Millisecond,
+		GARPRefresh: 10 * time.Second}
+	in := NewInstance(cfg, f, f, f, slog.New(slog.DiscardHandler), WithClock(clk))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- in.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}()
+	// settle waits until Run is back waiting on its timer and the refresh
+	// ticker (plus extra other timers): Run re-arms its timer last, after
+	// it has handled what fired.
+	settle := func(extra int) {
+		t.Helper()
+		if !clk.BlockUntil(2 + extra) {
+			t.Fatalf("%d timers armed, want %d", clk.Armed(), 2+extra)
+		}
+	}
+	adverts := func() int { sent, _, _ := f.snapshot(); return len(sent) }
+	announces := func() int { f.mu.Lock(); defer f.mu.Unlock(); return f.announces }
+
+	// Master_Down_Interval for priority 100 at 1 s: 3 s + 156/256 s.
+	settle(0)
+	clk.Advance(3600 * time.Millisecond)
+	settle(0)
+	if s := in.Status(); s.State != Backup || adverts() != 0 {
+		t.Fatalf("before the master-down interval: %v, %d adverts", s.State, adverts())
+	}
+	clk.Advance(10 * time.Millisecond)
+	settle(1) // and the delay before the rest of the burst
+	if s := in.Status(); s.State != Master || !s.Since.Equal(t0.Add(3610*time.Millisecond)) || adverts() != 1 || announces() != 1 {
+		t.Fatalf("after the master-down interval: %v since %v, %d adverts, %d announces", s.State, s.Since, adverts(), announces())
+	}
+
+	// The rest of the burst waits GARPInterval; adverts go every second.
+	clk.Advance(499 * time.Millisecond)
+	settle(1)
+	if announces() != 1 {
+		t.Fatalf("burst before GARPInterval: %d announces", announces())
+	}
+	clk.Advance(time.Millisecond)
+	eventually(t, "the rest of the burst", func() bool { return announces() == 3 })
+	clk.Advance(499 * time.Millisecond)
+	settle(0)
+	if adverts() != 1 {
+		t.Fatalf("%d adverts before the interval", adverts())
+	}
+	clk.Advance(time.Millisecond)
+	settle(0)
+	if adverts() != 2 {
+		t.Fatalf("%d adverts after one interval", adverts())
+	}
+
+	// The refresh ticks at 10 s from the start: the master announces again.
+	clk.AdvanceTo(t0.Add(9900 * time.Millisecond))
+	settle(0)
+	if announces() != 3 {
+		t.Fatalf("refresh before its interval: %d announces", announces())
+	}
+	clk.AdvanceTo(t0.Add(10 * time.Second))
+	eventually(t, "the refresh", func() bool { return announces() == 4 })
 }

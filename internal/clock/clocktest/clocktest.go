@@ -1,6 +1,11 @@
 // Package clocktest is a fake clock.Clock for unit tests: time stands still
 // until the test advances it, and timers and tickers fire then, on the
 // test's goroutine, so a test drives a control loop's waits without sleeping.
+//
+// Timers take durations, so code under test reads Now and then arms a timer
+// relative to the time at arming. A test advances the clock once that code
+// has armed what it waits on (BlockUntil): an Advance in between would move
+// that timer's due time by as much.
 package clocktest
 
 import (
