@@ -3,8 +3,10 @@ package vrrp
 import (
 	"context"
 	"log/slog"
+	"math/rand/v2"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -208,4 +210,151 @@ func TestInstanceRunsOnItsClock(t *testing.T) {
 	}
 	clk.AdvanceTo(t0.Add(10 * time.Second))
 	eventually(t, "the refresh", func() bool { return announces() == 4 })
+}
+
+// flood keeps Run busy with valid adverts from another router until the
+// returned stop is called.
+func flood(in *Instance, prio uint8) (stop func()) {
+	adv := Packet{Version: 3, Type: TypeAdvertisement, VRID: 7, Priority: prio, MaxAdvertInt: 100,
+		Addresses: []netip.Addr{netip.MustParseAddr("192.0.2.10")}}
+	src := netip.MustParseAddr("10.0.0.9")
+	b, _ := adv.Marshal(src, Group4)
+	done, quit := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case in.Receive() <- Received{Src: src, Dst: Group4, TTL: 255, Payload: b}:
+			case <-quit:
+				return
+			}
+		}
+	}()
+	return func() { close(quit); <-done }
+}
+
+// Tracking is level-triggered: however many updates come at once, from
+// however many goroutines, while Run is busy, none is lost and the instance
+// ends with the priority and fault that the last state of each item gives.
+func TestTrackingIsLosslessUnderLoad(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	const checks, writers, calls = 64, 4, 100_000
+	cfg := Config{Name: "api", Interface: "eth0", VRID: 7, Version: 3, Priority: 100, Interval: time.Second,
+		VIPs: []netip.Prefix{netip.MustParsePrefix("192.0.2.10/32")}}
+	weight := func(i int) int { return []int{0, 3, -2, 1, 2}[i%5] } // clamping never comes into it
+	for i := range checks {
+		cfg.Track = append(cfg.Track, TrackItem{Kind: "check", Name: "c" + itoa(i), Weight: weight(i)})
+	}
+	in := NewInstance(cfg, &fakeNet{}, &fakeNet{}, &fakeNet{}, slog.New(slog.DiscardHandler), WithClock(clocktest.New(time.Unix(1000, 0))))
+	var ownFault atomic.Bool
+	in.OnOwnFault = func(_ *Instance, fault bool) { ownFault.Store(fault) }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- in.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	stop := flood(in, 200)
+	defer stop()
+
+	for round, recover := range []bool{false, true} {
+		// Each writer owns the checks i%writers == w, so the last state of
+		// each is well defined; the last round ends with every weight-0
+		// check up and no group fault, and so out of FAULT.
+		final := make([]bool, checks)
+		var groupFault atomic.Bool
+		var wg sync.WaitGroup
+		for w := range writers {
+			wg.Go(func() {
+				rng := rand.New(rand.NewPCG(uint64(round), uint64(w)))
+				for n := range calls / writers {
+					i := w + writers*rng.IntN(checks/writers)
+					up := rng.IntN(2) == 0
+					if tail := n - (calls/writers - checks/writers); recover && tail >= 0 {
+						i = w + writers*tail // each of this writer's checks once more
+						up = up || weight(i) == 0
+					}
+					in.SetTracked("check", "c"+itoa(i), up)
+					final[i] = up
+				}
+			})
+		}
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(round), writers))
+			for range calls / 10 {
+				f := rng.IntN(2) == 0
+				in.SetGroupFault(f, "sync group g: [b] in fault")
+				groupFault.Store(f)
+			}
+			if recover {
+				in.SetGroupFault(false, "")
+				groupFault.Store(false)
+			}
+		})
+		wg.Wait()
+		prio, own := 100, false
+		for i, up := range final {
+			switch w := weight(i); {
+			case w == 0 && !up:
+				own = true
+			case w > 0 && up, w < 0 && !up:
+				prio += w
+			}
+		}
+		fault := own || groupFault.Load()
+		eventually(t, "the final tracking state", func() bool {
+			s := in.Status()
+			return int(s.Priority) == prio && (s.State == Fault) == fault && ownFault.Load() == own
+		})
+		if recover && in.Status().State == Fault {
+			t.Fatal("still in FAULT with every weight-0 check up")
+		}
+		t.Logf("round %d: priority %d, own fault %v, fault %v", round, prio, own, fault)
+	}
+}
+
+// Claim and Resign are actions: every one is applied, in order, so the
+// instance ends in the state the last one asks for and makes one transition
+// per change of direction.
+func TestClaimAndResignAreKeptInOrder(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	cfg := Config{Name: "api", Interface: "eth0", VRID: 7, Version: 3, Priority: 100, Interval: time.Second,
+		VIPs: []netip.Prefix{netip.MustParsePrefix("192.0.2.10/32")}}
+	in := NewInstance(cfg, &fakeNet{}, &fakeNet{}, &fakeNet{}, slog.New(slog.DiscardHandler), WithClock(clocktest.New(time.Unix(1000, 0))))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- in.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	eventually(t, "backup", func() bool { return in.Status().State == Backup })
+	// A lower-priority router keeps Run busy without moving the election:
+	// without preemption a backup stays one, and a master keeps its place.
+	stop := flood(in, 50)
+	defer stop()
+
+	rng := rand.New(rand.NewPCG(1, 2))
+	transitions, master := in.Status().Transition, false
+	for range 100_000 {
+		if rng.IntN(2) == 0 {
+			in.Claim("test")
+			transitions += b2u(!master)
+			master = true
+		} else {
+			in.Resign("test")
+			transitions += b2u(master)
+			master = false
+		}
+	}
+	want := Backup
+	if master {
+		want = Master
+	}
+	eventually(t, "the last action's state", func() bool {
+		s := in.Status()
+		return s.State == want && s.Transition == transitions
+	})
+}
+
+func b2u(b bool) uint64 {
+	if b {
+		return 1
+	}
+	return 0
 }
