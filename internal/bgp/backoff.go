@@ -6,6 +6,8 @@ import (
 	"time"
 
 	api "github.com/osrg/gobgp/v4/api"
+
+	"github.com/vigil-lb/vigil/internal/clock"
 )
 
 // gobgpIdleHold is how long GoBGP itself waits in Idle after a failed
@@ -64,20 +66,24 @@ const pollInterval = 500 * time.Millisecond
 // monitor logs every session change and applies the back-off: when a
 // neighbor fails again, vigil holds it administratively down for the part
 // of the wait GoBGP's own idle hold does not cover, then lets it retry.
+// It polls pollInterval after the end of the last poll, so that a slow
+// answer never makes polls pile up (and a fake clock sees a poll done once
+// the timer is armed again).
 func (sp *Speaker) monitor(ctx context.Context) {
-	t := time.NewTicker(pollInterval)
+	t := sp.clock.NewTimer(pollInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.C():
 		}
-		sp.s.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {
+		sp.peerAPI.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {
 			if ctx.Err() == nil {
-				sp.observe(ctx, p, time.Now())
+				sp.observe(ctx, p, sp.clock.Now())
 			}
 		})
+		t.Reset(pollInterval)
 	}
 }
 
@@ -147,18 +153,14 @@ func reason(st *api.PeerState, notified, wasUp bool) string {
 // holdDown keeps the neighbor administratively down for d, then lets GoBGP
 // retry it (after its own idle hold).
 func (sp *Speaker) holdDown(ctx context.Context, addr string, d time.Duration) {
-	if err := sp.s.DisablePeer(ctx, &api.DisablePeerRequest{Address: addr, Communication: "vigil: back-off"}); err != nil {
+	if err := sp.peerAPI.DisablePeer(ctx, &api.DisablePeerRequest{Address: addr, Communication: "vigil: back-off"}); err != nil {
 		sp.log.Warn("bgp back-off: hold the neighbor down", "neighbor", addr, "err", err)
 		return
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
+	if clock.Sleep(ctx, sp.clock, d) != nil {
 		return
-	case <-t.C:
 	}
-	if err := sp.s.EnablePeer(ctx, &api.EnablePeerRequest{Address: addr}); err != nil {
+	if err := sp.peerAPI.EnablePeer(ctx, &api.EnablePeerRequest{Address: addr}); err != nil {
 		sp.log.Warn("bgp back-off: let the neighbor retry", "neighbor", addr, "err", err)
 	}
 }

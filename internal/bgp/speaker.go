@@ -16,6 +16,8 @@ import (
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
 	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v4/pkg/server"
+
+	"github.com/vigil-lb/vigil/internal/clock"
 )
 
 // Neighbor is one BGP peer.
@@ -46,8 +48,12 @@ type Route struct {
 
 // Speaker is a running BGP speaker.
 type Speaker struct {
-	s   *server.BgpServer
-	log *slog.Logger
+	s *server.BgpServer
+	// peerAPI is s, seen as the session monitor sees it: tests of the
+	// monitor and its back-off put a scripted neighbor there.
+	peerAPI peerAPI
+	clock   clock.Clock
+	log     *slog.Logger
 
 	stop context.CancelFunc // ends the session monitor and its hold-downs
 	wg   sync.WaitGroup
@@ -57,15 +63,41 @@ type Speaker struct {
 	peers     map[string]*peerInfo // by neighbor address
 }
 
-// Start starts the speaker and its sessions.
-func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Speaker, error) {
-	s := server.NewBgpServer(server.LoggerOption(log.With("component", "gobgp"), nil))
-	go s.Serve()
-	monitorCtx, stop := context.WithCancel(context.Background())
-	sp := &Speaker{s: s, log: log, stop: stop, announced: map[netip.Prefix]Route{}, peers: map[string]*peerInfo{}}
-	for _, n := range cfg.Neighbors {
+// peerAPI is the part of GoBGP's API that the session monitor and its
+// back-off use (*server.BgpServer).
+type peerAPI interface {
+	ListPeer(ctx context.Context, r *api.ListPeerRequest, fn func(*api.Peer)) error
+	DisablePeer(ctx context.Context, r *api.DisablePeerRequest) error
+	EnablePeer(ctx context.Context, r *api.EnablePeerRequest) error
+}
+
+// Option changes how Start builds a speaker.
+type Option func(*Speaker)
+
+// WithClock makes the speaker's session monitor, its back-off and Stop's
+// pause run on c instead of the wall clock (clock.Real): tests pass a fake.
+func WithClock(c clock.Clock) Option { return func(sp *Speaker) { sp.clock = c } }
+
+func newSpeaker(p peerAPI, log *slog.Logger, neighbors []Neighbor, opts []Option) *Speaker {
+	sp := &Speaker{peerAPI: p, clock: clock.Real{}, log: log, stop: func() {},
+		announced: map[netip.Prefix]Route{}, peers: map[string]*peerInfo{}}
+	for _, n := range neighbors {
 		sp.peers[n.Address.String()] = &peerInfo{backoff: newBackoff()}
 	}
+	for _, o := range opts {
+		o(sp)
+	}
+	return sp
+}
+
+// Start starts the speaker and its sessions.
+func Start(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*Speaker, error) {
+	s := server.NewBgpServer(server.LoggerOption(log.With("component", "gobgp"), nil))
+	go s.Serve()
+	sp := newSpeaker(s, log, cfg.Neighbors, opts)
+	sp.s = s
+	monitorCtx, stop := context.WithCancel(context.Background())
+	sp.stop = stop
 	err := s.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
 		Asn: cfg.ASN, RouterId: cfg.RouterID.String(), ListenPort: cfg.Listen,
 	}})
@@ -178,7 +210,7 @@ type Session struct {
 // Sessions lists the peers.
 func (sp *Speaker) Sessions(ctx context.Context) []Session {
 	var out []Session
-	sp.s.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {
+	sp.peerAPI.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {
 		s := Session{Neighbor: p.GetConf().GetNeighborAddress(), ASN: p.GetConf().GetPeerAsn()}
 		if st := p.GetState(); st != nil {
 			s.State = stateName(st.GetSessionState())
@@ -189,7 +221,7 @@ func (sp *Speaker) Sessions(ctx context.Context) []Session {
 		sp.mu.Lock()
 		if info := sp.peers[s.Neighbor]; info != nil && s.State != "established" {
 			s.LastError, s.Failures = info.lastError, info.backoff.failures
-			if time.Now().Before(info.retryAt) {
+			if sp.clock.Now().Before(info.retryAt) {
 				s.RetryAt = info.retryAt
 			}
 		}
@@ -237,7 +269,7 @@ func (sp *Speaker) Stop(ctx context.Context) error {
 		errs = append(errs, sp.Withdraw(p))
 	}
 	if len(announced) > 0 {
-		time.Sleep(100 * time.Millisecond) // let the withdrawals leave before the sessions close
+		clock.Sleep(ctx, sp.clock, 100*time.Millisecond) // let the withdrawals leave before the sessions close
 	}
 	sp.stop()
 	sp.wg.Wait()

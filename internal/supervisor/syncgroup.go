@@ -35,9 +35,10 @@ func (g *syncGroup) ownFault(from *vrrp.Instance, fault bool) {
 	} else {
 		delete(g.faulted, from.Name())
 	}
-	// Queue the updates under the lock: two members reporting at once must
-	// not have their updates overtake each other on the way to a member.
-	// SetGroupFault only queues, so this does not block.
+	// Hand out the updates under the lock: a member keeps only the latest
+	// group fault it was given, so of two members reporting at once the one
+	// with the newer view must be the last to hand out. SetGroupFault only
+	// records the state for the member's Run goroutine, so this does not block.
 	defer g.mu.Unlock()
 	for _, m := range g.members {
 		var others []string

@@ -1,6 +1,7 @@
 package vrrp
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -9,8 +10,11 @@ import (
 	"net/netip"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/vigil-lb/vigil/internal/clock"
 )
 
 // Addresses configures and removes an instance's VIPs (package vip).
@@ -100,9 +104,13 @@ type Instance struct {
 	expect Expect
 	vips   []netip.Addr
 	m      *Machine
+	clock  clock.Clock
 
 	recv chan Received
-	ctl  chan func()
+	// wake tells Run that pending holds something; it holds one token, so
+	// callers never block and however many calls come, none is lost.
+	wake    chan struct{}
+	pending pending
 
 	// Probe, when set, asks the segment who else answers ARP for a VIP. It
 	// runs on every takeover: an answer from another host means an address
@@ -117,7 +125,10 @@ type Instance struct {
 	// group) starts or stops demanding FAULT, on the Run goroutine.
 	OnOwnFault func(in *Instance, fault bool)
 
-	track     map[string]*trackState // kind/name -> state
+	// track holds every tracked item, the sync group's fault included, from
+	// NewInstance on: its keys never change, so any goroutine may look one
+	// up; the states change on the Run goroutine only.
+	track     map[trackKey]*trackState
 	ownFault  bool
 	burstStop context.CancelFunc
 	// runCtx ends when Run returns; bg holds the announce bursts and ARP
@@ -135,20 +146,56 @@ type trackState struct {
 	up bool
 }
 
-type realClock struct{}
+// trackKey names a tracked item.
+type trackKey struct{ kind, name string }
 
-func (realClock) Now() time.Time { return time.Now() }
+// groupKey is the item that holds the sync group's fault; its Name is the
+// reason.
+var groupKey = trackKey{kind: "group"}
+
+// pending is what other goroutines asked of the instance and Run has yet to
+// apply. Tracking is level-triggered: only the latest state of each item,
+// and of the group fault, is kept, so a burst of updates costs one entry per
+// item and none is dropped. Claim and Resign are actions on the state the
+// machine is in when they are applied, so they are kept in order.
+type pending struct {
+	mu      sync.Mutex
+	tracked map[trackKey]bool
+	group   *groupFault // nil: no SetGroupFault since the last batch
+	actions []action
+}
+
+type groupFault struct {
+	fault  bool
+	reason string
+}
+
+// action is a Claim (claim true) or a Resign.
+type action struct {
+	claim  bool
+	reason string
+}
+
+// Option changes how NewInstance builds an instance.
+type Option func(*Instance)
+
+// WithClock makes the instance, and its Machine, tell the time and run their
+// timers on c instead of the wall clock (clock.Real): tests pass a fake.
+func WithClock(c clock.Clock) Option { return func(in *Instance) { in.clock = c } }
 
 // NewInstance wires an instance. tx must be registered for cfg.VRID by the
 // caller with Receive as the target channel.
-func NewInstance(cfg Config, tx Sender, addrs Addresses, ann Announcer, log *slog.Logger) *Instance {
+func NewInstance(cfg Config, tx Sender, addrs Addresses, ann Announcer, log *slog.Logger, opts ...Option) *Instance {
 	in := &Instance{
-		cfg: cfg, tx: tx, addrs: addrs, ann: ann,
+		cfg: cfg, tx: tx, addrs: addrs, ann: ann, clock: clock.Real{},
 		log:     log.With("instance", cfg.Name, "vrid", cfg.VRID),
 		recv:    make(chan Received, 64),
-		ctl:     make(chan func(), 256),
-		track:   map[string]*trackState{},
+		wake:    make(chan struct{}, 1),
+		track:   map[trackKey]*trackState{},
 		lastLog: map[DropReason]time.Time{},
+	}
+	for _, o := range opts {
+		o(in)
 	}
 	for _, p := range cfg.VIPs {
 		in.vips = append(in.vips, p.Addr())
@@ -164,12 +211,13 @@ func NewInstance(cfg Config, tx Sender, addrs Addresses, ann Announcer, log *slo
 	own := TrackItem{Kind: "interface", Name: cfg.Interface, Weight: 0}
 	for _, t := range append([]TrackItem{own}, cfg.Track...) {
 		// Checks start up, as keepalived scripts do, until they fail.
-		in.track[t.Kind+"/"+t.Name] = &trackState{TrackItem: t, up: true}
+		in.track[trackKey{t.Kind, t.Name}] = &trackState{TrackItem: t, up: true}
 	}
+	in.track[groupKey] = &trackState{TrackItem: TrackItem{Kind: groupKey.kind}, up: true}
 	in.m = NewMachine(Params{
 		Version: cfg.Version, Priority: cfg.Priority, Interval: cfg.Interval,
 		Preempt: cfg.Preempt, PreemptDelay: cfg.PreemptDelay, LocalAddr: tx.Local(),
-	}, realClock{}, (*link)(in))
+	}, in.clock, (*link)(in))
 	in.m.OnTransition = in.transition
 	in.status = Status{Name: cfg.Name, VRID: cfg.VRID, Drops: map[DropReason]uint64{}, Priority: cfg.Priority}
 	return in
@@ -195,41 +243,93 @@ func (in *Instance) Status() Status {
 }
 
 // SetTracked reports that a tracked interface or check went up or down. It
-// does nothing for things this instance does not track.
+// does nothing for things this instance does not track. It never blocks:
+// Run applies the latest state of each item.
 func (in *Instance) SetTracked(kind, name string, up bool) {
-	in.do(func() {
-		t, ok := in.track[kind+"/"+name]
-		if !ok || t.up == up {
-			return
-		}
-		t.up = up
-		in.log.Info("tracked state changed", "kind", kind, "name", name, "up", up)
-		in.applyTracking()
-	})
+	k := trackKey{kind, name}
+	if _, ok := in.track[k]; !ok || k.kind == groupKey.kind {
+		return
+	}
+	in.pending.mu.Lock()
+	if in.pending.tracked == nil {
+		in.pending.tracked = map[trackKey]bool{}
+	}
+	in.pending.tracked[k] = up
+	in.pending.mu.Unlock()
+	in.poke()
 }
 
-// Claim and Resign serve sync groups (see Machine).
-func (in *Instance) Claim(reason string)  { in.do(func() { in.m.Claim(reason) }) }
-func (in *Instance) Resign(reason string) { in.do(func() { in.m.Resign(reason) }) }
-
-// SetGroupFault puts the instance in FAULT because another member of its sync group is.
+// SetGroupFault puts the instance in FAULT because another member of its
+// sync group is, or takes it out. The latest call wins.
 func (in *Instance) SetGroupFault(fault bool, reason string) {
-	in.do(func() {
-		t := in.track["group/"]
-		if t == nil {
-			t = &trackState{TrackItem: TrackItem{Kind: "group"}, up: true}
-			in.track["group/"] = t
-		}
-		t.up, t.Name = !fault, reason
-		in.applyTracking()
-	})
+	in.pending.mu.Lock()
+	in.pending.group = &groupFault{fault: fault, reason: reason}
+	in.pending.mu.Unlock()
+	in.poke()
 }
 
-func (in *Instance) do(f func()) {
+// Claim makes a backup take over now, for sync groups (see Machine.Claim).
+func (in *Instance) Claim(reason string) { in.act(action{claim: true, reason: reason}) }
+
+// Resign makes a master step down, for sync groups (see Machine.Resign).
+func (in *Instance) Resign(reason string) { in.act(action{reason: reason}) }
+
+func (in *Instance) act(a action) {
+	in.pending.mu.Lock()
+	// The same action twice in a row does nothing more than once: after a
+	// Claim the machine is no longer a backup, after a Resign no longer a
+	// master. Dropping the repeat keeps the queue short in a storm.
+	if n := len(in.pending.actions); n == 0 || in.pending.actions[n-1].claim != a.claim {
+		in.pending.actions = append(in.pending.actions, a)
+	}
+	in.pending.mu.Unlock()
+	in.poke()
+}
+
+func (in *Instance) poke() {
 	select {
-	case in.ctl <- f:
-	default:
-		in.log.Error("control queue full: tracking update lost")
+	case in.wake <- struct{}{}:
+	default: // Run has a wake-up coming, and will read what was just stored
+	}
+}
+
+// applyPending applies, on the Run goroutine, what other goroutines asked
+// for since the last batch: the latest tracked states and group fault first,
+// with one applyTracking, then Claim and Resign in order, against the state
+// those levels leave the machine in.
+func (in *Instance) applyPending() {
+	in.pending.mu.Lock()
+	tracked, group, actions := in.pending.tracked, in.pending.group, in.pending.actions
+	in.pending.tracked, in.pending.group, in.pending.actions = nil, nil, nil
+	in.pending.mu.Unlock()
+
+	changed := false
+	keys := slices.SortedFunc(maps.Keys(tracked), func(a, b trackKey) int {
+		return cmp.Or(strings.Compare(a.kind, b.kind), strings.Compare(a.name, b.name))
+	})
+	for _, k := range keys {
+		t, up := in.track[k], tracked[k]
+		if t.up == up {
+			continue
+		}
+		t.up, changed = up, true
+		in.log.Info("tracked state changed", "kind", k.kind, "name", k.name, "up", up)
+	}
+	if group != nil {
+		t := in.track[groupKey]
+		if t.up == group.fault || t.Name != group.reason {
+			t.up, t.Name, changed = !group.fault, group.reason, true
+		}
+	}
+	if changed {
+		in.applyTracking()
+	}
+	for _, a := range actions {
+		if a.claim {
+			in.m.Claim(a.reason)
+		} else {
+			in.m.Resign(a.reason)
+		}
 	}
 }
 
@@ -292,16 +392,18 @@ func (in *Instance) Run(ctx context.Context) error {
 	in.applyTracking()
 	in.m.Start()
 
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
 	var refresh <-chan time.Time
 	if in.cfg.GARPRefresh > 0 {
-		t := time.NewTicker(in.cfg.GARPRefresh)
+		t := in.clock.NewTicker(in.cfg.GARPRefresh)
 		defer t.Stop()
-		refresh = t.C
+		refresh = t.C()
 	}
+	// The timer is armed for the machine's next deadline before the loop
+	// and again after every event: a test's fake clock sees it armed only
+	// once it is armed for the right time.
+	timer := in.clock.NewTimer(in.wait())
+	defer timer.Stop()
 	for {
-		timer.Reset(in.wait())
 		select {
 		case <-ctx.Done():
 			in.m.Stop()
@@ -309,9 +411,9 @@ func (in *Instance) Run(ctx context.Context) error {
 			return nil
 		case r := <-in.recv:
 			in.handle(r)
-		case f := <-in.ctl:
-			f()
-		case <-timer.C:
+		case <-in.wake:
+			in.applyPending()
+		case <-timer.C():
 			in.awaitDeadline()
 			in.m.Tick()
 		case <-refresh:
@@ -322,6 +424,7 @@ func (in *Instance) Run(ctx context.Context) error {
 				in.probeConflicts()
 			}
 		}
+		timer.Reset(in.wait())
 	}
 }
 
@@ -335,7 +438,7 @@ func (in *Instance) wait() time.Duration {
 	if next.IsZero() {
 		return time.Hour
 	}
-	d := time.Until(next)
+	d := next.Sub(in.clock.Now())
 	if in.m.State() == Backup {
 		d -= timerSlack
 	}
@@ -348,7 +451,7 @@ func (in *Instance) wait() time.Duration {
 // It runs at most timerSlack, and only when a backup is about to take over.
 func (in *Instance) awaitDeadline() {
 	for in.m.State() == Backup {
-		left := time.Until(in.m.NextDeadline())
+		left := in.m.NextDeadline().Sub(in.clock.Now())
 		if left <= 0 || left > timerSlack {
 			return
 		}
@@ -371,8 +474,8 @@ func (in *Instance) handle(r Received) {
 			in.foreign(r.Src, p, reason)
 			return
 		}
-		if reason != DropOwn && time.Since(in.lastLog[reason]) > 10*time.Second {
-			in.lastLog[reason] = time.Now()
+		if now := in.clock.Now(); reason != DropOwn && now.Sub(in.lastLog[reason]) > 10*time.Second {
+			in.lastLog[reason] = now
 			attrs := []any{"reason", string(reason), "src", r.Src}
 			if p != nil {
 				attrs = append(attrs, "their_vips", fmt.Sprint(p.Addresses), "their_version", p.Version, "their_priority", p.Priority)
@@ -404,12 +507,13 @@ func (in *Instance) foreign(src netip.Addr, p *Packet, reason DropReason) {
 	if first {
 		f = &Foreign{Source: src}
 	}
-	f.VIPs, f.Reason, f.LastSeen = p.Addresses, reason, time.Now()
+	now := in.clock.Now()
+	f.VIPs, f.Reason, f.LastSeen = p.Addresses, reason, now
 	f.Count++
 	in.status.Foreign = f
 	in.mu.Unlock()
-	if first || time.Since(in.lastLog[reason]) > 10*time.Second {
-		in.lastLog[reason] = time.Now()
+	if first || now.Sub(in.lastLog[reason]) > 10*time.Second {
+		in.lastLog[reason] = now
 		in.log.Warn("VRID conflict: another VRRP group uses this VRID; its adverts take no part in the election",
 			"their_src", src, "their_vips", fmt.Sprint(p.Addresses), "their_priority", p.Priority,
 			"reason", string(reason), "our_vips", fmt.Sprint(in.vips))
@@ -420,7 +524,7 @@ func (in *Instance) transition(t Transition) {
 	in.log.Info("state change", "from", t.From.String(), "to", t.To.String(), "reason", t.Reason, "priority", t.Priority)
 	in.mu.Lock()
 	in.status.State = t.To
-	in.status.Since = time.Now()
+	in.status.Since = in.clock.Now()
 	in.status.Master = in.m.MasterAddr()
 	in.status.Transition++
 	in.mu.Unlock()
@@ -490,10 +594,8 @@ func (l *link) TakeOver() {
 		ctx, cancel := context.WithCancel(in.runCtx)
 		in.burstStop = cancel
 		in.bg.Go(func() {
-			select {
-			case <-ctx.Done():
+			if clock.Sleep(ctx, in.clock, in.cfg.GARPInterval) != nil {
 				return
-			case <-time.After(in.cfg.GARPInterval):
 			}
 			if err := in.ann.Burst(ctx, in.vips, in.cfg.GARPCount-1, in.cfg.GARPInterval); err != nil {
 				in.log.Warn("announce burst failed", "err", err)

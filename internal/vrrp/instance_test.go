@@ -3,11 +3,14 @@ package vrrp
 import (
 	"context"
 	"log/slog"
+	"math/rand/v2"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/vigil-lb/vigil/internal/clock/clocktest"
 	"go.uber.org/goleak"
 )
 
@@ -132,4 +135,226 @@ func TestInstanceLifecycle(t *testing.T) {
 	if states[len(states)-1] != Stopped {
 		t.Fatalf("last state %v", states[len(states)-1])
 	}
+}
+
+// The instance's waits all run on its clock: a fake one drives the
+// master-down timer, the advert interval, the delay before the rest of the
+// GARP burst and the GARP refresh through Run, with no sleeps.
+func TestInstanceRunsOnItsClock(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	t0 := time.Unix(1000, 0)
+	clk := clocktest.New(t0)
+	f := &fakeNet{}
+	cfg := Config{Name: "api", Interface: "eth0", VRID: 7, Version: 3, Priority: 100, Interval: time.Second,
+		VIPs: []netip.Prefix{netip.MustParsePrefix("192.0.2.10/32")}, GARPCount: 3, GARPInterval: 500 * time.Millisecond,
+		GARPRefresh: 10 * time.Second}
+	in := NewInstance(cfg, f, f, f, slog.New(slog.DiscardHandler), WithClock(clk))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- in.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}()
+	// settle waits until Run is back waiting on its timer and the refresh
+	// ticker (plus extra other timers): Run re-arms its timer last, after
+	// it has handled what fired.
+	settle := func(extra int) {
+		t.Helper()
+		if !clk.BlockUntil(2 + extra) {
+			t.Fatalf("%d timers armed, want %d", clk.Armed(), 2+extra)
+		}
+	}
+	adverts := func() int { sent, _, _ := f.snapshot(); return len(sent) }
+	announces := func() int { f.mu.Lock(); defer f.mu.Unlock(); return f.announces }
+
+	// Master_Down_Interval for priority 100 at 1 s: 3 s + 156/256 s.
+	settle(0)
+	clk.Advance(3600 * time.Millisecond)
+	settle(0)
+	if s := in.Status(); s.State != Backup || adverts() != 0 {
+		t.Fatalf("before the master-down interval: %v, %d adverts", s.State, adverts())
+	}
+	clk.Advance(10 * time.Millisecond)
+	settle(1) // and the delay before the rest of the burst
+	if s := in.Status(); s.State != Master || !s.Since.Equal(t0.Add(3610*time.Millisecond)) || adverts() != 1 || announces() != 1 {
+		t.Fatalf("after the master-down interval: %v since %v, %d adverts, %d announces", s.State, s.Since, adverts(), announces())
+	}
+
+	// The rest of the burst waits GARPInterval; adverts go every second.
+	clk.Advance(499 * time.Millisecond)
+	settle(1)
+	if announces() != 1 {
+		t.Fatalf("burst before GARPInterval: %d announces", announces())
+	}
+	clk.Advance(time.Millisecond)
+	eventually(t, "the rest of the burst", func() bool { return announces() == 3 })
+	clk.Advance(499 * time.Millisecond)
+	settle(0)
+	if adverts() != 1 {
+		t.Fatalf("%d adverts before the interval", adverts())
+	}
+	clk.Advance(time.Millisecond)
+	settle(0)
+	if adverts() != 2 {
+		t.Fatalf("%d adverts after one interval", adverts())
+	}
+
+	// The refresh ticks at 10 s from the start: the master announces again.
+	clk.AdvanceTo(t0.Add(9900 * time.Millisecond))
+	settle(0)
+	if announces() != 3 {
+		t.Fatalf("refresh before its interval: %d announces", announces())
+	}
+	clk.AdvanceTo(t0.Add(10 * time.Second))
+	eventually(t, "the refresh", func() bool { return announces() == 4 })
+}
+
+// flood keeps Run busy with valid adverts from another router until the
+// returned stop is called.
+func flood(in *Instance, prio uint8) (stop func()) {
+	adv := Packet{Version: 3, Type: TypeAdvertisement, VRID: 7, Priority: prio, MaxAdvertInt: 100,
+		Addresses: []netip.Addr{netip.MustParseAddr("192.0.2.10")}}
+	src := netip.MustParseAddr("10.0.0.9")
+	b, _ := adv.Marshal(src, Group4)
+	done, quit := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case in.Receive() <- Received{Src: src, Dst: Group4, TTL: 255, Payload: b}:
+			case <-quit:
+				return
+			}
+		}
+	}()
+	return func() { close(quit); <-done }
+}
+
+// Tracking is level-triggered: however many updates come at once, from
+// however many goroutines, while Run is busy, none is lost and the instance
+// ends with the priority and fault that the last state of each item gives.
+func TestTrackingIsLosslessUnderLoad(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	const checks, writers, calls = 64, 4, 100_000
+	cfg := Config{Name: "api", Interface: "eth0", VRID: 7, Version: 3, Priority: 100, Interval: time.Second,
+		VIPs: []netip.Prefix{netip.MustParsePrefix("192.0.2.10/32")}}
+	weight := func(i int) int { return []int{0, 3, -2, 1, 2}[i%5] } // clamping never comes into it
+	for i := range checks {
+		cfg.Track = append(cfg.Track, TrackItem{Kind: "check", Name: "c" + itoa(i), Weight: weight(i)})
+	}
+	in := NewInstance(cfg, &fakeNet{}, &fakeNet{}, &fakeNet{}, slog.New(slog.DiscardHandler), WithClock(clocktest.New(time.Unix(1000, 0))))
+	var ownFault atomic.Bool
+	in.OnOwnFault = func(_ *Instance, fault bool) { ownFault.Store(fault) }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- in.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	stop := flood(in, 200)
+	defer stop()
+
+	for round, recover := range []bool{false, true} {
+		// Each writer owns the checks i%writers == w, so the last state of
+		// each is well defined; the last round ends with every weight-0
+		// check up and no group fault, and so out of FAULT.
+		final := make([]bool, checks)
+		var groupFault atomic.Bool
+		var wg sync.WaitGroup
+		for w := range writers {
+			wg.Go(func() {
+				rng := rand.New(rand.NewPCG(uint64(round), uint64(w)))
+				for n := range calls / writers {
+					i := w + writers*rng.IntN(checks/writers)
+					up := rng.IntN(2) == 0
+					if tail := n - (calls/writers - checks/writers); recover && tail >= 0 {
+						i = w + writers*tail // each of this writer's checks once more
+						up = up || weight(i) == 0
+					}
+					in.SetTracked("check", "c"+itoa(i), up)
+					final[i] = up
+				}
+			})
+		}
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(round), writers))
+			for range calls / 10 {
+				f := rng.IntN(2) == 0
+				in.SetGroupFault(f, "sync group g: [b] in fault")
+				groupFault.Store(f)
+			}
+			if recover {
+				in.SetGroupFault(false, "")
+				groupFault.Store(false)
+			}
+		})
+		wg.Wait()
+		prio, own := 100, false
+		for i, up := range final {
+			switch w := weight(i); {
+			case w == 0 && !up:
+				own = true
+			case w > 0 && up, w < 0 && !up:
+				prio += w
+			}
+		}
+		fault := own || groupFault.Load()
+		eventually(t, "the final tracking state", func() bool {
+			s := in.Status()
+			return int(s.Priority) == prio && (s.State == Fault) == fault && ownFault.Load() == own
+		})
+		if recover && in.Status().State == Fault {
+			t.Fatal("still in FAULT with every weight-0 check up")
+		}
+		t.Logf("round %d: priority %d, own fault %v, fault %v", round, prio, own, fault)
+	}
+}
+
+// Claim and Resign are actions: every one is applied, in order, so the
+// instance ends in the state the last one asks for and makes one transition
+// per change of direction.
+func TestClaimAndResignAreKeptInOrder(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	cfg := Config{Name: "api", Interface: "eth0", VRID: 7, Version: 3, Priority: 100, Interval: time.Second,
+		VIPs: []netip.Prefix{netip.MustParsePrefix("192.0.2.10/32")}}
+	in := NewInstance(cfg, &fakeNet{}, &fakeNet{}, &fakeNet{}, slog.New(slog.DiscardHandler), WithClock(clocktest.New(time.Unix(1000, 0))))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- in.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	eventually(t, "backup", func() bool { return in.Status().State == Backup })
+	// A lower-priority router keeps Run busy without moving the election:
+	// without preemption a backup stays one, and a master keeps its place.
+	stop := flood(in, 50)
+	defer stop()
+
+	rng := rand.New(rand.NewPCG(1, 2))
+	transitions, master := in.Status().Transition, false
+	for range 100_000 {
+		if rng.IntN(2) == 0 {
+			in.Claim("test")
+			transitions += b2u(!master)
+			master = true
+		} else {
+			in.Resign("test")
+			transitions += b2u(master)
+			master = false
+		}
+	}
+	want := Backup
+	if master {
+		want = Master
+	}
+	eventually(t, "the last action's state", func() bool {
+		s := in.Status()
+		return s.State == want && s.Transition == transitions
+	})
+}
+
+func b2u(b bool) uint64 {
+	if b {
+		return 1
+	}
+	return 0
 }

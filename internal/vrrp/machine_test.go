@@ -5,12 +5,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vigil-lb/vigil/internal/clock/clocktest"
 )
-
-type fakeClock struct{ t time.Time }
-
-func (c *fakeClock) Now() time.Time          { return c.t }
-func (c *fakeClock) Advance(d time.Duration) { c.t = c.t.Add(d) }
 
 // fakeLink records what the machine asked for, in order.
 type fakeLink struct{ calls []string }
@@ -44,7 +41,7 @@ var (
 
 type rig struct {
 	t     *testing.T
-	clock *fakeClock
+	clock *clocktest.Clock
 	link  *fakeLink
 	m     *Machine
 	trans []Transition
@@ -61,7 +58,7 @@ func newRig(t *testing.T, p Params) *rig {
 	if !p.LocalAddr.IsValid() {
 		p.LocalAddr = local
 	}
-	r := &rig{t: t, clock: &fakeClock{t: time.Unix(1000, 0)}, link: &fakeLink{}}
+	r := &rig{t: t, clock: clocktest.New(time.Unix(1000, 0)), link: &fakeLink{}}
 	r.m = NewMachine(p, r.clock, r.link)
 	r.m.OnTransition = func(tr Transition) { r.trans = append(r.trans, tr) }
 	return r
@@ -70,14 +67,14 @@ func newRig(t *testing.T, p Params) *rig {
 // runUntil advances the fake clock deadline by deadline until d has passed,
 // as the instance loop does with a real timer.
 func (r *rig) runFor(d time.Duration) {
-	end := r.clock.t.Add(d)
+	end := r.clock.Now().Add(d)
 	for {
 		next := r.m.NextDeadline()
 		if next.IsZero() || next.After(end) {
-			r.clock.t = end
+			r.clock.AdvanceTo(end)
 			return
 		}
-		r.clock.t = next
+		r.clock.AdvanceTo(next)
 		r.m.Tick()
 	}
 }
@@ -102,7 +99,7 @@ func TestBackupTakesOverAfterMasterDownInterval(t *testing.T) {
 	r.m.Start()
 	r.expectState(Backup)
 	want := 3*time.Second + 156*time.Second/256
-	if got := r.m.NextDeadline().Sub(r.clock.t); got != want {
+	if got := r.m.NextDeadline().Sub(r.clock.Now()); got != want {
 		t.Fatalf("master down interval = %v, want %v", got, want)
 	}
 	r.runFor(want - time.Nanosecond)
@@ -120,7 +117,7 @@ func TestMasterDownIntervalV2UsesSecondsSkew(t *testing.T) {
 	r.m.Start()
 	// v2 skew is (256-priority)/256 seconds whatever the interval.
 	want := 300*time.Millisecond + 56*time.Second/256
-	if got := r.m.NextDeadline().Sub(r.clock.t); got != want {
+	if got := r.m.NextDeadline().Sub(r.clock.Now()); got != want {
 		t.Fatalf("v2 master down interval = %v, want %v", got, want)
 	}
 }
@@ -169,7 +166,7 @@ func TestBackupLearnsMasterIntervalV3(t *testing.T) {
 	r.m.Start()
 	r.m.Receive(Advert{Source: upper, Priority: 200, Interval: 100 * time.Millisecond})
 	want := 300*time.Millisecond + 156*100*time.Millisecond/256
-	if got := r.m.NextDeadline().Sub(r.clock.t); got != want {
+	if got := r.m.NextDeadline().Sub(r.clock.Now()); got != want {
 		t.Fatalf("master down interval after learning 100ms = %v, want %v", got, want)
 	}
 	if r.m.MasterAddr() != upper {
@@ -183,7 +180,7 @@ func TestPriorityZeroMakesBackupTakeOverAfterSkew(t *testing.T) {
 	r.m.Receive(Advert{Source: upper, Priority: 200, Interval: time.Second})
 	r.m.Receive(Advert{Source: upper, Priority: 0, Interval: time.Second})
 	skew := 156 * time.Second / 256
-	if got := r.m.NextDeadline().Sub(r.clock.t); got != skew {
+	if got := r.m.NextDeadline().Sub(r.clock.Now()); got != skew {
 		t.Fatalf("after priority 0 the timer is %v, want skew %v", got, skew)
 	}
 	r.runFor(skew)
