@@ -154,7 +154,6 @@ func keyName(k *health.Key) string {
 type Announcements struct {
 	store *health.Store
 	log   *slog.Logger
-	start func(context.Context, Config, *slog.Logger) (*Speaker, error)
 
 	mu      sync.Mutex
 	session config.BGP // the running session settings, announce list cleared
@@ -166,7 +165,7 @@ type Announcements struct {
 // NewAnnouncements prepares the bgp section of cfg; the speaker starts
 // with Run.
 func NewAnnouncements(cfg *config.Config, store *health.Store, log *slog.Logger) *Announcements {
-	return &Announcements{store: store, log: log, start: Start, session: sessionOf(cfg.BGP),
+	return &Announcements{store: store, log: log, session: sessionOf(cfg.BGP),
 		next: announcementsOf(cfg), replan: make(chan struct{}, 1)}
 }
 
@@ -189,7 +188,7 @@ func (a *Announcements) Run(ctx context.Context) error {
 		<-ctx.Done()
 		return nil
 	}
-	sp, err := a.start(ctx, speakerConfig(b), a.log)
+	sp, err := Start(ctx, speakerConfig(b), a.log)
 	if err != nil {
 		a.log.Error("bgp is not running", "err", err)
 		<-ctx.Done()
