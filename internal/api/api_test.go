@@ -106,10 +106,7 @@ func TestServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { s.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	defer serve(s)()
 
 	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("socket mode: %v %v", fi.Mode(), err)
@@ -204,10 +201,7 @@ func TestServerMove(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { s.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	defer serve(s)()
 	old := s.HTTPAddr()
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -259,4 +253,12 @@ func TestServerMove(t *testing.T) {
 	if s.HTTPAddr() != "" {
 		t.Fatal("http not turned off")
 	}
+}
+
+// serve runs s until the returned function is called.
+func serve(s *Server) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	return func() { cancel(); <-done }
 }
