@@ -217,11 +217,11 @@ vrrp_sync_group g { group { a b } notify /etc/keepalived/g.sh }
 	if err != nil || r.Lost() {
 		t.Fatalf("%v %+v", err, r.Notes)
 	}
-	ins := r.File.VRRP.Instances
+	ins := r.Config.VRRP.Instances
 	if ins[0].Track.Checks[0].Weight != 30 || ins[1].Track.Checks[0].Weight != -20 {
 		t.Fatalf("track weights %+v %+v (the line's weight wins over the script's)", ins[0].Track, ins[1].Track)
 	}
-	g := r.File.VRRP.SyncGroups[0]
+	g := r.Config.VRRP.SyncGroups[0]
 	if g.Name != "g" || strings.Join(g.Instances, ",") != "a,b" || g.Notify != "/etc/keepalived/g.sh" {
 		t.Fatalf("sync group %+v", g)
 	}
