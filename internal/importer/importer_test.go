@@ -127,6 +127,27 @@ backend b
 	}
 }
 
+// A number that is not one is noted, not turned into 0: the encoder leaves
+// zeros out, so priority 0 would quietly read back as the default 100.
+func TestBadNumbersAreNoted(t *testing.T) {
+	r, err := Keepalived("k.conf", "vrrp_instance a {\n interface eth0\n virtual_router_id 7\n priority high\n version x\n virtual_ipaddress {\n  10.0.0.1\n }\n}\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Sort()
+	var got []string
+	for _, n := range r.Notes {
+		got = append(got, n.String())
+	}
+	want := []string{`k.conf:4: NOT CONVERTED: priority "high" is not a number`, `k.conf:5: NOT CONVERTED: version "x" is not a number`}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("notes %q, want %q", got, want)
+	}
+	if in := r.Config.VRRP.Instances[0]; in.VRID != 7 || in.Priority != config.DefaultPriority || in.Version != 2 {
+		t.Fatalf("instance %+v keeps keepalived's defaults", in)
+	}
+}
+
 func TestKeepalivedSyntaxErrors(t *testing.T) {
 	for src, want := range map[string]string{
 		"vrrp_instance a {\n  interface eth0\n": "block vrrp_instance opened on line 1 is not closed",

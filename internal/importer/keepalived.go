@@ -164,6 +164,22 @@ func (k *kaConv) arg(n *kaNode) string {
 	return n.args[0]
 }
 
+// number reads a statement's whole-number value. One that is not a number
+// is noted as lost and the field keeps what it had: written as 0 it would
+// be left out of the YAML and quietly take vigil's default.
+func (k *kaConv) number(n *kaNode) (int, bool) {
+	s := k.arg(n)
+	if s == "" {
+		return 0, false // noted by arg
+	}
+	v, err := strconv.Atoi(s)
+	if err != nil {
+		k.lost(n, "%s %q is not a number", n.key, s)
+		return 0, false
+	}
+	return v, true
+}
+
 func (k *kaConv) globals(g *kaNode) {
 	for _, n := range g.children {
 		switch n.key {
@@ -254,11 +270,17 @@ func (k *kaConv) instance(v *kaNode) {
 		case "interface":
 			in.Interface = k.arg(n)
 		case "virtual_router_id":
-			in.VRID, _ = strconv.Atoi(k.arg(n))
+			if v, ok := k.number(n); ok {
+				in.VRID = v
+			}
 		case "priority":
-			in.Priority, _ = strconv.Atoi(k.arg(n))
+			if v, ok := k.number(n); ok {
+				in.Priority = v
+			}
 		case "version":
-			in.Version, _ = strconv.Atoi(k.arg(n))
+			if v, ok := k.number(n); ok {
+				in.Version = v
+			}
 		case "advert_int":
 			if d, err := kaSeconds(k.arg(n)); err == nil {
 				in.AdvertInterval = d
