@@ -199,6 +199,7 @@ func FuzzKeepalived(f *testing.F) {
 		if _, err := r.YAML(); err != nil {
 			t.Fatal(err)
 		}
+		checkRoundTrip(t, r, false)
 	})
 }
 
@@ -212,6 +213,7 @@ func FuzzHAProxy(f *testing.F) {
 		if _, err := r.YAML(); err != nil {
 			t.Fatal(err)
 		}
+		checkRoundTrip(t, r, false)
 	})
 }
 
