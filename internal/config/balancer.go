@@ -16,7 +16,7 @@ type Balancer struct {
 	Name string `yaml:"name"`
 	// Listen addresses, ADDRESS:PORT or :PORT. An address this node does not
 	// hold yet (a VIP while backup) is fine: listeners bind it in advance.
-	Listen []string `yaml:"listen"`
+	Listen []string `yaml:"listen,flow"`
 	// Mode proxy (userspace TCP proxy) or dsr (XDP direct server return:
 	// packets to a listen address go to a backend by Maglev hashing, and the
 	// backend, holding the VIP on its loopback, answers the client itself).
@@ -37,7 +37,7 @@ type Balancer struct {
 	ProxyProtocol string `yaml:"proxy_protocol"`
 	// AcceptProxy expects a PROXY header (v1 or v2) from every client.
 	AcceptProxy bool      `yaml:"accept_proxy"`
-	Monitor     *Monitor  `yaml:"monitor"`
+	Monitor     *Monitor  `yaml:"monitor,flow"`
 	Backends    []Backend `yaml:"backends"`
 	// Check probes every backend; absent means backends are always up.
 	Check *BackendCheck `yaml:"check"`
@@ -84,7 +84,7 @@ type Backend struct {
 // BackendCheck probes each backend at its own address: TCP connect unless
 // HTTP is given.
 type BackendCheck struct {
-	HTTP *HTTPCheck `yaml:"http"`
+	HTTP *HTTPCheck `yaml:"http,flow"`
 	// Port probes this port instead of the backend's.
 	Port   int `yaml:"port"`
 	Timing `yaml:",inline"`

@@ -41,7 +41,7 @@ type Announce struct {
 	WhenHealthy string `yaml:"when_healthy"`
 	// WhenMaster names a VRRP instance: announce only while master.
 	WhenMaster  string   `yaml:"when_master"`
-	Communities []string `yaml:"communities"`
+	Communities []string `yaml:"communities,flow"`
 	LocalPref   uint32   `yaml:"local_pref"`
 	MED         uint32   `yaml:"med"`
 }

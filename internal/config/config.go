@@ -45,9 +45,9 @@ func (v *VRRP) All() []Instance {
 type Pool struct {
 	Name      string   `yaml:"name"`
 	Interface string   `yaml:"interface"`
-	VIPs      []string `yaml:"vips"`
+	VIPs      []string `yaml:"vips,flow"`
 	// Nodes taking part, by their node name; this node must be one of them.
-	Nodes []string `yaml:"nodes"`
+	Nodes []string `yaml:"nodes,flow"`
 	// VRIDBase is the VRID of the first VIP (in address order); the others
 	// follow consecutively, wrapping after 255. Default: derived from
 	// cluster and pool name like an instance's VRID.
@@ -86,11 +86,11 @@ type Instance struct {
 	Accept *bool `yaml:"accept"`
 	// UnicastPeers: send adverts to these addresses instead of multicast,
 	// and accept adverts only from them.
-	UnicastPeers []string `yaml:"unicast_peers"`
+	UnicastPeers []string `yaml:"unicast_peers,flow"`
 	// AuthPass is VRRPv2 simple-text authentication, at most 8 bytes.
 	AuthPass string `yaml:"auth_pass"`
 	// VIPs are the virtual addresses, with or without a prefix length.
-	VIPs   []string `yaml:"vips"`
+	VIPs   []string `yaml:"vips,flow"`
 	Track  Track    `yaml:"track"`
 	GARP   GARP     `yaml:"garp"`
 	Notify string   `yaml:"notify"`
@@ -103,8 +103,8 @@ type Instance struct {
 
 // Track lists what changes an instance's priority or puts it in FAULT.
 type Track struct {
-	Interfaces []TrackRef `yaml:"interfaces"`
-	Checks     []TrackRef `yaml:"checks"`
+	Interfaces []TrackRef `yaml:"interfaces,flow"`
+	Checks     []TrackRef `yaml:"checks,flow"`
 }
 
 // TrackRef names a tracked interface or check. Weight 0: down means FAULT.
@@ -127,7 +127,7 @@ type GARP struct {
 // SyncGroup makes instances change state together, as keepalived's vrrp_sync_group.
 type SyncGroup struct {
 	Name      string   `yaml:"name"`
-	Instances []string `yaml:"instances"`
+	Instances []string `yaml:"instances,flow"`
 	Notify    string   `yaml:"notify"`
 }
 
@@ -181,7 +181,7 @@ type HTTPCheck struct {
 	// Host header; default the URL's host.
 	Host string `yaml:"host"`
 	// ExpectStatus lists codes and ranges ("200", "200-399"). Default 200-399.
-	ExpectStatus []string `yaml:"expect_status"`
+	ExpectStatus []string `yaml:"expect_status,flow"`
 	// BodyContains, when set, must occur in the first 64 KiB of the body.
 	BodyContains string `yaml:"body_contains"`
 	// InsecureSkipVerify skips certificate verification (HAProxy's verify none).

@@ -165,6 +165,7 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("validated instance out of range: %+v", in)
 			}
 		}
+		roundTrip(t, c) // what validates, Marshal writes back as the same model
 	})
 }
 

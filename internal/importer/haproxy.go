@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/vigil-lb/vigil/internal/config"
 )
 
 // haSection is one haproxy.cfg section and its lines.
@@ -78,7 +80,8 @@ type haDefaults struct {
 	connect, client, server time.Duration
 	retries                 *int
 	maxconn                 int
-	inter, fall, rise       string
+	// check is what default-server sets for server checks.
+	check config.Timing
 }
 
 // HAProxy converts a haproxy.cfg: TCP frontends with their default_backend
@@ -92,7 +95,7 @@ func HAProxy(file, src string) (*Result, error) {
 			h.backends[s.name] = s
 		}
 	}
-	var monitors []*Monitor
+	var monitors []*config.Monitor
 	for _, s := range secs {
 		switch s.kind {
 		case "global":
@@ -113,13 +116,14 @@ func HAProxy(file, src string) (*Result, error) {
 			h.r.note(file, s.line, true, "backend %s is used by no frontend", s.name)
 		}
 	}
+	bs := h.r.Config.Balancers
 	for _, m := range monitors {
-		if len(h.r.File.Balancers) == 1 {
-			h.r.File.Balancers[0].Monitor = m
+		if len(bs) == 1 {
+			bs[0].Monitor = m
 		}
 	}
-	if len(monitors) > 0 && len(h.r.File.Balancers) != 1 {
-		h.r.note(file, 0, true, "monitor-uri: vigil's monitor belongs to one balancer; %d balancers, set monitor on the right one", len(h.r.File.Balancers))
+	if len(monitors) > 0 && len(bs) != 1 {
+		h.r.note(file, 0, true, "monitor-uri: vigil's monitor belongs to one balancer; %d balancers, set monitor on the right one", len(bs))
 	}
 	return h.r, nil
 }
@@ -204,14 +208,14 @@ func (h *haConv) defaultServer(l haLine) {
 				switch l.args[i] {
 				case "inter":
 					if d, err := haDuration(l.args[i+1]); err == nil {
-						h.def.inter = d.String()
+						h.def.check.Interval = d
 					} else {
 						h.lost(l, "inter: %v", err)
 					}
 				case "fall":
-					h.def.fall = l.args[i+1]
+					h.def.check.Fall = atoi(l.args[i+1])
 				case "rise":
-					h.def.rise = l.args[i+1]
+					h.def.check.Rise = atoi(l.args[i+1])
 				}
 				i++
 			}
@@ -223,7 +227,7 @@ func (h *haConv) defaultServer(l haLine) {
 
 // frontend converts a frontend or listen section; a monitor-uri section
 // returns its monitor instead of a balancer.
-func (h *haConv) frontend(s *haSection) *Monitor {
+func (h *haConv) frontend(s *haSection) *config.Monitor {
 	if h.used == nil {
 		h.used = map[string]bool{}
 	}
@@ -280,7 +284,7 @@ func (h *haConv) frontend(s *haSection) *Monitor {
 			return nil
 		}
 		h.ignored(haLine{n: s.line}, "listen %s (monitor-uri %s) becomes the balancer's monitor: 200 while a backend is up, 503 otherwise (HAProxy answers 200 whatever the backends)", s.name, monitorURI)
-		return &Monitor{Listen: listen[0], Path: monitorURI}
+		return &config.Monitor{Listen: listen[0], Path: monitorURI}
 	}
 	if mode == "http" && s.kind == "listen" && len(rest) == 0 && backend == "" {
 		h.r.note(h.file, s.line, false, "listen %s is HAProxy's stats page; vigil's status page and /metrics are on api.http", s.name)
@@ -290,12 +294,9 @@ func (h *haConv) frontend(s *haSection) *Monitor {
 		h.r.note(h.file, s.line, true, "%s %s is mode %s: vigil balances TCP only", s.kind, s.name, mode)
 		return nil
 	}
-	b := Balancer{Name: s.name, Listen: listen, AcceptProxy: acceptProxy, MaxConn: h.def.maxconn, Retries: h.def.retries}
-	if h.def.connect > 0 {
-		b.ConnectTimeout = h.def.connect.String()
-	}
-	if idle := max(h.def.client, h.def.server); idle > 0 {
-		b.IdleTimeout = idle.String()
+	b := config.Balancer{
+		Name: s.name, Listen: listen, AcceptProxy: acceptProxy, MaxConn: h.def.maxconn, Retries: h.def.retries,
+		ConnectTimeout: h.def.connect, IdleTimeout: max(h.def.client, h.def.server),
 	}
 	lines := rest
 	if s.kind == "frontend" {
@@ -312,7 +313,7 @@ func (h *haConv) frontend(s *haSection) *Monitor {
 		lines = be.lines
 	}
 	h.backend(&b, lines)
-	h.r.File.Balancers = append(h.r.File.Balancers, b)
+	h.r.Config.Balancers = append(h.r.Config.Balancers, b)
 	return nil
 }
 
@@ -339,12 +340,11 @@ func haBind(s string) (string, bool) {
 }
 
 // backend fills a balancer from backend (or listen) lines.
-func (h *haConv) backend(b *Balancer, lines []haLine) {
+func (h *haConv) backend(b *config.Balancer, lines []haLine) {
 	balance := h.def.balance
-	var httpchk *HTTPCheck
+	var httpchk *config.HTTPCheck
 	sslChecks := false
-	var check BackendCheck
-	check.Interval, check.Fall, check.Rise = h.def.inter, atoi(h.def.fall), atoi(h.def.rise)
+	check := config.BackendCheck{Timing: h.def.check}
 	anyCheck := false
 	for _, l := range lines {
 		a := l.args
@@ -364,7 +364,7 @@ func (h *haConv) backend(b *Balancer, lines []haLine) {
 		case "option":
 			switch {
 			case len(a) > 1 && a[1] == "httpchk":
-				httpchk = &HTTPCheck{Path: "/"}
+				httpchk = &config.HTTPCheck{Path: "/"}
 				switch len(a) {
 				case 3:
 					httpchk.Path = a[2]
@@ -399,7 +399,7 @@ func (h *haConv) backend(b *Balancer, lines []haLine) {
 			sslChecks = sslChecks || ssl
 		case "default-server":
 			h.defaultServer(l)
-			check.Interval, check.Fall, check.Rise = h.def.inter, atoi(h.def.fall), atoi(h.def.rise)
+			check.Timing = h.def.check
 		default:
 			h.lost(l, "%s is not converted", a[0])
 		}
@@ -427,18 +427,18 @@ func (h *haConv) backend(b *Balancer, lines []haLine) {
 
 // server converts a server line; it returns its check settings when it has
 // the check keyword.
-func (h *haConv) server(l haLine) (*Backend, *BackendCheck, bool) {
+func (h *haConv) server(l haLine) (*config.Backend, *config.BackendCheck, bool) {
 	a := l.args
 	if len(a) < 3 {
 		h.lost(l, "server line without an address")
 		return nil, nil, false
 	}
-	be := &Backend{Address: a[2]}
+	be := &config.Backend{Address: a[2]}
 	if _, _, err := net.SplitHostPort(a[2]); err != nil {
 		h.lost(l, "server %s %s: vigil needs IP:PORT", a[1], a[2])
 		return nil, nil, false
 	}
-	c := &BackendCheck{Interval: h.def.inter, Fall: atoi(h.def.fall), Rise: atoi(h.def.rise)}
+	c := &config.BackendCheck{Timing: h.def.check}
 	checked, ssl, verifyNone := false, false, false
 	for i := 3; i < len(a); i++ {
 		val := ""
@@ -455,7 +455,7 @@ func (h *haConv) server(l haLine) (*Backend, *BackendCheck, bool) {
 			i++
 		case "inter":
 			if d, err := haDuration(val); err == nil {
-				c.Interval = d.String()
+				c.Interval = d
 			} else {
 				h.lost(l, "inter: %v", err)
 			}

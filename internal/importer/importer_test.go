@@ -127,6 +127,27 @@ backend b
 	}
 }
 
+// A number that is not one is noted, not turned into 0: the encoder leaves
+// zeros out, so priority 0 would quietly read back as the default 100.
+func TestBadNumbersAreNoted(t *testing.T) {
+	r, err := Keepalived("k.conf", "vrrp_instance a {\n interface eth0\n virtual_router_id 7\n priority high\n version x\n virtual_ipaddress {\n  10.0.0.1\n }\n}\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Sort()
+	var got []string
+	for _, n := range r.Notes {
+		got = append(got, n.String())
+	}
+	want := []string{`k.conf:4: NOT CONVERTED: priority "high" is not a number`, `k.conf:5: NOT CONVERTED: version "x" is not a number`}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("notes %q, want %q", got, want)
+	}
+	if in := r.Config.VRRP.Instances[0]; in.VRID != 7 || in.Priority != config.DefaultPriority || in.Version != 2 {
+		t.Fatalf("instance %+v keeps keepalived's defaults", in)
+	}
+}
+
 func TestKeepalivedSyntaxErrors(t *testing.T) {
 	for src, want := range map[string]string{
 		"vrrp_instance a {\n  interface eth0\n": "block vrrp_instance opened on line 1 is not closed",
@@ -178,6 +199,7 @@ func FuzzKeepalived(f *testing.F) {
 		if _, err := r.YAML(); err != nil {
 			t.Fatal(err)
 		}
+		checkRoundTrip(t, r, false)
 	})
 }
 
@@ -191,6 +213,7 @@ func FuzzHAProxy(f *testing.F) {
 		if _, err := r.YAML(); err != nil {
 			t.Fatal(err)
 		}
+		checkRoundTrip(t, r, false)
 	})
 }
 
@@ -217,11 +240,11 @@ vrrp_sync_group g { group { a b } notify /etc/keepalived/g.sh }
 	if err != nil || r.Lost() {
 		t.Fatalf("%v %+v", err, r.Notes)
 	}
-	ins := r.File.VRRP.Instances
+	ins := r.Config.VRRP.Instances
 	if ins[0].Track.Checks[0].Weight != 30 || ins[1].Track.Checks[0].Weight != -20 {
 		t.Fatalf("track weights %+v %+v (the line's weight wins over the script's)", ins[0].Track, ins[1].Track)
 	}
-	g := r.File.VRRP.SyncGroups[0]
+	g := r.Config.VRRP.SyncGroups[0]
 	if g.Name != "g" || strings.Join(g.Instances, ",") != "a,b" || g.Notify != "/etc/keepalived/g.sh" {
 		t.Fatalf("sync group %+v", g)
 	}

@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/vigil-lb/vigil/internal/config"
 )
 
 // kaNode is one keepalived statement: a keyword, its arguments, and the
@@ -162,6 +164,22 @@ func (k *kaConv) arg(n *kaNode) string {
 	return n.args[0]
 }
 
+// number reads a statement's whole-number value. One that is not a number
+// is noted as lost and the field keeps what it had: written as 0 it would
+// be left out of the YAML and quietly take vigil's default.
+func (k *kaConv) number(n *kaNode) (int, bool) {
+	s := k.arg(n)
+	if s == "" {
+		return 0, false // noted by arg
+	}
+	v, err := strconv.Atoi(s)
+	if err != nil {
+		k.lost(n, "%s %q is not a number", n.key, s)
+		return 0, false
+	}
+	return v, true
+}
+
 func (k *kaConv) globals(g *kaNode) {
 	for _, n := range g.children {
 		switch n.key {
@@ -183,12 +201,12 @@ func (k *kaConv) globals(g *kaNode) {
 
 func (k *kaConv) script(s *kaNode) {
 	name := k.arg(s)
-	c := Check{Name: name}
+	c := config.Check{Name: name}
 	interval, timeout := time.Second, time.Duration(0) // keepalived's default interval
 	for _, n := range s.children {
 		switch n.key {
 		case "script":
-			c.Exec = &Exec{Script: strings.Join(n.args, " ")}
+			c.Exec = &config.ExecCheck{Script: strings.Join(n.args, " ")}
 		case "interval", "timeout":
 			d, err := kaSeconds(k.arg(n))
 			if err != nil {
@@ -235,31 +253,37 @@ func (k *kaConv) script(s *kaNode) {
 	if timeout == 0 || timeout > interval {
 		timeout = interval
 	}
-	c.Interval, c.Timeout = interval.String(), timeout.String()
+	c.Interval, c.Timeout = interval, timeout
 	if c.Rise == 0 {
 		c.Rise = 1 // keepalived's defaults
 	}
 	if c.Fall == 0 {
 		c.Fall = 1
 	}
-	k.r.File.Checks = append(k.r.File.Checks, c)
+	k.r.Config.Checks = append(k.r.Config.Checks, c)
 }
 
 func (k *kaConv) instance(v *kaNode) {
-	in := Instance{Name: k.arg(v), Version: k.version, Priority: 100, AdvertInterval: "1s"}
+	in := config.Instance{Name: k.arg(v), Version: k.version, Priority: config.DefaultPriority, AdvertInterval: time.Second}
 	for _, n := range v.children {
 		switch n.key {
 		case "interface":
 			in.Interface = k.arg(n)
 		case "virtual_router_id":
-			in.VRID, _ = strconv.Atoi(k.arg(n))
+			if v, ok := k.number(n); ok {
+				in.VRID = v
+			}
 		case "priority":
-			in.Priority, _ = strconv.Atoi(k.arg(n))
+			if v, ok := k.number(n); ok {
+				in.Priority = v
+			}
 		case "version":
-			in.Version, _ = strconv.Atoi(k.arg(n))
+			if v, ok := k.number(n); ok {
+				in.Version = v
+			}
 		case "advert_int":
 			if d, err := kaSeconds(k.arg(n)); err == nil {
-				in.AdvertInterval = d.String()
+				in.AdvertInterval = d
 			} else {
 				k.lost(n, "advert_int: %v", err)
 			}
@@ -268,7 +292,7 @@ func (k *kaConv) instance(v *kaNode) {
 			in.Preempt = &f
 		case "preempt_delay":
 			if d, err := kaSeconds(k.arg(n)); err == nil {
-				in.PreemptDelay = d.String()
+				in.PreemptDelay = d
 			} else {
 				k.lost(n, "preempt_delay: %v", err)
 			}
@@ -293,7 +317,7 @@ func (k *kaConv) instance(v *kaNode) {
 				if len(t.args) >= 2 && t.args[0] == "weight" {
 					w, _ = strconv.Atoi(t.args[1])
 				}
-				in.track().Checks = append(in.track().Checks, Ref{Name: t.key, Weight: w})
+				in.Track.Checks = append(in.Track.Checks, config.TrackRef{Name: t.key, Weight: w})
 			}
 		case "track_interface":
 			for _, t := range n.children {
@@ -301,7 +325,7 @@ func (k *kaConv) instance(v *kaNode) {
 				if len(t.args) >= 2 && t.args[0] == "weight" {
 					w, _ = strconv.Atoi(t.args[1])
 				}
-				in.track().Interfaces = append(in.track().Interfaces, Ref{Name: t.key, Weight: w})
+				in.Track.Interfaces = append(in.Track.Interfaces, config.TrackRef{Name: t.key, Weight: w})
 			}
 		case "notify":
 			in.Notify = k.notify(n)
@@ -315,24 +339,10 @@ func (k *kaConv) instance(v *kaNode) {
 			k.lost(n, "vrrp_instance %s: %s is not converted", in.Name, n.key)
 		}
 	}
-	k.r.File.vrrp().Instances = append(k.r.File.vrrp().Instances, in)
+	k.r.Config.VRRP.Instances = append(k.r.Config.VRRP.Instances, in)
 }
 
-func (in *Instance) track() *Track {
-	if in.Track == nil {
-		in.Track = &Track{}
-	}
-	return in.Track
-}
-
-func (f *File) vrrp() *VRRP {
-	if f.VRRP == nil {
-		f.VRRP = &VRRP{}
-	}
-	return f.VRRP
-}
-
-func (k *kaConv) auth(a *kaNode, in *Instance) {
+func (k *kaConv) auth(a *kaNode, in *config.Instance) {
 	for _, n := range a.children {
 		switch n.key {
 		case "auth_type":
@@ -373,7 +383,7 @@ func (k *kaConv) vipOptions(a *kaNode, iface string) {
 }
 
 func (k *kaConv) syncGroup(g *kaNode) {
-	sg := SyncGroup{Name: k.arg(g)}
+	sg := config.SyncGroup{Name: k.arg(g)}
 	for _, n := range g.children {
 		switch n.key {
 		case "group": // names, one or several per line
@@ -386,7 +396,7 @@ func (k *kaConv) syncGroup(g *kaNode) {
 			k.lost(n, "vrrp_sync_group %s: %s is not converted", sg.Name, n.key)
 		}
 	}
-	k.r.File.vrrp().SyncGroups = append(k.r.File.vrrp().SyncGroups, sg)
+	k.r.Config.VRRP.SyncGroups = append(k.r.Config.VRRP.SyncGroups, sg)
 }
 
 // notify converts a notify line: vigil calls the script with keepalived's
