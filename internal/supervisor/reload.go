@@ -7,6 +7,7 @@ import (
 	"reflect"
 
 	"github.com/vigil-lb/vigil/internal/config"
+	"github.com/vigil-lb/vigil/internal/health"
 	"github.com/vigil-lb/vigil/internal/proxy"
 )
 
@@ -58,67 +59,35 @@ func (s *Supervisor) reload(ctx context.Context, cfg *config.Config) error {
 	if err != nil {
 		return fmt.Errorf("reload: %w (nothing applied)", err)
 	}
-	// Prepare every balancer; any failure undoes all of them.
-	var (
-		changes []*proxy.Change
-		added   []*proxy.Balancer
-	)
-	undo := func() {
-		for _, c := range changes {
-			c.Abort()
-		}
-		for _, b := range added {
-			b.Shutdown(closedContext())
-		}
-	}
-	keep := map[string]bool{}
-	for _, bc := range cfg.Balancers {
-		if bc.Mode == "dsr" {
-			continue
-		}
-		keep[bc.Name] = true
-		if b := s.balancer(bc.Name); b != nil {
-			ch, err := b.Plan(bc)
-			if err != nil {
-				undo()
-				return fmt.Errorf("reload: %w (nothing applied)", err)
-			}
-			changes = append(changes, ch)
-			continue
-		}
-		b, err := proxy.New(bc, s.log)
-		if err != nil {
-			undo()
-			return fmt.Errorf("reload: %w (nothing applied)", err)
-		}
-		added = append(added, b)
-	}
-	for _, c := range changes {
-		c.Commit()
-	}
-	if applyDSR != nil {
-		applyDSR()
-	}
-	var kept []*proxy.Balancer
-	for _, b := range s.balancers {
-		if keep[b.Name()] {
-			kept = append(kept, b)
-		} else {
-			s.draining.Go(func() { s.drain(b) })
-		}
-	}
-	for _, b := range added {
-		b.Start()
+	// Every balancer plans; any failure undoes all of them.
+	fleetChange, err := s.fleet.Plan(cfg)
+	if err != nil {
+		return fmt.Errorf("reload: %w (nothing applied)", err)
 	}
 	s.mu.Lock()
-	s.balancers = append(kept, added...)
 	gone, down := s.syncChecks(ctx, specs)
 	s.mu.Unlock()
 	// A backend whose check is gone is no longer held down by it; one whose
 	// check restarts down (changed check, or a backend back in the config)
-	// stays out of rotation until the check passes.
-	s.setBackendHealth(gone, true)
-	s.setBackendHealth(down, false)
+	// stays out of rotation until the check passes. The store first: the
+	// fleet's commit reads it, so that a backend the reload adds comes in
+	// as its check says.
+	for _, name := range gone {
+		if bn, addr, ok := parseBalancerCheckName(name); ok {
+			s.store.Delete(health.BackendKey(bn, addr))
+		}
+	}
+	for _, name := range down {
+		if bn, addr, ok := parseBalancerCheckName(name); ok {
+			s.store.Set(health.BackendKey(bn, addr), health.State{Up: false})
+		}
+	}
+	fleetChange.Commit()
+	if applyDSR != nil {
+		applyDSR()
+	}
+	s.setDSRHealth(gone, true)
+	s.setDSRHealth(down, false)
 	if cfg.API != s.cfg.API || cfg.Log != s.cfg.Log {
 		s.log.Warn("reload: api and log settings need a restart; the running ones stay")
 		cfg.API, cfg.Log = s.cfg.API, s.cfg.Log
@@ -128,24 +97,21 @@ func (s *Supervisor) reload(ctx context.Context, cfg *config.Config) error {
 	return nil
 }
 
-// setBackendHealth sets the backends behind the named backend checks.
-func (s *Supervisor) setBackendHealth(checks []string, up bool) {
+// setDSRHealth sets the dsr backends behind the named backend checks.
+func (s *Supervisor) setDSRHealth(checks []string, up bool) {
+	if s.dsr == nil {
+		return
+	}
 	for _, name := range checks {
 		if bn, addr, ok := parseBalancerCheckName(name); ok {
-			if b := s.balancer(bn); b != nil {
-				b.SetHealth(addr, up)
-			} else if s.dsr != nil {
-				s.dsr.setHealth(bn, addr, up)
-			}
+			s.dsr.setHealth(bn, addr, up)
 		}
 	}
 }
 
-// balancer finds a running balancer by name.
+// balancer finds a running proxy balancer by name.
 func (s *Supervisor) balancer(name string) *proxy.Balancer {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, b := range s.balancers {
+	for _, b := range s.fleet.Balancers() {
 		if b.Name() == name {
 			return b
 		}
@@ -153,25 +119,8 @@ func (s *Supervisor) balancer(name string) *proxy.Balancer {
 	return nil
 }
 
-// Balancers returns the running balancers, for status.
-func (s *Supervisor) Balancers() []*proxy.Balancer {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]*proxy.Balancer(nil), s.balancers...)
-}
-
-// drain shuts a balancer down, giving its connections its drain timeout.
-func (s *Supervisor) drain(b *proxy.Balancer) {
-	ctx, cancel := context.WithTimeout(context.Background(), b.DrainTimeout())
-	defer cancel()
-	b.Shutdown(ctx)
-}
-
-func closedContext() context.Context {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	return ctx
-}
+// Balancers returns the running proxy balancers, for status.
+func (s *Supervisor) Balancers() []*proxy.Balancer { return s.fleet.Balancers() }
 
 func dsrBalancers(cfg *config.Config) []config.Balancer {
 	bals, _ := dsrBalancersAt(cfg)

@@ -18,6 +18,7 @@ import (
 	"github.com/vigil-lb/vigil/internal/check"
 	"github.com/vigil-lb/vigil/internal/config"
 	"github.com/vigil-lb/vigil/internal/garp"
+	"github.com/vigil-lb/vigil/internal/health"
 	"github.com/vigil-lb/vigil/internal/notify"
 	"github.com/vigil-lb/vigil/internal/proxy"
 	"github.com/vigil-lb/vigil/internal/vip"
@@ -41,19 +42,20 @@ type Supervisor struct {
 	vipSets    []*vip.Set
 	guard      *vip.Guard
 	bus        *check.Bus
-	balancers  []*proxy.Balancer
-	dsr        *dsrPlane      // nil without dsr balancers
-	dsrDown    []api.Balancer // the dsr balancers when they could not start, and why, for status
-	bgp        *bgp.Speaker
+	// store holds the backends' health, from the bus, for the fleet.
+	store   *health.Store
+	fleet   *proxy.Fleet
+	dsr     *dsrPlane      // nil without dsr balancers
+	dsrDown []api.Balancer // the dsr balancers when they could not start, and why, for status
+	bgp     *bgp.Speaker
 	// announcements are the bgp prefixes; vrrpChanged wakes the Run loop
 	// to re-evaluate them when an instance changes state.
 	announcements []*announcement
 	vrrpChanged   chan struct{}
 	specs         []checkSpec // checks to run, computed at New and at reload
 	reloads       chan reloadRequest
-	draining      sync.WaitGroup // balancers a reload removed
 
-	mu     sync.Mutex // guards checks and balancers for status readers
+	mu     sync.Mutex // guards checks for status readers
 	checks map[string]*runningCheck
 
 	// Version is reported in status and metrics.
@@ -67,7 +69,7 @@ type Supervisor struct {
 // come before any address changes; on error it undoes what it opened.
 func New(cfg *config.Config, log *slog.Logger) (*Supervisor, error) {
 	s := &Supervisor{cfg: cfg, log: log, transports: map[string]*vrrp.Transport{},
-		announcers: map[string]*garp.Announcer{}, hooks: map[string]*notify.Hook{}, bus: check.NewBus(),
+		announcers: map[string]*garp.Announcer{}, hooks: map[string]*notify.Hook{}, bus: check.NewBus(), store: health.New(),
 		checks: map[string]*runningCheck{}, reloads: make(chan reloadRequest), started: time.Now(), vrrpChanged: make(chan struct{}, 1),
 		node: cfg.Node, cluster: cfg.Cluster}
 	if err := s.build(); err != nil {
@@ -83,15 +85,8 @@ func (s *Supervisor) build() error {
 		return err
 	}
 	// Listeners first: a frontend address in use fails before any VRRP socket.
-	for _, bc := range s.cfg.Balancers {
-		if bc.Mode == "dsr" {
-			continue
-		}
-		b, err := proxy.New(bc, s.log)
-		if err != nil {
-			return err
-		}
-		s.balancers = append(s.balancers, b)
+	if s.fleet, err = proxy.NewFleet(s.cfg, s.store, s.log); err != nil {
+		return err
 	}
 	if s.dsr, err = newDSR(s.cfg, s.log); err != nil {
 		if !errors.Is(err, xdp.ErrLoad) {
@@ -258,18 +253,28 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	links := make(chan netlink.LinkUpdate, 64)
 	bg.Go(func() { s.watchLinks(ictx, links) })
 	events := s.bus.Subscribe()
+	// Balancers going in and out of rotation change bgp announcements.
+	healthSub := s.store.Subscribe()
+	defer healthSub.Close()
 	s.mu.Lock()
 	s.syncChecks(ictx, s.specs)
 	s.mu.Unlock()
-	for _, b := range s.balancers {
-		b.Start()
-	}
+	// The fleet runs until the shutdown point where it drains, below.
+	fleetCtx, stopFleet := context.WithCancel(context.Background())
+	defer stopFleet()
+	fleetDone := make(chan struct{})
+	errs := make(chan error, len(s.instances)+1)
+	go func() {
+		defer close(fleetDone)
+		if err := s.fleet.Run(fleetCtx); err != nil {
+			errs <- err
+		}
+	}()
 	if s.dsr != nil {
 		bg.Go(func() { s.dsr.run(ictx) })
 	}
 
 	var instances sync.WaitGroup
-	errs := make(chan error, len(s.instances))
 	for _, in := range s.instances {
 		instances.Go(func() {
 			if err := in.Run(ictx); err != nil {
@@ -317,9 +322,10 @@ loop:
 			}
 		case e := <-events:
 			if name, addr, ok := parseBalancerCheckName(e.Name); ok {
-				if b := s.balancer(name); b != nil {
-					b.SetHealth(addr, e.Up)
-				} else if s.dsr != nil {
+				// The fleet reads its backends' health from the
+				// store; the dsr plane ignores names not its own.
+				s.store.Set(health.BackendKey(name, addr), health.State{Up: e.Up})
+				if s.dsr != nil {
 					s.dsr.setHealth(name, addr, e.Up)
 				}
 				s.updateBGP()
@@ -329,6 +335,13 @@ loop:
 				in.SetTracked("check", e.Name, e.Up)
 			}
 			s.updateBGP()
+		case <-healthSub.Wake():
+			for _, c := range healthSub.Changes() {
+				if c.Key.Kind == health.Balancer {
+					s.updateBGP()
+					break
+				}
+			}
 		case req := <-s.reloads:
 			req.result <- s.reload(ictx, req.cfg)
 		case <-s.vrrpChanged:
@@ -353,13 +366,9 @@ loop:
 	}
 	cancel()
 	// Balancers drain while the instances give up their VIPs.
-	var drains sync.WaitGroup
-	for _, b := range s.balancers {
-		drains.Go(func() { s.drain(b) })
-	}
+	stopFleet()
 	<-done
-	drains.Wait()
-	s.draining.Wait()
+	<-fleetDone
 	s.mu.Lock()
 	s.stopChecks()
 	s.mu.Unlock()
@@ -443,8 +452,8 @@ func (s *Supervisor) close() {
 	if s.guard != nil {
 		errs = append(errs, s.guard.Close())
 	}
-	for _, b := range s.balancers {
-		b.Shutdown(closedContext()) // no-op after a drain; closes listeners of an unstarted one
+	if s.fleet != nil {
+		s.fleet.Close() // no-op after Run; closes listeners of one that never ran
 	}
 	if s.dsr != nil {
 		errs = append(errs, s.dsr.close())
