@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -39,12 +40,13 @@ Needs CAP_NET_ADMIN and CAP_NET_RAW (root).`,
 				return &exitError{2, err}
 			}
 			log, level := newLogger(cfg.Log)
+			loops := setProcs()
 			if n, err := proxy.RaiseFileLimit(); err != nil {
 				log.Warn("could not raise the open file limit", "limit", n, "err", err)
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			sup, err := supervisor.New(cfg, log)
+			sup, err := supervisor.New(cfg, supervisor.Options{EventLoops: loops}, log)
 			if err != nil {
 				return fmt.Errorf("start: %w", err)
 			}
@@ -90,7 +92,7 @@ Needs CAP_NET_ADMIN and CAP_NET_RAW (root).`,
 				}
 			})
 			log.Info("vigil started", "version", version(), "node", cfg.Node,
-				"instances", len(cfg.VRRP.All()), "balancers", len(cfg.Balancers), "checks", len(cfg.Checks),
+				"instances", len(cfg.VRRP.All()), "balancers", len(cfg.Balancers), "checks", len(cfg.Checks), "event_loops", loops,
 				"socket", cfg.API.Socket, "http", srv.HTTPAddr())
 			go func() {
 				<-ctx.Done()
@@ -106,6 +108,21 @@ Needs CAP_NET_ADMIN and CAP_NET_RAW (root).`,
 	cmd.Flags().StringVarP(&path, "config", "c", "/etc/vigil/vigil.yaml", "config file")
 	cmd.Flags().StringVar(&pidFile, "pid-file", defaultPidFile, "write the daemon's pid here (empty: none); vigil reload reads it")
 	return cmd
+}
+
+// setProcs sets the daemon's processor policy and returns the number of
+// event loops it is for. The proxy balancers' event loops get every
+// processor the process may use (GOMAXPROCS as the runtime found it: the CPU
+// count or cgroup limit, or $GOMAXPROCS), one loop each, and the runtime one
+// processor more, so that checks, VRRP, the API and the netpoller always
+// have one however busy the loops are (see proxy.Loops); the supervisor
+// passes the count to proxy.NewFleet. It is set even without proxy
+// balancers, since a reload may add some. Set once: the runtime no longer
+// follows a later change of the CPU limit.
+func setProcs() (loops int) {
+	loops = runtime.GOMAXPROCS(0)
+	runtime.GOMAXPROCS(loops + 1)
+	return loops
 }
 
 // reload re-reads the config file and applies it; failures are logged and

@@ -12,10 +12,11 @@ import (
 )
 
 // settings is the component of the daemon's own settings (api, log): a
-// reload applies the log level at once and refuses, with the reason, what
-// only a restart can change.
+// reload moves the control socket and the status page, applies the log
+// level, and refuses the log format, which only a restart can change.
 type settings struct {
 	api    config.API
+	server *api.Server
 	log    config.Log
 	level  *slog.LevelVar
 	logger *slog.Logger

@@ -4,7 +4,8 @@
 // protocol, a monitor endpoint and reload without dropping connections. The
 // data path is one epoll event loop per core on raw sockets (evloop.go),
 // shared by all balancers (loops.go), the shape of HAProxy's, rather than
-// goroutines per connection.
+// goroutines per connection. A Fleet (fleet.go) runs every proxy balancer
+// of a config as one component, their health taken from a health.Store.
 package proxy
 
 import (
@@ -65,7 +66,6 @@ type Balancer struct {
 	monitorRun sync.WaitGroup // the monitor's HTTP server
 	serving    sync.WaitGroup // sessions, from accept to close
 	evloops    []*evloop      // the data path, shared (loops.go)
-	released   sync.Once      // releases evloops
 
 	active         atomic.Int64
 	accepted       atomic.Uint64
@@ -75,29 +75,19 @@ type Balancer struct {
 	lastRefusedLog atomic.Int64
 }
 
-// New opens the balancer's listeners and monitor; nothing is served until
-// Start. On error it closes what it opened.
-func New(cfg config.Balancer, log *slog.Logger) (*Balancer, error) {
+// New opens the balancer's listeners and monitor, a listener per loop of
+// loops, which serve its sessions; nothing is served until Start. On error
+// it closes what it opened. The loops must outlive the balancer: close them
+// after its Shutdown.
+func New(cfg config.Balancer, loops *Loops, log *slog.Logger) (*Balancer, error) {
 	b := &Balancer{name: cfg.Name, log: log.With("balancer", cfg.Name),
-		listeners: map[string][]*net.TCPListener{}}
-	// The loops come first: Plan opens a listener per loop.
-	var err error
-	if b.evloops, err = acquireLoops(log); err != nil {
-		return nil, fmt.Errorf("balancer %s: %w", cfg.Name, err)
-	}
+		listeners: map[string][]*net.TCPListener{}, evloops: loops.loops}
 	ch, err := b.Plan(cfg)
 	if err != nil {
-		b.releaseLoops()
 		return nil, err
 	}
 	ch.commit(false)
 	return b, nil
-}
-
-// releaseLoops lets go of the shared loops; the balancer's sessions must be
-// gone.
-func (b *Balancer) releaseLoops() {
-	b.released.Do(releaseLoops)
 }
 
 // eachLoop runs f on every event loop (i is its index) and waits until all
@@ -188,6 +178,9 @@ type Change struct {
 	dropMon    bool     // the old monitor goes
 	weights    map[*Backend][2]int32
 	newBackend map[*Backend]bool
+	// upAtStart, when set, says at Commit whether a new backend comes in
+	// up (a Fleet asks its health store); nil: up.
+	upAtStart func(netip.AddrPort) bool
 }
 
 // Plan prepares cfg: it opens listeners the running config does not have,
@@ -286,7 +279,9 @@ func (ch *Change) commit(start bool) {
 		be.weight.Store(w[0])
 		be.maxConn.Store(w[1])
 		if ch.newBackend[be] {
-			be.up.Store(true) // as HAProxy: up until checks say otherwise
+			// As HAProxy: up until checks say otherwise. It is not
+			// in rotation yet, so this is its first state.
+			be.up.Store(ch.upAtStart == nil || ch.upAtStart(be.Addr))
 		}
 	}
 	b.cur.Store(ch.next)
@@ -361,7 +356,6 @@ func (b *Balancer) Shutdown(ctx context.Context) {
 	}
 	b.mu.Unlock()
 	b.monitorRun.Wait()
-	defer b.releaseLoops()
 	done := make(chan struct{})
 	go func() { b.serving.Wait(); close(done) }()
 	select {

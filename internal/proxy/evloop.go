@@ -14,7 +14,7 @@ import (
 
 // evloop is one event loop of the data path: an epoll set of its own,
 // level-triggered, served by one goroutine that waits in epoll itself (see
-// run). Every balancer of the process shares the loops (loops.go). The
+// run). The balancers of a Fleet share its loops (loops.go). The
 // sockets in it are raw descriptors the Go runtime never sees. That is what
 // makes it as cheap as HAProxy's loop: a socket is read only when epoll said
 // it has data (Go's edge-triggered poller must read until EAGAIN, one wasted

@@ -10,7 +10,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -195,7 +194,7 @@ func TestSessionsSpreadOverLoops(t *testing.T) {
 	front := freeAddr(t)
 	b := start(t, balancerConfig(t, "listen: ["+front+"]\n"+backendList(s.addr())))
 	if len(b.evloops) < 2 {
-		t.Skipf("one event loop (GOMAXPROCS=%d): nothing to spread", len(b.evloops))
+		t.Skipf("%d event loop: nothing to spread", len(b.evloops))
 	}
 	var conns []net.Conn
 	defer func() {
@@ -364,18 +363,21 @@ func TestPostIsNeverLost(t *testing.T) {
 	lp.stop()
 }
 
-// TestBalancersShareLoops: balancers share the event loops, and the runtime
-// has a processor more than there are loops while any balancer runs. One
-// balancer shut down, with its sessions cut, leaves the other's sessions
-// alone; the last one gone stops the loops and gives the runtime back its
-// processors.
+// TestBalancersShareLoops: balancers made with the same loops share them.
+// One balancer shut down, with its sessions cut, leaves the other's sessions
+// alone; the loops run until their owner closes them, after the last
+// balancer, and then end.
 func TestBalancersShareLoops(t *testing.T) {
-	procs := runtime.GOMAXPROCS(0)
 	s := newServer(t, "s", false)
+	loops, err := NewLoops(testLoopCount, testLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(loops.Close) // a second Close does nothing
 	fa, fb := freeAddr(t), freeAddr(t)
 	var bs []*Balancer
 	for _, front := range []string{fa, fb} {
-		b, err := New(balancerConfig(t, "listen: ["+front+"]\n"+backendList(s.addr())), testLog())
+		b, err := New(balancerConfig(t, "listen: ["+front+"]\n"+backendList(s.addr())), loops, testLog())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -384,11 +386,8 @@ func TestBalancersShareLoops(t *testing.T) {
 		bs = append(bs, b)
 	}
 	a, b := bs[0], bs[1]
-	if !slices.Equal(a.evloops, b.evloops) || len(a.evloops) != procs {
-		t.Fatalf("loops: %d and %d, shared %v; want %d shared", len(a.evloops), len(b.evloops), slices.Equal(a.evloops, b.evloops), procs)
-	}
-	if got := runtime.GOMAXPROCS(0); got != procs+1 {
-		t.Fatalf("GOMAXPROCS %d with %d loops, want %d", got, procs, procs+1)
+	if !slices.Equal(a.evloops, b.evloops) || len(a.evloops) != loops.Len() {
+		t.Fatalf("loops: %d and %d, shared %v; want %d shared", len(a.evloops), len(b.evloops), slices.Equal(a.evloops, b.evloops), loops.Len())
 	}
 	nameA, ca := greet(t, fa)
 	nameB, cb := greet(t, fb)
@@ -412,20 +411,21 @@ func TestBalancersShareLoops(t *testing.T) {
 	if line, err := bufio.NewReader(cb).ReadString('\n'); err != nil || line != "still here\n" {
 		t.Fatalf("b's session after a's shutdown: %q %v", line, err)
 	}
-	if got := runtime.GOMAXPROCS(0); got != procs+1 {
-		t.Fatalf("GOMAXPROCS %d while b runs, want %d", got, procs+1)
-	}
 
-	loops := b.evloops
 	b.Shutdown(cut)
-	for i, lp := range loops {
+	for i, lp := range loops.loops {
+		select {
+		case <-lp.done:
+			t.Fatalf("loop %d ended with the balancers: its owner did not close it", i)
+		default:
+		}
+	}
+	loops.Close()
+	for i, lp := range loops.loops {
 		select {
 		case <-lp.done:
 		default:
-			t.Fatalf("loop %d still runs after the last balancer's shutdown", i)
+			t.Fatalf("loop %d still runs after Close", i)
 		}
-	}
-	if got := runtime.GOMAXPROCS(0); got != procs {
-		t.Fatalf("GOMAXPROCS %d after the last balancer, want %d back", got, procs)
 	}
 }

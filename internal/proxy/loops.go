@@ -3,62 +3,52 @@ package proxy
 import (
 	"fmt"
 	"log/slog"
-	"runtime"
 	"sync"
 )
 
-// The event loops are shared by every balancer of the process, one per
-// processor, as HAProxy's threads serve all its frontends. A busy loop waits
-// in epoll holding its processor (evloop.run); with loops of their own,
-// balancers busy at the same time would have more loops than processors
-// and queue behind each other's waits. The runtime gets one processor more
-// than there are loops, so that the rest of the daemon (checks, VRRP, the
-// API, the monitors) and the netpoller always have one, however busy the
-// loops are.
-var shared struct {
-	mu    sync.Mutex
+// Loops is a set of event loops that balancers share, as HAProxy's threads
+// serve all its frontends: whoever creates it passes it to every balancer
+// it makes (a Fleet makes one for all of its balancers) and closes it after
+// the last of them shut down.
+//
+// The set should have one loop per processor the process may use. A busy
+// loop waits in epoll holding its processor (evloop.run); with loops of
+// their own, balancers busy at the same time would have more loops than
+// processors and queue behind each other's waits. The runtime should have
+// one processor more than there are loops (GOMAXPROCS = loops + 1), so that
+// the rest of the daemon (checks, VRRP, the API, the monitors) and the
+// netpoller always have one, however busy the loops are. That is the
+// process's policy, not this package's: cmd/vigil sets GOMAXPROCS.
+type Loops struct {
 	loops []*evloop
-	users int
-	procs int // GOMAXPROCS before the loops started
+	once  sync.Once
 }
 
-// acquireLoops returns the shared loops, starting them for the first user.
-func acquireLoops(log *slog.Logger) ([]*evloop, error) {
-	shared.mu.Lock()
-	defer shared.mu.Unlock()
-	if shared.users == 0 {
-		n := runtime.GOMAXPROCS(0)
-		shared.procs = n
-		for range n {
-			lp, err := newEvloop(log)
-			if err != nil {
-				stopAll(shared.loops)
-				shared.loops = nil
-				return nil, fmt.Errorf("event loop: %w", err)
-			}
-			shared.loops = append(shared.loops, lp)
+// NewLoops starts n event loops (at least one). On error it stops the ones
+// it started.
+func NewLoops(n int, log *slog.Logger) (*Loops, error) {
+	l := &Loops{}
+	for range max(n, 1) {
+		lp, err := newEvloop(log)
+		if err != nil {
+			l.Close()
+			return nil, fmt.Errorf("event loop: %w", err)
 		}
-		runtime.GOMAXPROCS(n + 1)
+		l.loops = append(l.loops, lp)
 	}
-	shared.users++
-	return shared.loops, nil
+	return l, nil
 }
 
-// releaseLoops stops the loops when their last user is gone; its sessions
-// must be.
-func releaseLoops() {
-	shared.mu.Lock()
-	defer shared.mu.Unlock()
-	if shared.users--; shared.users > 0 {
-		return
-	}
-	stopAll(shared.loops)
-	shared.loops = nil
-	runtime.GOMAXPROCS(shared.procs)
-}
+// Len is the number of loops.
+func (l *Loops) Len() int { return len(l.loops) }
 
-func stopAll(loops []*evloop) {
-	for _, lp := range loops {
-		lp.stop()
-	}
+// Close stops the loops and waits for them. The balancers that use them
+// must be shut down first: a session still open when its loop stops is
+// never closed. A second Close does nothing.
+func (l *Loops) Close() {
+	l.once.Do(func() {
+		for _, lp := range l.loops {
+			lp.stop()
+		}
+	})
 }

@@ -65,6 +65,23 @@ func backendList(addrs ...string) string {
 
 func testLog() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
+// testLoopCount is how many event loops a test's balancers get: two, so
+// that spreading sessions over loops is tested on any machine.
+const testLoopCount = 2
+
+// testLoops starts event loops that the test's cleanup stops, after the
+// balancers' (cleanups run last-registered first): call it before creating
+// the balancers that use them.
+func testLoops(t *testing.T) *Loops {
+	t.Helper()
+	l, err := NewLoops(testLoopCount, testLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	return l
+}
+
 // server is a loopback backend: it greets with its name, then echoes until
 // EOF, then closes its side.
 type server struct {
@@ -130,7 +147,7 @@ func (s *server) close() {
 // start builds and starts a balancer and stops it at cleanup.
 func start(t *testing.T, cfg config.Balancer) *Balancer {
 	t.Helper()
-	b, err := New(cfg, testLog())
+	b, err := New(cfg, testLoops(t), testLog())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -362,7 +379,7 @@ func TestClientThatSpeaksFirst(t *testing.T) {
 			if pp != "" {
 				body += "proxy_protocol: " + pp + "\n"
 			}
-			b, err := New(balancerConfig(t, body+backendList(dead, s.addr())), testLog())
+			b, err := New(balancerConfig(t, body+backendList(dead, s.addr())), testLoops(t), testLog())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -640,7 +657,11 @@ func TestNoLeakAfterLoad(t *testing.T) {
 	fdsBefore := openFDs(t)
 	s1, s2 := newServer(t, "s1", false), newServer(t, "s2", false)
 	front := freeAddr(t)
-	b, err := New(balancerConfig(t, "listen: ["+front+"]\nalgorithm: leastconn\n"+backendList(s1.addr(), s2.addr())), testLog())
+	loops, err := NewLoops(testLoopCount, testLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(balancerConfig(t, "listen: ["+front+"]\nalgorithm: leastconn\n"+backendList(s1.addr(), s2.addr())), loops, testLog())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -666,6 +687,7 @@ func TestNoLeakAfterLoad(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	b.Shutdown(ctx)
 	cancel()
+	loops.Close()
 	s1.close()
 	s2.close()
 	st := b.Status()
@@ -696,7 +718,7 @@ func openFDs(t *testing.T) int {
 func TestShutdownClosesLingering(t *testing.T) {
 	s := newServer(t, "s", false)
 	front := freeAddr(t)
-	b, err := New(balancerConfig(t, "listen: ["+front+"]\n"+backendList(s.addr())), testLog())
+	b, err := New(balancerConfig(t, "listen: ["+front+"]\n"+backendList(s.addr())), testLoops(t), testLog())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -722,7 +744,7 @@ func TestNewNamesAnAddressInUse(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer taken.Close()
-	_, err = New(balancerConfig(t, "listen: ["+taken.Addr().String()+"]\n"+backendList("127.0.0.1:1")), testLog())
+	_, err = New(balancerConfig(t, "listen: ["+taken.Addr().String()+"]\n"+backendList("127.0.0.1:1")), testLoops(t), testLog())
 	if want := "balancer t: listen " + taken.Addr().String() + ": address already in use"; err == nil || err.Error() != want {
 		t.Fatalf("err = %v, want %q", err, want)
 	}
@@ -731,7 +753,11 @@ func TestNewNamesAnAddressInUse(t *testing.T) {
 func TestShutdownTwice(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	s := newServer(t, "s", false)
-	b, err := New(balancerConfig(t, "listen: ["+freeAddr(t)+"]\n"+backendList(s.addr())), testLog())
+	loops, err := NewLoops(testLoopCount, testLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(balancerConfig(t, "listen: ["+freeAddr(t)+"]\n"+backendList(s.addr())), loops, testLog())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -744,6 +770,8 @@ func TestShutdownTwice(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	b.Shutdown(ctx)
-	b.Shutdown(ctx) // the supervisor drains, then closes everything again
+	b.Shutdown(ctx) // drained, then closed again (as a fleet's Close after Run)
+	loops.Close()
+	loops.Close() // a second Close does nothing
 	s.close()
 }

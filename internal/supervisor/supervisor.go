@@ -43,27 +43,34 @@ type Supervisor struct {
 	node, cluster string // fixed: a reload cannot change them
 }
 
+// Options are the process's policies that components follow.
+type Options struct {
+	// EventLoops is how many event loops the proxy balancers share; at
+	// least one.
+	EventLoops int
+}
+
 // New prepares every component. Before Run it only opens sockets and, for
 // accept: false, installs the drop table, so interface, address and
 // permission errors come before any address changes; on error it undoes
 // what it opened.
-func New(cfg *config.Config, log *slog.Logger) (*Supervisor, error) {
+func New(cfg *config.Config, opts Options, log *slog.Logger) (*Supervisor, error) {
 	s := &Supervisor{cfg: cfg, log: log, health: health.New(), reloads: make(chan reloadRequest),
 		started: time.Now(), node: cfg.Node, cluster: cfg.Cluster}
-	if err := s.build(); err != nil {
+	if err := s.build(opts); err != nil {
 		s.Close()
 		return nil, err
 	}
 	return s, nil
 }
 
-func (s *Supervisor) build() error {
+func (s *Supervisor) build(opts Options) error {
 	var err error
 	if s.checks, err = check.NewSet(s.cfg, s.health, s.log); err != nil {
 		return err
 	}
 	// Listeners first: a frontend address in use fails before any VRRP socket.
-	if s.fleet, err = proxy.NewFleet(s.cfg, s.health, s.log); err != nil {
+	if s.fleet, err = proxy.NewFleet(s.cfg, s.health, opts.EventLoops, s.log); err != nil {
 		return err
 	}
 	if s.dsr, err = dsr.New(s.cfg, dsr.Linux(), s.health, s.log); err != nil {

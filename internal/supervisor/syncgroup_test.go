@@ -65,16 +65,3 @@ func TestSyncGroupFaultsTogether(t *testing.T) {
 	members[1].SetTracked("check", "c-b", true)
 	wait("recovery", vrrp.Master)
 }
-
-func TestBalancerCheckNames(t *testing.T) {
-	for _, addr := range []string{"10.0.0.11:6443", "[2001:db8::1]:443"} {
-		ap := netip.MustParseAddrPort(addr)
-		b, got, ok := parseBalancerCheckName(balancerCheckName("api", ap))
-		if !ok || b != "api" || got != ap {
-			t.Fatalf("%s: %q %v %v", addr, b, got, ok)
-		}
-	}
-	if _, _, ok := parseBalancerCheckName("api-readyz"); ok {
-		t.Fatal("a named check parsed as a backend check")
-	}
-}
