@@ -1,0 +1,134 @@
+// Package kube reads the cluster: Nodes and EndpointSlices from the
+// Kubernetes API, reduced to what vigil needs (membership, never liveness).
+package kube
+
+import (
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Snapshot is the part of the cluster vigil acts on, as last seen. It is
+// what the state file holds, so that a vigil started while the API is
+// unreachable serves the same members as before.
+type Snapshot struct {
+	// Nodes sorted by name.
+	Nodes []Node `json:"nodes"`
+	// Slices sorted by namespace/name.
+	Slices []Slice `json:"slices"`
+}
+
+// Node is what vigil needs of a Node object.
+type Node struct {
+	Name   string            `json:"name"`
+	Labels map[string]string `json:"labels,omitempty"`
+	// Addresses in the order of status.addresses.
+	Addresses []NodeAddress `json:"addresses"`
+	// Ready is the Ready condition; vigil reports it, it never removes a
+	// backend for it (the health check decides traffic).
+	Ready bool `json:"ready"`
+}
+
+// NodeAddress is one of status.addresses.
+type NodeAddress struct {
+	Type    string     `json:"type"` // InternalIP, ExternalIP, Hostname, ...
+	Address netip.Addr `json:"address"`
+}
+
+// Slice is what vigil needs of an EndpointSlice.
+type Slice struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	// Service is the kubernetes.io/service-name label.
+	Service     string     `json:"service"`
+	AddressType string     `json:"address_type"` // IPv4, IPv6 (FQDN slices are dropped)
+	Ports       []Port     `json:"ports"`
+	Endpoints   []Endpoint `json:"endpoints"`
+}
+
+// Port is one of an EndpointSlice's ports.
+type Port struct {
+	Name     string `json:"name,omitempty"`
+	Port     int    `json:"port"`
+	Protocol string `json:"protocol"`
+}
+
+// Endpoint is one of an EndpointSlice's endpoints.
+type Endpoint struct {
+	Addresses []netip.Addr `json:"addresses"`
+	// Ready: an absent condition counts as ready, as the API documents.
+	Ready    bool   `json:"ready"`
+	NodeName string `json:"node_name,omitempty"`
+}
+
+// ServiceRef is a Service named NAMESPACE/NAME.
+type ServiceRef struct{ Namespace, Name string }
+
+// ParseServiceRef reads NAMESPACE/NAME.
+func ParseServiceRef(s string) (ServiceRef, bool) {
+	ns, name, ok := strings.Cut(s, "/")
+	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+		return ServiceRef{}, false
+	}
+	return ServiceRef{ns, name}, true
+}
+
+func (r ServiceRef) String() string { return r.Namespace + "/" + r.Name }
+
+// ServiceEndpoint is one ready address of a Service with the port asked for.
+type ServiceEndpoint struct {
+	Address  netip.AddrPort
+	NodeName string
+}
+
+// ReadyEndpoints returns the ready endpoints of svc at port, which names a
+// port of the slices or, as a number, is used as it is; sorted, without
+// duplicates (an endpoint can be in two slices while they are rebalanced).
+func (s *Snapshot) ReadyEndpoints(svc ServiceRef, port string) []ServiceEndpoint {
+	num, numErr := strconv.Atoi(port)
+	var out []ServiceEndpoint
+	for _, sl := range s.Slices {
+		if sl.Namespace != svc.Namespace || sl.Service != svc.Name {
+			continue
+		}
+		p := 0
+		if numErr == nil {
+			p = num
+		} else {
+			for _, sp := range sl.Ports {
+				if sp.Name == port {
+					p = sp.Port
+				}
+			}
+		}
+		if p <= 0 || p > 65535 {
+			continue
+		}
+		for _, ep := range sl.Endpoints {
+			if !ep.Ready {
+				continue
+			}
+			for _, a := range ep.Addresses {
+				out = append(out, ServiceEndpoint{netip.AddrPortFrom(a, uint16(p)), ep.NodeName})
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b ServiceEndpoint) int { return a.Address.Compare(b.Address) })
+	return slices.CompactFunc(out, func(a, b ServiceEndpoint) bool { return a.Address == b.Address })
+}
+
+// ReadyOn reports whether svc has a ready endpoint on the named node.
+func (s *Snapshot) ReadyOn(svc ServiceRef, node string) bool {
+	for _, sl := range s.Slices {
+		if sl.Namespace != svc.Namespace || sl.Service != svc.Name {
+			continue
+		}
+		for _, ep := range sl.Endpoints {
+			if ep.Ready && ep.NodeName == node {
+				return true
+			}
+		}
+	}
+	return false
+}
