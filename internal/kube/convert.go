@@ -1,0 +1,76 @@
+package kube
+
+import (
+	"maps"
+	"net/netip"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+)
+
+// nodeFromAPI reduces a Node. Addresses that are not IP addresses (a
+// Hostname entry holds a name) are left out: vigil dials addresses.
+func nodeFromAPI(n *corev1.Node) Node {
+	out := Node{Name: n.Name}
+	if len(n.Labels) > 0 {
+		out.Labels = maps.Clone(n.Labels)
+	}
+	for _, a := range n.Status.Addresses {
+		ip, err := netip.ParseAddr(a.Address)
+		if err != nil {
+			continue
+		}
+		out.Addresses = append(out.Addresses, NodeAddress{Type: string(a.Type), Address: ip})
+	}
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			out.Ready = c.Status == corev1.ConditionTrue
+		}
+	}
+	return out
+}
+
+// sliceFromAPI reduces an EndpointSlice; ok is false for a slice vigil
+// cannot use (FQDN or an unknown address type).
+func sliceFromAPI(es *discoveryv1.EndpointSlice) (s Slice, ok bool) {
+	switch es.AddressType {
+	case discoveryv1.AddressTypeIPv4, discoveryv1.AddressTypeIPv6:
+	default:
+		return Slice{}, false
+	}
+	s = Slice{
+		Namespace:   es.Namespace,
+		Name:        es.Name,
+		Service:     es.Labels[discoveryv1.LabelServiceName],
+		AddressType: string(es.AddressType),
+	}
+	for _, p := range es.Ports {
+		if p.Port == nil || *p.Port < 1 || *p.Port > 65535 {
+			continue // nil: "all ports", which vigil cannot balance
+		}
+		port := Port{Port: int(*p.Port), Protocol: string(corev1.ProtocolTCP)}
+		if p.Name != nil {
+			port.Name = *p.Name
+		}
+		if p.Protocol != nil {
+			port.Protocol = string(*p.Protocol)
+		}
+		s.Ports = append(s.Ports, port)
+	}
+	for _, ep := range es.Endpoints {
+		e := Endpoint{Ready: ep.Conditions.Ready == nil || *ep.Conditions.Ready}
+		if ep.NodeName != nil {
+			e.NodeName = *ep.NodeName
+		}
+		for _, a := range ep.Addresses {
+			if ip, err := netip.ParseAddr(a); err == nil {
+				e.Addresses = append(e.Addresses, ip)
+			}
+		}
+		if len(e.Addresses) == 0 {
+			continue
+		}
+		s.Endpoints = append(s.Endpoints, e)
+	}
+	return s, true
+}
