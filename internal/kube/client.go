@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -113,15 +114,12 @@ func loadKubeconfig(paths []string) (*rest.Config, error) {
 
 // hostPort returns the TCP destination of an API server URL.
 func hostPort(server string) (string, error) {
+	if !strings.Contains(server, "://") {
+		server = "https://" + server // rest.Config.Host may be a bare host[:port]
+	}
 	u, err := url.Parse(server)
 	if err != nil {
 		return "", err
-	}
-	if u.Host == "" {
-		// rest.Config.Host may be a bare host[:port].
-		if u, err = url.Parse("https://" + server); err != nil {
-			return "", err
-		}
 	}
 	port := u.Port()
 	switch {
