@@ -38,6 +38,7 @@ type Rule struct {
 	From, To uint16
 }
 
+// String is "VIP:From -> VIP:To (balancer NAME)".
 func (r Rule) String() string {
 	return fmt.Sprintf("%s -> %s (balancer %s)", netip.AddrPortFrom(r.VIP, r.From), netip.AddrPortFrom(r.VIP, r.To), r.Balancer)
 }
@@ -185,6 +186,7 @@ func (r *Redirect) Run(ctx context.Context) error {
 		}
 	}()
 	var retryC <-chan time.Time
+	failing := "" // the error being retried
 	for {
 		force := false
 		select {
@@ -198,8 +200,17 @@ func (r *Redirect) Run(ctx context.Context) error {
 		case <-resync.C():
 			force = true
 		}
-		if err := r.reconcile(force); err != nil {
+		err := r.reconcile(force)
+		switch {
+		case err == nil && failing != "":
+			r.log.Info("redirect: nftables change succeeded after failures", "reason", failing)
+			failing = ""
+		case err != nil && err.Error() != failing:
+			// One line per distinct failure, not one per retry.
 			r.log.Warn("redirect: nftables change failed: retrying", "err", err, "retry", retryInterval)
+			failing = err.Error()
+		}
+		if err != nil {
 			if retryC == nil {
 				if retry == nil {
 					retry = r.clk.NewTimer(retryInterval)
