@@ -2,63 +2,13 @@ package main
 
 import (
 	"fmt"
-	"strings"
-	"text/template"
+	"os"
 
 	"github.com/spf13/cobra"
-	"github.com/vigil-lb/vigil/internal/config"
-)
 
-// staticPod is a kubelet static pod: host network, only the capabilities
-// VRRP, ARP and VIPs need, config from the host, liveness on /healthz.
-var staticPod = template.Must(template.New("pod").Parse(`apiVersion: v1
-kind: Pod
-metadata:
-  name: vigil
-  namespace: {{.Namespace}}
-  labels:
-    app: vigil
-spec:
-  hostNetwork: true
-  priorityClassName: system-node-critical
-  terminationGracePeriodSeconds: 15
-  containers:
-    - name: vigil
-      image: {{.Image}}
-      command: ["/vigil", "run", "-c", "{{.ConfigDir}}/vigil.yaml", "--pid-file", "/run/vigil/vigil.pid"]
-      securityContext:
-        capabilities:
-          drop: ["ALL"]
-          add: ["NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE"]
-      livenessProbe:
-        httpGet:
-          host: {{.HTTPHost}}
-          port: {{.HTTPPort}}
-          path: /healthz
-        initialDelaySeconds: 5
-        periodSeconds: 10
-        timeoutSeconds: 3
-        failureThreshold: 3
-      resources:
-        requests:
-          cpu: 50m
-          memory: 64Mi
-      volumeMounts:
-        - name: config
-          mountPath: {{.ConfigDir}}
-          readOnly: true
-        - name: run
-          mountPath: /run/vigil
-  volumes:
-    - name: config
-      hostPath:
-        path: {{.ConfigDir}}
-        type: Directory
-    - name: run
-      hostPath:
-        path: /run/vigil
-        type: DirectoryOrCreate
-`))
+	"github.com/vigil-lb/vigil/internal/config"
+	"github.com/vigil-lb/vigil/internal/manifest"
+)
 
 // systemdUnit runs vigil under systemd with sd_notify and the watchdog.
 const systemdUnit = `[Unit]
@@ -92,36 +42,89 @@ WantedBy=multi-user.target
 func manifestCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "manifest",
-		Short: "Print deployment manifests (static pod, systemd unit)",
+		Short: "Print deployment manifests (static pod, DaemonSet, systemd unit)",
 	}
-	var image, namespace, configDir, httpAddr string
+	var image, namespace, httpAddr string
+	common := func(c *cobra.Command) {
+		c.Flags().StringVar(&image, "image", "ghcr.io/vigil-lb/vigil:"+version(), "container image")
+		c.Flags().StringVar(&namespace, "namespace", "kube-system", "namespace of the pods")
+		c.Flags().StringVar(&httpAddr, "http", config.DefaultHTTP, "the config's api.http, for the liveness probe")
+	}
+	container := func() (manifest.Container, error) {
+		ap, err := config.ParseListen(httpAddr)
+		if err != nil {
+			return manifest.Container{}, &exitError{2, fmt.Errorf("--http: %w", err)}
+		}
+		host := ap.Addr().String()
+		if ap.Addr().IsUnspecified() {
+			host = "127.0.0.1"
+		}
+		return manifest.Container{Image: image, Namespace: namespace, ProbeHost: host, ProbePort: int(ap.Port())}, nil
+	}
+
+	var configDir, kubeconfig string
 	pod := &cobra.Command{
 		Use:   "static-pod",
 		Short: "Print a Kubernetes static pod manifest for /etc/kubernetes/manifests",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ap, err := config.ParseListen(httpAddr)
+			c, err := container()
 			if err != nil {
-				return &exitError{2, fmt.Errorf("--http: %w", err)}
+				return err
 			}
-			host := ap.Addr().String()
-			if ap.Addr().IsUnspecified() {
-				host = "127.0.0.1"
-			}
-			return staticPod.Execute(cmd.OutOrStdout(), map[string]any{
-				"Image": image, "Namespace": namespace, "ConfigDir": strings.TrimSuffix(configDir, "/"),
-				"HTTPHost": host, "HTTPPort": ap.Port(),
-			})
+			return manifest.Write(cmd.OutOrStdout(), manifest.StaticPod(manifest.PodOptions{
+				Container: c, HostConfigDir: configDir, Kubeconfig: kubeconfig}))
 		},
 	}
-	pod.Flags().StringVar(&image, "image", "ghcr.io/vigil-lb/vigil:"+version(), "container image")
-	pod.Flags().StringVar(&namespace, "namespace", "kube-system", "namespace of the static pod")
-	pod.Flags().StringVar(&configDir, "config-dir", "/etc/vigil", "host directory holding vigil.yaml")
-	pod.Flags().StringVar(&httpAddr, "http", config.DefaultHTTP, "the config's api.http, for the liveness probe")
+	common(pod)
+	pod.Flags().StringVar(&configDir, "config-dir", manifest.ConfigDir, "host directory holding vigil.yaml")
+	pod.Flags().StringVar(&kubeconfig, "kubeconfig", manifest.Kubeconfig,
+		`host kubeconfig mounted read-only at the same path (OpenShift's); "" mounts none`)
+
+	var configFile, selector string
+	ds := &cobra.Command{
+		Use:   "daemonset",
+		Short: "Print a DaemonSet with its ServiceAccount, read-only ClusterRole and binding, and config in a ConfigMap",
+		Long: `Print a DaemonSet with its ServiceAccount, ClusterRole (get, list and watch of
+Nodes and EndpointSlices, nothing else), ClusterRoleBinding and a ConfigMap
+holding the config: the file -c names (validated first, its api.http used for
+the liveness probe unless --http is given), else a commented example.`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			data := []byte(manifest.Example)
+			if configFile != "" {
+				cfg, err := config.Load(configFile)
+				if err != nil {
+					return &exitError{2, err}
+				}
+				if data, err = os.ReadFile(configFile); err != nil {
+					return &exitError{2, fmt.Errorf("config: %w", err)}
+				}
+				if !cmd.Flags().Changed("http") {
+					if cfg.API.HTTP == "" {
+						return &exitError{2, fmt.Errorf("%s: api.http is off, and the liveness probe asks its /healthz", configFile)}
+					}
+					httpAddr = cfg.API.HTTP
+				}
+			}
+			c, err := container()
+			if err != nil {
+				return err
+			}
+			return manifest.Write(cmd.OutOrStdout(),
+				manifest.ServiceAccount(namespace), manifest.ClusterRole(), manifest.ClusterRoleBinding(namespace),
+				manifest.ConfigMap(namespace, data),
+				manifest.DaemonSet(manifest.DaemonSetOptions{Container: c, NodeSelector: selector}))
+		},
+	}
+	common(ds)
+	ds.Flags().StringVarP(&configFile, "config", "c", "", "config file to put in the ConfigMap (default: a commented example)")
+	ds.Flags().StringVar(&selector, "node-selector", manifest.ControlPlane,
+		`node label KEY or KEY=VALUE the pods run on (a NoSchedule taint of KEY is tolerated); "" for every node`)
+
 	unit := &cobra.Command{
 		Use:   "systemd",
 		Short: "Print a systemd unit (Type=notify, watchdog, reload)",
 		Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprint(cmd.OutOrStdout(), systemdUnit) },
 	}
-	cmd.AddCommand(pod, unit)
+	cmd.AddCommand(pod, ds, unit)
 	return cmd
 }

@@ -49,6 +49,7 @@ type Instance struct {
 	EffectivePriority int               `json:"effective_priority"`
 	Master            string            `json:"master,omitempty"`
 	VIPs              []string          `json:"vips"`
+	UnicastPeers      []string          `json:"unicast_peers,omitempty"` // in force now; a reload may change them
 	Since             time.Time         `json:"since"`
 	AdvertsSent       uint64            `json:"adverts_sent"`
 	AdvertsReceived   uint64            `json:"adverts_received"`

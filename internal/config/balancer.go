@@ -39,6 +39,15 @@ type Balancer struct {
 	AcceptProxy bool      `yaml:"accept_proxy"`
 	Monitor     *Monitor  `yaml:"monitor,flow"`
 	Backends    []Backend `yaml:"backends"`
+	// BackendsFrom adds backends from the cluster's Nodes or a Service's
+	// endpoints to Backends (package kube expands it).
+	BackendsFrom *BackendsFrom `yaml:"backends_from"`
+	// RedirectFrom is the port clients use on the listen addresses; while
+	// the balancer is healthy a DNAT rule sends them to the listen port, and
+	// otherwise they reach whatever serves that port on the node itself
+	// (OpenShift: clients use VIP:6443, the balancer listens on VIP:9445).
+	// Proxy balancers on concrete addresses only. Default 0: none.
+	RedirectFrom int `yaml:"redirect_from"`
 	// Check probes every backend; absent means backends are always up.
 	Check *BackendCheck `yaml:"check"`
 	// MaxConn bounds the frontend's connections; beyond it new ones are
@@ -245,8 +254,11 @@ func (v *validator) balancers() {
 				v.add(p+".monitor.path", "%q does not start with /", b.Monitor.Path)
 			}
 		}
-		if len(b.Backends) == 0 {
-			v.add(p+".backends", "needs at least one backend")
+		if len(b.Backends) == 0 && b.BackendsFrom == nil {
+			v.add(p+".backends", "needs at least one backend, or backends_from")
+		}
+		if b.BackendsFrom != nil {
+			v.backendsFrom(p+".backends_from", b.BackendsFrom, dsrPort(b))
 		}
 		seen := map[netip.AddrPort]bool{}
 		for j := range b.Backends {
@@ -260,10 +272,7 @@ func (v *validator) balancers() {
 				v.add(bp+".address", "%s is listed twice", be.Address)
 			}
 			seen[ap] = true
-			if be.Weight == nil {
-				w := 1
-				be.Weight = &w
-			}
+			be.SetDefaults()
 			if *be.Weight < 0 || *be.Weight > 256 {
 				v.add(bp+".weight", "%d is out of range 0..256", *be.Weight)
 			}
@@ -302,6 +311,70 @@ func (v *validator) balancers() {
 		}
 		if *b.Retries < 0 || *b.Retries > 100 {
 			v.add(p+".retries", "%d is out of range 0..100", *b.Retries)
+		}
+	}
+	// After the loop: a redirected port must not be another listen address.
+	for i := range v.c.Balancers {
+		v.redirect(fmt.Sprintf("balancers[%d]", i), &v.c.Balancers[i], listens)
+	}
+}
+
+// SetDefaults fills what validation defaults in a backend (weight 1), for
+// backends made after validation, such as those package kube generates.
+func (b *Backend) SetDefaults() {
+	if b.Weight == nil {
+		w := DefaultBackendWeight
+		b.Weight = &w
+	}
+}
+
+// DefaultBackendWeight is a backend's weight when it gives none.
+const DefaultBackendWeight = 1
+
+// dsrPort is the one listen port of a dsr balancer, -1 for a proxy
+// balancer or when no listen address parses.
+func dsrPort(b *Balancer) int {
+	if b.Mode != "dsr" {
+		return -1
+	}
+	for _, l := range b.Listen {
+		if ap, err := ParseListen(l); err == nil {
+			return int(ap.Port())
+		}
+	}
+	return -1
+}
+
+// redirect validates redirect_from: a proxy balancer whose every listen
+// address is concrete (the DNAT rule matches VIP:redirect_from), on another
+// port than it listens on, and not an address something of vigil listens on.
+func (v *validator) redirect(p string, b *Balancer, listens map[netip.AddrPort]string) {
+	if b.RedirectFrom == 0 && v.c.lines.byPath[p+".redirect_from"] == 0 {
+		return
+	}
+	rp := p + ".redirect_from"
+	if b.RedirectFrom < 1 || b.RedirectFrom > 65535 {
+		v.add(rp, "%d is out of range 1..65535", b.RedirectFrom)
+		return
+	}
+	if b.Mode != "proxy" {
+		v.add(rp, "applies to mode proxy only (mode is %s)", b.Mode)
+	}
+	for j, l := range b.Listen {
+		ap, err := ParseListen(l)
+		if err != nil {
+			continue // reported with listen
+		}
+		lp := fmt.Sprintf("%s.listen[%d]", p, j)
+		if ap.Addr().IsUnspecified() {
+			v.add(lp, "%s: redirect_from needs the VIP's address, not every address", l)
+			continue
+		}
+		from := netip.AddrPortFrom(ap.Addr(), uint16(b.RedirectFrom))
+		if int(ap.Port()) == b.RedirectFrom {
+			v.add(rp, "%d is the port of listen address %s: redirect from another port", b.RedirectFrom, l)
+		} else if other, ok := listens[from]; ok {
+			v.add(rp, "%s is already used by %s", from, other)
 		}
 	}
 }

@@ -60,7 +60,7 @@ func TestBalancerErrors(t *testing.T) {
 		{"url scheme", `https://127.0.0.1:6443/readyz`, `ftp://127.0.0.1/x`, `checks[0].http.url: "ftp://127.0.0.1/x" is not an http:// or https:// URL (line 3)`},
 		{"fast interval", `interval: 3s, fall`, `interval: 3s, fast_interval: 5s, fall`, `balancers[0].check.fast_interval: 5s is out of range 10ms..interval (3s) (line 10)`},
 		{"client cert alone", `insecure_skip_verify: true, expect_status`, `client_cert: /etc/c.pem, expect_status`, `checks[0].http.client_cert: client_cert and client_key go together (line 3)`},
-		{"no backends", `    backends: [{address: "10.0.0.11:6443"}, {address: "10.0.0.12:6443", weight: 3, max_conn: 100}]`, `    backends: []`, `balancers[0].backends: needs at least one backend (line 9)`},
+		{"no backends", `    backends: [{address: "10.0.0.11:6443"}, {address: "10.0.0.12:6443", weight: 3, max_conn: 100}]`, `    backends: []`, `balancers[0].backends: needs at least one backend, or backends_from (line 9)`},
 	}
 	for _, c := range cases {
 		src := strings.Replace(goodBalancer, c.from, c.to, 1)

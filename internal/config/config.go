@@ -19,10 +19,13 @@ type Config struct {
 	// Balancers are the L4 load balancers (TCP frontends over backends).
 	Balancers []Balancer `yaml:"balancers"`
 	// BGP announces VIPs to routers.
-	BGP   BGP      `yaml:"bgp"`
-	API   API      `yaml:"api"`
-	Log   Log      `yaml:"log"`
-	lines lineInfo `yaml:"-"`
+	BGP BGP `yaml:"bgp"`
+	// Kubernetes is how to reach the cluster's API; nil when the file has no
+	// kubernetes section (the *_from keys then use the defaults).
+	Kubernetes *Kubernetes `yaml:"kubernetes"`
+	API        API         `yaml:"api"`
+	Log        Log         `yaml:"log"`
+	lines      lineInfo    `yaml:"-"`
 }
 
 // VRRP holds the virtual routers.
@@ -87,6 +90,9 @@ type Instance struct {
 	// UnicastPeers: send adverts to these addresses instead of multicast,
 	// and accept adverts only from them.
 	UnicastPeers []string `yaml:"unicast_peers,flow"`
+	// UnicastPeersFrom adds the addresses of other matching Nodes to
+	// UnicastPeers (package kube expands it).
+	UnicastPeersFrom *PeersFrom `yaml:"unicast_peers_from"`
 	// AuthPass is VRRPv2 simple-text authentication, at most 8 bytes.
 	AuthPass string `yaml:"auth_pass"`
 	// VIPs are the virtual addresses, with or without a prefix length.
@@ -105,6 +111,8 @@ type Instance struct {
 type Track struct {
 	Interfaces []TrackRef `yaml:"interfaces,flow"`
 	Checks     []TrackRef `yaml:"checks,flow"`
+	// Endpoints: Services that should have a ready endpoint on this node.
+	Endpoints []EndpointTrack `yaml:"endpoints,flow"`
 }
 
 // TrackRef names a tracked interface or check. Weight 0: down means FAULT.

@@ -36,14 +36,21 @@ func roundTrip(t testing.TB, c *Config) []byte {
 	return y
 }
 
-func docsExample(t testing.TB) string {
+func docsExample(t testing.TB) string { return docsBlock(t, "## Example\n\n") }
+
+// docsBlock returns the first yaml block after heading in docs/config.md.
+func docsBlock(t testing.TB, heading string) string {
 	t.Helper()
 	doc, err := os.ReadFile("../../docs/config.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, rest, _ := strings.Cut(string(doc), "## Example\n\n```yaml\n")
-	example, _, _ := strings.Cut(rest, "```")
+	_, rest, ok := strings.Cut(string(doc), heading)
+	_, rest, ok2 := strings.Cut(rest, "```yaml\n")
+	example, _, ok3 := strings.Cut(rest, "```")
+	if !ok || !ok2 || !ok3 {
+		t.Fatalf("docs/config.md has no yaml block after %q", heading)
+	}
 	return example
 }
 
@@ -51,7 +58,8 @@ func docsExample(t testing.TB) string {
 // validation, comes back from Marshal and Parse as the same model.
 func TestMarshalRoundTrip(t *testing.T) {
 	for name, src := range map[string]string{
-		"good": good, "balancer": goodBalancer, "bgp": goodBGP, "pool": poolConfig, "docs": docsExample(t),
+		"good": good, "balancer": goodBalancer, "bgp": goodBGP, "pool": poolConfig, "kube": goodKube, "docs": docsExample(t),
+		"docs-kubernetes": docsBlock(t, "## Kubernetes\n"),
 	} {
 		t.Run(name, func(t *testing.T) {
 			c, err := Parse([]byte(src))

@@ -83,6 +83,7 @@ func (c *Config) validate() Errors {
 	v.syncGroups()
 	v.balancers()
 	v.bgp(checks, vips)
+	v.kubernetes()
 	if len(c.VRRP.Instances) == 0 && len(c.VRRP.Pools) == 0 && len(c.Checks) == 0 && len(c.Balancers) == 0 {
 		v.add("vrrp.instances", "nothing to do: no instances configured")
 	}
@@ -187,6 +188,9 @@ func (v *validator) instances(checks map[string]bool) (vrids map[string]string, 
 				v.add(pp, "%s is not %s like the instance's VIPs", a, family)
 			}
 		}
+		if in.UnicastPeersFrom != nil {
+			v.peersFrom(p+".unicast_peers_from", in.UnicastPeersFrom)
+		}
 		if in.AuthPass != "" {
 			if in.Version != 2 {
 				v.add(p+".auth_pass", "authentication exists only in VRRP version 2 (RFC 5798 removed it)")
@@ -235,6 +239,11 @@ func (v *validator) track(p string, tr Track, checks map[string]bool) {
 		if !checks[t.Name] {
 			v.add(tp+".name", "no check named %q in checks", t.Name)
 		}
+		v.weight(tp+".weight", t.Weight)
+	}
+	for j, t := range tr.Endpoints {
+		tp := fmt.Sprintf("%s.track.endpoints[%d]", p, j)
+		v.serviceRef(tp+".service", t.Service)
 		v.weight(tp+".weight", t.Weight)
 	}
 }

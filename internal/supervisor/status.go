@@ -20,6 +20,9 @@ func (s *Supervisor) Snapshot() api.Snapshot {
 			State: st.State.String(), Priority: ic.Priority, EffectivePriority: int(st.Priority), VIPs: ic.VIPs,
 			Since: st.Since, AdvertsSent: st.Adverts, AdvertsReceived: st.Received, Transitions: st.Transition,
 			ARPConflicts: st.Conflicts}
+		if len(st.Peers) > 0 {
+			out.UnicastPeers = addrs(st.Peers)
+		}
 		if st.Master.IsValid() {
 			out.Master = st.Master.String()
 		}

@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/netip"
 	"reflect"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,11 +27,18 @@ import (
 // sync groups and notify hooks. It reads tracked checks and interfaces
 // from the health state and writes each instance's mastership to it.
 type vrrpGroup struct {
-	cfg   *config.Config // the running one: a reload cannot change VRRP
+	// cfg is the running config: a reload may change only instances'
+	// unicast peers, and a committed one replaces it. Read and replaced on
+	// the supervisor's goroutine (New, Plan, Commit).
+	cfg   *config.Config
 	store *health.Store
 	log   *slog.Logger
 
-	all        []config.Instance // configured and generated from pools, in instances order
+	// all are the instances as configured at start, and generated from
+	// pools, in instances order. Status reads them from any goroutine, so
+	// a reload leaves them as they are: their unicast_peers are those at
+	// start, the instances' Status has the ones in force.
+	all        []config.Instance
 	transports map[string]*vrrp.Transport
 	announcers map[string]*garp.Announcer
 	instances  []*vrrp.Instance
@@ -205,13 +214,103 @@ func (g *vrrpGroup) trackedInterfaces() []string {
 
 func (g *vrrpGroup) Name() string { return "vrrp" }
 
-// Plan refuses any change to VRRP: instances, VIPs and peers need a
-// restart, and so do the cluster and node names.
+// Plan accepts a config whose VRRP part differs from the running one only
+// in instances' unicast_peers, and refuses every other change to the vrrp
+// section, cluster or node: those need a restart. Commit hands each changed
+// instance its new peers (Instance.SetPeers), which take effect without a
+// state change. The transports keep no list of peers: they hand every
+// message to the instance of its VRID, which filters by source.
 func (g *vrrpGroup) Plan(cfg *config.Config) (component.Change, error) {
-	if !reflect.DeepEqual(cfg.VRRP, g.cfg.VRRP) || cfg.Cluster != g.cfg.Cluster || cfg.Node != g.cfg.Node {
-		return nil, errors.New("the vrrp section, cluster or node changed; VRRP changes need a restart")
+	peers, err := peerChanges(g.cfg, cfg)
+	if err != nil {
+		return nil, err
 	}
-	return component.None{}, nil
+	return component.Func{OnCommit: func() {
+		for i, ps := range peers {
+			if err := g.instances[i].SetPeers(ps); err != nil {
+				// Plan refused what SetPeers refuses; this is a bug.
+				g.log.Error("unicast peers not applied", "instance", g.instances[i].Name(), "err", err)
+			}
+		}
+		g.cfg = cfg
+	}}, nil
+}
+
+// errRestart ends the reason of every VRRP change a reload refuses.
+const errRestart = "VRRP changes need a restart"
+
+// peerChanges compares the VRRP part of two configs and returns the new
+// unicast peers of every instance (by index in vrrp.instances) whose set
+// changed, or an error naming the first difference that needs a restart.
+// Pools have no unicast peers, so their instances may not change at all.
+func peerChanges(old, cfg *config.Config) (map[int][]netip.Addr, error) {
+	switch {
+	case cfg.Cluster != old.Cluster:
+		return nil, fmt.Errorf("cluster changed: %s", errRestart)
+	case cfg.Node != old.Node:
+		return nil, fmt.Errorf("node changed: %s", errRestart)
+	case len(cfg.VRRP.Instances) != len(old.VRRP.Instances):
+		return nil, fmt.Errorf("vrrp.instances: %d instances, was %d: %s", len(cfg.VRRP.Instances), len(old.VRRP.Instances), errRestart)
+	}
+	changed := map[int][]netip.Addr{}
+	for i, was := range old.VRRP.Instances {
+		now := cfg.VRRP.Instances[i]
+		at := fmt.Sprintf("vrrp.instances[%d] (%s)", i, was.Name)
+		if key := differingKey(was, now, "UnicastPeers", "Path"); key != "" {
+			return nil, fmt.Errorf("%s.%s changed: %s", at, key, errRestart)
+		}
+		before, after := peerSet(was.UnicastPeers), peerSet(now.UnicastPeers)
+		if slices.Equal(before, after) {
+			continue
+		}
+		if len(before) == 0 || len(after) == 0 {
+			return nil, fmt.Errorf("%s.unicast_peers: %w", at, vrrp.ErrPeerMode)
+		}
+		changed[i] = after
+	}
+	for _, d := range []struct {
+		key      string
+		was, now any
+	}{
+		{"vrrp.pools", old.VRRP.Pools, cfg.VRRP.Pools},
+		{"vrrp.sync_groups", old.VRRP.SyncGroups, cfg.VRRP.SyncGroups},
+		// Derived from the pools, cluster and node, compared above; kept
+		// here so that nothing of what the instances run from goes unseen.
+		{"vrrp.pools", old.VRRP.PoolInstances, cfg.VRRP.PoolInstances},
+	} {
+		if !reflect.DeepEqual(d.was, d.now) {
+			return nil, fmt.Errorf("%s changed: %s", d.key, errRestart)
+		}
+	}
+	return changed, nil
+}
+
+// differingKey returns the YAML key of the first field of the struct a
+// that differs in b, skipping the named fields, or "" if none does.
+func differingKey[T any](a, b T, skip ...string) string {
+	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
+	for i := range va.NumField() {
+		f := va.Type().Field(i)
+		if slices.Contains(skip, f.Name) || reflect.DeepEqual(va.Field(i).Interface(), vb.Field(i).Interface()) {
+			continue
+		}
+		key, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if key == "" || key == "-" {
+			key = f.Name
+		}
+		return key
+	}
+	return ""
+}
+
+// peerSet parses validated unicast peers into a sorted set.
+func peerSet(peers []string) []netip.Addr {
+	out := make([]netip.Addr, 0, len(peers))
+	for _, p := range peers {
+		out = append(out, netip.MustParseAddr(p))
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return slices.Compact(out)
 }
 
 // Run runs every instance until ctx ends (or one fails), then shuts down

@@ -3,6 +3,7 @@ package vrrp
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -47,6 +48,8 @@ type Config struct {
 	Preempt      bool
 	PreemptDelay time.Duration
 	VIPs         []netip.Prefix
+	// Peers are the unicast peers at start; SetPeers changes them. None
+	// means multicast, for the instance's whole life.
 	Peers        []netip.Addr
 	AuthPass     string
 	GARPCount    int
@@ -71,6 +74,7 @@ type Status struct {
 	State      State
 	Priority   uint8 // effective
 	Master     netip.Addr
+	Peers      []netip.Addr // unicast peers in effect, sorted; none in multicast mode
 	Since      time.Time
 	Drops      map[DropReason]uint64
 	Adverts    uint64 // sent
@@ -103,8 +107,11 @@ type Instance struct {
 	ann    Announcer
 	expect Expect
 	vips   []netip.Addr
-	m      *Machine
-	clock  clock.Clock
+	// unicast is fixed at NewInstance: SetPeers changes the peers, never
+	// the mode.
+	unicast bool
+	m       *Machine
+	clock   clock.Clock
 
 	recv chan Received
 	// wake tells Run that pending holds something; it holds one token, so
@@ -161,7 +168,8 @@ var groupKey = trackKey{kind: "group"}
 type pending struct {
 	mu      sync.Mutex
 	tracked map[trackKey]bool
-	group   *groupFault // nil: no SetGroupFault since the last batch
+	group   *groupFault   // nil: no SetGroupFault since the last batch
+	peers   *[]netip.Addr // nil: no SetPeers since the last batch; the latest wins
 	actions []action
 }
 
@@ -202,8 +210,9 @@ func NewInstance(cfg Config, tx Sender, addrs Addresses, ann Announcer, log *slo
 	}
 	slices.SortFunc(in.vips, netip.Addr.Compare)
 	in.vips = slices.Compact(in.vips)
+	in.unicast = len(cfg.Peers) > 0
 	in.expect = Expect{Version: cfg.Version, VRID: cfg.VRID, Interval: cfg.Interval,
-		VIPs: in.vips, Peers: cfg.Peers, Local: tx.Local()}
+		VIPs: in.vips, Peers: normalPeers(cfg.Peers), Local: tx.Local()}
 	if cfg.AuthPass != "" {
 		in.expect.AuthType = AuthSimple
 		copy(in.expect.AuthData[:], cfg.AuthPass)
@@ -219,7 +228,8 @@ func NewInstance(cfg Config, tx Sender, addrs Addresses, ann Announcer, log *slo
 		Preempt: cfg.Preempt, PreemptDelay: cfg.PreemptDelay, LocalAddr: tx.Local(),
 	}, in.clock, (*link)(in))
 	in.m.OnTransition = in.transition
-	in.status = Status{Name: cfg.Name, VRID: cfg.VRID, Drops: map[DropReason]uint64{}, Priority: cfg.Priority}
+	in.status = Status{Name: cfg.Name, VRID: cfg.VRID, Drops: map[DropReason]uint64{}, Priority: cfg.Priority,
+		Peers: in.expect.Peers}
 	return in
 }
 
@@ -235,6 +245,7 @@ func (in *Instance) Status() Status {
 	defer in.mu.Unlock()
 	s := in.status
 	s.Drops = maps.Clone(in.status.Drops)
+	s.Peers = slices.Clone(in.status.Peers)
 	if f := s.Foreign; f != nil {
 		c := *f
 		s.Foreign = &c
@@ -268,6 +279,46 @@ func (in *Instance) SetGroupFault(fault bool, reason string) {
 	in.poke()
 }
 
+// ErrPeerMode is returned by SetPeers for a change between multicast (no
+// peers) and unicast. The switch is not a change of membership but of who
+// the group is: with no peers the accept filter takes adverts from any
+// source on the segment, and the other nodes, until they switch too, are in
+// the other mode. It takes a restart.
+var ErrPeerMode = errors.New("switching between multicast and unicast needs a restart")
+
+// SetPeers replaces the unicast peers of a unicast instance, without a
+// state change: adverts go to the new set from the next one on, and adverts
+// from an address no longer in the set are dropped as unknown_peer from the
+// next one received on. A backup whose master is removed hears it no more
+// and takes over after the master-down interval, as if it had gone quiet.
+// The order and repeats of peers do not matter. It never blocks: Run
+// applies the latest set. It fails, changing nothing, for an empty set on a
+// unicast instance or any set on a multicast one (ErrPeerMode), and for a
+// peer that is not an address of the VIPs' family.
+func (in *Instance) SetPeers(peers []netip.Addr) error {
+	if (len(peers) > 0) != in.unicast {
+		return fmt.Errorf("vrrp %s: %w", in.cfg.Name, ErrPeerMode)
+	}
+	for _, p := range peers {
+		if !p.IsValid() || p.Is4() != in.vips[0].Is4() || p.Is4In6() {
+			return fmt.Errorf("vrrp %s: unicast peer %v is not an address of the VIPs' family", in.cfg.Name, p)
+		}
+	}
+	ps := normalPeers(peers)
+	in.pending.mu.Lock()
+	in.pending.peers = &ps
+	in.pending.mu.Unlock()
+	in.poke()
+	return nil
+}
+
+// normalPeers returns a sorted copy of peers without repeats.
+func normalPeers(peers []netip.Addr) []netip.Addr {
+	ps := slices.Clone(peers)
+	slices.SortFunc(ps, netip.Addr.Compare)
+	return slices.Compact(ps)
+}
+
 // Claim makes a backup take over now, for sync groups (see Machine.Claim).
 func (in *Instance) Claim(reason string) { in.act(action{claim: true, reason: reason}) }
 
@@ -299,9 +350,13 @@ func (in *Instance) poke() {
 // those levels leave the machine in.
 func (in *Instance) applyPending() {
 	in.pending.mu.Lock()
-	tracked, group, actions := in.pending.tracked, in.pending.group, in.pending.actions
-	in.pending.tracked, in.pending.group, in.pending.actions = nil, nil, nil
+	tracked, group, peers, actions := in.pending.tracked, in.pending.group, in.pending.peers, in.pending.actions
+	in.pending.tracked, in.pending.group, in.pending.peers, in.pending.actions = nil, nil, nil, nil
 	in.pending.mu.Unlock()
+
+	if peers != nil {
+		in.applyPeers(*peers)
+	}
 
 	changed := false
 	keys := slices.SortedFunc(maps.Keys(tracked), func(a, b trackKey) int {
@@ -331,6 +386,34 @@ func (in *Instance) applyPending() {
 			in.m.Resign(a.reason)
 		}
 	}
+}
+
+// applyPeers puts a new unicast peer set in force, on the Run goroutine:
+// Accept and Advertise read it there, so the change falls between two
+// adverts received and two sent. The machine is not told: its state, its
+// timers and the master it follows stay as they are.
+func (in *Instance) applyPeers(peers []netip.Addr) {
+	old := in.expect.Peers
+	if slices.Equal(old, peers) {
+		return
+	}
+	in.expect.Peers = peers
+	in.mu.Lock()
+	in.status.Peers = peers
+	in.mu.Unlock()
+	var added, removed []netip.Addr
+	for _, p := range peers {
+		if !slices.Contains(old, p) {
+			added = append(added, p)
+		}
+	}
+	for _, p := range old {
+		if !slices.Contains(peers, p) {
+			removed = append(removed, p)
+		}
+	}
+	in.log.Info("unicast peers changed", "added", fmt.Sprint(added), "removed", fmt.Sprint(removed),
+		"peers", fmt.Sprint(peers))
 }
 
 // applyTracking derives fault and effective priority from tracked states with
@@ -554,7 +637,7 @@ func (l *link) Advertise(prio uint8) {
 	p := Packet{Version: in.cfg.Version, Type: TypeAdvertisement, VRID: in.cfg.VRID, Priority: prio,
 		MaxAdvertInt: EncodeInterval(in.cfg.Version, in.cfg.Interval), Addresses: in.vips,
 		AuthType: in.expect.AuthType, AuthData: in.expect.AuthData}
-	dsts := in.cfg.Peers
+	dsts := in.expect.Peers
 	if len(dsts) == 0 {
 		g := Group4
 		if in.vips[0].Is6() {

@@ -18,7 +18,8 @@ import (
 type fakeNet struct {
 	mu        sync.Mutex
 	sent      []Packet
-	has       bool // VIPs configured
+	to        []netip.Addr // destination of each of sent
+	has       bool         // VIPs configured
 	adds      int
 	removes   int
 	announces int
@@ -31,6 +32,7 @@ func (f *fakeNet) Send(b []byte, dst netip.Addr) error {
 	}
 	f.mu.Lock()
 	f.sent = append(f.sent, *p)
+	f.to = append(f.to, dst)
 	f.mu.Unlock()
 	return nil
 }
