@@ -47,6 +47,12 @@ var (
 	dBGPSession    = desc("bgp_session_established", "1 while the BGP session with the neighbor is established.", "neighbor")
 	dBGPFailures   = desc("bgp_session_failures", "Failed attempts in a row with the neighbor (0 once established).", "neighbor")
 	dBGPAnnounced  = desc("bgp_announced", "1 for each prefix announced now.", "prefix")
+	dKubeWatchUp   = desc("kubernetes_watch_up", "1 while every watch of the Kubernetes API is up.")
+	dKubeSynced    = desc("kubernetes_synced", "1 once the members in force come from a full read of the API (0: state file or none).")
+	dKubeObjects   = desc("kubernetes_objects", "Objects the source holds, by kind.", "kind")
+	dKubeLastSync  = desc("kubernetes_last_sync_timestamp_seconds", "When the source last read a change from the API, in Unix seconds; absent if never.")
+	dKubeChanges   = desc("kubernetes_changes_applied_total", "Membership changes from the API applied to the components.")
+	dRedirect      = desc("redirect_installed", "1 while the DNAT of a balancer's redirect_from is installed.", "balancer", "from")
 	dBackendUp     = desc("backend_up", "1 when the backend is in rotation.", "balancer", "backend")
 	dBackendWeight = desc("backend_weight", "Configured weight.", "balancer", "backend")
 	dBackendActive = desc("backend_connections", "Connections to the backend open now.", "balancer", "backend")
@@ -106,6 +112,19 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		for _, p := range s.BGP.Announced {
 			gauge(dBGPAnnounced, 1, p)
 		}
+	}
+	if k := s.Kubernetes; k != nil {
+		gauge(dKubeWatchUp, b2f(k.WatchUp))
+		gauge(dKubeSynced, b2f(k.Synced))
+		gauge(dKubeObjects, float64(k.Nodes), "node")
+		gauge(dKubeObjects, float64(k.Slices), "endpointslice")
+		if !k.LastSync.IsZero() {
+			gauge(dKubeLastSync, float64(k.LastSync.UnixNano())/1e9)
+		}
+		counter(dKubeChanges, k.ChangesApplied)
+	}
+	for _, r := range s.Redirects {
+		gauge(dRedirect, b2f(r.Installed), r.Balancer, r.From)
 	}
 	for v, n := range s.XDP {
 		counter(dXDPPackets, n, v)

@@ -19,6 +19,39 @@ type Snapshot struct {
 	// XDP holds the DSR program's verdict counters, when it runs.
 	XDP map[string]uint64 `json:"xdp,omitempty"`
 	BGP *BGP              `json:"bgp,omitempty"`
+	// Kubernetes is the API source of members, when configured.
+	Kubernetes *Kubernetes `json:"kubernetes,omitempty"`
+	// Redirects are the API port redirects (balancers' redirect_from).
+	Redirects []Redirect `json:"redirects,omitempty"`
+}
+
+// Kubernetes is the state of the API source: where it reads, whether its
+// watches are up, and what it last applied.
+type Kubernetes struct {
+	Server  string `json:"server"` // the address that answered last
+	WatchUp bool   `json:"watch_up"`
+	Synced  bool   `json:"synced"`
+	// Origin of the members in force: api, state-file or none.
+	Origin         string    `json:"origin"`
+	Nodes          int       `json:"nodes"`
+	Slices         int       `json:"endpoint_slices"`
+	LastSync       time.Time `json:"last_sync,omitzero"`
+	LastError      string    `json:"last_error,omitempty"`
+	StateFileError string    `json:"state_file_error,omitempty"`
+	// ChangesApplied counts membership changes applied (reloads of the
+	// components they touched).
+	ChangesApplied uint64 `json:"changes_applied"`
+	// Notes from the last expansion: Nodes skipped, peers kept.
+	Notes []string `json:"notes,omitempty"`
+}
+
+// Redirect is one DNAT of a balancer's redirect_from.
+type Redirect struct {
+	Balancer  string `json:"balancer"`
+	From      string `json:"from"` // VIP:PORT clients use
+	To        string `json:"to"`   // VIP:PORT the balancer listens on
+	Installed bool   `json:"installed"`
+	Reason    string `json:"reason,omitempty"`
 }
 
 // BGP is the speaker's sessions and what it announces.
@@ -115,6 +148,9 @@ type Backend struct {
 	BytesIn       uint64 `json:"bytes_in"` // mode dsr: IP bytes steered to the backend
 	BytesOut      uint64 `json:"bytes_out"`
 	Packets       uint64 `json:"packets,omitempty"` // mode dsr: packets steered to the backend
+	// Source says where the backend came from: static, node NAME or
+	// endpoints NS/NAME (node X).
+	Source string `json:"source,omitempty"`
 }
 
 // Source returns a fresh snapshot.

@@ -373,3 +373,27 @@ func TestExpandUnvalidated(t *testing.T) {
 		t.Fatalf("backends (-want +got):\n%s", d)
 	}
 }
+
+func TestDiffNamesAddedAndRemovedMembers(t *testing.T) {
+	old := Expanded{
+		Origins: map[string]map[string]string{"api": {"10.0.0.1:6443": "node m1", "10.0.0.2:6443": "node m2"}},
+		Peers:   Peers{"vip": {"10.0.0.2"}},
+	}
+	x := Expanded{
+		Origins: map[string]map[string]string{"api": {"10.0.0.1:6443": "node m1", "10.0.0.3:6443": "node m3"},
+			"ingress": {"10.1.0.5:443": "endpoints ns/router (node m1)"}},
+		Peers: Peers{"vip": {"10.0.0.2", "10.0.0.3"}},
+	}
+	got := Diff(old, x)
+	want := []string{
+		"balancer api: +10.0.0.3:6443 (node m3), -10.0.0.2:6443 (node m2)",
+		"balancer ingress: +10.1.0.5:443 (endpoints ns/router (node m1))",
+		"vrrp instance vip unicast peers: +10.0.0.3",
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("Diff:\n got %q\nwant %q", got, want)
+	}
+	if d := Diff(x, x); len(d) != 0 {
+		t.Fatalf("no change gave %q", d)
+	}
+}

@@ -74,6 +74,17 @@ func (s *Supervisor) Snapshot() api.Snapshot {
 	bals, verdicts := s.dsr.Status()
 	snap.Balancers = append(snap.Balancers, bals...)
 	snap.XDP = verdicts
+	if s.kube != nil {
+		snap.Kubernetes = s.kube.status()
+		for i := range snap.Balancers {
+			origins := s.kube.origins(snap.Balancers[i].Name)
+			for j := range snap.Balancers[i].Backends {
+				be := &snap.Balancers[i].Backends[j]
+				be.Source = origins[be.Address]
+			}
+		}
+	}
+	snap.Redirects = redirectStatus(s.redirect)
 	return snap
 }
 

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"time"
 
 	"github.com/vigil-lb/vigil/internal/bgp"
@@ -17,8 +18,10 @@ import (
 	"github.com/vigil-lb/vigil/internal/config"
 	"github.com/vigil-lb/vigil/internal/dsr"
 	"github.com/vigil-lb/vigil/internal/health"
+	"github.com/vigil-lb/vigil/internal/kube"
 	"github.com/vigil-lb/vigil/internal/linkstate"
 	"github.com/vigil-lb/vigil/internal/proxy"
+	"github.com/vigil-lb/vigil/internal/redirect"
 )
 
 // Supervisor owns every component of one running config.
@@ -32,6 +35,9 @@ type Supervisor struct {
 	fleet  *proxy.Fleet
 	vrrp   *vrrpGroup
 	bgp    *bgp.Announcements
+	// kube is the Kubernetes source of members; nil without one.
+	kube     *members
+	redirect *redirect.Redirect
 	// order is the start order; the stop order is its reverse.
 	order []component.Component
 
@@ -54,9 +60,20 @@ type Options struct {
 // accept: false, installs the drop table, so interface, address and
 // permission errors come before any address changes; on error it undoes
 // what it opened.
+//
+// A config that reads the cluster first waits for the API (or its state
+// file), and the components start from the effective config: the static
+// one with the cluster's members added.
 func New(cfg *config.Config, opts Options, log *slog.Logger) (*Supervisor, error) {
 	s := &Supervisor{cfg: cfg, log: log, health: health.New(), reloads: make(chan reloadRequest),
 		started: time.Now(), node: cfg.Node, cluster: cfg.Cluster}
+	if cfg.UsesKubernetes() {
+		m, err := newMembers(cfg, s.health, log)
+		if err != nil {
+			return nil, err
+		}
+		s.kube, s.cfg = m, m.last.Config
+	}
 	if err := s.build(opts); err != nil {
 		s.Close()
 		return nil, err
@@ -81,10 +98,16 @@ func (s *Supervisor) build(opts Options) error {
 	}
 	s.bgp = bgp.NewAnnouncements(s.cfg, s.health, s.log)
 	links := linkstate.New(s.vrrp.trackedInterfaces(), s.health, s.log)
-	// Checks and links report before anyone reads them; balancers listen
-	// before an instance can take a VIP; BGP announces last and so
-	// withdraws first, before the VIPs go and the balancers drain.
-	s.order = []component.Component{s.checks, links, s.dsr, s.fleet, s.vrrp, s.bgp}
+	s.redirect = redirect.New(redirectRules(s.cfg), s.health, s.log, redirectRules)
+	// The API source reads first and stops last; checks and links report
+	// before anyone reads them; balancers listen, and their port redirect
+	// follows their health, before an instance can take a VIP; BGP
+	// announces last and so withdraws first, before the VIPs go and the
+	// balancers drain.
+	s.order = []component.Component{s.checks, links, s.dsr, s.fleet, s.redirect, s.vrrp, s.bgp}
+	if s.kube != nil {
+		s.order = append([]component.Component{s.kube}, s.order...)
+	}
 	return nil
 }
 
@@ -125,7 +148,13 @@ loop:
 	for {
 		select {
 		case req := <-s.reloads:
-			req.result <- s.reload(req.cfg)
+			req.result <- s.reload(req.cfg, "reload")
+		case <-s.kubeUpdates():
+			if s.kube.update() {
+				if err := s.reload(s.kube.static, "kubernetes"); err != nil {
+					s.log.Error("member change not applied; the members in force stay", "err", err)
+				}
+			}
 		case i := <-ended:
 			// Components run until told to stop: one that returns early,
 			// failed or not, takes the daemon down cleanly.
@@ -150,6 +179,9 @@ loop:
 
 // Close releases what New opened, for a supervisor that will not Run.
 func (s *Supervisor) Close() {
+	if s.kube != nil {
+		s.kube.stop()
+	}
 	if s.vrrp != nil {
 		s.vrrp.close()
 	}
@@ -185,7 +217,31 @@ func (s *Supervisor) Reload(ctx context.Context, cfg *config.Config) error {
 	return <-req.result
 }
 
-func (s *Supervisor) reload(cfg *config.Config) error {
+// kubeUpdates wakes when the API source has a new snapshot; nil (never)
+// without a source.
+func (s *Supervisor) kubeUpdates() <-chan struct{} {
+	if s.kube == nil {
+		return nil
+	}
+	return s.kube.src.Updates()
+}
+
+// reload applies a static config (a reload's, or the running one when the
+// cluster changed, why "kubernetes"): expanded with the cluster's members,
+// then planned by every component and committed, or aborted by all.
+func (s *Supervisor) reload(static *config.Config, why string) error {
+	cfg, x := static, kube.Expanded{}
+	if s.kube != nil {
+		if err := s.kube.check(static); err != nil {
+			return fmt.Errorf("reload: kubernetes: %w (nothing applied)", err)
+		}
+		x = s.kube.expand(static)
+		cfg = x.Config
+		if why == "kubernetes" && reflect.DeepEqual(cfg, s.cfg) {
+			s.kube.committed(static, x, why) // nothing vigil uses changed
+			return nil
+		}
+	}
 	changes := make([]component.Change, 0, len(s.order))
 	for _, c := range s.order {
 		ch, err := c.Plan(cfg)
@@ -201,6 +257,13 @@ func (s *Supervisor) reload(cfg *config.Config) error {
 		ch.Commit()
 	}
 	s.cfg = cfg
+	if s.kube != nil {
+		s.kube.committed(static, x, why)
+		if why == "kubernetes" {
+			s.kube.applied.Add(1)
+			return nil // committed logged each change
+		}
+	}
 	s.log.Info("config reloaded", "balancers", len(cfg.Balancers), "checks", len(cfg.Checks))
 	return nil
 }

@@ -186,6 +186,7 @@ func instanceConfig(ic config.Instance, vips []netip.Prefix) vrrp.Config {
 		Priority: uint8(ic.Priority), Interval: ic.AdvertInterval, Preempt: *ic.Preempt,
 		PreemptDelay: ic.PreemptDelay, VIPs: vips, AuthPass: ic.AuthPass,
 		GARPCount: *ic.GARP.Count, GARPInterval: ic.GARP.Interval, GARPRefresh: *ic.GARP.Refresh,
+		PeersLater: ic.UnicastPeersFrom != nil,
 	}
 	for _, p := range ic.UnicastPeers {
 		c.Peers = append(c.Peers, netip.MustParseAddr(p))
@@ -195,6 +196,9 @@ func instanceConfig(ic config.Instance, vips []netip.Prefix) vrrp.Config {
 	}
 	for _, t := range ic.Track.Checks {
 		c.Track = append(c.Track, vrrp.TrackItem{Kind: "check", Name: t.Name, Weight: t.Weight})
+	}
+	for _, t := range ic.Track.Endpoints {
+		c.Track = append(c.Track, vrrp.TrackItem{Kind: "endpoints", Name: t.Service, Weight: t.Weight})
 	}
 	return c
 }
@@ -263,7 +267,9 @@ func peerChanges(old, cfg *config.Config) (map[int][]netip.Addr, error) {
 		if slices.Equal(before, after) {
 			continue
 		}
-		if len(before) == 0 || len(after) == 0 {
+		// Peers from the API may first arrive after a multicast start.
+		firstFromAPI := len(before) == 0 && len(after) > 0 && now.UnicastPeersFrom != nil
+		if (len(before) == 0 || len(after) == 0) && !firstFromAPI {
 			return nil, fmt.Errorf("%s.unicast_peers: %w", at, vrrp.ErrPeerMode)
 		}
 		changed[i] = after
@@ -353,9 +359,10 @@ func (g *vrrpGroup) Run(ctx context.Context) error {
 	return err
 }
 
-// track passes tracked checks' and interfaces' states to the instances
-// until ctx ends. SetTracked ignores what an instance does not track. A
-// check that is no longer known (removed by a reload) holds nothing down.
+// track passes tracked checks', interfaces' and Services' endpoint states
+// to the instances until ctx ends. SetTracked ignores what an instance does
+// not track. A check that is no longer known (removed by a reload), or a
+// Service the API has not told about yet, holds nothing down.
 func (g *vrrpGroup) track(ctx context.Context) {
 	sub := g.store.Subscribe()
 	defer sub.Close()
@@ -367,6 +374,8 @@ func (g *vrrpGroup) track(ctx context.Context) {
 				kind = "check"
 			case health.Interface:
 				kind = "interface"
+			case health.Endpoint:
+				kind = "endpoints"
 			default:
 				continue
 			}

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vigil-lb/vigil/internal/clock"
@@ -49,8 +50,13 @@ type Config struct {
 	PreemptDelay time.Duration
 	VIPs         []netip.Prefix
 	// Peers are the unicast peers at start; SetPeers changes them. None
-	// means multicast, for the instance's whole life.
-	Peers        []netip.Addr
+	// means multicast, for the instance's whole life unless PeersLater.
+	Peers []netip.Addr
+	// PeersLater: the peers come from the Kubernetes API and may be unknown
+	// at start (no API, no state file). Such an instance starts multicast,
+	// its best guess, and the first set of peers switches it to unicast,
+	// once; it never goes back (an empty set is never applied).
+	PeersLater   bool
 	AuthPass     string
 	GARPCount    int
 	GARPInterval time.Duration
@@ -107,9 +113,9 @@ type Instance struct {
 	ann    Announcer
 	expect Expect
 	vips   []netip.Addr
-	// unicast is fixed at NewInstance: SetPeers changes the peers, never
-	// the mode.
-	unicast bool
+	// unicast is set at NewInstance: SetPeers changes the peers, and the
+	// mode only from multicast to unicast with Config.PeersLater.
+	unicast atomic.Bool
 	m       *Machine
 	clock   clock.Clock
 
@@ -210,7 +216,7 @@ func NewInstance(cfg Config, tx Sender, addrs Addresses, ann Announcer, log *slo
 	}
 	slices.SortFunc(in.vips, netip.Addr.Compare)
 	in.vips = slices.Compact(in.vips)
-	in.unicast = len(cfg.Peers) > 0
+	in.unicast.Store(len(cfg.Peers) > 0)
 	in.expect = Expect{Version: cfg.Version, VRID: cfg.VRID, Interval: cfg.Interval,
 		VIPs: in.vips, Peers: normalPeers(cfg.Peers), Local: tx.Local()}
 	if cfg.AuthPass != "" {
@@ -293,11 +299,16 @@ var ErrPeerMode = errors.New("switching between multicast and unicast needs a re
 // and takes over after the master-down interval, as if it had gone quiet.
 // The order and repeats of peers do not matter. It never blocks: Run
 // applies the latest set. It fails, changing nothing, for an empty set on a
-// unicast instance or any set on a multicast one (ErrPeerMode), and for a
-// peer that is not an address of the VIPs' family.
+// unicast instance or any set on a multicast one (ErrPeerMode) unless
+// Config.PeersLater, and for a peer that is not an address of the VIPs'
+// family.
 func (in *Instance) SetPeers(peers []netip.Addr) error {
-	if (len(peers) > 0) != in.unicast {
+	unicast := in.unicast.Load()
+	switch {
+	case len(peers) == 0 && unicast, len(peers) > 0 && !unicast && !in.cfg.PeersLater:
 		return fmt.Errorf("vrrp %s: %w", in.cfg.Name, ErrPeerMode)
+	case len(peers) == 0:
+		return nil
 	}
 	for _, p := range peers {
 		if !p.IsValid() || p.Is4() != in.vips[0].Is4() || p.Is4In6() {
@@ -305,6 +316,7 @@ func (in *Instance) SetPeers(peers []netip.Addr) error {
 		}
 	}
 	ps := normalPeers(peers)
+	in.unicast.Store(true)
 	in.pending.mu.Lock()
 	in.pending.peers = &ps
 	in.pending.mu.Unlock()

@@ -1,0 +1,244 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vigil-lb/vigil/internal/api"
+	"github.com/vigil-lb/vigil/internal/component"
+	"github.com/vigil-lb/vigil/internal/config"
+	"github.com/vigil-lb/vigil/internal/health"
+	"github.com/vigil-lb/vigil/internal/kube"
+	"github.com/vigil-lb/vigil/internal/redirect"
+)
+
+// kubeStartWait is how long a start waits for the API before it uses the
+// state file: long enough for the kubeconfig's server to time out and a
+// fallback server to answer, short enough that VRRP is not held back long.
+const kubeStartWait = 5 * time.Second
+
+// members is the Kubernetes source of membership: it holds the static
+// config and the last snapshot, and turns them into the effective config
+// that every component plans from. The API is a source of membership only:
+// its informers keep their last objects while it is down, and a snapshot is
+// only taken from synced informers, so an outage changes nothing.
+type members struct {
+	src   *kube.Source
+	stop  context.CancelFunc // ends the informers
+	store *health.Store
+	log   *slog.Logger
+
+	static *config.Config // the config as written (supervisor goroutine only)
+	snap   kube.Snapshot
+	origin kube.Origin
+
+	mu      sync.Mutex
+	last    kube.Expanded // the expansion in force
+	applied atomic.Uint64
+}
+
+// newMembers starts the informers and waits up to kubeStartWait for a
+// first read of the API, else takes the state file's snapshot.
+func newMembers(static *config.Config, store *health.Store, log *slog.Logger) (*members, error) {
+	log = log.With("component", "kubernetes")
+	o := kube.Options{Services: watchedServices(static), WatchNodes: watchesNodes(static), Log: log}
+	if k := static.Kubernetes; k != nil {
+		o.Kubeconfig, o.FallbackServers, o.StateFile = k.Kubeconfig, k.FallbackServers, k.StateFile
+	}
+	src, err := kube.NewSource(o)
+	if err != nil {
+		return nil, err
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	m := &members{src: src, stop: stop, store: store, log: log, static: static}
+	m.snap, m.origin = src.Start(ctx, kubeStartWait)
+	st := src.Status()
+	log.Info("cluster members read", "origin", m.origin, "server", st.Server, "nodes", len(m.snap.Nodes),
+		"endpoint_slices", len(m.snap.Slices), "err", st.LastError)
+	m.last = kube.Expand(static, &m.snap, nil)
+	m.logNotes(m.last)
+	m.publishTracks()
+	return m, nil
+}
+
+// Name, Run and Plan make members the component that owns the informers:
+// started first and stopped last, so the API is read as long as anything
+// runs. Plan refuses what needs new informers; the expansion itself happens
+// in Supervisor.reload, before any component plans.
+func (m *members) Name() string { return "kubernetes" }
+
+func (m *members) Run(ctx context.Context) error {
+	<-ctx.Done()
+	m.stop()
+	return nil
+}
+
+func (m *members) Plan(cfg *config.Config) (component.Change, error) { return component.None{}, nil }
+
+// check refuses a static config whose reading of the cluster differs: the
+// informers are built at start.
+func (m *members) check(static *config.Config) error {
+	switch {
+	case !reflect.DeepEqual(static.Kubernetes, m.static.Kubernetes):
+		return errors.New("the kubernetes section changed: it needs a restart")
+	case !slices.Equal(watchedServices(static), watchedServices(m.static)):
+		return errors.New("the Services named by backends_from.endpoints or track.endpoints changed: watching others needs a restart")
+	case watchesNodes(static) && !watchesNodes(m.static):
+		return errors.New("backends_from.nodes or unicast_peers_from is new: watching Nodes needs a restart")
+	}
+	return nil
+}
+
+// expand is the effective config of static with the current snapshot.
+func (m *members) expand(static *config.Config) kube.Expanded {
+	m.mu.Lock()
+	prev := m.last.Peers
+	m.mu.Unlock()
+	return kube.Expand(static, &m.snap, prev)
+}
+
+// committed records an expansion that every component has applied.
+func (m *members) committed(static *config.Config, x kube.Expanded, why string) {
+	m.mu.Lock()
+	old := m.last
+	m.last = x
+	m.mu.Unlock()
+	m.static = static
+	for _, line := range kube.Diff(old, x) {
+		m.log.Info("member change applied", "why", why, "change", line)
+	}
+	m.logNotes(x)
+}
+
+func (m *members) logNotes(x kube.Expanded) {
+	for _, n := range x.Notes {
+		m.log.Warn(n)
+	}
+}
+
+// update takes the source's latest snapshot; false when there is none
+// (not synced: nothing changes).
+func (m *members) update() bool {
+	snap, ok := m.src.Latest()
+	if !ok {
+		return false
+	}
+	m.snap, m.origin = snap, kube.OriginAPI
+	m.publishTracks()
+	return true
+}
+
+// publishTracks writes, for every Service a track.endpoints names, whether
+// this node has a ready endpoint of it.
+func (m *members) publishTracks() {
+	for svc, up := range kube.EndpointTracks(m.static, &m.snap) {
+		reason := "no ready endpoint on this node"
+		if up {
+			reason = "a ready endpoint on this node"
+		}
+		m.store.Set(health.EndpointKey(svc.String()), health.State{Up: up, Reason: reason})
+	}
+}
+
+// origins returns where each backend of balancer came from.
+func (m *members) origins(balancer string) map[string]string {
+	if m == nil {
+		return nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.last.Origins[balancer]
+}
+
+// status is the source's part of a snapshot.
+func (m *members) status() *api.Kubernetes {
+	st := m.src.Status()
+	m.mu.Lock()
+	notes := slices.Clone(m.last.Notes)
+	m.mu.Unlock()
+	return &api.Kubernetes{Server: st.Server, WatchUp: st.WatchUp, Synced: st.Synced, Origin: string(st.Origin),
+		Nodes: st.Nodes, Slices: st.Slices, LastSync: st.LastSync, LastError: st.LastError,
+		StateFileError: st.StateFileError, ChangesApplied: m.applied.Load(), Notes: notes}
+}
+
+// watchedServices lists, sorted, the Services whose EndpointSlices the
+// config reads.
+func watchedServices(c *config.Config) []kube.ServiceRef {
+	var out []kube.ServiceRef
+	add := func(s string) {
+		if r, ok := kube.ParseServiceRef(s); ok && !slices.Contains(out, r) {
+			out = append(out, r)
+		}
+	}
+	for _, b := range c.Balancers {
+		if b.BackendsFrom != nil && b.BackendsFrom.Endpoints != nil {
+			add(b.BackendsFrom.Endpoints.Service)
+		}
+	}
+	for _, in := range c.VRRP.Instances {
+		for _, t := range in.Track.Endpoints {
+			add(t.Service)
+		}
+	}
+	for _, p := range c.VRRP.Pools {
+		for _, t := range p.Track.Endpoints {
+			add(t.Service)
+		}
+	}
+	slices.SortFunc(out, func(a, b kube.ServiceRef) int { return strings.Compare(a.String(), b.String()) })
+	return out
+}
+
+// watchesNodes reports whether the config reads Nodes.
+func watchesNodes(c *config.Config) bool {
+	for _, b := range c.Balancers {
+		if b.BackendsFrom != nil && b.BackendsFrom.Nodes != nil {
+			return true
+		}
+	}
+	for _, in := range c.VRRP.Instances {
+		if in.UnicastPeersFrom != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// redirectRules are the DNATs of every balancer's redirect_from: each
+// listen address, from the port clients use to the balancer's.
+func redirectRules(c *config.Config) []redirect.Rule {
+	var out []redirect.Rule
+	for _, b := range c.Balancers {
+		if b.RedirectFrom == 0 {
+			continue
+		}
+		for _, l := range b.Listen {
+			ap, err := config.ParseListen(l)
+			if err != nil || ap.Addr().IsUnspecified() {
+				continue // validation refuses both
+			}
+			out = append(out, redirect.Rule{Balancer: b.Name, VIP: ap.Addr(), From: uint16(b.RedirectFrom), To: ap.Port()})
+		}
+	}
+	return out
+}
+
+// redirectStatus is the redirect component's part of a snapshot.
+func redirectStatus(r *redirect.Redirect) []api.Redirect {
+	var out []api.Redirect
+	for _, st := range r.Status() {
+		out = append(out, api.Redirect{Balancer: st.Rule.Balancer,
+			From:      netip.AddrPortFrom(st.Rule.VIP, st.Rule.From).String(),
+			To:        netip.AddrPortFrom(st.Rule.VIP, st.Rule.To).String(),
+			Installed: st.Installed, Reason: st.Reason})
+	}
+	return out
+}
