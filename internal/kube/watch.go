@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"reflect"
 	"slices"
@@ -21,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
+	utilnet "k8s.io/apimachinery/pkg/util/net"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -203,9 +205,14 @@ func (s *Source) add(what string, example runtime.Object,
 		},
 		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
 			wi, err := watchFn(ctx, opts)
-			if err != nil && opts.SendInitialEvents != nil && *opts.SendInitialEvents {
-				// A streaming list; the reflector falls back to a plain
-				// list at once, whose result is the one to report.
+			if opts.SendInitialEvents != nil && *opts.SendInitialEvents {
+				// A streaming list. The reflector retries it when the
+				// server is unreachable or busy, and otherwise falls back
+				// to a plain list at once, whose result is the one to
+				// report (reporting both would log two texts per retry).
+				if err == nil || utilnet.IsConnectionRefused(err) || apierrors.IsTooManyRequests(err) {
+					w.result(ctx, "list", err)
+				}
 				return wi, err
 			}
 			w.result(ctx, "watch", err)
@@ -286,7 +293,7 @@ func (w *watched) state() (up bool, text string) {
 }
 
 // describe says what went wrong in a call, the API's reason first:
-// "forbidden: nodes is forbidden: User ...".
+// "forbidden: nodes is forbidden: User ...", or the transport's error.
 func describe(err error) string {
 	var st apierrors.APIStatus
 	if errors.As(err, &st) {
@@ -299,6 +306,12 @@ func describe(err error) string {
 			return reason
 		}
 		return reason + ": " + s.Message
+	}
+	// The URL names the resource again and carries a random watch
+	// timeout, which would make every retry a new text (and log line).
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err.Error()
 	}
 	return err.Error()
 }

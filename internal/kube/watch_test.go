@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -365,5 +367,24 @@ func TestNewSourceErrors(t *testing.T) {
 	}
 	if _, err := newSource(Options{Services: []ServiceRef{{"ns", "Not_A_Label!"}}}, fake.NewClientset(), nil); err == nil || !strings.Contains(err.Error(), "ns/[Not_A_Label!]") {
 		t.Errorf("bad service name: %v", err)
+	}
+}
+
+func TestDescribe(t *testing.T) {
+	forbidden := apierrors.NewForbidden(schema.GroupResource{Resource: "nodes"}, "", errors.New("no"))
+	tests := []struct {
+		err  error
+		want string
+	}{
+		{forbidden, "forbidden: nodes is forbidden: no"},
+		{fmt.Errorf("failed to list *v1.Node: %w", forbidden), "forbidden: nodes is forbidden: no"},
+		{&url.Error{Op: "Get", URL: "https://127.0.0.1:6443/api/v1/nodes?timeoutSeconds=417&watch=true", Err: errors.New("dial tcp 127.0.0.1:6443: connect: connection refused")},
+			"dial tcp 127.0.0.1:6443: connect: connection refused"},
+		{errors.New("very short watch"), "very short watch"},
+	}
+	for _, tt := range tests {
+		if got := describe(tt.err); got != tt.want {
+			t.Errorf("describe(%v) = %q, want %q", tt.err, got, tt.want)
+		}
 	}
 }
