@@ -48,7 +48,8 @@ const DefaultCoalesce = 50 * time.Millisecond
 // LAN, short enough that a dead VIP does not stall every reconnect.
 const PrimaryDialTimeout = time.Second
 
-// fallbackDialTimeout bounds the dial of each fallback server.
+// fallbackDialTimeout bounds the dial of each fallback server, and of the
+// kubeconfig's server when there are none.
 const fallbackDialTimeout = 5 * time.Second
 
 // errNoKubeconfig is returned when no way to reach the API is configured.
@@ -192,7 +193,7 @@ func (d *fallbackDialer) DialContext(ctx context.Context, network, address strin
 	}
 	timeout := d.timeout
 	if len(d.fallbacks) == 0 {
-		timeout = 0 // nothing to fall back to: let the context decide
+		timeout = fallbackDialTimeout // nothing to fall back to: no hurry
 	}
 	c, err := try(d.primary, timeout)
 	if err == nil {

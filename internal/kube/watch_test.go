@@ -26,6 +26,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+
+	"go.uber.org/goleak"
 )
 
 // These tests run the Source's real informers over client-go's fake
@@ -387,4 +389,21 @@ func TestDescribe(t *testing.T) {
 			t.Errorf("describe(%v) = %q, want %q", tt.err, got, tt.want)
 		}
 	}
+}
+
+// Cancelling Start's context stops every goroutine the Source started.
+func TestSourceStopsWithContext(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	ctx, cancel := context.WithCancel(context.Background())
+	client := fake.NewClientset(apiNode("n1", true, "10.0.0.1"),
+		&discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web-a", Labels: map[string]string{discoveryv1.LabelServiceName: "web"}}, AddressType: discoveryv1.AddressTypeIPv4})
+	s, err := newSource(Options{WatchNodes: true, Services: []ServiceRef{{"ns", "web"}}}, client, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap, origin := s.Start(ctx, testTimeout); origin != OriginAPI || len(snap.Nodes) != 1 || len(snap.Slices) != 1 {
+		t.Fatalf("Start: %s %+v", origin, snap)
+	}
+	waitFor(t, "the watches", func() bool { return s.Status().WatchUp })
+	cancel()
 }
