@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/url"
 	"os"
 	"reflect"
@@ -161,14 +162,7 @@ func newSource(o Options, client kubernetes.Interface, dialer *fallbackDialer) (
 			byNS[svc.Namespace] = append(byNS[svc.Namespace], svc.Name)
 		}
 	}
-	namespaces := slices.Sorted(func(yield func(string) bool) {
-		for ns := range byNS {
-			if !yield(ns) {
-				return
-			}
-		}
-	})
-	for _, ns := range namespaces {
+	for _, ns := range slices.Sorted(maps.Keys(byNS)) {
 		names := byNS[ns]
 		slices.Sort(names)
 		req, err := labels.NewRequirement(discoveryv1.LabelServiceName, selection.In, names)
@@ -200,7 +194,7 @@ func (s *Source) add(what string, example runtime.Object,
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
 			obj, err := list(ctx, opts)
-			w.result(ctx, "list", err)
+			w.result(ctx, "list", err, false)
 			return obj, err
 		},
 		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
@@ -211,11 +205,11 @@ func (s *Source) add(what string, example runtime.Object,
 				// to a plain list at once, whose result is the one to
 				// report (reporting both would log two texts per retry).
 				if err == nil || utilnet.IsConnectionRefused(err) || apierrors.IsTooManyRequests(err) {
-					w.result(ctx, "list", err)
+					w.result(ctx, "list", err, true)
 				}
 				return wi, err
 			}
-			w.result(ctx, "watch", err)
+			w.result(ctx, "watch", err, true)
 			return wi, err
 		},
 	}
@@ -244,8 +238,10 @@ func stripManagedFields(obj any) (any, error) {
 	return obj, nil
 }
 
-// result records how a list or watch call went.
-func (w *watched) result(ctx context.Context, verb string, err error) {
+// result records how a list or watch call went. Only an open watch
+// (watching says the call opens one) marks w up: were a plain list enough,
+// rights to list without rights to watch would log twice per retry.
+func (w *watched) result(ctx context.Context, verb string, err error, watching bool) {
 	if err != nil && ctx.Err() != nil {
 		return // shutting down
 	}
@@ -253,6 +249,9 @@ func (w *watched) result(ctx context.Context, verb string, err error) {
 	defer w.mu.Unlock()
 	w.lastErr = err
 	if err == nil {
+		if !watching {
+			return
+		}
 		if w.text != "" {
 			w.log.Info("kubernetes watch up", "resource", w.what, "after", w.text)
 		}

@@ -24,6 +24,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
@@ -406,4 +407,33 @@ func TestSourceStopsWithContext(t *testing.T) {
 	}
 	waitFor(t, "the watches", func() bool { return s.Status().WatchUp })
 	cancel()
+}
+
+// Rights to list without rights to watch: the list's snapshot is served,
+// the watch shows as down, and the retries log once.
+func TestSourceWatchForbidden(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	client := fake.NewClientset(apiNode("n1", true, "10.0.0.1"))
+	var watches atomic.Int64
+	client.PrependWatchReactor("nodes", func(k8stesting.Action) (bool, watch.Interface, error) {
+		watches.Add(1)
+		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "nodes"}, "", errors.New(`User "vigil-test" cannot watch resource "nodes"`))
+	})
+	var logs logBuffer
+	s, err := newSource(Options{WatchNodes: true, Log: logs.logger()}, client, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap, origin := s.Start(ctx, testTimeout); origin != OriginAPI || len(snap.Nodes) != 1 {
+		t.Fatalf("Start: %s %+v, want the list's node", origin, snap)
+	}
+	waitFor(t, "a retry of the watch", func() bool { return watches.Load() >= 2 })
+	st := s.Status()
+	if st.WatchUp || !strings.HasPrefix(st.LastError, "watch nodes: forbidden: ") {
+		t.Errorf("status: %+v, want the watch down and forbidden", st)
+	}
+	if n := logs.count("kubernetes watch"); n != 1 {
+		t.Errorf("%d log lines over %d watch attempts, want 1:\n%s", n, watches.Load(), logs.buf.String())
+	}
 }
