@@ -2,6 +2,7 @@ package kube
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"path/filepath"
 	"reflect"
@@ -71,17 +72,23 @@ func TestAPINodesFollowed(t *testing.T) {
 	}
 }
 
+var namespaces int
+
 func TestAPIEndpointSlices(t *testing.T) {
 	env := kubetest.Shared(t)
 	admin := env.Admin(t)
-	kubetest.CreateNamespace(t, admin, "api-slices")
+	// Namespaces are never deleted here (no namespace controller runs):
+	// a name of its own for each run of the test.
+	namespaces++
+	ns := fmt.Sprintf("api-slices-%d", namespaces)
+	kubetest.CreateNamespace(t, admin, ns)
 	ep := func(a string, ready bool) kubetest.Endpoint {
 		return kubetest.Endpoint{Address: netip.MustParseAddr(a), Node: "w-1", Ready: ready}
 	}
-	kubetest.ApplySlice(t, admin, kubetest.Slice("api-slices", "web-1", "web", "https", 8443, ep("10.128.0.1", true), ep("10.128.0.2", false)))
-	kubetest.ApplySlice(t, admin, kubetest.Slice("api-slices", "other-1", "other", "https", 8443, ep("10.128.0.9", true)))
+	kubetest.ApplySlice(t, admin, kubetest.Slice(ns, "web-1", "web", "https", 8443, ep("10.128.0.1", true), ep("10.128.0.2", false)))
+	kubetest.ApplySlice(t, admin, kubetest.Slice(ns, "other-1", "other", "https", 8443, ep("10.128.0.9", true)))
 
-	web := ServiceRef{"api-slices", "web"}
+	web := ServiceRef{ns, "web"}
 	s, snap, origin := startSource(t, Options{Kubeconfig: env.Kubeconfig(t, "", env.AdminToken), Services: []ServiceRef{web}}, testTimeout)
 	if origin != OriginAPI {
 		t.Fatalf("origin %s, status %+v", origin, s.Status())
@@ -92,7 +99,7 @@ func TestAPIEndpointSlices(t *testing.T) {
 	if eps := snap.ReadyEndpoints(web, "https"); len(eps) != 1 || eps[0].Address != netip.MustParseAddrPort("10.128.0.1:8443") {
 		t.Errorf("ready endpoints %v", eps)
 	}
-	kubetest.ApplySlice(t, admin, kubetest.Slice("api-slices", "web-1", "web", "https", 8443, ep("10.128.0.1", false), ep("10.128.0.2", true)))
+	kubetest.ApplySlice(t, admin, kubetest.Slice(ns, "web-1", "web", "https", 8443, ep("10.128.0.1", false), ep("10.128.0.2", true)))
 	snap = waitSnapshot(t, s, "10.128.0.2 ready", func(s Snapshot) bool {
 		eps := s.ReadyEndpoints(web, "https")
 		return len(eps) == 1 && eps[0].Address.Addr() == netip.MustParseAddr("10.128.0.2")
