@@ -150,6 +150,10 @@ func hostPort(server string) (string, error) {
 // because the apiserver (OpenShift's in particular) picks its serving
 // certificate by SNI, which stays api-int. Rewriting rest.Config.Host
 // instead would change the SNI and fail verification.
+//
+// Every new connection tries the kubeconfig's server first; a connection
+// to a fallback server is kept (HTTP/2 multiplexes the watches over it)
+// until it breaks, so vigil returns to the VIP on the next reconnect.
 type fallbackDialer struct {
 	primary   string   // host:port of the kubeconfig's server
 	fallbacks []string // host:port of each fallback server, in order
