@@ -48,7 +48,8 @@ const DefaultCoalesce = 50 * time.Millisecond
 // LAN, short enough that a dead VIP does not stall every reconnect.
 const PrimaryDialTimeout = time.Second
 
-// fallbackDialTimeout bounds the dial of each fallback server.
+// fallbackDialTimeout bounds the dial of each fallback server, and of the
+// kubeconfig's server when there are none.
 const fallbackDialTimeout = 5 * time.Second
 
 // errNoKubeconfig is returned when no way to reach the API is configured.
@@ -149,6 +150,10 @@ func hostPort(server string) (string, error) {
 // because the apiserver (OpenShift's in particular) picks its serving
 // certificate by SNI, which stays api-int. Rewriting rest.Config.Host
 // instead would change the SNI and fail verification.
+//
+// Every new connection tries the kubeconfig's server first; a connection
+// to a fallback server is kept (HTTP/2 multiplexes the watches over it)
+// until it breaks, so vigil returns to the VIP on the next reconnect.
 type fallbackDialer struct {
 	primary   string   // host:port of the kubeconfig's server
 	fallbacks []string // host:port of each fallback server, in order
@@ -192,7 +197,7 @@ func (d *fallbackDialer) DialContext(ctx context.Context, network, address strin
 	}
 	timeout := d.timeout
 	if len(d.fallbacks) == 0 {
-		timeout = 0 // nothing to fall back to: let the context decide
+		timeout = fallbackDialTimeout // nothing to fall back to: no hurry
 	}
 	c, err := try(d.primary, timeout)
 	if err == nil {

@@ -2,6 +2,7 @@ package kube
 
 import (
 	"bytes"
+	"flag"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -9,6 +10,8 @@ import (
 	"strings"
 	"testing"
 )
+
+var update = flag.Bool("update", false, "rewrite golden files")
 
 func sampleSnapshot() Snapshot {
 	return Snapshot{
@@ -166,6 +169,9 @@ func FuzzReadState(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(good)
+	if golden, err := os.ReadFile(filepath.Join("testdata", "state-v1.json")); err == nil {
+		f.Add(golden)
+	}
 	f.Add([]byte(`{"version":1}`))
 	f.Add([]byte(`{"version":1,"nodes":[{"name":"a","labels":{},"addresses":[{"type":"x","address":"fe80::1%eth0"}]}]}`))
 	f.Add([]byte(`{"version":1,"slices":[{"namespace":"n","name":"s","ports":[{"port":1}],"endpoints":[{"addresses":["::ffff:1.2.3.4"]}]}]}`))
@@ -193,4 +199,30 @@ func FuzzReadState(f *testing.F) {
 		}
 		_ = s2.ReadyEndpoints(ServiceRef{"n", "s"}, "1")
 	})
+}
+
+// The format is a contract with the next version of vigil, which reads
+// the file this one wrote: testdata/state-v1.json is what v1 writes.
+func TestStateGolden(t *testing.T) {
+	golden := filepath.Join("testdata", "state-v1.json")
+	got, err := marshalState(sampleSnapshot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *update {
+		if err := os.WriteFile(golden, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("state file format changed (go test -run TestStateGolden -update rewrites %s):\n%s", golden, got)
+	}
+	snap, err := ReadState(want)
+	if err != nil || !reflect.DeepEqual(snap, sampleSnapshot()) {
+		t.Errorf("golden file reads as %+v, %v", snap, err)
+	}
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"net/url"
 	"os"
 	"reflect"
 	"slices"
@@ -21,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
+	utilnet "k8s.io/apimachinery/pkg/util/net"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -159,14 +162,7 @@ func newSource(o Options, client kubernetes.Interface, dialer *fallbackDialer) (
 			byNS[svc.Namespace] = append(byNS[svc.Namespace], svc.Name)
 		}
 	}
-	namespaces := slices.Sorted(func(yield func(string) bool) {
-		for ns := range byNS {
-			if !yield(ns) {
-				return
-			}
-		}
-	})
-	for _, ns := range namespaces {
+	for _, ns := range slices.Sorted(maps.Keys(byNS)) {
 		names := byNS[ns]
 		slices.Sort(names)
 		req, err := labels.NewRequirement(discoveryv1.LabelServiceName, selection.In, names)
@@ -198,17 +194,22 @@ func (s *Source) add(what string, example runtime.Object,
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
 			obj, err := list(ctx, opts)
-			w.result(ctx, "list", err)
+			w.result(ctx, "list", err, false)
 			return obj, err
 		},
 		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
 			wi, err := watchFn(ctx, opts)
-			if err != nil && opts.SendInitialEvents != nil && *opts.SendInitialEvents {
-				// A streaming list; the reflector falls back to a plain
-				// list at once, whose result is the one to report.
+			if opts.SendInitialEvents != nil && *opts.SendInitialEvents {
+				// A streaming list. The reflector retries it when the
+				// server is unreachable or busy, and otherwise falls back
+				// to a plain list at once, whose result is the one to
+				// report (reporting both would log two texts per retry).
+				if err == nil || utilnet.IsConnectionRefused(err) || apierrors.IsTooManyRequests(err) {
+					w.result(ctx, "list", err, true)
+				}
 				return wi, err
 			}
-			w.result(ctx, "watch", err)
+			w.result(ctx, "watch", err, true)
 			return wi, err
 		},
 	}
@@ -237,8 +238,10 @@ func stripManagedFields(obj any) (any, error) {
 	return obj, nil
 }
 
-// result records how a list or watch call went.
-func (w *watched) result(ctx context.Context, verb string, err error) {
+// result records how a list or watch call went. Only an open watch
+// (watching says the call opens one) marks w up: were a plain list enough,
+// rights to list without rights to watch would log twice per retry.
+func (w *watched) result(ctx context.Context, verb string, err error, watching bool) {
 	if err != nil && ctx.Err() != nil {
 		return // shutting down
 	}
@@ -246,6 +249,9 @@ func (w *watched) result(ctx context.Context, verb string, err error) {
 	defer w.mu.Unlock()
 	w.lastErr = err
 	if err == nil {
+		if !watching {
+			return
+		}
 		if w.text != "" {
 			w.log.Info("kubernetes watch up", "resource", w.what, "after", w.text)
 		}
@@ -286,7 +292,7 @@ func (w *watched) state() (up bool, text string) {
 }
 
 // describe says what went wrong in a call, the API's reason first:
-// "forbidden: nodes is forbidden: User ...".
+// "forbidden: nodes is forbidden: User ...", or the transport's error.
 func describe(err error) string {
 	var st apierrors.APIStatus
 	if errors.As(err, &st) {
@@ -299,6 +305,12 @@ func describe(err error) string {
 			return reason
 		}
 		return reason + ": " + s.Message
+	}
+	// The URL names the resource again and carries a random watch
+	// timeout, which would make every retry a new text (and log line).
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err.Error()
 	}
 	return err.Error()
 }
