@@ -25,6 +25,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // Base starts every namespace name netlab creates; the pid of the creating
@@ -160,7 +161,36 @@ func (l *Lab) AddHost(name string, addrs ...netip.Prefix) (*Host, error) {
 			return nil, err
 		}
 	}
+	if err := waitNotTentative(hh); err != nil {
+		return nil, fmt.Errorf("netlab: %s: %w", name, err)
+	}
 	return h, nil
+}
+
+// waitNotTentative waits until no IPv6 address is tentative: without DAD
+// an address still is, briefly, after its link comes up, and cannot be
+// bound until the kernel's work queue has run.
+func waitNotTentative(hh *netlink.Handle) error {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		addrs, err := hh.AddrList(nil, netlink.FAMILY_V6)
+		if err != nil {
+			return fmt.Errorf("list addresses: %w", err)
+		}
+		tentative := ""
+		for _, a := range addrs {
+			if a.Flags&unix.IFA_F_TENTATIVE != 0 {
+				tentative = a.IPNet.String()
+			}
+		}
+		if tentative == "" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("address %s still tentative after 5s", tentative)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // Plug gives a host of another lab a second interface, ifname, on this
@@ -220,7 +250,10 @@ func (h *Host) bringUp(ifname string, addrs []netip.Prefix) error {
 				return fmt.Errorf("netlab: address %s on %s %s: %w", a, h.Name, ifname, err)
 			}
 		}
-		return hh.LinkSetUp(lk)
+		if err := hh.LinkSetUp(lk); err != nil {
+			return err
+		}
+		return waitNotTentative(hh)
 	})
 }
 

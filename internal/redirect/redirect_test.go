@@ -82,6 +82,19 @@ func start(t *testing.T, r *Redirect) (stop func() error) {
 	return stop
 }
 
+// statusOnce returns the status line once ok holds, or after 5 s: the
+// fake kernel reports a call before the component has recorded its result.
+func statusOnce(r *Redirect, ok func(string) bool) string {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s := statusLine(r)
+		if ok(s) || time.Now().After(deadline) {
+			return s
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func statusLine(r *Redirect) string {
 	var b strings.Builder
 	for _, s := range r.Status() {
@@ -111,7 +124,9 @@ func TestFollowsBalancerHealth(t *testing.T) {
 	stop := start(t, r)
 	k.expect(t, "remove")
 	k.expect(t, "sync 192.0.2.10:6443 [2001:db8::10]:6443")
-	if got, want := statusLine(r), "192.0.2.10:6443=on 192.0.2.11:443=off(balancer state unknown) [2001:db8::10]:6443=on"; got != want {
+	if got, want := statusOnce(r, func(s string) bool {
+		return s == "192.0.2.10:6443=on 192.0.2.11:443=off(balancer state unknown) [2001:db8::10]:6443=on"
+	}), "192.0.2.10:6443=on 192.0.2.11:443=off(balancer state unknown) [2001:db8::10]:6443=on"; got != want {
 		t.Fatalf("status %s, want %s", got, want)
 	}
 
@@ -125,7 +140,9 @@ func TestFollowsBalancerHealth(t *testing.T) {
 	store.Set(health.CheckKey("api"), health.State{Up: true})
 	store.Delete(health.BalancerKey("ingress"))
 	k.expect(t, "sync")
-	if got, want := statusLine(r), "192.0.2.10:6443=off(balancer down: other) 192.0.2.11:443=off(balancer state unknown) [2001:db8::10]:6443=off(balancer down: other)"; got != want {
+	if got, want := statusOnce(r, func(s string) bool {
+		return s == "192.0.2.10:6443=off(balancer down: other) 192.0.2.11:443=off(balancer state unknown) [2001:db8::10]:6443=off(balancer down: other)"
+	}), "192.0.2.10:6443=off(balancer down: other) 192.0.2.11:443=off(balancer state unknown) [2001:db8::10]:6443=off(balancer down: other)"; got != want {
 		t.Fatalf("status %s, want %s", got, want)
 	}
 
@@ -153,7 +170,7 @@ func TestFollowsBalancerHealth(t *testing.T) {
 		t.Fatal(err)
 	}
 	k.expect(t, "remove")
-	if got, want := statusLine(r), "192.0.2.10:6443=off"; got != want {
+	if got, want := statusOnce(r, func(s string) bool { return s == "192.0.2.10:6443=off" }), "192.0.2.10:6443=off"; got != want {
 		t.Fatalf("status after shutdown %s, want %s", got, want)
 	}
 	select {
@@ -181,13 +198,15 @@ func TestRetryAndResync(t *testing.T) {
 	if !clk.BlockUntil(2) { // the resync ticker and the retry timer
 		t.Fatal("no retry timer")
 	}
-	if got := statusLine(r); !strings.Contains(got, "=on(balancer down (still installed: redirect: install 0 rules: ENOBUFS))") {
+	if got := statusOnce(r, func(s string) bool {
+		return strings.Contains(s, "=on(balancer down (still installed: redirect: install 0 rules: ENOBUFS))")
+	}); !strings.Contains(got, "=on(balancer down (still installed: redirect: install 0 rules: ENOBUFS))") {
 		t.Fatalf("status after a failure: %s", got)
 	}
 	k.setFail(nil)
 	clk.Advance(retryInterval)
 	k.expect(t, "sync")
-	if got, want := statusLine(r), "192.0.2.10:6443=off(balancer down)"; got != want {
+	if got, want := statusOnce(r, func(s string) bool { return s == "192.0.2.10:6443=off(balancer down)" }), "192.0.2.10:6443=off(balancer down)"; got != want {
 		t.Fatalf("status %s, want %s", got, want)
 	}
 	clk.Advance(resyncInterval)
