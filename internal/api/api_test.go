@@ -38,8 +38,8 @@ func sample() Snapshot {
 		Checks: []Check{{Name: "api-readyz", Up: true, LastProbe: t0.Add(-time.Second), Latency: 2300 * time.Microsecond, Probes: 1800},
 			{Name: "balancer/api/10.0.0.12:6443", Up: false, LastProbe: t0, LastError: "tcp 10.0.0.12:6443: connection refused", Latency: 400 * time.Microsecond, Probes: 1800, Failures: 4}},
 		Balancers: []Balancer{{Name: "api", Listen: []string{"192.0.2.10:9445"}, Algorithm: "roundrobin", Active: 3, Accepted: 5120, Refused: 0, NoBackend: 1,
-			Backends: []Backend{{Address: "10.0.0.11:6443", Up: true, Weight: 1, Active: 3, Connections: 4000, BytesIn: 1 << 20, BytesOut: 9 << 20},
-				{Address: "10.0.0.12:6443", Up: false, Weight: 1, Connections: 1120, ConnectErrors: 2}}},
+			Backends: []Backend{{Address: "10.0.0.11:6443", Up: true, Weight: 1, Active: 3, Connections: 4000, BytesIn: 1 << 20, BytesOut: 9 << 20, Source: "node m1"},
+				{Address: "10.0.0.12:6443", Up: false, Weight: 1, Connections: 1120, ConnectErrors: 2, Source: "static"}}},
 			{Name: "web", Mode: "dsr", XDPMode: "native", Listen: []string{"192.0.2.20:80"}, Algorithm: "maglev", Packets: 9000, Bytes: 5400000,
 				Backends: []Backend{{Address: "10.0.0.21:80", Up: true, Weight: 1, Packets: 4600, BytesIn: 2760000},
 					{Address: "10.0.0.22:80", Up: true, Weight: 1, Packets: 4400, BytesIn: 2640000}}},
@@ -50,6 +50,10 @@ func sample() Snapshot {
 		BGP: &BGP{Sessions: []BGPSession{{Neighbor: "10.0.0.254", ASN: 64500, State: "established", Since: t0.Add(-time.Hour)},
 			{Neighbor: "10.0.0.253", ASN: 64501, State: "idle", LastError: "bad peer as", Failures: 3, RetryAt: t0.Add(15 * time.Second)}},
 			Announced: []string{"192.0.2.10/32"}},
+		Kubernetes: &Kubernetes{Server: "127.0.0.1:6443", WatchUp: false, Synced: true, Origin: "api", Nodes: 3, Slices: 2,
+			LastSync: t0.Add(-2 * time.Minute), LastError: "watch nodes: connection refused", ChangesApplied: 7,
+			Notes: []string{"balancers[0] api: Node m4 has no address in 192.0.2.0/24 or InternalIP of IPv4; left out"}},
+		Redirects: []Redirect{{Balancer: "api", From: "192.0.2.10:6443", To: "192.0.2.10:9445", Installed: true}},
 	}
 }
 

@@ -50,17 +50,53 @@ func WriteTable(out io.Writer, s Snapshot, now time.Time) error {
 			fmt.Fprintf(w, "\nBALANCER %s  %s  listen %s  active %d  accepted %d  refused %d  no backend %d\n",
 				b.Name, b.Algorithm, strings.Join(b.Listen, ","), b.Active, b.Accepted, b.Refused, b.NoBackend)
 		}
+		// FROM only when the cluster adds backends, so static configs read as before.
+		from, fromHead := func(Backend) string { return "" }, ""
+		if s.Kubernetes != nil {
+			from, fromHead = func(be Backend) string { return "\t" + dash(be.Source) }, "\tFROM"
+		}
 		if b.Mode == "dsr" {
-			fmt.Fprintln(w, "  BACKEND\tSTATE\tWEIGHT\tPACKETS\tBYTES")
+			fmt.Fprintln(w, "  BACKEND\tSTATE\tWEIGHT\tPACKETS\tBYTES"+fromHead)
 			for _, be := range b.Backends {
-				fmt.Fprintf(w, "  %s\t%s\t%d\t%d\t%d\n", be.Address, upDown(be.Up), be.Weight, be.Packets, be.BytesIn)
+				fmt.Fprintf(w, "  %s\t%s\t%d\t%d\t%d%s\n", be.Address, upDown(be.Up), be.Weight, be.Packets, be.BytesIn, from(be))
 			}
 			continue
 		}
-		fmt.Fprintln(w, "  BACKEND\tSTATE\tWEIGHT\tACTIVE\tTOTAL\tCONNECT ERRORS\tBYTES IN\tBYTES OUT")
+		fmt.Fprintln(w, "  BACKEND\tSTATE\tWEIGHT\tACTIVE\tTOTAL\tCONNECT ERRORS\tBYTES IN\tBYTES OUT"+fromHead)
 		for _, be := range b.Backends {
-			fmt.Fprintf(w, "  %s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\n", be.Address, upDown(be.Up), be.Weight, be.Active,
-				be.Connections, be.ConnectErrors, be.BytesIn, be.BytesOut)
+			fmt.Fprintf(w, "  %s\t%s\t%d\t%d\t%d\t%d\t%d\t%d%s\n", be.Address, upDown(be.Up), be.Weight, be.Active,
+				be.Connections, be.ConnectErrors, be.BytesIn, be.BytesOut, from(be))
+		}
+	}
+	if len(s.Redirects) > 0 {
+		fmt.Fprintln(w, "\nREDIRECT\tTO\tBALANCER\tSTATE\tREASON")
+		for _, r := range s.Redirects {
+			state := "off"
+			if r.Installed {
+				state = "on"
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", r.From, r.To, r.Balancer, state, dash(r.Reason))
+		}
+	}
+	if k := s.Kubernetes; k != nil {
+		watch := "down"
+		if k.WatchUp {
+			watch = "up"
+		}
+		lastSync := "never"
+		if !k.LastSync.IsZero() {
+			lastSync = round(now.Sub(k.LastSync)).String() + " ago"
+		}
+		fmt.Fprintf(w, "\nKUBERNETES %s  watch %s  synced %v  members from %s  nodes %d  endpoint slices %d  last change read %s  changes applied %d\n",
+			dash(k.Server), watch, k.Synced, k.Origin, k.Nodes, k.Slices, lastSync, k.ChangesApplied)
+		if k.LastError != "" {
+			fmt.Fprintf(w, "  error: %s\n", k.LastError)
+		}
+		if k.StateFileError != "" {
+			fmt.Fprintf(w, "  state file: %s\n", k.StateFileError)
+		}
+		for _, n := range k.Notes {
+			fmt.Fprintf(w, "  note: %s\n", n)
 		}
 	}
 	if s.BGP != nil {

@@ -23,9 +23,15 @@ type Kubernetes struct {
 	// host and port, e.g. https://127.0.0.1:6443.
 	FallbackServers []string `yaml:"fallback_servers,flow"`
 	// StateFile keeps the last objects seen, so a vigil started while the API
-	// is down serves the same members as before. Default: none kept.
+	// is down serves the same members as before. Default
+	// DefaultStateFile; "" keeps none.
 	StateFile string `yaml:"state_file"`
 }
+
+// DefaultStateFile is where the last objects seen are kept unless
+// kubernetes.state_file says otherwise: on the host, so that it outlives
+// the container.
+const DefaultStateFile = "/var/lib/vigil/kubernetes.json"
 
 // BackendsFrom generates a balancer's backends from the cluster, in addition
 // to its static backends.
@@ -101,9 +107,15 @@ func (c *Config) UsesKubernetes() bool {
 
 // kubernetes validates the kubernetes section.
 func (v *validator) kubernetes() {
+	if v.c.Kubernetes == nil && v.c.UsesKubernetes() {
+		v.c.Kubernetes = &Kubernetes{}
+	}
 	k := v.c.Kubernetes
 	if k == nil {
 		return
+	}
+	if k.StateFile == "" && v.c.lines.byPath["kubernetes.state_file"] == 0 {
+		k.StateFile = DefaultStateFile
 	}
 	if k.Kubeconfig != "" && !filepath.IsAbs(k.Kubeconfig) {
 		v.add("kubernetes.kubeconfig", "%q is not an absolute path", k.Kubeconfig)

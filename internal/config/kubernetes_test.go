@@ -171,18 +171,29 @@ func TestKubernetesErrors(t *testing.T) {
 }
 
 // An empty kubernetes section still says the API is used, with its
-// defaults: Marshal keeps it.
+// defaults (the state file's path): Marshal keeps it; state_file: ""
+// keeps no state file, also after a round trip.
 func TestMarshalKeepsEmptyKubernetesSection(t *testing.T) {
 	c, err := Parse([]byte("kubernetes: {}\nchecks: [{name: x, exec: {script: \"true\"}}]\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	y := roundTrip(t, c)
-	if !strings.Contains(string(y), "kubernetes: {}") {
-		t.Fatalf("the empty section was lost:\n%s", y)
+	if !strings.Contains(string(y), "kubernetes:\n  state_file: "+DefaultStateFile) {
+		t.Fatalf("the section with its default was lost:\n%s", y)
 	}
 	c2, _ := Parse(y)
 	if !c2.UsesKubernetes() {
 		t.Fatal("UsesKubernetes = false after the round trip")
+	}
+	none, err := Parse([]byte("kubernetes: {state_file: \"\"}\nchecks: [{name: x, exec: {script: \"true\"}}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if none.Kubernetes.StateFile != "" {
+		t.Fatalf("state_file: \"\" gave %q", none.Kubernetes.StateFile)
+	}
+	if c3, _ := Parse(roundTrip(t, none)); c3.Kubernetes.StateFile != "" {
+		t.Fatalf("state_file: \"\" became %q after a round trip", c3.Kubernetes.StateFile)
 	}
 }

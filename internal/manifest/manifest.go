@@ -29,6 +29,9 @@ const (
 	ConfigDir  = "/etc/vigil"
 	ConfigFile = "vigil.yaml"
 	RunDir     = "/run/vigil"
+	// StateDir holds the Kubernetes state file (config.DefaultStateFile),
+	// on the host so that a restarted pod still has it.
+	StateDir = "/var/lib/vigil"
 	// Kubeconfig is where OpenShift's static pods find the node's
 	// kubeconfig.
 	Kubeconfig = "/var/lib/kubelet/kubeconfig"
@@ -178,9 +181,11 @@ func podSpec(o Container, config corev1.Volume) corev1.PodSpec {
 			VolumeMounts: []corev1.VolumeMount{
 				{Name: "config", MountPath: ConfigDir, ReadOnly: true},
 				{Name: "run", MountPath: RunDir},
+				{Name: "state", MountPath: StateDir},
 			},
 		}},
-		Volumes: []corev1.Volume{config, hostPath("run", RunDir, corev1.HostPathDirectoryOrCreate)},
+		Volumes: []corev1.Volume{config, hostPath("run", RunDir, corev1.HostPathDirectoryOrCreate),
+			hostPath("state", StateDir, corev1.HostPathDirectoryOrCreate)},
 	}
 }
 

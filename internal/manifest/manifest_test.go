@@ -2,6 +2,7 @@ package manifest
 
 import (
 	"bytes"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -122,6 +123,10 @@ func TestDaemonSet(t *testing.T) {
 		t.Fatalf("config volume %+v", s.Volumes[0])
 	case ds.Spec.Selector.MatchLabels["app"] != ds.Spec.Template.Labels["app"]:
 		t.Fatal("the selector does not select the template")
+	case !slices.ContainsFunc(s.Volumes, func(v corev1.Volume) bool {
+		return v.HostPath != nil && v.HostPath.Path == StateDir && StateDir == filepath.Dir(config.DefaultStateFile)
+	}) || !slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.MountPath == StateDir && !m.ReadOnly }):
+		t.Fatalf("the state file's directory is not a writable host mount: %+v %+v", s.Volumes, c.VolumeMounts)
 	}
 	ds = DaemonSet(DaemonSetOptions{Container: container, NodeSelector: "vigil=yes"})
 	if s := ds.Spec.Template.Spec; s.NodeSelector["vigil"] != "yes" || s.Tolerations[0].Key != "vigil" {
