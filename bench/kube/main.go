@@ -107,6 +107,8 @@ func run(rounds int, out string, limit time.Duration) error {
 	if err != nil {
 		return fmt.Errorf("%w (make k8s-tools builds them)", err)
 	}
+	// The machine may be shared: say how busy it was.
+	load := loadAverage()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	dir, bin, cleanup, err := benchdoc.BuildVigil("vigil-bench-kube-")
@@ -215,7 +217,7 @@ func run(rounds int, out string, limit time.Duration) error {
 			i+1, add, ms(p.traffic), ms(p.member), del, ms(q.traffic), ms(q.member))
 	}
 	version, _ := exec.Command(apiBin, "--version").Output()
-	table := render(rounds, added, deleted, strings.TrimSpace(string(version)))
+	table := render(rounds, added, deleted, strings.TrimSpace(string(version)), load)
 	fmt.Print("\n" + table)
 	if out == "" {
 		return nil
@@ -476,7 +478,7 @@ func (b *bench) withLog(err error) error {
 	return fmt.Errorf("%w\n--- vigil log (end) ---\n%s", err, log)
 }
 
-func render(rounds int, added, deleted []phase, apiVersion string) string {
+func render(rounds int, added, deleted []phase, apiVersion, load string) string {
 	pick := func(ps []phase, f func(phase) time.Duration) []time.Duration {
 		var ds []time.Duration
 		for _, p := range ps {
@@ -495,8 +497,8 @@ func render(rounds int, added, deleted []phase, apiVersion string) string {
 	rate := float64(requests+failures) / elapsed.Seconds()
 
 	var t strings.Builder
-	fmt.Fprintf(&t, "Written by `make bench-kube` (`go run ./bench/kube -rounds %d`) on %s, on %s: %d rounds of a Node added, then another deleted.\n",
-		rounds, time.Now().UTC().Format("2006-01-02 15:04 MST"), machine(), rounds)
+	fmt.Fprintf(&t, "Written by `make bench-kube` (`go run ./bench/kube -rounds %d`) on %s, on %s (load average %s at the start): %d rounds of a Node added, then another deleted.\n",
+		rounds, time.Now().UTC().Format("2006-01-02 15:04 MST"), machine(), load, rounds)
 	fmt.Fprintf(&t, "Lab: namespaces on one switch. Host `api` runs etcd and kube-apiserver (%s, internal/kubetest); host `lb` runs vigil with a VRRP instance holding the VIP "+
 		"and a proxy balancer (roundrobin) on VIP:%d whose backends are `backends_from: {nodes: {selector: %q, port: 6443}}`, read through a kubeconfig naming the `api` host; "+
 		"health check http GET /readyz, interval 200ms, timeout 150ms, rise 1, fall 2 (a new backend's check starts up, as keepalived's do, so it does not hold an addition back); "+
@@ -540,6 +542,15 @@ func machine() string {
 	}
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	return fmt.Sprintf("%d cores (%s), Linux %s", runtime.NumCPU(), model, strings.TrimSpace(string(kernel)))
+}
+
+// loadAverage is the one-minute load average.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
+		return f[0]
+	}
+	return "unknown"
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
