@@ -7,7 +7,7 @@ PKGS_DEBIAN := keepalived haproxy wrk chromium clang llvm libbpf-dev nftables co
 # without any failing input (go.dev/issue/75804, fixed in Go 1.27).
 FUZZTIME ?= 100000x
 
-.PHONY: all build deps k8s-tools demo test vet fuzz bench-failover bench-proxy bench-maglev bench-xdp bench-dsr bench-bgp generate generated-check
+.PHONY: all build deps k8s-tools demo test vet fuzz bench-failover bench-proxy bench-maglev bench-xdp bench-dsr bench-bgp bench-kube generate generated-check
 
 all: build
 
@@ -65,6 +65,10 @@ bench-maglev:
 # bench-xdp times the XDP program per packet against a MAC-swap baseline and rewrites its table in docs/benchmarks.md.
 bench-xdp:
 	$(GO) test -count=1 -run '^TestBenchTable$$' ./internal/xdp -bench-table $(CURDIR)/docs/benchmarks.md
+
+# bench-kube times a Node added / deleted until its backend is in / out of vigil's rotation, through a real kube-apiserver, and rewrites its table in docs/benchmarks.md.
+bench-kube: k8s-tools
+	$(GO) run ./bench/kube -rounds 20 -out docs/benchmarks.md
 
 # generate rebuilds the bpf2go pairs (Go bindings and object, needs clang):
 # the daemon's internal/xdp/dsr_bpfel.{go,o} and the lab's

@@ -46,20 +46,29 @@ func (e *Env) httpClient() (*http.Client, error) {
 	return hc, nil
 }
 
+// AdminClient returns a clientset of the system:masters user, for
+// programs that are not tests (the bench drivers).
+func (e *Env) AdminClient() (kubernetes.Interface, error) {
+	c, err := kubernetes.NewForConfig(e.AdminConfig())
+	if err != nil {
+		return nil, fmt.Errorf("kubetest: clientset: %w", err)
+	}
+	return c, nil
+}
+
 // Admin returns a clientset of the system:masters user.
 func (e *Env) Admin(t testing.TB) kubernetes.Interface {
 	t.Helper()
-	c, err := kubernetes.NewForConfig(e.AdminConfig())
+	c, err := e.AdminClient()
 	if err != nil {
-		t.Fatalf("kubetest: clientset: %v", err)
+		t.Fatal(err)
 	}
 	return c
 }
 
-// Kubeconfig writes a kubeconfig for server (e.URL if empty) and token,
-// with the CA embedded, into the test's temp dir and returns its path.
-func (e *Env) Kubeconfig(t testing.TB, server, token string) string {
-	t.Helper()
+// WriteKubeconfig writes a kubeconfig for server (e.URL if empty) and
+// token, with the CA embedded, to path (mode 0600).
+func (e *Env) WriteKubeconfig(path, server, token string) error {
 	if server == "" {
 		server = e.URL
 	}
@@ -68,11 +77,21 @@ func (e *Env) Kubeconfig(t testing.TB, server, token string) string {
 	cfg.AuthInfos["test"] = &clientcmdapi.AuthInfo{Token: token}
 	cfg.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "test"}
 	cfg.CurrentContext = "test"
-	path := filepath.Join(t.TempDir(), "kubeconfig")
 	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
-		t.Fatalf("kubetest: write kubeconfig: %v", err)
+		return fmt.Errorf("kubetest: write kubeconfig: %w", err)
 	}
 	if err := os.Chmod(path, 0o600); err != nil {
+		return fmt.Errorf("kubetest: %w", err)
+	}
+	return nil
+}
+
+// Kubeconfig writes a kubeconfig for server (e.URL if empty) and token,
+// with the CA embedded, into the test's temp dir and returns its path.
+func (e *Env) Kubeconfig(t testing.TB, server, token string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := e.WriteKubeconfig(path, server, token); err != nil {
 		t.Fatal(err)
 	}
 	return path

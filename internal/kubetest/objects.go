@@ -1,6 +1,8 @@
 package kubetest
 
 import (
+	"context"
+	"fmt"
 	"net/netip"
 	"testing"
 
@@ -27,20 +29,29 @@ func Node(name string, labels map[string]string, ready bool, addrs ...netip.Addr
 	return n
 }
 
-// CreateNode creates n and then writes its status, as the kubelet does
-// (status is ignored on create).
-func CreateNode(t testing.TB, c kubernetes.Interface, n *corev1.Node) *corev1.Node {
-	t.Helper()
-	ctx, cancel := ctxTimeout()
-	defer cancel()
+// RegisterNode creates n and then writes its status, as the kubelet does
+// (status is ignored on create), for programs that are not tests.
+func RegisterNode(ctx context.Context, c kubernetes.Interface, n *corev1.Node) (*corev1.Node, error) {
 	created, err := c.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
 	if err != nil {
-		t.Fatalf("kubetest: create Node %s: %v", n.Name, err)
+		return nil, fmt.Errorf("kubetest: create Node %s: %w", n.Name, err)
 	}
 	created.Status = n.Status
 	updated, err := c.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{})
 	if err != nil {
-		t.Fatalf("kubetest: Node %s status: %v", n.Name, err)
+		return nil, fmt.Errorf("kubetest: Node %s status: %w", n.Name, err)
+	}
+	return updated, nil
+}
+
+// CreateNode creates n and then writes its status, as the kubelet does.
+func CreateNode(t testing.TB, c kubernetes.Interface, n *corev1.Node) *corev1.Node {
+	t.Helper()
+	ctx, cancel := ctxTimeout()
+	defer cancel()
+	updated, err := RegisterNode(ctx, c, n)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return updated
 }
