@@ -237,6 +237,13 @@ func TestKubeNodesDriveTheRotation(t *testing.T) {
 			t.Fatalf("backend %s source %q, want %q", be.Address, be.Source, want)
 		}
 	}
+	m := metrics(t, kl.lb)
+	for _, want := range []string{"vigil_kubernetes_watch_up 1", "vigil_kubernetes_synced 1",
+		`vigil_kubernetes_objects{kind="node"} 2`, "vigil_kubernetes_changes_applied_total", "vigil_kubernetes_last_sync_timestamp_seconds"} {
+		if !strings.Contains(m, want) {
+			t.Fatalf("metrics lack %q", want)
+		}
+	}
 	log, _ := os.ReadFile(kl.log)
 	if !strings.Contains(string(log), "member change applied") || !strings.Contains(string(log), "node be3") {
 		t.Fatal("the log does not say which member change was applied")
