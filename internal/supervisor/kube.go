@@ -197,6 +197,10 @@ func watchedServices(c *config.Config) []kube.ServiceRef {
 	return out
 }
 
+// readsCluster reports whether the config reads anything from the API (a
+// kubernetes section alone does not).
+func readsCluster(c *config.Config) bool { return watchesNodes(c) || len(watchedServices(c)) > 0 }
+
 // watchesNodes reports whether the config reads Nodes.
 func watchesNodes(c *config.Config) bool {
 	for _, b := range c.Balancers {

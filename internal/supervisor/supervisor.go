@@ -67,7 +67,7 @@ type Options struct {
 func New(cfg *config.Config, opts Options, log *slog.Logger) (*Supervisor, error) {
 	s := &Supervisor{cfg: cfg, log: log, health: health.New(), reloads: make(chan reloadRequest),
 		started: time.Now(), node: cfg.Node, cluster: cfg.Cluster}
-	if cfg.UsesKubernetes() {
+	if readsCluster(cfg) {
 		m, err := newMembers(cfg, s.health, log)
 		if err != nil {
 			return nil, err
@@ -231,6 +231,9 @@ func (s *Supervisor) kubeUpdates() <-chan struct{} {
 // then planned by every component and committed, or aborted by all.
 func (s *Supervisor) reload(static *config.Config, why string) error {
 	cfg, x := static, kube.Expanded{}
+	if s.kube == nil && readsCluster(static) {
+		return errors.New("reload: kubernetes: the config reads the cluster now: starting the informers needs a restart (nothing applied)")
+	}
 	if s.kube != nil {
 		if err := s.kube.check(static); err != nil {
 			return fmt.Errorf("reload: kubernetes: %w (nothing applied)", err)
