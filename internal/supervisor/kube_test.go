@@ -36,18 +36,7 @@ balancers:
 
 func parseKube(t *testing.T, edits ...string) *config.Config {
 	t.Helper()
-	y := kubeYAML
-	for i := 0; i < len(edits); i += 2 {
-		if !strings.Contains(y, edits[i]) {
-			t.Fatalf("edit: %q is not in the config", edits[i])
-		}
-		y = strings.Replace(y, edits[i], edits[i+1], 1)
-	}
-	c, err := config.Parse([]byte(y))
-	if err != nil {
-		t.Fatalf("%v\n%s", err, y)
-	}
-	return c
+	return parseEdited(t, kubeYAML, edits...)
 }
 
 // What the config reads decides the informers; a reload may change the

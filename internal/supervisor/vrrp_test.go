@@ -41,7 +41,12 @@ vrrp:
 
 func parse(t *testing.T, edits ...string) *config.Config {
 	t.Helper()
-	y := vrrpYAML
+	return parseEdited(t, vrrpYAML, edits...)
+}
+
+// parseEdited parses y after replacing, in pairs, edits[i] by edits[i+1].
+func parseEdited(t *testing.T, y string, edits ...string) *config.Config {
+	t.Helper()
 	for i := 0; i < len(edits); i += 2 {
 		if !strings.Contains(y, edits[i]) {
 			t.Fatalf("edit: %q is not in the config", edits[i])
