@@ -229,3 +229,25 @@ func TestAPIOutage(t *testing.T) {
 		t.Errorf("%d lines for one outage, want 1 or 2:\n%s", n, logs.buf.String())
 	}
 }
+
+// AllSlices follows every Service's slices, in every namespace, and a
+// slice of a Service created after the start.
+func TestAPIAllSlices(t *testing.T) {
+	env := kubetest.Shared(t)
+	admin := env.Admin(t)
+	namespaces++
+	a, b := fmt.Sprintf("api-all-a-%d", namespaces), fmt.Sprintf("api-all-b-%d", namespaces)
+	kubetest.CreateNamespace(t, admin, a)
+	kubetest.CreateNamespace(t, admin, b)
+	ep := kubetest.Endpoint{Address: netip.MustParseAddr("10.129.0.1"), Node: "w-1", Ready: true}
+	kubetest.ApplySlice(t, admin, kubetest.Slice(a, "web-1", "web", "http", 8080, ep))
+	s, snap, origin := startSource(t, Options{Kubeconfig: env.Kubeconfig(t, "", env.AdminToken), AllSlices: true}, testTimeout)
+	if origin != OriginAPI || len(snap.ReadyEndpoints(ServiceRef{a, "web"}, "http")) != 1 {
+		t.Fatalf("origin %s, slices %+v", origin, snap.Slices)
+	}
+	kubetest.ApplySlice(t, admin, kubetest.Slice(b, "db-1", "db", "pg", 5432, ep))
+	waitSnapshot(t, s, "db's slice", func(s Snapshot) bool {
+		eps := s.ReadyEndpoints(ServiceRef{b, "db"}, "pg")
+		return len(eps) == 1 && eps[0].Address == netip.MustParseAddrPort("10.129.0.1:5432")
+	})
+}

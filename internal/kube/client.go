@@ -33,6 +33,9 @@ type Options struct {
 	Services []ServiceRef
 	// WatchNodes watches Nodes cluster-wide. Default: false.
 	WatchNodes bool
+	// AllSlices watches the EndpointSlices of every Service, cluster-wide,
+	// instead of those of Services (LoadBalancer Services come and go).
+	AllSlices bool
 	// Coalesce is how long the first event of a burst waits for more
 	// before the Source wakes its reader. Default: 50ms.
 	Coalesce time.Duration

@@ -131,7 +131,7 @@ func newSource(o Options, client kubernetes.Interface, dialer *fallbackDialer) (
 	if o.Coalesce <= 0 {
 		o.Coalesce = DefaultCoalesce
 	}
-	if !o.WatchNodes && len(o.Services) == 0 {
+	if !o.WatchNodes && len(o.Services) == 0 && !o.AllSlices {
 		return nil, errors.New("kubernetes: nothing to watch: no services and nodes not watched")
 	}
 	s := &Source{
@@ -152,6 +152,22 @@ func newSource(o Options, client kubernetes.Interface, dialer *fallbackDialer) (
 			func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
 				return nodes.Watch(ctx, opts)
 			})
+	}
+	if o.AllSlices {
+		// Every Service's slices (LoadBalancer Services come and go): one
+		// cluster-wide informer, of the slices that belong to a Service.
+		selector := discoveryv1.LabelServiceName
+		eps := client.DiscoveryV1().EndpointSlices(metav1.NamespaceAll)
+		s.add("endpointslices", &discoveryv1.EndpointSlice{},
+			func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+				opts.LabelSelector = selector
+				return eps.List(ctx, opts)
+			},
+			func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+				opts.LabelSelector = selector
+				return eps.Watch(ctx, opts)
+			})
+		return s, nil
 	}
 	byNS := make(map[string][]string)
 	for _, svc := range o.Services {
