@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/vigil-lb/vigil/internal/kubetest"
 	"github.com/vigil-lb/vigil/internal/manifest"
 )
@@ -249,5 +252,53 @@ func TestAPIAllSlices(t *testing.T) {
 	waitSnapshot(t, s, "db's slice", func(s Snapshot) bool {
 		eps := s.ReadyEndpoints(ServiceRef{b, "db"}, "pg")
 		return len(eps) == 1 && eps[0].Address == netip.MustParseAddrPort("10.129.0.1:5432")
+	})
+}
+
+// WatchServices holds the LoadBalancer Services with the addresses their
+// status gives, and follows a status update.
+func TestAPIServices(t *testing.T) {
+	env := kubetest.Shared(t)
+	admin := env.Admin(t)
+	namespaces++
+	ns := fmt.Sprintf("api-svc-%d", namespaces)
+	kubetest.CreateNamespace(t, admin, ns)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	mk := func(name string, typ corev1.ServiceType) *corev1.Service {
+		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+			Spec: corev1.ServiceSpec{Type: typ, Ports: []corev1.ServicePort{{Name: "http", Port: 80}}}}
+		out, err := admin.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	lb := mk("front", corev1.ServiceTypeLoadBalancer)
+	mk("inner", corev1.ServiceTypeClusterIP)
+	s, snap, origin := startSource(t, Options{Kubeconfig: env.Kubeconfig(t, "", env.AdminToken), WatchServices: true}, testTimeout)
+	if origin != OriginAPI {
+		t.Fatalf("origin %s", origin)
+	}
+	var mine []Service
+	for _, svc := range snap.Services {
+		if svc.Namespace == ns {
+			mine = append(mine, svc)
+		}
+	}
+	if len(mine) != 1 || mine[0].Name != "front" || len(mine[0].Addresses) != 0 {
+		t.Fatalf("services %+v, want front without addresses", mine)
+	}
+	lb.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "192.0.2.50"}}
+	if _, err := admin.CoreV1().Services(ns).UpdateStatus(ctx, lb, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitSnapshot(t, s, "front's address", func(s Snapshot) bool {
+		for _, svc := range s.Services {
+			if svc.Namespace == ns && svc.Name == "front" {
+				return slices.Equal(svc.Addresses, []netip.Addr{netip.MustParseAddr("192.0.2.50")})
+			}
+		}
+		return false
 	})
 }

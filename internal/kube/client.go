@@ -36,6 +36,9 @@ type Options struct {
 	// AllSlices watches the EndpointSlices of every Service, cluster-wide,
 	// instead of those of Services (LoadBalancer Services come and go).
 	AllSlices bool
+	// WatchServices watches Services cluster-wide; the snapshot holds the
+	// LoadBalancer ones.
+	WatchServices bool
 	// Coalesce is how long the first event of a burst waits for more
 	// before the Source wakes its reader. Default: 50ms.
 	Coalesce time.Duration

@@ -3,6 +3,8 @@ package kube
 import (
 	"maps"
 	"net/netip"
+	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -71,6 +73,46 @@ func sliceFromAPI(es *discoveryv1.EndpointSlice) (s Slice, ok bool) {
 			continue
 		}
 		s.Endpoints = append(s.Endpoints, e)
+	}
+	return s, true
+}
+
+// vigilAnnotation is the prefix of the annotations a Service gives vigil.
+const vigilAnnotation = "vigil.io/"
+
+// serviceFromAPI reduces a Service; ok is false for one that is not of type
+// LoadBalancer.
+func serviceFromAPI(svc *corev1.Service) (s Service, ok bool) {
+	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer {
+		return Service{}, false
+	}
+	s = Service{Namespace: svc.Namespace, Name: svc.Name,
+		Local: svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal}
+	if svc.Spec.LoadBalancerClass != nil {
+		s.Class = *svc.Spec.LoadBalancerClass
+	}
+	for k, v := range svc.Annotations {
+		if strings.HasPrefix(k, vigilAnnotation) {
+			if s.Annotations == nil {
+				s.Annotations = map[string]string{}
+			}
+			s.Annotations[k] = v
+		}
+	}
+	for _, in := range svc.Status.LoadBalancer.Ingress {
+		if ip, err := netip.ParseAddr(in.IP); err == nil && !slices.Contains(s.Addresses, ip) {
+			s.Addresses = append(s.Addresses, ip)
+		}
+	}
+	for _, p := range svc.Spec.Ports {
+		if p.Port < 1 || p.Port > 65535 {
+			continue
+		}
+		proto := string(p.Protocol)
+		if proto == "" {
+			proto = string(corev1.ProtocolTCP)
+		}
+		s.Ports = append(s.Ports, ServicePort{Name: p.Name, Protocol: proto, Port: int(p.Port)})
 	}
 	return s, true
 }

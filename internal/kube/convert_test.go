@@ -169,3 +169,27 @@ func TestSliceFromAPI(t *testing.T) {
 		})
 	}
 }
+
+func TestServiceFromAPI(t *testing.T) {
+	lb := corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: "front", Annotations: map[string]string{
+			"vigil.io/pool": "public", "vigil.io/sharing-key": "k", "other.io/x": "y"}},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, LoadBalancerClass: ptr("vigil.io/lb"),
+			ExternalTrafficPolicy: corev1.ServiceExternalTrafficPolicyLocal,
+			Ports:                 []corev1.ServicePort{{Name: "https", Port: 443, Protocol: corev1.ProtocolTCP}, {Port: 53, Protocol: corev1.ProtocolUDP}, {Name: "bad", Port: 0}, {Name: "noproto", Port: 80}}},
+		Status: corev1.ServiceStatus{LoadBalancer: corev1.LoadBalancerStatus{Ingress: []corev1.LoadBalancerIngress{
+			{IP: "192.0.2.10"}, {IP: "2001:db8::10"}, {IP: "192.0.2.10"}, {Hostname: "lb.example"}, {IP: "nonsense"}}}},
+	}
+	got, ok := serviceFromAPI(&lb)
+	want := Service{Namespace: "web", Name: "front", Class: "vigil.io/lb", Local: true,
+		Addresses:   []netip.Addr{netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("2001:db8::10")},
+		Ports:       []ServicePort{{Name: "https", Protocol: "TCP", Port: 443}, {Protocol: "UDP", Port: 53}, {Name: "noproto", Protocol: "TCP", Port: 80}},
+		Annotations: map[string]string{"vigil.io/pool": "public", "vigil.io/sharing-key": "k"}}
+	if !ok || !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %+v (%v)\nwant %+v", got, ok, want)
+	}
+	lb.Spec.Type = corev1.ServiceTypeClusterIP
+	if _, ok := serviceFromAPI(&lb); ok {
+		t.Fatal("a ClusterIP Service was taken")
+	}
+}

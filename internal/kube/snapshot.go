@@ -17,6 +17,8 @@ type Snapshot struct {
 	Nodes []Node `json:"nodes"`
 	// Slices sorted by namespace/name.
 	Slices []Slice `json:"slices"`
+	// Services are the LoadBalancer Services, sorted by namespace/name.
+	Services []Service `json:"services,omitempty"`
 }
 
 // Node is what vigil needs of a Node object.
@@ -132,3 +134,32 @@ func (s *Snapshot) ReadyOn(svc ServiceRef, node string) bool {
 	}
 	return false
 }
+
+// Service is what vigil needs of a LoadBalancer Service: which
+// implementation it asks for, its ports, and the addresses its status
+// holds (the allocator writes them; every node announces from them, so a
+// restart or an API outage keeps every address).
+type Service struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	// Class is spec.loadBalancerClass ("" none).
+	Class string `json:"class,omitempty"`
+	// Addresses are the IPs of status.loadBalancer.ingress.
+	Addresses []netip.Addr  `json:"addresses,omitempty"`
+	Ports     []ServicePort `json:"ports"`
+	// Local is externalTrafficPolicy: Local: only nodes with a ready
+	// endpoint may announce.
+	Local bool `json:"local,omitempty"`
+	// Annotations vigil reads (vigil.io/*).
+	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+// ServicePort is one of a Service's ports.
+type ServicePort struct {
+	Name     string `json:"name,omitempty"`
+	Protocol string `json:"protocol"`
+	Port     int    `json:"port"`
+}
+
+// Ref is the Service's NAMESPACE/NAME.
+func (s Service) Ref() ServiceRef { return ServiceRef{s.Namespace, s.Name} }

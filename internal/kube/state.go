@@ -92,6 +92,27 @@ func (s *Snapshot) check() error {
 			}
 		}
 	}
+	clear(seen)
+	for i, svc := range s.Services {
+		if svc.Namespace == "" || svc.Name == "" {
+			return fmt.Errorf("services[%d]: no namespace/name", i)
+		}
+		key := svc.Ref().String()
+		if seen[key] {
+			return fmt.Errorf("services[%d] %s: listed twice", i, key)
+		}
+		seen[key] = true
+		for j, a := range svc.Addresses {
+			if !a.IsValid() {
+				return fmt.Errorf("services[%d] %s: addresses[%d]: no address", i, key, j)
+			}
+		}
+		for j, p := range svc.Ports {
+			if p.Port < 1 || p.Port > 65535 {
+				return fmt.Errorf("services[%d] %s: ports[%d]: %d is out of range 1..65535", i, key, j, p.Port)
+			}
+		}
+	}
 	return nil
 }
 
@@ -104,6 +125,7 @@ func (s *Snapshot) sort() {
 		}
 		return strings.Compare(a.Name, b.Name)
 	})
+	slices.SortFunc(s.Services, func(a, b Service) int { return strings.Compare(a.Ref().String(), b.Ref().String()) })
 }
 
 // marshalState encodes s as a state file.

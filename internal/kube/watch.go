@@ -131,7 +131,7 @@ func newSource(o Options, client kubernetes.Interface, dialer *fallbackDialer) (
 	if o.Coalesce <= 0 {
 		o.Coalesce = DefaultCoalesce
 	}
-	if !o.WatchNodes && len(o.Services) == 0 && !o.AllSlices {
+	if !o.WatchNodes && len(o.Services) == 0 && !o.AllSlices && !o.WatchServices {
 		return nil, errors.New("kubernetes: nothing to watch: no services and nodes not watched")
 	}
 	s := &Source{
@@ -151,6 +151,16 @@ func newSource(o Options, client kubernetes.Interface, dialer *fallbackDialer) (
 			},
 			func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
 				return nodes.Watch(ctx, opts)
+			})
+	}
+	if o.WatchServices {
+		svcs := client.CoreV1().Services(metav1.NamespaceAll)
+		s.add("services", &corev1.Service{},
+			func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+				return svcs.List(ctx, opts)
+			},
+			func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+				return svcs.Watch(ctx, opts)
 			})
 	}
 	if o.AllSlices {
@@ -490,6 +500,10 @@ func (s *Source) build() Snapshot {
 			case *discoveryv1.EndpointSlice:
 				if sl, ok := sliceFromAPI(o); ok {
 					snap.Slices = append(snap.Slices, sl)
+				}
+			case *corev1.Service:
+				if svc, ok := serviceFromAPI(o); ok {
+					snap.Services = append(snap.Services, svc)
 				}
 			}
 		}
