@@ -25,7 +25,10 @@ type announcement struct {
 	route   Route
 	healthy *health.Key // nil: always
 	master  *health.Key // nil: always
-	on      bool
+	// endpoints: a Service's ready endpoint on this node (nil: always); for
+	// externalTrafficPolicy Local, where only such nodes may take traffic.
+	endpoints *health.Key
+	on        bool
 }
 
 // want reports whether a should be advertised given the health state. A
@@ -39,9 +42,11 @@ func (a *announcement) want(store *health.Store) bool {
 			return false
 		}
 	}
-	if a.master != nil {
-		st, known := store.Get(*a.master)
-		if !known || !st.Up {
+	for _, k := range []*health.Key{a.master, a.endpoints} {
+		if k == nil {
+			continue
+		}
+		if st, known := store.Get(*k); !known || !st.Up {
 			return false
 		}
 	}
@@ -77,6 +82,10 @@ func announcementsOf(cfg *config.Config) []*announcement {
 			k := health.MasterKey(a.WhenMaster)
 			an.master = &k
 		}
+		if a.WhenEndpoints != "" {
+			k := health.EndpointKey(a.WhenEndpoints)
+			an.endpoints = &k
+		}
 		out = append(out, an)
 	}
 	return out
@@ -111,7 +120,7 @@ func (an *announcer) update(store *health.Store) {
 		}
 		a.on = want
 		an.log.Info("bgp announcement change", "prefix", a.route.Prefix.String(), "announced", want,
-			"when_healthy", keyName(a.healthy), "when_master", keyName(a.master))
+			"when_healthy", keyName(a.healthy), "when_master", keyName(a.master), "when_endpoints", keyName(a.endpoints))
 	}
 }
 

@@ -40,10 +40,13 @@ type Announce struct {
 	// up). Empty: always.
 	WhenHealthy string `yaml:"when_healthy"`
 	// WhenMaster names a VRRP instance: announce only while master.
-	WhenMaster  string   `yaml:"when_master"`
-	Communities []string `yaml:"communities,flow"`
-	LocalPref   uint32   `yaml:"local_pref"`
-	MED         uint32   `yaml:"med"`
+	WhenMaster string `yaml:"when_master"`
+	// WhenEndpoints names a Service, NAMESPACE/NAME: announce only while
+	// this node has a ready endpoint of it (externalTrafficPolicy Local).
+	WhenEndpoints string   `yaml:"when_endpoints"`
+	Communities   []string `yaml:"communities,flow"`
+	LocalPref     uint32   `yaml:"local_pref"`
+	MED           uint32   `yaml:"med"`
 }
 
 // DefaultHoldTime is a neighbor's default hold time.
@@ -136,6 +139,9 @@ func (v *validator) bgp(checks map[string]bool, vips map[netip.Addr]string) {
 		}
 		if an.WhenMaster != "" && !instances[an.WhenMaster] {
 			v.add(p+".when_master", "no VRRP instance named %q", an.WhenMaster)
+		}
+		if an.WhenEndpoints != "" {
+			v.serviceRef(p+".when_endpoints", an.WhenEndpoints)
 		}
 		for j, c := range an.Communities {
 			if _, err := ParseCommunity(c); err != nil {
