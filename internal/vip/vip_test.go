@@ -79,3 +79,68 @@ func TestSetInNamespace(t *testing.T) {
 		t.Fatal("adding to a missing interface succeeded")
 	}
 }
+
+// Two holders of one address: it stays until both release it, and a release
+// by a holder that never held an address deletes it when nobody does (what a
+// crashed run left).
+func TestSharedHolders(t *testing.T) {
+	if !netlab.Root() {
+		t.Skip("needs root to create a network namespace")
+	}
+	lab, err := netlab.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lab.Close() })
+	h, err := lab.AddHost("n", netip.MustParsePrefix("10.80.0.1/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := netip.MustParsePrefix("10.80.0.20/32"), netip.MustParsePrefix("fd00:80::20/128")
+	stale := netip.MustParsePrefix("10.80.0.21/32")
+	has := func(p netip.Prefix) bool {
+		ok, err := h.HasAddr(p.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	err = h.Do(func() error {
+		s, err := NewShared("eth0")
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		left, err := New("eth0", []netip.Prefix{stale})
+		if err != nil {
+			return err
+		}
+		defer left.Close()
+		if err := left.Add(); err != nil {
+			return err
+		}
+		x, y := s.Holder("x"), s.Holder("y")
+		if err := x.Acquire([]netip.Prefix{a, b}); err != nil {
+			return err
+		}
+		if err := y.Acquire([]netip.Prefix{a}); err != nil {
+			return err
+		}
+		if err := x.Release([]netip.Prefix{a, b}); err != nil {
+			return err
+		}
+		if !has(a) || has(b) {
+			t.Errorf("after x released: %s held %v (y holds it), %s held %v", a, has(a), b, has(b))
+		}
+		if err := y.Release([]netip.Prefix{a, stale}); err != nil {
+			return err
+		}
+		if has(a) || has(stale) {
+			t.Errorf("after y released: %s held %v, stale %s held %v", a, has(a), stale, has(stale))
+		}
+		return y.Release([]netip.Prefix{a}) // twice is not an error
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
