@@ -61,17 +61,23 @@ func Assign(vips []netip.Prefix, nodes []string) ([]Assignment, error) {
 	n := len(ns)
 	out := make([]Assignment, len(vs))
 	for i, v := range vs {
-		first, k := i%n, i/n
-		rank := []string{ns[first]}
-		if n > 1 {
-			// The other nodes in ring order after first, rotated by k.
-			for j := range n - 1 {
-				rank = append(rank, ns[(first+1+(k+j)%(n-1))%n])
-			}
-		}
-		out[i] = Assignment{VIP: v, Nodes: rank}
+		out[i] = Assignment{VIP: v, Nodes: Rank(ns, i%n, i/n)}
 	}
 	return out, nil
+}
+
+// Rank is the ranking Assign gives the k-th VIP (from 0) that sorted node
+// first holds first: first, then the other nodes in ring order after it,
+// rotated by k. Giving a node's k-th VIP the k-th rotation is what spreads
+// its VIPs over the survivors when it fails. nodes must be sorted and
+// distinct.
+func Rank(nodes []string, first, k int) []string {
+	n := len(nodes)
+	rank := []string{nodes[first]}
+	for j := range n - 1 {
+		rank = append(rank, nodes[(first+1+(k+j)%(n-1))%n])
+	}
+	return rank
 }
 
 // String renders the ranking, one VIP a line, for `vigil check`.

@@ -87,6 +87,8 @@ type Status struct {
 	Received   uint64 // accepted
 	Transition uint64
 	Conflicts  uint64 // takeovers where another host answered ARP for a VIP
+	Extra      int    // extra addresses (SetExtra)
+	ExtraHeld  int    // of those, configured on the interface now
 	// Foreign is the last advert for our VRID from a group that is not ours
 	// (other VIPs, authentication or peer): a VRID collision. It takes no
 	// part in the election.
@@ -141,8 +143,14 @@ type Instance struct {
 	// track holds every tracked item, the sync group's fault included, from
 	// NewInstance on: its keys never change, so any goroutine may look one
 	// up; the states change on the Run goroutine only.
-	track     map[trackKey]*trackState
-	ownFault  bool
+	track    map[trackKey]*trackState
+	ownFault bool
+	// extra carries the SetExtra addresses (nil without
+	// WithExtraAddresses); extraSet is the latest set and holding whether
+	// the instance holds its addresses, both on the Run goroutine.
+	extra     *extraWorker
+	extraSet  []netip.Prefix
+	holding   bool
 	burstStop context.CancelFunc
 	// runCtx ends when Run returns; bg holds the announce bursts and ARP
 	// probes started under it, which Run waits for.
@@ -174,8 +182,9 @@ var groupKey = trackKey{kind: "group"}
 type pending struct {
 	mu      sync.Mutex
 	tracked map[trackKey]bool
-	group   *groupFault   // nil: no SetGroupFault since the last batch
-	peers   *[]netip.Addr // nil: no SetPeers since the last batch; the latest wins
+	group   *groupFault     // nil: no SetGroupFault since the last batch
+	peers   *[]netip.Addr   // nil: no SetPeers since the last batch; the latest wins
+	extra   *[]netip.Prefix // nil: no SetExtra since the last batch; the latest wins
 	actions []action
 }
 
@@ -363,11 +372,17 @@ func (in *Instance) poke() {
 func (in *Instance) applyPending() {
 	in.pending.mu.Lock()
 	tracked, group, peers, actions := in.pending.tracked, in.pending.group, in.pending.peers, in.pending.actions
+	extra := in.pending.extra
 	in.pending.tracked, in.pending.group, in.pending.peers, in.pending.actions = nil, nil, nil, nil
+	in.pending.extra = nil
 	in.pending.mu.Unlock()
 
 	if peers != nil {
 		in.applyPeers(*peers)
+	}
+	if extra != nil {
+		in.extraSet = *extra
+		in.extra.set(in.extraSet, in.holding)
 	}
 
 	changed := false
@@ -484,6 +499,9 @@ func (in *Instance) Run(ctx context.Context) error {
 	runCtx, stopBackground := context.WithCancel(ctx)
 	in.runCtx = runCtx
 	defer func() { stopBackground(); in.bg.Wait() }()
+	if in.extra != nil {
+		in.bg.Go(func() { in.extra.run(runCtx) })
+	}
 	in.applyTracking()
 	in.m.Start()
 
@@ -517,6 +535,9 @@ func (in *Instance) Run(ctx context.Context) error {
 				// our VIP means routers may be sending it traffic.
 				in.announce("refresh")
 				in.probeConflicts()
+				if in.extra != nil {
+					in.extra.announceAll()
+				}
 			}
 		}
 		timer.Reset(in.wait())
@@ -685,6 +706,10 @@ func (l *link) TakeOver() {
 		in.announce("takeover")
 	}
 	in.probeConflicts()
+	in.holding = true
+	if in.extra != nil {
+		in.extra.set(in.extraSet, true)
+	}
 	if in.cfg.GARPCount > 1 {
 		ctx, cancel := context.WithCancel(in.runCtx)
 		in.burstStop = cancel
@@ -733,6 +758,16 @@ func (l *link) Release() {
 	if err := in.addrs.Remove(); err != nil {
 		in.log.Error("VIPs not removed", "err", err)
 	}
+	in.holding = false
+	if in.extra != nil {
+		in.extra.set(in.extraSet, false)
+	}
 }
 
-func (l *link) Reannounce() { (*Instance)(l).announce("split brain healed") }
+func (l *link) Reannounce() {
+	in := (*Instance)(l)
+	in.announce("split brain healed")
+	if in.extra != nil {
+		in.extra.announceAll()
+	}
+}
