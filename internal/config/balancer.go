@@ -431,3 +431,13 @@ func (v *validator) dsr(p string, b *Balancer) {
 		v.add(p+".listen", "more than %d dsr listen addresses in all", MaxDSRServices)
 	}
 }
+
+// GeneratedProxy is a proxy balancer with validation's defaults, for
+// balancers made after validation (package kube makes one per port of a
+// LoadBalancer Service): round robin, no check, the default limits.
+func GeneratedProxy(name string, listen []string) Balancer {
+	retries := DefaultRetries
+	return Balancer{Name: name, Listen: listen, Mode: "proxy", Algorithm: "roundrobin",
+		MaxConn: DefaultFrontendMaxConn, ConnectTimeout: DefaultConnectTimeout, IdleTimeout: DefaultIdleTimeout,
+		DrainTimeout: DefaultDrainTimeout, Retries: &retries}
+}

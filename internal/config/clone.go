@@ -17,7 +17,7 @@ func (c *Config) Clone() *Config {
 }
 
 // deepCopy sets dst to a copy of src that shares no memory with it. It
-// covers the kinds the schema uses; unexported fields are left to the caller.
+// covers the kinds the schema uses; unexported fields are copied as values.
 func deepCopy(dst, src reflect.Value) {
 	switch src.Kind() {
 	case reflect.Pointer:
@@ -48,6 +48,9 @@ func deepCopy(dst, src reflect.Value) {
 		}
 		dst.Set(m)
 	case reflect.Struct:
+		// Values first (netip.Addr and netip.Prefix are all unexported
+		// fields, and immutable), then a deep copy of every exported field.
+		dst.Set(src)
 		for i := range src.NumField() {
 			if src.Type().Field(i).IsExported() {
 				deepCopy(dst.Field(i), src.Field(i))

@@ -28,6 +28,12 @@ type Expanded struct {
 	Peers Peers
 	// Notes say what was left out or kept and why, one line each, for the log.
 	Notes []string
+	// ServiceAddrs are the addresses of the LoadBalancer Services vigil
+	// serves, and who announces each.
+	ServiceAddrs []ServiceAddr
+	// Slots holds the nodes each L2 pool's slots were made for; pass it to
+	// the next Expand with Peers.
+	Slots SlotNodes
 }
 
 // Expand computes the effective config from the static one and a snapshot
@@ -41,6 +47,13 @@ type Expanded struct {
 // stay, because an empty unicast list means multicast, and a node that
 // hears no peer becomes master beside the real one.
 func Expand(static *config.Config, snap *Snapshot, prev Peers) Expanded {
+	return ExpandFrom(static, snap, Expanded{Peers: prev})
+}
+
+// ExpandFrom is Expand after last: its peers stay when an instance would
+// have none, and its L2 slots keep their nodes.
+func ExpandFrom(static *config.Config, snap *Snapshot, last Expanded) Expanded {
+	prev := last.Peers
 	if snap == nil {
 		snap = &Snapshot{}
 	}
@@ -52,6 +65,7 @@ func Expand(static *config.Config, snap *Snapshot, prev Peers) Expanded {
 	for i := range x.Config.VRRP.Instances {
 		x.peers(i, &x.Config.VRRP.Instances[i], snap, vips, prev)
 	}
+	x.services(x.Config, snap, last.Slots)
 	return x
 }
 

@@ -50,6 +50,11 @@ type members struct {
 func newMembers(static *config.Config, store *health.Store, log *slog.Logger) (*members, error) {
 	log = log.With("component", "kubernetes")
 	o := kube.Options{Services: watchedServices(static), WatchNodes: watchesNodes(static), Log: log}
+	if servesServices(static) {
+		// Services come and go: all of them, all their slices, and the
+		// Nodes that may announce.
+		o.WatchServices, o.AllSlices, o.WatchNodes, o.Services = true, true, true, nil
+	}
 	if k := static.Kubernetes; k != nil {
 		o.Kubeconfig, o.FallbackServers, o.StateFile = k.Kubeconfig, k.FallbackServers, k.StateFile
 	}
@@ -63,7 +68,7 @@ func newMembers(static *config.Config, store *health.Store, log *slog.Logger) (*
 	st := src.Status()
 	log.Info("cluster members read", "origin", m.origin, "server", st.Server, "nodes", len(m.snap.Nodes),
 		"endpoint_slices", len(m.snap.Slices), "err", st.LastError)
-	m.last = kube.Expand(static, &m.snap, nil)
+	m.last = kube.ExpandFrom(static, &m.snap, kube.Expanded{})
 	m.logNotes(m.last)
 	m.publishTracks()
 	return m, nil
@@ -100,9 +105,9 @@ func (m *members) check(static *config.Config) error {
 // expand is the effective config of static with the current snapshot.
 func (m *members) expand(static *config.Config) kube.Expanded {
 	m.mu.Lock()
-	prev := m.last.Peers
+	last := m.last
 	m.mu.Unlock()
-	return kube.Expand(static, &m.snap, prev)
+	return kube.ExpandFrom(static, &m.snap, last)
 }
 
 // committed records an expansion that every component has applied.
@@ -139,7 +144,15 @@ func (m *members) update() bool {
 // publishTracks writes, for every Service a track.endpoints names, whether
 // this node has a ready endpoint of it.
 func (m *members) publishTracks() {
-	for svc, up := range kube.EndpointTracks(m.static, &m.snap) {
+	tracks := kube.EndpointTracks(m.static, &m.snap)
+	if servesServices(m.static) {
+		for _, svc := range m.snap.Services {
+			if svc.Local {
+				tracks[svc.Ref()] = m.snap.ReadyOn(svc.Ref(), m.static.Node)
+			}
+		}
+	}
+	for svc, up := range tracks {
 		reason := "no ready endpoint on this node"
 		if up {
 			reason = "a ready endpoint on this node"
@@ -199,7 +212,12 @@ func watchedServices(c *config.Config) []kube.ServiceRef {
 
 // readsCluster reports whether the config reads anything from the API (a
 // kubernetes section alone does not).
-func readsCluster(c *config.Config) bool { return watchesNodes(c) || len(watchedServices(c)) > 0 }
+func readsCluster(c *config.Config) bool {
+	return watchesNodes(c) || len(watchedServices(c)) > 0 || servesServices(c)
+}
+
+// servesServices reports whether vigil is the LoadBalancer implementation.
+func servesServices(c *config.Config) bool { return c.Kubernetes != nil && c.Kubernetes.Services != nil }
 
 // watchesNodes reports whether the config reads Nodes.
 func watchesNodes(c *config.Config) bool {

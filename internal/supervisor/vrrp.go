@@ -46,6 +46,8 @@ type vrrpGroup struct {
 	groups     []*syncGroup
 	vipSets    []*vip.Set
 	guard      *vip.Guard
+	// shared holds, per interface, the Service addresses L2 slots carry.
+	shared map[string]*vip.Shared
 }
 
 // probeWait is how long a new master listens for other hosts answering ARP
@@ -77,6 +79,7 @@ func (g *vrrpGroup) build() error {
 			exclude[p.Addr()] = ic.Priority != 255
 		}
 	}
+	g.shared = map[string]*vip.Shared{}
 	for i, ic := range g.all {
 		key := ic.Path + ".interface"
 		if _, err := net.InterfaceByName(ic.Interface); err != nil {
@@ -100,15 +103,23 @@ func (g *vrrpGroup) build() error {
 		if err := ann.Open(!is6, is6); err != nil {
 			return fmt.Errorf("vrrp instance %s: %w", ic.Name, err)
 		}
-		set, err := vip.New(ic.Interface, parsed[i])
-		if err != nil {
-			return err
-		}
-		g.vipSets = append(g.vipSets, set)
-		in := vrrp.NewInstance(instanceConfig(ic, parsed[i]), tr, set, ann, g.log)
-		in.Probe = func(ctx context.Context, ip netip.Addr) ([]net.HardwareAddr, error) {
-			r, err := garp.Probe(ctx, ic.Interface, ip, probeWait)
-			return r.MACs, err
+		var in *vrrp.Instance
+		if ic.Slot != nil {
+			var err error
+			if in, err = g.slotInstance(ic, parsed[i], tr, ann); err != nil {
+				return err
+			}
+		} else {
+			set, err := vip.New(ic.Interface, parsed[i])
+			if err != nil {
+				return err
+			}
+			g.vipSets = append(g.vipSets, set)
+			in = vrrp.NewInstance(instanceConfig(ic, parsed[i]), tr, set, ann, g.log)
+			in.Probe = func(ctx context.Context, ip netip.Addr) ([]net.HardwareAddr, error) {
+				r, err := garp.Probe(ctx, ic.Interface, ip, probeWait)
+				return r.MACs, err
+			}
 		}
 		if err := tr.Register(uint8(ic.VRID), in.Receive()); err != nil {
 			return err
@@ -155,6 +166,58 @@ func (g *vrrpGroup) wireSyncGroups() {
 			in.OnOwnFault = sg.ownFault
 		}
 	}
+}
+
+// slotInstance builds the VRRP instance of an L2 slot: its one VIP is an
+// anchor only adverts name (never configured, never announced), and it
+// carries the slot's Service addresses as extra addresses, through the
+// interface's shared holder so that two slots mastered by this node can
+// pass an address between them.
+func (g *vrrpGroup) slotInstance(ic config.Instance, vips []netip.Prefix, tr *vrrp.Transport, ann *garp.Announcer) (*vrrp.Instance, error) {
+	sh := g.shared[ic.Interface]
+	if sh == nil {
+		var err error
+		if sh, err = vip.NewShared(ic.Interface); err != nil {
+			return nil, fmt.Errorf("kubernetes.services L2 slot %s: %w", ic.Name, err)
+		}
+		g.shared[ic.Interface] = sh
+	}
+	in := vrrp.NewInstance(instanceConfig(ic, vips), tr, anchorOnly{}, skipAnchor{ann}, g.log,
+		vrrp.WithExtraAddresses(sh.Holder(ic.Name)))
+	if err := in.SetExtra(ic.Slot.Extra); err != nil {
+		return nil, fmt.Errorf("kubernetes.services L2 slot %s: %w", ic.Name, err)
+	}
+	return in, nil
+}
+
+// anchorOnly is the address set of a slot's anchor: there is nothing to
+// configure.
+type anchorOnly struct{}
+
+func (anchorOnly) Add() error                       { return nil }
+func (anchorOnly) Remove() error                    { return nil }
+func (anchorOnly) Present() ([]netip.Prefix, error) { return nil, nil }
+
+// skipAnchor announces what a slot carries but never its anchor (the
+// unspecified address).
+type skipAnchor struct{ a *garp.Announcer }
+
+func (s skipAnchor) Announce(addrs []netip.Addr) error {
+	if addrs = specified(addrs); len(addrs) == 0 {
+		return nil
+	}
+	return s.a.Announce(addrs)
+}
+
+func (s skipAnchor) Burst(ctx context.Context, addrs []netip.Addr, count int, interval time.Duration) error {
+	if addrs = specified(addrs); len(addrs) == 0 {
+		return nil
+	}
+	return s.a.Burst(ctx, addrs, count, interval)
+}
+
+func specified(addrs []netip.Addr) []netip.Addr {
+	return slices.DeleteFunc(slices.Clone(addrs), netip.Addr.IsUnspecified)
 }
 
 // acceptMode installs the drop rules for instances with accept: false. The
@@ -229,6 +292,10 @@ func (g *vrrpGroup) Plan(cfg *config.Config) (component.Change, error) {
 	if err != nil {
 		return nil, err
 	}
+	extras, err := slotChanges(g.cfg, cfg)
+	if err != nil {
+		return nil, err
+	}
 	return component.Func{OnCommit: func() {
 		for i, ps := range peers {
 			if err := g.instances[i].SetPeers(ps); err != nil {
@@ -236,8 +303,36 @@ func (g *vrrpGroup) Plan(cfg *config.Config) (component.Change, error) {
 				g.log.Error("unicast peers not applied", "instance", g.instances[i].Name(), "err", err)
 			}
 		}
+		for i, ps := range extras {
+			if err := g.instances[i].SetExtra(ps); err != nil {
+				g.log.Error("service addresses not applied", "instance", g.instances[i].Name(), "err", err)
+			}
+		}
 		g.cfg = cfg
 	}}, nil
+}
+
+// slotChanges compares the L2 slot instances of two configs and returns
+// the new Service addresses of every slot whose set changed, by index in
+// VRRP.All(). The slots themselves are made at start (kube.ExpandFrom
+// keeps their nodes), so any other difference needs a restart.
+func slotChanges(old, cfg *config.Config) (map[int][]netip.Prefix, error) {
+	was, now := old.VRRP.SlotInstances, cfg.VRRP.SlotInstances
+	if len(was) != len(now) {
+		return nil, fmt.Errorf("kubernetes.services: %d L2 slots, was %d: %s", len(now), len(was), errRestart)
+	}
+	base := len(old.VRRP.Instances) + len(old.VRRP.PoolInstances)
+	changed := map[int][]netip.Prefix{}
+	for i := range was {
+		a, b := was[i], now[i]
+		if key := differingKey(a, b, "Slot"); key != "" || a.Slot.Pool != b.Slot.Pool {
+			return nil, fmt.Errorf("kubernetes.services L2 slot %s: %s changed: %s", a.Name, key, errRestart)
+		}
+		if !slices.Equal(a.Slot.Extra, b.Slot.Extra) {
+			changed[base+i] = b.Slot.Extra
+		}
+	}
+	return changed, nil
 }
 
 // errRestart ends the reason of every VRRP change a reload refuses.
@@ -404,6 +499,10 @@ func (g *vrrpGroup) close() {
 	for _, v := range g.vipSets {
 		v.Close()
 	}
+	for _, sh := range g.shared {
+		sh.Close()
+	}
+	g.shared = nil
 	if g.guard != nil {
 		errs = append(errs, g.guard.Close())
 		g.guard = nil
