@@ -1,0 +1,188 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/vigil-lb/vigil/internal/kubetest"
+	"github.com/vigil-lb/vigil/internal/netlab"
+)
+
+// svcLab is a cluster whose LoadBalancer Services vigil serves: host api
+// with the API server, nodes n1 and n2 running vigil and each a "pod" of
+// Service web/front on :8080 (host network), and a client.
+type svcLab struct {
+	lab    *netlab.Lab
+	env    *kubetest.Env
+	admin  kubernetes.Interface
+	client *netlab.Host
+	nodes  map[string]*netlab.Host
+	procs  map[string]*netlab.Proc
+	dir    string
+}
+
+const svcPoolRange = "10.80.0.200-10.80.0.220"
+
+func newSvcLab(t *testing.T) *svcLab {
+	t.Helper()
+	if _, _, err := kubetest.Binaries(); err != nil {
+		kubetest.Unavailable(t, err)
+	}
+	sl := &svcLab{lab: newLab(t), nodes: map[string]*netlab.Host{}, procs: map[string]*netlab.Proc{}, dir: t.TempDir()}
+	apiHost, err := sl.lab.AddHost("api", mustPrefix("10.80.0.2/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sl.client, err = sl.lab.AddHost("client", mustPrefix("10.80.0.100/24")); err != nil {
+		t.Fatal(err)
+	}
+	if sl.env, err = kubetest.Start(kubetest.Options{Host: apiHost}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sl.env.Close)
+	sl.admin = sl.env.Admin(t)
+	kubetest.CreateNamespace(t, sl.admin, "web")
+	var eps []kubetest.Endpoint
+	for i, name := range []string{"n1", "n2"} {
+		h, err := sl.lab.AddHost(name, mustPrefix(fmt.Sprintf("10.80.0.%d/24", 11+i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sl.nodes[name] = h
+		serveAnswer(t, h, "0.0.0.0:8080", "pod-"+name)
+		kubetest.CreateNode(t, sl.admin, kubetest.Node(name, map[string]string{"vigil": "yes"}, true, h.Addr(false)))
+		eps = append(eps, kubetest.Endpoint{Address: h.Addr(false), Node: name, Ready: true})
+	}
+	kubetest.ApplySlice(t, sl.admin, kubetest.Slice("web", "front-1", "front", "http", 8080, eps...))
+	return sl
+}
+
+// service creates web/NAME of type LoadBalancer and class vigil.io/lb,
+// port 80 (http) to 8080.
+func (sl *svcLab) service(t *testing.T, name string) *corev1.Service {
+	t.Helper()
+	class := "vigil.io/lb"
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: name},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, LoadBalancerClass: &class,
+			Selector: map[string]string{"app": name},
+			Ports:    []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt(8080), Protocol: corev1.ProtocolTCP}}}}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := sl.admin.CoreV1().Services("web").Create(ctx, svc, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create Service web/%s: %v", name, err)
+	}
+	return out
+}
+
+// setAddress writes addr into the Service's status, as an allocator does.
+func (sl *svcLab) setAddress(t *testing.T, svc *corev1.Service, addr string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	svc.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: addr}}
+	if _, err := sl.admin.CoreV1().Services(svc.Namespace).UpdateStatus(ctx, svc, metav1.UpdateOptions{}); err != nil {
+		t.Fatalf("status of Service %s/%s: %v", svc.Namespace, svc.Name, err)
+	}
+}
+
+func (sl *svcLab) start(t *testing.T, name string) {
+	t.Helper()
+	h := sl.nodes[name]
+	cfg := fmt.Sprintf(`log: {level: debug}
+cluster: lab
+node: %[1]s
+api: {socket: %[2]q, http: ""}
+kubernetes:
+  kubeconfig: %[3]s
+  state_file: %[4]s
+  services:
+    dataplane: proxy
+    pools:
+      - {name: lan, addresses: [%[5]q], interface: eth0, nodes: "vigil=yes"}
+`, name, filepath.Join(sl.dir, name+".sock"), sl.env.Kubeconfig(t, "", sl.env.AdminToken),
+		filepath.Join(sl.dir, name+".json"), svcPoolRange)
+	path := filepath.Join(sl.dir, name+".yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(sl.dir, name+".log")
+	sl.procs[name] = startVigil(t, h, path, "", logPath)
+	logOnFailure(t, name+" log", logPath)
+}
+
+// holders are the nodes that have addr on eth0.
+func (sl *svcLab) holders(t *testing.T, addr string) []string {
+	t.Helper()
+	var out []string
+	for _, name := range []string{"n1", "n2"} {
+		ok, err := sl.nodes[name].HasAddr(netip.MustParseAddr(addr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// A Service's address from its status is announced by exactly one node
+// (its L2 slot's master) and proxied by vigil to the Service's ready
+// endpoints; when that node dies, the other takes the address over on the
+// wire, with no API call.
+func TestKubeServiceAnnouncedAndProxied(t *testing.T) {
+	sl := newSvcLab(t)
+	svc := sl.service(t, "front")
+	sl.setAddress(t, svc, "10.80.0.200")
+	sl.start(t, "n1")
+	sl.start(t, "n2")
+
+	fl := &frontLab{client: sl.client}
+	fl.waitAnswers(t, "10.80.0.200:80", 10, "pod-n1", "pod-n2")
+	owners := sl.holders(t, "10.80.0.200")
+	if len(owners) != 1 {
+		t.Fatalf("10.80.0.200 held by %v, want exactly one node", owners)
+	}
+
+	// The owner dies without a word: the other node's backup slot takes
+	// over at VRRP speed.
+	t0 := time.Now()
+	sl.procs[owners[0]].Cmd.Process.Signal(syscall.SIGKILL)
+	sl.procs[owners[0]].Wait(5 * time.Second)
+	other := map[string]string{"n1": "n2", "n2": "n1"}[owners[0]]
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if slices.Contains(sl.holders(t, "10.80.0.200"), other) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("10.80.0.200 not taken over by %s within 10s of %s's death", other, owners[0])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("%s took 10.80.0.200 over %v after %s was killed", other, time.Since(t0), owners[0])
+	// The dead node's address stays on its interface (a crash leaves it);
+	// the client's neighbour entry follows the takeover's GARP. Only the
+	// survivor's pod answers through it once its proxy has the address,
+	// the dead node's pod is still an endpoint (no kubelet here), so both
+	// may answer: each request must succeed.
+	got := fl.ask(t, "10.80.0.200:80", 10)
+	for k := range got {
+		if k != "pod-n1" && k != "pod-n2" {
+			t.Fatalf("after the takeover: %v", got)
+		}
+	}
+}
