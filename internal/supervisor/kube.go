@@ -217,7 +217,9 @@ func readsCluster(c *config.Config) bool {
 }
 
 // servesServices reports whether vigil is the LoadBalancer implementation.
-func servesServices(c *config.Config) bool { return c.Kubernetes != nil && c.Kubernetes.Services != nil }
+func servesServices(c *config.Config) bool {
+	return c.Kubernetes != nil && c.Kubernetes.Services != nil
+}
 
 // watchesNodes reports whether the config reads Nodes.
 func watchesNodes(c *config.Config) bool {
