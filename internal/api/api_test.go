@@ -54,6 +54,8 @@ func sample() Snapshot {
 			LastSync: t0.Add(-2 * time.Minute), LastError: "watch nodes: connection refused", ChangesApplied: 7,
 			Notes: []string{"balancers[0] api: Node m4 has no address in 192.0.2.0/24 or InternalIP of IPv4; left out"}},
 		Redirects: []Redirect{{Balancer: "api", From: "192.0.2.10:6443", To: "192.0.2.10:9445", Installed: true}},
+		Services: []ServiceAddress{{Service: "web/front", Address: "192.0.2.200", Pool: "lan", Announce: "l2", Owner: "lb1", Here: true, Endpoints: 3},
+			{Service: "web/db", Address: "192.0.2.201", Pool: "lan", Announce: "l2", Owner: "lb2", Local: true, Endpoints: 1}},
 	}
 }
 

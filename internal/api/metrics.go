@@ -52,6 +52,7 @@ var (
 	dKubeObjects   = desc("kubernetes_objects", "Objects the source holds, by kind.", "kind")
 	dKubeLastSync  = desc("kubernetes_last_sync_timestamp_seconds", "When the source last read a change from the API, in Unix seconds; absent if never.")
 	dKubeChanges   = desc("kubernetes_changes_applied_total", "Membership changes from the API applied to the components.")
+	dSvcAnnounced  = desc("service_address_announced", "1 while this node announces the LoadBalancer Service's address (holds it, or advertises it over BGP).", "service", "address", "pool")
 	dRedirect      = desc("redirect_installed", "1 while the DNAT of a balancer's redirect_from is installed.", "balancer", "from")
 	dBackendUp     = desc("backend_up", "1 when the backend is in rotation.", "balancer", "backend")
 	dBackendWeight = desc("backend_weight", "Configured weight.", "balancer", "backend")
@@ -122,6 +123,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			gauge(dKubeLastSync, float64(k.LastSync.UnixNano())/1e9)
 		}
 		counter(dKubeChanges, k.ChangesApplied)
+	}
+	for _, sv := range s.Services {
+		gauge(dSvcAnnounced, b2f(sv.Here), sv.Service, sv.Address, sv.Pool)
 	}
 	for _, r := range s.Redirects {
 		gauge(dRedirect, b2f(r.Installed), r.Balancer, r.From)

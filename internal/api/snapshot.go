@@ -23,6 +23,22 @@ type Snapshot struct {
 	Kubernetes *Kubernetes `json:"kubernetes,omitempty"`
 	// Redirects are the API port redirects (balancers' redirect_from).
 	Redirects []Redirect `json:"redirects,omitempty"`
+	// Services are the LoadBalancer Services' addresses vigil serves.
+	Services []ServiceAddress `json:"services,omitempty"`
+}
+
+// ServiceAddress is one address of a LoadBalancer Service.
+type ServiceAddress struct {
+	Service  string `json:"service"` // NAMESPACE/NAME
+	Address  string `json:"address"`
+	Pool     string `json:"pool"`
+	Announce string `json:"announce"` // l2 or bgp
+	// Owner is the node whose L2 slot carries the address ("" for bgp).
+	Owner string `json:"owner,omitempty"`
+	// Here: this node announces it now (holds it, or advertises it).
+	Here      bool `json:"here"`
+	Local     bool `json:"local,omitempty"` // externalTrafficPolicy Local
+	Endpoints int  `json:"endpoints"`       // ready endpoints
 }
 
 // Kubernetes is the state of the API source: where it reads, whether its

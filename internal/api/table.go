@@ -78,6 +78,20 @@ func WriteTable(out io.Writer, s Snapshot, now time.Time) error {
 			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", r.From, r.To, r.Balancer, state, dash(r.Reason))
 		}
 	}
+	if len(s.Services) > 0 {
+		fmt.Fprintln(w, "\nSERVICE\tADDRESS\tPOOL\tANNOUNCE\tOWNER\tHERE\tENDPOINTS")
+		for _, sv := range s.Services {
+			here := "-"
+			if sv.Here {
+				here = "yes"
+			}
+			ann := sv.Announce
+			if sv.Local {
+				ann += " (Local)"
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", sv.Service, sv.Address, sv.Pool, ann, dash(sv.Owner), here, sv.Endpoints)
+		}
+	}
 	if k := s.Kubernetes; k != nil {
 		watch := "down"
 		if k.WatchUp {

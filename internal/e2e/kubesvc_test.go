@@ -156,6 +156,11 @@ func TestKubeServiceAnnouncedAndProxied(t *testing.T) {
 	if len(owners) != 1 {
 		t.Fatalf("10.80.0.200 held by %v, want exactly one node", owners)
 	}
+	st := statusAt(t, filepath.Join(sl.dir, owners[0]+".sock"))
+	if len(st.Services) != 1 || st.Services[0].Service != "web/front" || !st.Services[0].Here ||
+		st.Services[0].Owner != owners[0] || st.Services[0].Endpoints != 2 || st.Services[0].Pool != "lan" {
+		t.Fatalf("status of %s lists Services %+v", owners[0], st.Services)
+	}
 
 	// The owner dies without a word: the other node's backup slot takes
 	// over at VRRP speed.

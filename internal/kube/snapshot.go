@@ -163,3 +163,19 @@ type ServicePort struct {
 
 // Ref is the Service's NAMESPACE/NAME.
 func (s Service) Ref() ServiceRef { return ServiceRef{s.Namespace, s.Name} }
+
+// ReadyCount is how many ready endpoint addresses svc has.
+func (s *Snapshot) ReadyCount(svc ServiceRef) int {
+	n := 0
+	for _, sl := range s.Slices {
+		if sl.Namespace != svc.Namespace || sl.Service != svc.Name {
+			continue
+		}
+		for _, ep := range sl.Endpoints {
+			if ep.Ready {
+				n += len(ep.Addresses)
+			}
+		}
+	}
+	return n
+}

@@ -40,9 +40,10 @@ type members struct {
 	snap   kube.Snapshot
 	origin kube.Origin
 
-	mu      sync.Mutex
-	last    kube.Expanded // the expansion in force
-	applied atomic.Uint64
+	mu       sync.Mutex
+	last     kube.Expanded        // the expansion in force
+	services []api.ServiceAddress // its Service addresses, for status
+	applied  atomic.Uint64
 }
 
 // newMembers starts the informers and waits up to kubeStartWait for a
@@ -69,6 +70,7 @@ func newMembers(static *config.Config, store *health.Store, log *slog.Logger) (*
 	log.Info("cluster members read", "origin", m.origin, "server", st.Server, "nodes", len(m.snap.Nodes),
 		"endpoint_slices", len(m.snap.Slices), "err", st.LastError)
 	m.last = kube.ExpandFrom(static, &m.snap, kube.Expanded{})
+	m.services = serviceRows(m.last, &m.snap)
 	m.logNotes(m.last)
 	m.publishTracks()
 	return m, nil
@@ -112,9 +114,10 @@ func (m *members) expand(static *config.Config) kube.Expanded {
 
 // committed records an expansion that every component has applied.
 func (m *members) committed(static *config.Config, x kube.Expanded, why string) {
+	rows := serviceRows(x, &m.snap)
 	m.mu.Lock()
 	old := m.last
-	m.last = x
+	m.last, m.services = x, rows
 	m.mu.Unlock()
 	m.static = static
 	for _, line := range kube.Diff(old, x) {
@@ -169,6 +172,36 @@ func (m *members) origins(balancer string) map[string]string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.last.Origins[balancer]
+}
+
+// serviceRows are the status rows of x's Service addresses.
+func serviceRows(x kube.Expanded, snap *kube.Snapshot) []api.ServiceAddress {
+	var out []api.ServiceAddress
+	for _, sa := range x.ServiceAddrs {
+		out = append(out, api.ServiceAddress{Service: sa.Service.String(), Address: sa.Addr.String(), Pool: sa.Pool,
+			Announce: sa.Announce, Owner: sa.Owner, Local: sa.Local, Endpoints: snap.ReadyCount(sa.Service)})
+	}
+	return out
+}
+
+// serviceStatus returns the Service rows, with whether this node announces
+// each now: master of the slot that carries it, or advertising it.
+func (m *members) serviceStatus(master func(instance string) bool, announced func(netip.Addr) bool) []api.ServiceAddress {
+	if m == nil {
+		return nil
+	}
+	m.mu.Lock()
+	rows := slices.Clone(m.services)
+	m.mu.Unlock()
+	for i := range rows {
+		r := &rows[i]
+		if r.Announce == "bgp" {
+			r.Here = announced(netip.MustParseAddr(r.Address))
+		} else if r.Owner != "" {
+			r.Here = master("slot/" + r.Pool + "/" + r.Owner)
+		}
+	}
+	return rows
 }
 
 // status is the source's part of a snapshot.

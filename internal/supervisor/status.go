@@ -85,6 +85,18 @@ func (s *Supervisor) Snapshot() api.Snapshot {
 		}
 	}
 	snap.Redirects = redirectStatus(s.redirect)
+	masters := map[string]bool{}
+	for _, in := range snap.Instances {
+		masters[in.Name] = in.State == "MASTER"
+	}
+	announced := map[string]bool{}
+	if snap.BGP != nil {
+		for _, p := range snap.BGP.Announced {
+			announced[p] = true
+		}
+	}
+	snap.Services = s.kube.serviceStatus(func(in string) bool { return masters[in] },
+		func(a netip.Addr) bool { return announced[netip.PrefixFrom(a, a.BitLen()).String()] })
 	return snap
 }
 
