@@ -62,17 +62,20 @@ func (x *Expanded) services(c *config.Config, snap *Snapshot, prevSlots SlotNode
 		if !Serves(sc, svc) {
 			continue
 		}
+		var ours []netip.Addr
 		for _, a := range svc.Addresses {
 			p, ok := poolOf(pools, a)
 			if !ok {
-				x.note("Service %s: address %s is in no pool of kubernetes.services; not announced", svc.Ref(), a)
+				x.note("Service %s: address %s is in no pool of kubernetes.services; neither announced nor proxied", svc.Ref(), a)
 				continue
 			}
 			pc := servicePool(sc, p)
 			sa := ServiceAddr{Addr: a, Service: svc.Ref(), Pool: p, Announce: pc.Announce, Local: svc.Local}
 			byPool[p] = append(byPool[p], sa)
+			ours = append(ours, a)
 		}
-		if sc.Dataplane == "proxy" && len(svc.Addresses) > 0 {
+		if sc.Dataplane == "proxy" && len(ours) > 0 {
+			svc.Addresses = ours
 			x.serviceBalancers(c, snap, svc)
 		}
 	}

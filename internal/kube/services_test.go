@@ -1,0 +1,153 @@
+package kube
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/vigil-lb/vigil/internal/config"
+)
+
+const servicesConfig = `cluster: c
+node: n1
+bgp:
+  asn: 64512
+  router_id: 10.0.0.1
+  neighbors: [{address: 10.0.0.254, asn: 64500}]
+kubernetes:
+  state_file: ""
+  services:
+    dataplane: proxy
+    pools:
+      - {name: lan, addresses: ["192.0.2.200-192.0.2.220"], interface: eth0, nodes: "lb=yes"}
+      - {name: wan, addresses: ["198.51.100.0/28"], announce: bgp, nodes: "lb=yes", bgp: {communities: ["64512:7"], local_pref: 200}}
+`
+
+func servicesSnapshot() *Snapshot {
+	ip := netip.MustParseAddr
+	node := func(name string, lb bool) Node {
+		n := Node{Name: name, Ready: true, Addresses: []NodeAddress{{"InternalIP", ip("10.0.0." + name[1:])}}}
+		if lb {
+			n.Labels = map[string]string{"lb": "yes"}
+		}
+		return n
+	}
+	return &Snapshot{
+		Nodes: []Node{node("n1", true), node("n2", true), node("n3", false)},
+		Slices: []Slice{{Namespace: "web", Name: "front-1", Service: "front", AddressType: "IPv4",
+			Ports:     []Port{{Name: "http", Port: 8080, Protocol: "TCP"}},
+			Endpoints: []Endpoint{{Addresses: []netip.Addr{ip("10.1.0.1")}, Ready: true, NodeName: "n2"}, {Addresses: []netip.Addr{ip("10.1.0.2")}, Ready: false, NodeName: "n1"}}}},
+		Services: []Service{
+			{Namespace: "web", Name: "front", Class: config.ServiceClass, Addresses: []netip.Addr{ip("192.0.2.200")},
+				Ports: []ServicePort{{Name: "http", Protocol: "TCP", Port: 80}, {Name: "dns", Protocol: "UDP", Port: 53}}},
+			{Namespace: "web", Name: "public", Addresses: []netip.Addr{ip("198.51.100.1")}, Local: true,
+				Ports: []ServicePort{{Name: "http", Protocol: "TCP", Port: 80}}},
+			{Namespace: "web", Name: "theirs", Class: "other.io/lb", Addresses: []netip.Addr{ip("192.0.2.201")},
+				Ports: []ServicePort{{Protocol: "TCP", Port: 80}}},
+			{Namespace: "web", Name: "stray", Addresses: []netip.Addr{ip("203.0.113.9")}, Ports: []ServicePort{{Protocol: "TCP", Port: 80}}},
+			{Namespace: "web", Name: "pending", Ports: []ServicePort{{Protocol: "TCP", Port: 80}}},
+		},
+	}
+}
+
+// The Services vigil serves become proxy balancers, BGP announcements of
+// bgp pools (gated on a local endpoint for Local) and the L2 slots of l2
+// pools; another class, an address in no pool and UDP ports are left out
+// with a note.
+func TestExpandServices(t *testing.T) {
+	static, err := config.Parse([]byte(servicesConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := Expand(static, servicesSnapshot(), nil)
+	c := x.Config
+
+	var names []string
+	for _, b := range c.Balancers {
+		names = append(names, b.Name)
+	}
+	if !slices.Equal(names, []string{"service/web/front/http", "service/web/public/http"}) {
+		t.Fatalf("balancers %v", names)
+	}
+	front := c.Balancers[0]
+	if !slices.Equal(front.Listen, []string{"192.0.2.200:80"}) || len(front.Backends) != 1 || front.Backends[0].Address != "10.1.0.1:8080" ||
+		*front.Backends[0].Weight != 1 || front.MaxConn == 0 || front.Retries == nil {
+		t.Fatalf("front's balancer %+v", front)
+	}
+	if got := x.Origins["service/web/front/http"]["10.1.0.1:8080"]; got != "endpoints web/front (node n2)" {
+		t.Fatalf("origin %q", got)
+	}
+
+	if len(c.BGP.Announce) != 1 {
+		t.Fatalf("announcements %+v", c.BGP.Announce)
+	}
+	an := c.BGP.Announce[0]
+	if an.Prefix != "198.51.100.1/32" || an.WhenEndpoints != "web/public" || an.LocalPref != 200 || !slices.Equal(an.Communities, []string{"64512:7"}) {
+		t.Fatalf("announcement %+v", an)
+	}
+
+	// Slots for n1 and n2 (n3 may not announce); 192.0.2.200 on one of them.
+	if !slices.Equal(x.Slots["lan"], []string{"n1", "n2"}) || len(c.VRRP.SlotInstances) != 2 {
+		t.Fatalf("slots %v, instances %d", x.Slots, len(c.VRRP.SlotInstances))
+	}
+	carried := 0
+	for _, in := range c.VRRP.SlotInstances {
+		if in.Interface != "eth0" || in.VIPs[0] != "0.0.0.0/32" || in.Slot.Pool != "lan" || in.Priority < 1 || in.VRID < 1 {
+			t.Fatalf("slot instance %+v", in)
+		}
+		carried += len(in.Slot.Extra)
+	}
+	if carried != 1 {
+		t.Fatalf("the slots carry %d addresses, want 1", carried)
+	}
+	var owners []string
+	for _, sa := range x.ServiceAddrs {
+		owners = append(owners, sa.Service.String()+"="+sa.Owner)
+	}
+	slices.Sort(owners)
+	if len(owners) != 2 || !strings.HasPrefix(owners[0], "web/front=n") || owners[1] != "web/public=" {
+		t.Fatalf("service addresses %v", owners)
+	}
+	notes := strings.Join(x.Notes, "\n")
+	for _, want := range []string{"203.0.113.9 is in no pool", "53/UDP: dataplane proxy carries TCP only"} {
+		if !strings.Contains(notes, want) {
+			t.Errorf("notes lack %q:\n%s", want, notes)
+		}
+	}
+	if strings.Contains(notes, "theirs") {
+		t.Errorf("a Service of another class was looked at:\n%s", notes)
+	}
+
+	// A node that joins later gets no slot until a restart; the slots keep
+	// their nodes and the address its place.
+	snap := servicesSnapshot()
+	snap.Nodes[2].Labels = map[string]string{"lb": "yes"}
+	y := ExpandFrom(static, snap, x)
+	if !slices.Equal(y.Slots["lan"], []string{"n1", "n2"}) || len(y.Config.VRRP.SlotInstances) != 2 {
+		t.Fatalf("after n3 joined: slots %v", y.Slots)
+	}
+	if !strings.Contains(strings.Join(y.Notes, "\n"), "Node n3 may announce, but slots are made at start") {
+		t.Fatalf("no note for the new node: %v", y.Notes)
+	}
+	for i := range x.Config.VRRP.SlotInstances {
+		if !slices.Equal(x.Config.VRRP.SlotInstances[i].Slot.Extra, y.Config.VRRP.SlotInstances[i].Slot.Extra) {
+			t.Fatal("an address moved when a node joined")
+		}
+	}
+}
+
+// A node outside the pool's selector runs no slot and announces nothing.
+func TestExpandServicesNotEligible(t *testing.T) {
+	static, err := config.Parse([]byte(strings.Replace(servicesConfig, "node: n1", "node: n3", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := Expand(static, servicesSnapshot(), nil)
+	if len(x.Config.VRRP.SlotInstances) != 0 || len(x.Config.BGP.Announce) != 0 {
+		t.Fatalf("n3 runs %d slots and %d announcements", len(x.Config.VRRP.SlotInstances), len(x.Config.BGP.Announce))
+	}
+	if len(x.Config.Balancers) != 2 {
+		t.Fatalf("n3 still proxies what reaches it: %d balancers", len(x.Config.Balancers))
+	}
+}
