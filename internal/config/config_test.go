@@ -152,6 +152,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("vrrp: {instances: [{name: a, interface: e, vrid: 1, vips: [1.2.3.4]}]}"))
 	f.Add([]byte("checks: [{name: x, exec: {script: true}}]"))
 	f.Add([]byte(goodKube))
+	f.Add([]byte(goodServices))
 	f.Add([]byte("kubernetes: {}\nbalancers: [{name: b, listen: [\"192.0.2.1:9445\"], redirect_from: 6443, backends_from: {endpoints: {service: a/b, port: 443}}}]"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := Parse(b)

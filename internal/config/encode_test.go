@@ -59,7 +59,7 @@ func docsBlock(t testing.TB, heading string) string {
 func TestMarshalRoundTrip(t *testing.T) {
 	for name, src := range map[string]string{
 		"good": good, "balancer": goodBalancer, "bgp": goodBGP, "pool": poolConfig, "kube": goodKube, "docs": docsExample(t),
-		"docs-kubernetes": docsBlock(t, "## Kubernetes\n"),
+		"docs-kubernetes": docsBlock(t, "## Kubernetes\n"), "services": goodServices, "docs-services": docsBlock(t, "### `kubernetes.services`\n"),
 	} {
 		t.Run(name, func(t *testing.T) {
 			c, err := Parse([]byte(src))

@@ -26,6 +26,9 @@ type Kubernetes struct {
 	// is down serves the same members as before. Default
 	// DefaultStateFile; "" keeps none.
 	StateFile string `yaml:"state_file"`
+	// Services makes vigil the implementation of LoadBalancer Services;
+	// nil: vigil leaves them alone.
+	Services *Services `yaml:"services"`
 }
 
 // DefaultStateFile is where the last objects seen are kept unless
@@ -81,7 +84,7 @@ type EndpointTrack struct {
 }
 
 // UsesKubernetes reports whether c needs the Kubernetes API: a kubernetes
-// section, a balancer's backends_from, an instance's unicast_peers_from or
+// section (kubernetes.services included), a balancer's backends_from, an instance's unicast_peers_from or
 // a track.endpoints.
 func (c *Config) UsesKubernetes() bool {
 	if c.Kubernetes != nil {
@@ -132,6 +135,9 @@ func (v *validator) kubernetes() {
 			v.add(p, "%q is listed twice", s)
 		}
 		seen[s] = true
+	}
+	if k.Services != nil {
+		v.services(k.Services)
 	}
 }
 

@@ -84,7 +84,8 @@ func (c *Config) validate() Errors {
 	v.balancers()
 	v.bgp(checks, vips)
 	v.kubernetes()
-	if len(c.VRRP.Instances) == 0 && len(c.VRRP.Pools) == 0 && len(c.Checks) == 0 && len(c.Balancers) == 0 {
+	services := c.Kubernetes != nil && c.Kubernetes.Services != nil
+	if len(c.VRRP.Instances) == 0 && len(c.VRRP.Pools) == 0 && len(c.Checks) == 0 && len(c.Balancers) == 0 && !services {
 		v.add("vrrp.instances", "nothing to do: no instances configured")
 	}
 	return v.es
