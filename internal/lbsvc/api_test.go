@@ -99,11 +99,14 @@ func (r *running) stop() {
 	<-r.done
 }
 
-func (f *fixture) start(o Options) *running {
+func (f *fixture) start(o Options, before ...func(*Controller)) *running {
 	f.t.Helper()
 	c, err := New(f.user, o)
 	if err != nil {
 		f.t.Fatal(err)
+	}
+	for _, b := range before {
+		b(c)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{Controller: c, cancel: cancel, done: make(chan struct{})}
@@ -584,5 +587,68 @@ func TestFailoverAndRestart(t *testing.T) {
 func TestLeaseNameInManifest(t *testing.T) {
 	if LeaseName != manifest.LBLease {
 		t.Fatalf("lbsvc.LeaseName %q, manifest.LBLease %q", LeaseName, manifest.LBLease)
+	}
+}
+
+func stack(pol corev1.IPFamilyPolicy, fams ...corev1.IPFamily) func(*corev1.Service) {
+	return func(s *corev1.Service) { s.Spec.IPFamilyPolicy, s.Spec.IPFamilies = &pol, fams }
+}
+
+// IPv6 and dual-stack Services get one address per family, in
+// spec.ipFamilies' order (kubetest's API server is dual-stack).
+func TestIPv6AndDualStack(t *testing.T) {
+	f := setup(t)
+	r := f.start(f.options("node-a"))
+	f.leader(r)
+	f.svc("v6", stack(corev1.IPFamilyPolicySingleStack, corev1.IPv6Protocol))
+	if got := f.wait("v6", 1); got[0] != "2001:db8::10" {
+		t.Fatalf("v6: %v", got)
+	}
+	f.svc("dual", stack(corev1.IPFamilyPolicyRequireDualStack, corev1.IPv6Protocol, corev1.IPv4Protocol))
+	if got := f.wait("dual", 2); !slices.Equal(got, []string{"2001:db8::11", "192.0.2.10"}) {
+		t.Fatalf("dual: %v", got)
+	}
+	f.svc("asked", stack(corev1.IPFamilyPolicyPreferDualStack), annotate(AnnotationAddress, "192.0.2.17, 2001:db8::17"))
+	if got := f.wait("asked", 2); !slices.Equal(got, []string{"192.0.2.17", "2001:db8::17"}) {
+		t.Fatalf("asked: %v", got)
+	}
+	f.event("asked", ReasonAllocated, "192.0.2.17, 2001:db8::17 from pool default")
+	f.svc("wrongfamily", annotate(AnnotationAddress, "2001:db8::18"))
+	f.event("wrongfamily", ReasonFailed, AnnotationAddress, "2001:db8::18 is IPv6")
+	eventually(t, 10*time.Second, "three Services served", func() bool { return len(r.Latest()) == 3 })
+	for _, s := range r.Latest() {
+		if s.Name == "dual" && (len(s.Families) != 2 || s.Families[0] != lbipam.IPv6 || len(s.Addrs) != 2) {
+			t.Fatalf("dual served as %+v", s)
+		}
+	}
+}
+
+// The leader dies without giving the Lease up: another takes over once
+// it expires, and allocates without duplicates.
+func TestFailoverAfterExpiry(t *testing.T) {
+	f := setup(t)
+	var rs []*running
+	for i := range 2 {
+		o := f.options(fmt.Sprintf("node-%d", i))
+		rs = append(rs, f.start(o, func(c *Controller) { c.keepLease = true }))
+	}
+	lead := f.leader(rs...)
+	f.svc("before")
+	f.wait("before", 1)
+	stopped := time.Now()
+	lead.stop()
+	next := rs[0]
+	if next == lead {
+		next = rs[1]
+	}
+	eventually(t, 20*time.Second, "a new leader", func() bool { return next.Status().Leading })
+	took := time.Since(stopped)
+	if took < next.o.LeaseDuration-next.o.RetryPeriod {
+		t.Fatalf("took over after %v, before the Lease (%v) expired", took, next.o.LeaseDuration)
+	}
+	t.Logf("%s took over after %v (lease %v)", next.o.Node, took.Round(time.Millisecond), next.o.LeaseDuration)
+	f.svc("after")
+	if a, b := f.addrs("before"), f.wait("after", 1); a[0] == b[0] {
+		t.Fatalf("before and after share %v", a)
 	}
 }

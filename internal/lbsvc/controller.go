@@ -138,6 +138,7 @@ type Controller struct {
 	started      atomic.Bool
 	stopping     atomic.Bool
 	lock         *fencedLock
+	keepLease    bool // tests: stop as a crash would, the Lease left to expire
 	broadcaster  record.EventBroadcaster
 	recorder     record.EventRecorder
 

@@ -67,7 +67,7 @@ func (c *Controller) elect(ctx context.Context) {
 		RetryPeriod:   c.o.RetryPeriod,
 		// Run stops writing before it cancels the election, so the
 		// next allocator need not wait for the Lease to expire.
-		ReleaseOnCancel: true,
+		ReleaseOnCancel: !c.keepLease,
 		Callbacks: leaderelection.LeaderCallbacks{
 			OnStartedLeading: c.takeOver,
 			OnStoppedLeading: c.stepDown,
