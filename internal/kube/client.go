@@ -240,6 +240,15 @@ func (d *fallbackDialer) Last() string {
 	return d.last
 }
 
+// RESTConfig returns the REST config a Source built from o uses: the
+// kubeconfig (or in-cluster config, or $KUBECONFIG) with its connections
+// dialled through o's fallback servers. Other components that talk to the
+// API (the LoadBalancer Service controller) reach it the same way.
+func RESTConfig(o Options) (*rest.Config, error) {
+	cfg, _, err := clientConfig(o, os.Getenv)
+	return cfg, err
+}
+
 // clientConfig resolves o's REST config and routes its connections
 // through a fallbackDialer, which it returns for status.
 func clientConfig(o Options, getenv func(string) string) (*rest.Config, *fallbackDialer, error) {

@@ -343,3 +343,20 @@ func TestFallbackKeepsTLSIdentity(t *testing.T) {
 		t.Errorf("Last() = %q, want %q", d.Last(), want)
 	}
 }
+
+// The exported RESTConfig is the Source's: the kubeconfig's server, the
+// fallback dialer and vigil's user agent.
+func TestRESTConfigExported(t *testing.T) {
+	_, caPEM := selfSigned(t, "localhost")
+	k := writeKubeconfig(t, t.TempDir(), "k.yaml", "https://10.0.0.1:6443", caPEM)
+	cfg, err := RESTConfig(Options{Kubeconfig: k, FallbackServers: []string{"https://127.0.0.1:6443"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Host != "https://10.0.0.1:6443" || cfg.Dial == nil || cfg.UserAgent != "vigil" {
+		t.Fatalf("host %s, dial set %v, user agent %q", cfg.Host, cfg.Dial != nil, cfg.UserAgent)
+	}
+	if _, err := RESTConfig(Options{Kubeconfig: k, FallbackServers: []string{"ftp://x"}}); err == nil {
+		t.Fatal("a bad fallback server is accepted")
+	}
+}

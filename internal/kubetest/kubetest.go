@@ -150,7 +150,9 @@ func Start(o Options) (env *Env, err error) {
 		"--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
 		"--service-account-key-file", filepath.Join(dir, "sa.pub"),
 		"--service-account-signing-key-file", filepath.Join(dir, "sa.key"),
-		"--service-cluster-ip-range", "10.96.0.0/16",
+		// Dual-stack, so that IPv6 and dual-stack Services can be created;
+		// a Service that asks for nothing is still single-stack IPv4.
+		"--service-cluster-ip-range", "10.96.0.0/16,fd00:10:96::/112",
 		"--disable-admission-plugins", "ServiceAccount",
 		"--endpoint-reconciler-type", "none",
 		"--enable-priority-and-fairness=false", "--profiling=false",

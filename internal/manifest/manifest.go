@@ -70,9 +70,20 @@ type DaemonSetOptions struct {
 	NodeSelector string
 }
 
+// LBLease is the Lease that elects the LoadBalancer allocator
+// (lbsvc.LeaseName; manifest does not import lbsvc).
+const LBLease = "vigil-lb-allocator"
+
 // ClusterRole is the least vigil needs of the API: reading Nodes (backends
 // and peers from node labels) and EndpointSlices (backends and tracked
-// endpoints of Services). Nothing is written and no secret is read.
+// endpoints of Services); for the LoadBalancer Services it serves, reading
+// Services, writing their status, recording Events (core/v1, as client-go's
+// tools/record does: create, and patch to count repeats) and holding the
+// allocator's Lease. No secret is read.
+//
+// The Lease rule is cluster-wide (a namespaced Role would be tighter but is
+// more to deploy): get and update only the allocator's Lease by name,
+// create any (RBAC cannot limit create by name).
 func ClusterRole() *rbacv1.ClusterRole {
 	read := []string{"get", "list", "watch"}
 	return &rbacv1.ClusterRole{
@@ -81,6 +92,12 @@ func ClusterRole() *rbacv1.ClusterRole {
 		Rules: []rbacv1.PolicyRule{
 			{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: read},
 			{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: read},
+			{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: read},
+			{APIGroups: []string{""}, Resources: []string{"services/status"}, Verbs: []string{"update"}},
+			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
+			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}},
+			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{LBLease},
+				Verbs: []string{"get", "update"}},
 		},
 	}
 }

@@ -63,33 +63,50 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
-// The role reads Nodes and EndpointSlices and nothing else.
+// The role reads Nodes, EndpointSlices and Services, writes Service
+// status and Events, holds the allocator's Lease, and nothing else.
 func TestClusterRoleIsLeast(t *testing.T) {
 	r := ClusterRole()
 	if r.Name != "vigil" || r.Namespace != "" {
 		t.Fatalf("role %s/%s", r.Namespace, r.Name)
 	}
-	type grant struct{ group, resource, verb string }
+	type grant struct{ group, resource, name, verb string }
 	var got []grant
 	for _, rule := range r.Rules {
-		if len(rule.ResourceNames) > 0 || len(rule.NonResourceURLs) > 0 {
-			t.Errorf("rule %+v names resources or URLs", rule)
+		if len(rule.NonResourceURLs) > 0 {
+			t.Errorf("rule %+v names URLs", rule)
+		}
+		names := rule.ResourceNames
+		if len(names) == 0 {
+			names = []string{"*"}
 		}
 		for _, g := range rule.APIGroups {
 			for _, res := range rule.Resources {
-				for _, v := range rule.Verbs {
-					got = append(got, grant{g, res, v})
+				for _, n := range names {
+					for _, v := range rule.Verbs {
+						got = append(got, grant{g, res, n, v})
+					}
 				}
 			}
 		}
 	}
 	var want []grant
-	for _, gr := range [][2]string{{"", "nodes"}, {"discovery.k8s.io", "endpointslices"}} {
+	for _, gr := range [][2]string{{"", "nodes"}, {"discovery.k8s.io", "endpointslices"}, {"", "services"}} {
 		for _, v := range []string{"get", "list", "watch"} {
-			want = append(want, grant{gr[0], gr[1], v})
+			want = append(want, grant{gr[0], gr[1], "*", v})
 		}
 	}
-	cmp := func(a, b grant) int { return strings.Compare(a.group+a.resource+a.verb, b.group+b.resource+b.verb) }
+	want = append(want,
+		grant{"", "services/status", "*", "update"},
+		grant{"", "events", "*", "create"},
+		grant{"", "events", "*", "patch"},
+		grant{"coordination.k8s.io", "leases", "*", "create"},
+		grant{"coordination.k8s.io", "leases", "vigil-lb-allocator", "get"},
+		grant{"coordination.k8s.io", "leases", "vigil-lb-allocator", "update"},
+	)
+	cmp := func(a, b grant) int {
+		return strings.Compare(a.group+" "+a.resource+" "+a.name+" "+a.verb, b.group+" "+b.resource+" "+b.name+" "+b.verb)
+	}
 	slices.SortFunc(got, cmp)
 	slices.SortFunc(want, cmp)
 	if !slices.Equal(got, want) {
