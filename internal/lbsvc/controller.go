@@ -331,16 +331,18 @@ func (c *Controller) Run(ctx context.Context) error {
 func (c *Controller) loop(ctx context.Context) {
 	for {
 		var timer <-chan time.Time
+		stop := func() bool { return false }
 		if wake := c.nextWake(); !wake.IsZero() {
 			t := time.NewTimer(time.Until(wake))
-			timer = t.C
-			defer t.Stop()
+			timer, stop = t.C, t.Stop
 		}
 		select {
 		case <-ctx.Done():
+			stop()
 			return
 		case <-timer:
 		case <-c.kick:
+			stop()
 			t := time.NewTimer(c.o.Coalesce)
 			select {
 			case <-ctx.Done():
