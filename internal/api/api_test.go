@@ -56,6 +56,9 @@ func sample() Snapshot {
 		Redirects: []Redirect{{Balancer: "api", From: "192.0.2.10:6443", To: "192.0.2.10:9445", Installed: true}},
 		Services: []ServiceAddress{{Service: "web/front", Address: "192.0.2.200", Pool: "lan", Announce: "l2", Owner: "lb1", Here: true, Endpoints: 3},
 			{Service: "web/db", Address: "192.0.2.201", Pool: "lan", Announce: "l2", Owner: "lb2", Local: true, Endpoints: 1}},
+		Pools: []PoolUsage{{Name: "lan", Announce: "l2", Size: 51, InUse: 2}},
+		Allocator: &Allocator{Identity: "lb1", Leader: "lb1", Leading: true, Synced: true, Services: 3, Held: 1,
+			Failures: []AllocationFailure{{Service: "web/big", Reason: "pool exhausted: lan"}}},
 	}
 }
 

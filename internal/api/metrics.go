@@ -53,6 +53,11 @@ var (
 	dKubeLastSync  = desc("kubernetes_last_sync_timestamp_seconds", "When the source last read a change from the API, in Unix seconds; absent if never.")
 	dKubeChanges   = desc("kubernetes_changes_applied_total", "Membership changes from the API applied to the components.")
 	dSvcAnnounced  = desc("service_address_announced", "1 while this node announces the LoadBalancer Service's address (holds it, or advertises it over BGP).", "service", "address", "pool")
+	dPoolSize      = desc("service_pool_addresses", "Addresses a LoadBalancer pool holds.", "pool")
+	dPoolInUse     = desc("service_pool_addresses_in_use", "Addresses of the pool that Services hold (distinct addresses).", "pool")
+	dAllocLeading  = desc("service_allocator_leading", "1 while this node is the elected allocator that writes Service addresses.")
+	dAllocFailing  = desc("service_allocation_failures", "Services that got no address (or not every family) at the allocator's last pass, as the leader saw them.")
+	dAllocHeld     = desc("service_addresses_held", "Freed addresses the allocator holds back before reuse.")
 	dRedirect      = desc("redirect_installed", "1 while the DNAT of a balancer's redirect_from is installed.", "balancer", "from")
 	dBackendUp     = desc("backend_up", "1 when the backend is in rotation.", "balancer", "backend")
 	dBackendWeight = desc("backend_weight", "Configured weight.", "balancer", "backend")
@@ -123,6 +128,15 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			gauge(dKubeLastSync, float64(k.LastSync.UnixNano())/1e9)
 		}
 		counter(dKubeChanges, k.ChangesApplied)
+	}
+	for _, p := range s.Pools {
+		gauge(dPoolSize, p.Size, p.Name)
+		gauge(dPoolInUse, float64(p.InUse), p.Name)
+	}
+	if a := s.Allocator; a != nil {
+		gauge(dAllocLeading, b2f(a.Leading))
+		gauge(dAllocFailing, float64(len(a.Failures)))
+		gauge(dAllocHeld, float64(a.Held))
 	}
 	for _, sv := range s.Services {
 		gauge(dSvcAnnounced, b2f(sv.Here), sv.Service, sv.Address, sv.Pool)

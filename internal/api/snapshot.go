@@ -25,6 +25,37 @@ type Snapshot struct {
 	Redirects []Redirect `json:"redirects,omitempty"`
 	// Services are the LoadBalancer Services' addresses vigil serves.
 	Services []ServiceAddress `json:"services,omitempty"`
+	// Allocator is the LoadBalancer address allocator, when vigil serves
+	// Services.
+	Allocator *Allocator `json:"allocator,omitempty"`
+	// Pools are kubernetes.services' address pools and their use.
+	Pools []PoolUsage `json:"pools,omitempty"`
+}
+
+// PoolUsage is one address pool's size and the addresses Services hold.
+type PoolUsage struct {
+	Name     string  `json:"name"`
+	Announce string  `json:"announce"`
+	Size     float64 `json:"size"` // a float: an IPv6 pool can be larger than any integer
+	InUse    int     `json:"in_use"`
+}
+
+// Allocator is the state of the LoadBalancer allocator on this node.
+type Allocator struct {
+	Identity   string              `json:"identity"`
+	Leader     string              `json:"leader"` // who writes allocations now
+	Leading    bool                `json:"leading"`
+	Synced     bool                `json:"synced"`
+	WatchError string              `json:"watch_error,omitempty"`
+	Services   int                 `json:"services"`
+	Held       int                 `json:"held"` // freed addresses not reused yet
+	Failures   []AllocationFailure `json:"failures,omitempty"`
+}
+
+// AllocationFailure is a Service that got no address, and why.
+type AllocationFailure struct {
+	Service string `json:"service"`
+	Reason  string `json:"reason"`
 }
 
 // ServiceAddress is one address of a LoadBalancer Service.

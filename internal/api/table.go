@@ -78,6 +78,25 @@ func WriteTable(out io.Writer, s Snapshot, now time.Time) error {
 			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", r.From, r.To, r.Balancer, state, dash(r.Reason))
 		}
 	}
+	if len(s.Pools) > 0 {
+		fmt.Fprintln(w, "\nPOOL\tANNOUNCE\tIN USE\tSIZE")
+		for _, p := range s.Pools {
+			fmt.Fprintf(w, "%s\t%s\t%d\t%.0f\n", p.Name, p.Announce, p.InUse, p.Size)
+		}
+	}
+	if a := s.Allocator; a != nil {
+		leader := dash(a.Leader)
+		if a.Leading {
+			leader += " (this node)"
+		}
+		fmt.Fprintf(w, "\nALLOCATOR leader %s  synced %v  services %d  held back %d\n", leader, a.Synced, a.Services, a.Held)
+		if a.WatchError != "" {
+			fmt.Fprintf(w, "  error: %s\n", a.WatchError)
+		}
+		for _, f := range a.Failures {
+			fmt.Fprintf(w, "  %s: %s\n", f.Service, f.Reason)
+		}
+	}
 	if len(s.Services) > 0 {
 		fmt.Fprintln(w, "\nSERVICE\tADDRESS\tPOOL\tANNOUNCE\tOWNER\tHERE\tENDPOINTS")
 		for _, sv := range s.Services {

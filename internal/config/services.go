@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation"
 )
@@ -20,7 +21,23 @@ type Services struct {
 	Dataplane string `yaml:"dataplane"`
 	// Pools are the addresses to hand out, in order of preference.
 	Pools []ServicePool `yaml:"pools"`
+	// LeaseNamespace holds the Lease that elects the one node writing
+	// allocations (vigil's own namespace; it must exist). Default
+	// DefaultLeaseNamespace.
+	LeaseNamespace string `yaml:"lease_namespace"`
+	// Hold is how long a freed address is not given to another Service (a
+	// node may still announce it); a newly elected allocator also waits
+	// this long after its start before giving out addresses nobody held
+	// (it cannot know what was freed just before). Default DefaultHold.
+	Hold time.Duration `yaml:"hold"`
 }
+
+// DefaultHold is the default of kubernetes.services.hold.
+const DefaultHold = 30 * time.Second
+
+// DefaultLeaseNamespace is where the allocator's Lease lives by default,
+// the namespace `vigil manifest daemonset` deploys to.
+const DefaultLeaseNamespace = "vigil-system"
 
 // ServiceClass is the spec.loadBalancerClass vigil serves.
 const ServiceClass = "vigil.io/lb"
@@ -151,6 +168,16 @@ func (v *validator) services(s *Services) {
 		s.DefaultClass = &t
 	}
 	v.oneOf(p+".dataplane", &s.Dataplane, "none", "proxy", "dsr")
+	if s.LeaseNamespace == "" {
+		s.LeaseNamespace = DefaultLeaseNamespace
+	}
+	setDefault(v, p+".hold", &s.Hold, DefaultHold)
+	if s.Hold < 0 || s.Hold > time.Hour {
+		v.add(p+".hold", "%v is out of range 0..1h", s.Hold)
+	}
+	if errs := validation.IsDNS1123Label(s.LeaseNamespace); len(errs) > 0 {
+		v.add(p+".lease_namespace", "%q is not a namespace name: %s", s.LeaseNamespace, strings.Join(errs, "; "))
+	}
 	if len(s.Pools) == 0 {
 		v.add(p+".pools", "needs at least one pool")
 	}

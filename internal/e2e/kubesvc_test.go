@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -54,6 +55,7 @@ func newSvcLab(t *testing.T) *svcLab {
 	t.Cleanup(sl.env.Close)
 	sl.admin = sl.env.Admin(t)
 	kubetest.CreateNamespace(t, sl.admin, "web")
+	kubetest.CreateNamespace(t, sl.admin, "vigil-system") // the allocator's Lease
 	var eps []kubetest.Endpoint
 	for i, name := range []string{"n1", "n2"} {
 		h, err := sl.lab.AddHost(name, mustPrefix(fmt.Sprintf("10.80.0.%d/24", 11+i)))
@@ -87,15 +89,43 @@ func (sl *svcLab) service(t *testing.T, name string) *corev1.Service {
 	return out
 }
 
-// setAddress writes addr into the Service's status, as an allocator does.
-func (sl *svcLab) setAddress(t *testing.T, svc *corev1.Service, addr string) {
+// waitAddress waits until the allocator has written an address into the
+// Service's status and returns it with its ipMode.
+func (sl *svcLab) waitAddress(t *testing.T, name string) (addr, mode string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	svc.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: addr}}
-	if _, err := sl.admin.CoreV1().Services(svc.Namespace).UpdateStatus(ctx, svc, metav1.UpdateOptions{}); err != nil {
-		t.Fatalf("status of Service %s/%s: %v", svc.Namespace, svc.Name, err)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		svc, err := sl.admin.CoreV1().Services("web").Get(ctx, name, metav1.GetOptions{})
+		cancel()
+		if err == nil && len(svc.Status.LoadBalancer.Ingress) > 0 {
+			in := svc.Status.LoadBalancer.Ingress[0]
+			if in.IPMode != nil {
+				mode = string(*in.IPMode)
+			}
+			return in.IP, mode
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Service web/%s has no address after 30s (err %v)", name, err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// events are the reasons and messages of the Events about web/name.
+func (sl *svcLab) events(t *testing.T, name string) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	list, err := sl.admin.CoreV1().Events("web").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range list.Items {
+		out = append(out, e.Reason+": "+e.Message)
+	}
+	return out
 }
 
 func (sl *svcLab) start(t *testing.T, name string) {
@@ -110,6 +140,7 @@ kubernetes:
   state_file: %[4]s
   services:
     dataplane: proxy
+    hold: 1s
     pools:
       - {name: lan, addresses: [%[5]q], interface: eth0, nodes: "vigil=yes"}
 `, name, filepath.Join(sl.dir, name+".sock"), sl.env.Kubeconfig(t, "", sl.env.AdminToken),
@@ -145,13 +176,26 @@ func (sl *svcLab) holders(t *testing.T, addr string) []string {
 // wire, with no API call.
 func TestKubeServiceAnnouncedAndProxied(t *testing.T) {
 	sl := newSvcLab(t)
-	svc := sl.service(t, "front")
-	sl.setAddress(t, svc, "10.80.0.200")
 	sl.start(t, "n1")
 	sl.start(t, "n2")
+	t0 := time.Now()
+	sl.service(t, "front")
+	addr, mode := sl.waitAddress(t, "front")
+	t.Logf("address %s (ipMode %s) in status %v after the Service was created", addr, mode, time.Since(t0))
+	if addr != "10.80.0.200" || mode != "Proxy" {
+		t.Fatalf("allocated %s with ipMode %q, want the pool's first, 10.80.0.200, with Proxy (vigil's dataplane)", addr, mode)
+	}
 
 	fl := &frontLab{client: sl.client}
 	fl.waitAnswers(t, "10.80.0.200:80", 10, "pod-n1", "pod-n2")
+	t.Logf("first answers through the address %v after the Service was created", time.Since(t0))
+	deadline := time.Now().Add(10 * time.Second)
+	for !slices.ContainsFunc(sl.events(t, "front"), func(e string) bool { return strings.HasPrefix(e, "AddressAllocated: 10.80.0.200") }) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no AddressAllocated event: %v", sl.events(t, "front"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	owners := sl.holders(t, "10.80.0.200")
 	if len(owners) != 1 {
 		t.Fatalf("10.80.0.200 held by %v, want exactly one node", owners)
@@ -164,11 +208,11 @@ func TestKubeServiceAnnouncedAndProxied(t *testing.T) {
 
 	// The owner dies without a word: the other node's backup slot takes
 	// over at VRRP speed.
-	t0 := time.Now()
+	t0 = time.Now()
 	sl.procs[owners[0]].Cmd.Process.Signal(syscall.SIGKILL)
 	sl.procs[owners[0]].Wait(5 * time.Second)
 	other := map[string]string{"n1": "n2", "n2": "n1"}[owners[0]]
-	deadline := time.Now().Add(10 * time.Second)
+	deadline = time.Now().Add(10 * time.Second)
 	for {
 		if slices.Contains(sl.holders(t, "10.80.0.200"), other) {
 			break

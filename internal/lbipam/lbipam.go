@@ -82,3 +82,37 @@ var (
 	ErrNotInPool   = errors.New("address in no pool")
 	ErrNoPool      = errors.New("no pool for the family")
 )
+
+// Size is how many addresses the pool holds, as a float: an IPv6 range can
+// hold more than any integer type.
+func (p Pool) Size() float64 {
+	n := 0.0
+	for _, r := range p.Ranges {
+		n += rangeSize(r)
+	}
+	return n
+}
+
+// rangeSize is Last-First+1 of one family, as a float.
+func rangeSize(r Range) float64 {
+	a, b := r.First.As16(), r.Last.As16()
+	d, borrow := 0.0, 0
+	for i := 15; i >= 0; i-- {
+		v := int(b[i]) - int(a[i]) - borrow
+		borrow = 0
+		if v < 0 {
+			v += 256
+			borrow = 1
+		}
+		d += float64(v) * pow256(15-i)
+	}
+	return d + 1
+}
+
+func pow256(n int) float64 {
+	f := 1.0
+	for range n {
+		f *= 256
+	}
+	return f
+}

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"reflect"
@@ -12,11 +13,16 @@ import (
 	"sync/atomic"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
+
 	"github.com/vigil-lb/vigil/internal/api"
 	"github.com/vigil-lb/vigil/internal/component"
 	"github.com/vigil-lb/vigil/internal/config"
 	"github.com/vigil-lb/vigil/internal/health"
 	"github.com/vigil-lb/vigil/internal/kube"
+	"github.com/vigil-lb/vigil/internal/lbipam"
+	"github.com/vigil-lb/vigil/internal/lbsvc"
 	"github.com/vigil-lb/vigil/internal/redirect"
 )
 
@@ -43,6 +49,7 @@ type members struct {
 	mu       sync.Mutex
 	last     kube.Expanded        // the expansion in force
 	services []api.ServiceAddress // its Service addresses, for status
+	pools    []api.PoolUsage
 	applied  atomic.Uint64
 }
 
@@ -71,6 +78,7 @@ func newMembers(static *config.Config, store *health.Store, log *slog.Logger) (*
 		"endpoint_slices", len(m.snap.Slices), "err", st.LastError)
 	m.last = kube.ExpandFrom(static, &m.snap, kube.Expanded{})
 	m.services = serviceRows(m.last, &m.snap)
+	m.pools = poolUsage(static, m.last)
 	m.logNotes(m.last)
 	m.publishTracks()
 	return m, nil
@@ -114,10 +122,10 @@ func (m *members) expand(static *config.Config) kube.Expanded {
 
 // committed records an expansion that every component has applied.
 func (m *members) committed(static *config.Config, x kube.Expanded, why string) {
-	rows := serviceRows(x, &m.snap)
+	rows, pools := serviceRows(x, &m.snap), poolUsage(static, x)
 	m.mu.Lock()
 	old := m.last
-	m.last, m.services = x, rows
+	m.last, m.services, m.pools = x, rows, pools
 	m.mu.Unlock()
 	m.static = static
 	for _, line := range kube.Diff(old, x) {
@@ -182,6 +190,40 @@ func serviceRows(x kube.Expanded, snap *kube.Snapshot) []api.ServiceAddress {
 			Announce: sa.Announce, Owner: sa.Owner, Local: sa.Local, Endpoints: snap.ReadyCount(sa.Service)})
 	}
 	return out
+}
+
+// poolUsage is the size and use of every Service pool.
+func poolUsage(static *config.Config, x kube.Expanded) []api.PoolUsage {
+	if !servesServices(static) {
+		return nil
+	}
+	pools, err := lbipam.PoolsFrom(static.Kubernetes.Services)
+	if err != nil {
+		return nil
+	}
+	inUse := map[string]map[netip.Addr]bool{}
+	for _, sa := range x.ServiceAddrs {
+		if inUse[sa.Pool] == nil {
+			inUse[sa.Pool] = map[netip.Addr]bool{}
+		}
+		inUse[sa.Pool][sa.Addr] = true
+	}
+	var out []api.PoolUsage
+	for i, p := range pools {
+		out = append(out, api.PoolUsage{Name: p.Name, Announce: static.Kubernetes.Services.Pools[i].Announce,
+			Size: p.Size(), InUse: len(inUse[p.Name])})
+	}
+	return out
+}
+
+// poolStatus returns the pools' use.
+func (m *members) poolStatus() []api.PoolUsage {
+	if m == nil {
+		return nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.pools)
 }
 
 // serviceStatus returns the Service rows, with whether this node announces
@@ -296,6 +338,56 @@ func redirectStatus(r *redirect.Redirect) []api.Redirect {
 			From:      netip.AddrPortFrom(st.Rule.VIP, st.Rule.From).String(),
 			To:        netip.AddrPortFrom(st.Rule.VIP, st.Rule.To).String(),
 			Installed: st.Installed, Reason: st.Reason})
+	}
+	return out
+}
+
+// allocator is the component that runs the LoadBalancer allocator: every
+// node runs it, one (elected by a Lease) writes the addresses into the
+// Services' status, where every node's members read them.
+type allocator struct{ c *lbsvc.Controller }
+
+func newAllocator(static *config.Config, log *slog.Logger) (*allocator, error) {
+	sc := static.Kubernetes.Services
+	pools, err := lbipam.PoolsFrom(sc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes.services: %w", err)
+	}
+	k := static.Kubernetes
+	rc, err := kube.RESTConfig(kube.Options{Kubeconfig: k.Kubeconfig, FallbackServers: k.FallbackServers, Log: log})
+	if err != nil {
+		return nil, err
+	}
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes: client for %s: %w", rc.Host, err)
+	}
+	mode := corev1.LoadBalancerIPModeVIP
+	if sc.Dataplane == "proxy" {
+		mode = corev1.LoadBalancerIPModeProxy // kube-proxy must not short-circuit vigil's balancer
+	}
+	c, err := lbsvc.New(client, lbsvc.Options{Pools: pools, DefaultClass: *sc.DefaultClass, Node: static.Node,
+		LeaseNamespace: sc.LeaseNamespace, IPMode: mode, Hold: sc.Hold, Log: log.With("component", "allocator")})
+	if err != nil {
+		return nil, err
+	}
+	return &allocator{c}, nil
+}
+
+func (a *allocator) Name() string                                  { return "allocator" }
+func (a *allocator) Run(ctx context.Context) error                 { return a.c.Run(ctx) }
+func (a *allocator) Plan(*config.Config) (component.Change, error) { return component.None{}, nil }
+
+// status is the allocator's part of a snapshot.
+func (a *allocator) status() *api.Allocator {
+	if a == nil {
+		return nil
+	}
+	st := a.c.Status()
+	out := &api.Allocator{Identity: st.Identity, Leader: st.Leader, Leading: st.Leading, Synced: st.Synced,
+		WatchError: st.WatchError, Services: len(st.Services), Held: st.Held}
+	for _, f := range st.Failures {
+		out.Failures = append(out.Failures, api.AllocationFailure{Service: f.Service.String(), Reason: f.Reason})
 	}
 	return out
 }

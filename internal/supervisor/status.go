@@ -85,6 +85,8 @@ func (s *Supervisor) Snapshot() api.Snapshot {
 		}
 	}
 	snap.Redirects = redirectStatus(s.redirect)
+	snap.Allocator = s.alloc.status()
+	snap.Pools = s.kube.poolStatus()
 	masters := map[string]bool{}
 	for _, in := range snap.Instances {
 		masters[in.Name] = in.State == "MASTER"

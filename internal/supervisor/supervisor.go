@@ -37,6 +37,7 @@ type Supervisor struct {
 	bgp    *bgp.Announcements
 	// kube is the Kubernetes source of members; nil without one.
 	kube     *members
+	alloc    *allocator // nil unless vigil serves LoadBalancer Services
 	redirect *redirect.Redirect
 	// order is the start order; the stop order is its reverse.
 	order []component.Component
@@ -73,6 +74,12 @@ func New(cfg *config.Config, opts Options, log *slog.Logger) (*Supervisor, error
 			return nil, err
 		}
 		s.kube, s.cfg = m, m.last.Config
+		if servesServices(cfg) {
+			if s.alloc, err = newAllocator(cfg, log); err != nil {
+				m.stop()
+				return nil, err
+			}
+		}
 	}
 	if err := s.build(opts); err != nil {
 		s.Close()
@@ -105,6 +112,9 @@ func (s *Supervisor) build(opts Options) error {
 	// announces last and so withdraws first, before the VIPs go and the
 	// balancers drain.
 	s.order = []component.Component{s.checks, links, s.dsr, s.fleet, s.redirect, s.vrrp, s.bgp}
+	if s.alloc != nil {
+		s.order = append([]component.Component{s.alloc}, s.order...)
+	}
 	if s.kube != nil {
 		s.order = append([]component.Component{s.kube}, s.order...)
 	}
