@@ -84,6 +84,7 @@ func TestStatusWithoutDaemon(t *testing.T) {
 
 // vigil import of each testdata config, then vigil check of the result.
 func TestImportThenCheck(t *testing.T) {
+	const ml = "../../internal/importer/testdata/metallb/"
 	for _, c := range []struct {
 		args []string
 		code int
@@ -91,6 +92,10 @@ func TestImportThenCheck(t *testing.T) {
 		{[]string{"keepalived", "../../internal/importer/testdata/keepalived.conf"}, 3}, // notify_master is lost
 		{[]string{"haproxy", "../../internal/importer/testdata/haproxy.cfg"}, 0},
 		{[]string{"keepalived", "../../internal/importer/testdata/keepalived.conf", "haproxy", "../../internal/importer/testdata/haproxy.cfg"}, 3},
+		{[]string{"metallb", ml + "l2.yaml"}, 0},
+		{[]string{"metallb", ml + "dualstack.yaml", ml + "l2.yaml", "--interface", "eth0"}, 0},
+		{[]string{"metallb", ml + "bgp.yaml", "--router-id", "10.0.0.11"}, 3}, // BFD and aggregation are lost
+		{[]string{"haproxy", "../../internal/importer/testdata/haproxy.cfg", "metallb", ml + "l2.yaml"}, 0},
 	} {
 		out := filepath.Join(t.TempDir(), "vigil.yaml")
 		root := newRoot()
@@ -114,6 +119,32 @@ func TestImportThenCheck(t *testing.T) {
 		check.SetArgs([]string{"check", "-c", out})
 		if err := check.Execute(); err != nil {
 			t.Fatalf("vigil check of the import of %v: %v", c.args, err)
+		}
+	}
+}
+
+// vigil import metallb refuses what it cannot finish: no files, an
+// unreadable document, a pool without --interface; exit 2, reasons on stderr.
+func TestImportMetalLBFails(t *testing.T) {
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(bad, []byte("apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: p}\nspec: {addresses: [10.0.0.1]}\n"), 0o644)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"metallb"}, "metallb: want at least one FILE"},
+		{[]string{"metallb", bad}, "document 1 (IPAddressPool/p): spec.addresses[0]"},
+		{[]string{"metallb", "../../internal/importer/testdata/metallb/dualstack.yaml"}, "is required for announce l2"},
+	} {
+		root := newRoot()
+		var stderr bytes.Buffer
+		root.SetErr(&stderr)
+		root.SetOut(&stderr)
+		root.SetArgs(append([]string{"import"}, c.args...))
+		err := root.Execute()
+		var ee *exitError
+		if !errors.As(err, &ee) || ee.code != 2 || !strings.Contains(err.Error()+stderr.String(), c.want) {
+			t.Errorf("import %v: %v, want exit 2 saying %q\n%s", c.args, err, c.want, stderr.String())
 		}
 	}
 }

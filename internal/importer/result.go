@@ -1,5 +1,5 @@
-// Package importer converts keepalived.conf and haproxy.cfg into a vigil
-// config. Whatever it cannot carry over is listed with its line; nothing is
+// Package importer converts keepalived.conf, haproxy.cfg and MetalLB's
+// configuration objects into a vigil config. Whatever it cannot carry over is listed with its line; nothing is
 // dropped without a note. It builds a config.Config, the one schema, and
 // leaves writing it to config.Marshal.
 package importer
@@ -54,7 +54,8 @@ func (r *Result) note(file string, line int, lost bool, format string, args ...a
 }
 
 // Merge adds o's config and notes to r: the lists are appended, and r keeps
-// its cluster name unless it has none.
+// its cluster name, BGP ASN and router ID, and kubernetes settings unless it
+// has none.
 func (r *Result) Merge(o *Result) {
 	c, oc := &r.Config, &o.Config
 	c.VRRP.Instances = append(c.VRRP.Instances, oc.VRRP.Instances...)
@@ -64,6 +65,23 @@ func (r *Result) Merge(o *Result) {
 	c.Balancers = append(c.Balancers, oc.Balancers...)
 	if c.Cluster == "" {
 		c.Cluster = oc.Cluster
+	}
+	if c.BGP.ASN == 0 {
+		c.BGP.ASN = oc.BGP.ASN
+	}
+	if c.BGP.RouterID == "" {
+		c.BGP.RouterID = oc.BGP.RouterID
+	}
+	c.BGP.Neighbors = append(c.BGP.Neighbors, oc.BGP.Neighbors...)
+	c.BGP.Announce = append(c.BGP.Announce, oc.BGP.Announce...)
+	switch {
+	case c.Kubernetes == nil:
+		c.Kubernetes = oc.Kubernetes
+	case oc.Kubernetes != nil && oc.Kubernetes.Services != nil:
+		if c.Kubernetes.Services == nil {
+			c.Kubernetes.Services = &config.Services{}
+		}
+		c.Kubernetes.Services.Pools = append(c.Kubernetes.Services.Pools, oc.Kubernetes.Services.Pools...)
 	}
 	r.Notes = append(r.Notes, o.Notes...)
 }

@@ -91,5 +91,34 @@ func TestRoundTrip(t *testing.T) {
 	if n < 2 {
 		t.Fatalf("%d inputs in testdata, want keepalived.conf and haproxy.cfg at least", n)
 	}
+	// MetalLB's files are read together, as vigil import metallb reads
+	// them, each alone and all at once.
+	mls, err := filepath.Glob(filepath.Join("testdata", "metallb", "*.yaml"))
+	if err != nil || len(mls) < 4 {
+		t.Fatalf("MetalLB inputs %q (%v), want the four of TestMetalLB", mls, err)
+	}
+	opts := MetalLBOptions{Interface: "eth0", RouterID: "10.0.0.1"}
+	var every []MetalLBFile
+	for _, path := range mls {
+		src, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := MetalLBFile{Name: filepath.Base(path), Src: string(src)}
+		every = append(every, f)
+		t.Run(f.Name, func(t *testing.T) {
+			r, err := MetalLB([]MetalLBFile{f}, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkRoundTrip(t, r, true)
+		})
+	}
+	r, err := MetalLB(every, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkRoundTrip(t, r, true)
+	all.Merge(r)
 	t.Run("merged", func(t *testing.T) { checkRoundTrip(t, all, true) })
 }
