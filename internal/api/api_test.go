@@ -11,10 +11,12 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 )
 
@@ -38,14 +40,15 @@ func sample() Snapshot {
 		Checks: []Check{{Name: "api-readyz", Up: true, LastProbe: t0.Add(-time.Second), Latency: 2300 * time.Microsecond, Probes: 1800},
 			{Name: "balancer/api/10.0.0.12:6443", Up: false, LastProbe: t0, LastError: "tcp 10.0.0.12:6443: connection refused", Latency: 400 * time.Microsecond, Probes: 1800, Failures: 4}},
 		Balancers: []Balancer{{Name: "api", Listen: []string{"192.0.2.10:9445"}, Algorithm: "roundrobin", Active: 3, Accepted: 5120, Refused: 0, NoBackend: 1,
-			Backends: []Backend{{Address: "10.0.0.11:6443", Up: true, Weight: 1, Active: 3, Connections: 4000, BytesIn: 1 << 20, BytesOut: 9 << 20, Source: "node m1"},
-				{Address: "10.0.0.12:6443", Up: false, Weight: 1, Connections: 1120, ConnectErrors: 2, Source: "static"}}},
+			Backends: []Backend{{Address: "10.0.0.11:6443", Up: true, State: "up", Weight: 1, Active: 3, Connections: 4000, BytesIn: 1 << 20, BytesOut: 9 << 20, Source: "node m1"},
+				{Address: "10.0.0.12:6443", Up: false, State: "down", Weight: 1, Connections: 1120, ConnectErrors: 2, Source: "static"},
+				{Address: "10.0.0.13:6443", Up: true, State: "drain", Weight: 0, Active: 1, Connections: 70, Source: "static"}}},
 			{Name: "web", Mode: "dsr", XDPMode: "native", Listen: []string{"192.0.2.20:80"}, Algorithm: "maglev", Packets: 9000, Bytes: 5400000,
-				Backends: []Backend{{Address: "10.0.0.21:80", Up: true, Weight: 1, Packets: 4600, BytesIn: 2760000},
-					{Address: "10.0.0.22:80", Up: true, Weight: 1, Packets: 4400, BytesIn: 2640000}}},
+				Backends: []Backend{{Address: "10.0.0.21:80", Up: true, State: "up", Weight: 1, Packets: 4600, BytesIn: 2760000},
+					{Address: "10.0.0.22:80", Up: true, State: "up", Weight: 1, Packets: 4400, BytesIn: 2640000}}},
 			{Name: "udp", Mode: "dsr", Listen: []string{"192.0.2.30:53"}, Algorithm: "maglev",
 				Error:    "xdp: the BPF program could not be loaded: permission denied: it needs CAP_BPF and CAP_NET_ADMIN (root)",
-				Backends: []Backend{{Address: "10.0.0.31:53", Weight: 1}}}},
+				Backends: []Backend{{Address: "10.0.0.31:53", State: "down", Weight: 1}}}},
 		XDP: map[string]uint64{"tx": 9000, "pass": 120},
 		BGP: &BGP{Sessions: []BGPSession{{Neighbor: "10.0.0.254", ASN: 64500, State: "established", Since: t0.Add(-time.Hour)},
 			{Neighbor: "10.0.0.253", ASN: 64501, State: "idle", LastError: "bad peer as", Failures: 3, RetryAt: t0.Add(15 * time.Second)}},
@@ -73,6 +76,62 @@ func TestTableGolden(t *testing.T) {
 	if out.String() != string(want) {
 		t.Fatalf("status table differs from %s (go test -update to rewrite):\n%s", golden, out.String())
 	}
+}
+
+func TestBackendState(t *testing.T) {
+	for _, c := range []struct {
+		up     bool
+		weight int
+		want   string
+	}{{true, 1, "up"}, {true, 0, "drain"}, {false, 1, "down"}, {false, 0, "down"}} {
+		if got := BackendState(c.up, c.weight); got != c.want {
+			t.Errorf("BackendState(up %v, weight %d) = %s, want %s", c.up, c.weight, got, c.want)
+		}
+	}
+}
+
+// A drained backend reads DRAIN in the table and drain in the metrics,
+// not up.
+func TestDrainedBackendIsShown(t *testing.T) {
+	var out bytes.Buffer
+	if err := WriteTable(&out, sample(), t0); err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^  10\.0\.0\.13:6443 +DRAIN +0 `).MatchString(out.String()) {
+		t.Fatalf("drained backend not shown as DRAIN:\n%s", out.String())
+	}
+	got := gathered(t, NewRegistry(func() Snapshot { return sample() }), "vigil_backend_state")
+	for st, v := range map[string]float64{"up": 0, "down": 0, "drain": 1} {
+		key := `backend="10.0.0.13:6443",balancer="api",state="` + st + `"`
+		if got[key] != v {
+			t.Errorf("vigil_backend_state{%s} = %v, want %v (all: %v)", key, got[key], v, got)
+		}
+	}
+}
+
+// gathered returns the samples of one metric family, by their labels
+// written as name="value" in the order Gather sorts them (by name).
+func gathered(t *testing.T, reg *prometheus.Registry, name string) map[string]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var ls []string
+			for _, l := range m.GetLabel() {
+				ls = append(ls, l.GetName()+"="+strconv.Quote(l.GetValue()))
+			}
+			v := m.GetGauge().GetValue() + m.GetCounter().GetValue()
+			out[strings.Join(ls, ",")] = v
+		}
+	}
+	return out
 }
 
 func TestMetricNamesLint(t *testing.T) {

@@ -53,7 +53,8 @@ var (
 	dKubeLastSync  = desc("kubernetes_last_sync_timestamp_seconds", "When the source last read a change from the API, in Unix seconds; absent if never.")
 	dKubeChanges   = desc("kubernetes_changes_applied_total", "Membership changes from the API applied to the components.")
 	dRedirect      = desc("redirect_installed", "1 while the DNAT of a balancer's redirect_from is installed.", "balancer", "from")
-	dBackendUp     = desc("backend_up", "1 when the backend is in rotation.", "balancer", "backend")
+	dBackendUp     = desc("backend_up", "1 when the backend's checks pass (a drained one, weight 0, is up: see vigil_backend_state).", "balancer", "backend")
+	dBackendState  = desc("backend_state", "1 for the state the backend is in (up, down, drain: up with weight 0), 0 for the others.", "balancer", "backend", "state")
 	dBackendWeight = desc("backend_weight", "Configured weight.", "balancer", "backend")
 	dBackendActive = desc("backend_connections", "Connections to the backend open now.", "balancer", "backend")
 	dBackendTotal  = desc("backend_connections_total", "Connections made to the backend.", "balancer", "backend")
@@ -142,6 +143,13 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(dBalBadProxy, b.BadProxyHeader, b.Name)
 		for _, be := range b.Backends {
 			gauge(dBackendUp, b2f(be.Up), b.Name, be.Address)
+			st := be.State
+			if st == "" {
+				st = BackendState(be.Up, be.Weight)
+			}
+			for _, s := range BackendStates {
+				gauge(dBackendState, b2f(st == s), b.Name, be.Address, s)
+			}
 			gauge(dBackendWeight, float64(be.Weight), b.Name, be.Address)
 			gauge(dBackendActive, float64(be.Active), b.Name, be.Address)
 			counter(dBackendTotal, be.Connections, b.Name, be.Address)

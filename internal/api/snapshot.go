@@ -139,8 +139,13 @@ type Balancer struct {
 
 // Backend is one server of a balancer.
 type Backend struct {
-	Address       string `json:"address"`
-	Up            bool   `json:"up"`
+	Address string `json:"address"`
+	// Up says its checks pass (with no check, always).
+	Up bool `json:"up"`
+	// State is what it does for new connections: up, down, or drain
+	// (up, but weight 0: it takes none, its established ones go on).
+	// BackendState derives it from Up and Weight.
+	State         string `json:"state"`
 	Weight        int    `json:"weight"`
 	Active        int64  `json:"active"`
 	Connections   uint64 `json:"connections"`
@@ -151,6 +156,28 @@ type Backend struct {
 	// Source says where the backend came from: static, node NAME or
 	// endpoints NS/NAME (node X).
 	Source string `json:"source,omitempty"`
+}
+
+// Backend states.
+const (
+	BackendUp    = "up"
+	BackendDown  = "down"
+	BackendDrain = "drain"
+)
+
+// BackendStates are the values of Backend.State, for the one-hot gauge.
+var BackendStates = []string{BackendUp, BackendDown, BackendDrain}
+
+// BackendState is a backend's state from its health and weight. A backend
+// that is down is down whatever its weight: that is what needs attention.
+func BackendState(up bool, weight int) string {
+	switch {
+	case !up:
+		return BackendDown
+	case weight == 0:
+		return BackendDrain
+	}
+	return BackendUp
 }
 
 // Source returns a fresh snapshot.

@@ -84,6 +84,12 @@ func (s *Supervisor) Snapshot() api.Snapshot {
 			}
 		}
 	}
+	for i := range snap.Balancers {
+		for j := range snap.Balancers[i].Backends {
+			be := &snap.Balancers[i].Backends[j]
+			be.State = api.BackendState(be.Up, be.Weight)
+		}
+	}
 	snap.Redirects = redirectStatus(s.redirect)
 	return snap
 }
