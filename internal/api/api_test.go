@@ -3,12 +3,16 @@ package api
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -17,6 +21,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 )
 
@@ -160,6 +165,119 @@ func TestMetricNamesLint(t *testing.T) {
 	}
 }
 
+// No metric carries a label Prometheus sets on every target (instance,
+// job): a scrape would rename it exported_instance. No two families share
+// an OpenMetrics name: a counter X_total is family X there, so a gauge X
+// beside it is a second family of that name.
+func TestMetricLabelsAndFamilies(t *testing.T) {
+	mfs, err := NewRegistry(func() Snapshot { return sample() }).Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	families := map[string]string{}
+	for _, mf := range mfs {
+		if m := mf.GetMetric(); len(m) > 0 {
+			for _, l := range m[0].GetLabel() {
+				if l.GetName() == "instance" || l.GetName() == "job" {
+					t.Errorf("%s has the label %q, which Prometheus sets on the target", mf.GetName(), l.GetName())
+				}
+			}
+		}
+		family := mf.GetName()
+		if !strings.HasPrefix(family, "vigil_") {
+			continue // the Go collector's go_memstats_alloc_bytes{,_total} are client_golang's
+		}
+		if mf.GetType().String() == "COUNTER" {
+			family = strings.TrimSuffix(family, "_total")
+		}
+		if other, ok := families[family]; ok {
+			t.Errorf("%s and %s are both the OpenMetrics family %s", other, mf.GetName(), family)
+		}
+		families[family] = mf.GetName()
+	}
+}
+
+// promtool, Prometheus' own checker, finds nothing wrong with /metrics.
+// Without promtool the test skips, unless VIGIL_REQUIRE_TOOLS or CI is set
+// (make test installs it: Debian package prometheus).
+func TestPromtoolCheckMetrics(t *testing.T) {
+	promtool := needPromtool(t)
+	h := promhttp.HandlerFor(NewRegistry(func() Snapshot { return sample() }), promhttp.HandlerOpts{})
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), "vigil_vrrp_state") {
+		t.Fatalf("/metrics: %d\n%s", rec.Code, rec.Body.String())
+	}
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = rec.Body
+	out, err := cmd.CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Fatalf("promtool check metrics: %v\n%s", err, out)
+	}
+}
+
+// needPromtool returns promtool's path. Without it the test skips, unless
+// VIGIL_REQUIRE_TOOLS or CI is set: then it fails.
+func needPromtool(t *testing.T) string {
+	t.Helper()
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		if os.Getenv("VIGIL_REQUIRE_TOOLS") != "" || os.Getenv("CI") != "" {
+			t.Fatal("promtool is not installed (make deps installs the Debian package prometheus)")
+		}
+		t.Skip("promtool is not installed (Debian package prometheus); set VIGIL_REQUIRE_TOOLS to fail instead")
+	}
+	return promtool
+}
+
+// Every query of the Grafana dashboard is valid PromQL: promtool parses
+// them as recording rules (with the variables at their All value).
+func TestPromtoolParsesDashboardQueries(t *testing.T) {
+	promtool := needPromtool(t)
+	b, err := os.ReadFile("../../docs/grafana-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var exprs []string
+	var walk func(v any)
+	walk = func(v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			if e, ok := v["expr"].(string); ok {
+				exprs = append(exprs, e)
+			}
+			for _, c := range v {
+				walk(c)
+			}
+		case []any:
+			for _, c := range v {
+				walk(c)
+			}
+		}
+	}
+	var d any
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatal(err)
+	}
+	walk(d)
+	if len(exprs) < 10 {
+		t.Fatalf("only %d queries found", len(exprs))
+	}
+	var rules strings.Builder
+	rules.WriteString("groups:\n  - name: dashboard\n    rules:\n")
+	for i, e := range exprs {
+		e = strings.NewReplacer("$cluster", ".*", "$node", ".*").Replace(e)
+		fmt.Fprintf(&rules, "      - record: dashboard:query%d\n        expr: %s\n", i, strconv.Quote(e))
+	}
+	path := filepath.Join(t.TempDir(), "dashboard.rules.yaml")
+	if err := os.WriteFile(path, []byte(rules.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(promtool, "check", "rules", path).CombinedOutput(); err != nil {
+		t.Fatalf("promtool check rules: %v\n%s\n%s", err, out, rules.String())
+	}
+}
+
 func TestServer(t *testing.T) {
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "run", "vigil.sock")
@@ -193,7 +311,7 @@ func TestServer(t *testing.T) {
 		}
 		return string(b)
 	}
-	if m := get("/metrics"); !strings.Contains(m, `vigil_vrrp_state{instance="api",state="MASTER"} 1`) {
+	if m := get("/metrics"); !strings.Contains(m, `vigil_vrrp_state{state="MASTER",vrrp_instance="api"} 1`) {
 		t.Fatalf("metrics:\n%s", m)
 	}
 	if p := get("/"); !strings.Contains(p, "<title>vigil</title>") || strings.Contains(p, "http://") || strings.Contains(p, "https://") {
@@ -229,7 +347,10 @@ func TestFetchWithoutDaemon(t *testing.T) {
 	}
 }
 
-// Every metric the Grafana dashboard in docs/ queries exists.
+// Every metric the Grafana dashboard in docs/ queries exists; every
+// legend names labels its query's series have (never the scrape target's
+// instance or job); every query is narrowed by the node and cluster
+// variables, which come from vigil_info, joined on the target.
 func TestDashboardUsesRealMetrics(t *testing.T) {
 	b, err := os.ReadFile("../../docs/grafana-dashboard.json")
 	if err != nil {
@@ -239,17 +360,90 @@ func TestDashboardUsesRealMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	have := map[string]bool{}
+	labels := map[string]map[string]bool{} // metric: its label names
 	for _, mf := range mfs {
-		have[mf.GetName()] = true
+		labels[mf.GetName()] = map[string]bool{}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				labels[mf.GetName()][l.GetName()] = true
+			}
+		}
 	}
-	used := regexp.MustCompile(`vigil_[a-z_]+`).FindAllString(string(b), -1)
+	metricRE := regexp.MustCompile(`vigil_[a-z_]+`)
+	used := metricRE.FindAllString(string(b), -1)
 	if len(used) < 10 {
 		t.Fatalf("dashboard uses only %d metrics", len(used))
 	}
 	for _, m := range used {
-		if !have[m] {
+		if labels[m] == nil {
 			t.Errorf("dashboard queries %s, which vigil does not export", m)
+		}
+	}
+	type query struct {
+		Expr         string `json:"expr"`
+		LegendFormat string `json:"legendFormat"`
+		TitleFormat  string `json:"titleFormat"`
+	}
+	var d struct {
+		Templating struct {
+			List []struct {
+				Name       string `json:"name"`
+				Definition string `json:"definition"`
+			} `json:"list"`
+		} `json:"templating"`
+		Annotations struct {
+			List []query `json:"list"`
+		} `json:"annotations"`
+		Panels []struct {
+			Title   string  `json:"title"`
+			Targets []query `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatal(err)
+	}
+	vars := map[string]string{}
+	for _, v := range d.Templating.List {
+		vars[v.Name] = v.Definition
+	}
+	for _, v := range []string{"node", "cluster"} {
+		if !strings.HasPrefix(vars[v], "label_values(vigil_info") {
+			t.Errorf("variable %s: %q, want label_values of vigil_info", v, vars[v])
+		}
+	}
+	if len(d.Annotations.List) == 0 {
+		t.Error("no annotations (VRRP transitions)")
+	}
+	queries := map[string]query{}
+	for _, a := range d.Annotations.List {
+		queries["annotation "+a.Expr] = query{Expr: a.Expr, LegendFormat: a.TitleFormat}
+	}
+	for _, p := range d.Panels {
+		for i, q := range p.Targets {
+			queries[fmt.Sprintf("%s [%d]", p.Title, i)] = q
+		}
+	}
+	join := `group_left (node, cluster) max by (instance, job, node, cluster) (vigil_info{cluster=~"$cluster", node=~"$node"})`
+	legendRE := regexp.MustCompile(`{{\s*(\w+)\s*}}`)
+	for where, q := range queries {
+		if !strings.Contains(q.Expr, join) {
+			t.Errorf("%s: %s is not narrowed by $node and $cluster", where, q.Expr)
+		}
+		have := map[string]bool{}
+		if strings.Contains(q.Expr, join) {
+			have["node"], have["cluster"] = true, true
+		}
+		for _, m := range metricRE.FindAllString(q.Expr, -1) {
+			if m != "vigil_info" {
+				for l := range labels[m] {
+					have[l] = true
+				}
+			}
+		}
+		for _, m := range legendRE.FindAllStringSubmatch(q.LegendFormat, -1) {
+			if l := m[1]; l == "instance" || l == "job" || !have[l] {
+				t.Errorf("%s: legend %q names %s, which its series do not have (or the scrape target's)", where, q.LegendFormat, l)
+			}
 		}
 	}
 }

@@ -13,22 +13,26 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 	return prometheus.NewDesc("vigil_"+name, help, labels, nil)
 }
 
+// Label names: a VRRP instance is vrrp_instance, since instance (and job)
+// are the labels Prometheus gives every target it scrapes; a metric label of
+// that name would be renamed exported_instance at ingestion.
+
 // States a VRRP instance can be in, for the one-hot state gauge.
 var vrrpStates = []string{"INIT", "BACKUP", "MASTER", "FAULT"}
 
 var (
 	dInfo          = desc("info", "Always 1; labels say which vigil this is.", "version", "node", "cluster")
 	dStart         = desc("start_time_seconds", "When the daemon started, in Unix seconds.")
-	dVRRPState     = desc("vrrp_state", "1 for the state the instance is in, 0 for the others.", "instance", "state")
-	dVRRPPriority  = desc("vrrp_priority", "Effective priority (configured plus tracking weights).", "instance")
-	dVRRPConfPrio  = desc("vrrp_configured_priority", "Configured priority.", "instance")
-	dVRRPTrans     = desc("vrrp_transitions_total", "State transitions.", "instance")
-	dVRRPSent      = desc("vrrp_adverts_sent_total", "Adverts sent.", "instance")
-	dVRRPRecv      = desc("vrrp_adverts_received_total", "Adverts accepted from the instance's group.", "instance")
-	dVRRPDrops     = desc("vrrp_adverts_dropped_total", "Adverts dropped, by reason.", "instance", "reason")
-	dVRRPForeign   = desc("vrrp_vrid_conflict_adverts_total", "Adverts for this VRID from another group (other VIPs, auth or peer): a VRID collision.", "instance")
-	dVRRPForeignAt = desc("vrrp_vrid_conflict_last_seen_seconds", "When another group's advert for this VRID was last seen, in Unix seconds; absent if never.", "instance", "source")
-	dVRRPARP       = desc("vrrp_arp_conflicts_total", "ARP audits (on takeover and refresh) in which another host answered for a VIP.", "instance")
+	dVRRPState     = desc("vrrp_state", "1 for the state the instance is in, 0 for the others.", "vrrp_instance", "state")
+	dVRRPPriority  = desc("vrrp_priority", "Effective priority (configured plus tracking weights).", "vrrp_instance")
+	dVRRPConfPrio  = desc("vrrp_configured_priority", "Configured priority.", "vrrp_instance")
+	dVRRPTrans     = desc("vrrp_transitions_total", "State transitions.", "vrrp_instance")
+	dVRRPSent      = desc("vrrp_adverts_sent_total", "Adverts sent.", "vrrp_instance")
+	dVRRPRecv      = desc("vrrp_adverts_received_total", "Adverts accepted from the instance's group.", "vrrp_instance")
+	dVRRPDrops     = desc("vrrp_adverts_dropped_total", "Adverts dropped, by reason.", "vrrp_instance", "reason")
+	dVRRPForeign   = desc("vrrp_vrid_conflict_adverts_total", "Adverts for this VRID from another group (other VIPs, auth or peer): a VRID collision.", "vrrp_instance")
+	dVRRPForeignAt = desc("vrrp_vrid_conflict_last_seen_seconds", "When another group's advert for this VRID was last seen, in Unix seconds; absent if never.", "vrrp_instance", "source")
+	dVRRPARP       = desc("vrrp_arp_conflicts_total", "ARP audits (on takeover and refresh) in which another host answered for a VIP.", "vrrp_instance")
 	dGARPSent      = desc("garp_sent_total", "Gratuitous ARP and unsolicited NA frames sent.", "interface")
 	dGARPSupp      = desc("garp_suppressed_total", "Gratuitous ARP/NA frames not sent because of the per-interface rate limit.", "interface")
 	dCheckUp       = desc("check_up", "1 when the check is up.", "check")
@@ -56,7 +60,7 @@ var (
 	dBackendUp     = desc("backend_up", "1 when the backend's checks pass (a drained one, weight 0, is up: see vigil_backend_state).", "balancer", "backend")
 	dBackendState  = desc("backend_state", "1 for the state the backend is in (up, down, drain: up with weight 0), 0 for the others.", "balancer", "backend", "state")
 	dBackendWeight = desc("backend_weight", "Configured weight.", "balancer", "backend")
-	dBackendActive = desc("backend_connections", "Connections to the backend open now.", "balancer", "backend")
+	dBackendActive = desc("backend_connections_active", "Connections to the backend open now.", "balancer", "backend")
 	dBackendTotal  = desc("backend_connections_total", "Connections made to the backend.", "balancer", "backend")
 	dBackendErrors = desc("backend_connect_errors_total", "Failed connects to the backend.", "balancer", "backend")
 	dBackendPkts   = desc("backend_packets_total", "Packets the XDP program steered to the backend (mode dsr).", "balancer", "backend")
