@@ -17,6 +17,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -518,4 +519,50 @@ func serve(s *Server) (stop func()) {
 	done := make(chan struct{})
 	go func() { s.Run(ctx); close(done) }()
 	return func() { cancel(); <-done }
+}
+
+// A POST on the control socket runs the daemon's reload and answers once
+// it is done: refused with the reason, or applied with what changed; the
+// outcome of the last one is in the metrics.
+func TestReloadOverTheSocket(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "vigil.sock")
+	snap := sample()
+	snap.LastReload = &ReloadStatus{Successful: true, LastSuccess: t0.Add(-time.Hour)}
+	s, err := Listen(sock, "", func() Snapshot { return snap }, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refuse atomic.Bool
+	refuse.Store(true)
+	s.OnReload(func(context.Context) ReloadResult {
+		if refuse.Load() {
+			return ReloadResult{Config: "/etc/vigil/vigil.yaml", Error: "reload: vrrp: cluster changed: VRRP changes need a restart (nothing applied)"}
+		}
+		return ReloadResult{Config: "/etc/vigil/vigil.yaml", Applied: true, Changed: []string{"balancer api changed"}}
+	})
+	defer serve(s)()
+	res, err := Reload(context.Background(), sock)
+	if err != nil || res.Applied || !strings.Contains(res.Error, "cluster changed") {
+		t.Fatalf("refused reload: %+v %v", res, err)
+	}
+	refuse.Store(false)
+	res, err = Reload(context.Background(), sock)
+	if err != nil || !res.Applied || res.Error != "" || len(res.Changed) != 1 {
+		t.Fatalf("applied reload: %+v %v", res, err)
+	}
+	if _, err := Reload(context.Background(), filepath.Join(t.TempDir(), "none.sock")); err == nil || !strings.HasPrefix(err.Error(), "no vigil daemon answers on ") {
+		t.Fatalf("reload without a daemon: %v", err)
+	}
+
+	reg := NewRegistry(func() Snapshot { return snap })
+	if got := gathered(t, reg, "vigil_config_last_reload_successful"); got[""] != 1 {
+		t.Fatalf("vigil_config_last_reload_successful %v, want 1", got)
+	}
+	snap.LastReload = &ReloadStatus{At: t0, Successful: false, Error: "x", LastSuccess: t0.Add(-time.Hour)}
+	if got := gathered(t, reg, "vigil_config_last_reload_successful"); got[""] != 0 {
+		t.Fatalf("vigil_config_last_reload_successful after a refusal %v, want 0", got)
+	}
+	if got := gathered(t, reg, "vigil_config_last_reload_success_timestamp_seconds"); got[""] != float64(t0.Add(-time.Hour).Unix()) {
+		t.Fatalf("vigil_config_last_reload_success_timestamp_seconds %v, want %d", got, t0.Add(-time.Hour).Unix())
+	}
 }

@@ -23,6 +23,8 @@ var vrrpStates = []string{"INIT", "BACKUP", "MASTER", "FAULT"}
 var (
 	dInfo          = desc("info", "Always 1; labels say which vigil this is.", "version", "node", "cluster")
 	dStart         = desc("start_time_seconds", "When the daemon started, in Unix seconds.")
+	dReloadOK      = desc("config_last_reload_successful", "1 when the last reload of the config file applied (or none was tried), 0 when it was refused.")
+	dReloadOKAt    = desc("config_last_reload_success_timestamp_seconds", "When a reload of the config file last applied (the start if none), in Unix seconds.")
 	dVRRPState     = desc("vrrp_state", "1 for the state the instance is in, 0 for the others.", "vrrp_instance", "state")
 	dVRRPPriority  = desc("vrrp_priority", "Effective priority (configured plus tracking weights).", "vrrp_instance")
 	dVRRPConfPrio  = desc("vrrp_configured_priority", "Configured priority.", "vrrp_instance")
@@ -79,6 +81,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(dInfo, 1, s.Version, s.Node, s.Cluster)
 	gauge(dStart, float64(s.Started.UnixNano())/1e9)
+	if r := s.LastReload; r != nil {
+		gauge(dReloadOK, b2f(r.Successful))
+		gauge(dReloadOKAt, float64(r.LastSuccess.UnixNano())/1e9)
+	}
 	for _, in := range s.Instances {
 		for _, st := range vrrpStates {
 			gauge(dVRRPState, b2f(in.State == st), in.Name, st)

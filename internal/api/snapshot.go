@@ -7,15 +7,19 @@ import "time"
 
 // Snapshot is the daemon's state at one moment.
 type Snapshot struct {
-	Node       string      `json:"node"`
-	Cluster    string      `json:"cluster"`
-	Version    string      `json:"version"`
-	Started    time.Time   `json:"started"`
-	Taken      time.Time   `json:"taken"`
-	Instances  []Instance  `json:"instances"`
-	Interfaces []Interface `json:"interfaces"`
-	Checks     []Check     `json:"checks"`
-	Balancers  []Balancer  `json:"balancers"`
+	Node    string    `json:"node"`
+	Cluster string    `json:"cluster"`
+	Version string    `json:"version"`
+	Started time.Time `json:"started"`
+	Taken   time.Time `json:"taken"`
+	// Config is the file the daemon reads at start and on every reload.
+	Config string `json:"config,omitempty"`
+	// LastReload is the outcome of the last reload of that file.
+	LastReload *ReloadStatus `json:"last_reload,omitempty"`
+	Instances  []Instance    `json:"instances"`
+	Interfaces []Interface   `json:"interfaces"`
+	Checks     []Check       `json:"checks"`
+	Balancers  []Balancer    `json:"balancers"`
 	// XDP holds the DSR program's verdict counters, when it runs.
 	XDP map[string]uint64 `json:"xdp,omitempty"`
 	BGP *BGP              `json:"bgp,omitempty"`
@@ -23,6 +27,23 @@ type Snapshot struct {
 	Kubernetes *Kubernetes `json:"kubernetes,omitempty"`
 	// Redirects are the API port redirects (balancers' redirect_from).
 	Redirects []Redirect `json:"redirects,omitempty"`
+}
+
+// ReloadStatus is the outcome of the last reload (vigil reload or SIGHUP).
+type ReloadStatus struct {
+	At         time.Time `json:"at,omitzero"` // zero: none since the start
+	Successful bool      `json:"successful"`  // true until one is refused
+	Error      string    `json:"error,omitempty"`
+	// LastSuccess is when a reload last applied, or the start.
+	LastSuccess time.Time `json:"last_success"`
+}
+
+// ReloadResult is the daemon's answer to a reload request.
+type ReloadResult struct {
+	Config  string   `json:"config"` // the file it read
+	Applied bool     `json:"applied"`
+	Changed []string `json:"changed,omitempty"`
+	Error   string   `json:"error,omitempty"` // why it was refused
 }
 
 // Kubernetes is the state of the API source: where it reads, whether its

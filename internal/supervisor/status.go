@@ -13,7 +13,8 @@ import (
 // Snapshot returns the state of every component for the control socket,
 // metrics and the status page. Safe to call from any goroutine.
 func (s *Supervisor) Snapshot() api.Snapshot {
-	snap := api.Snapshot{Node: s.node, Cluster: s.cluster, Version: s.Version, Started: s.started, Taken: time.Now()}
+	snap := api.Snapshot{Node: s.node, Cluster: s.cluster, Version: s.Version, Started: s.started, Taken: time.Now(),
+		Config: s.path, LastReload: s.reloadStatus()}
 	for i, in := range s.vrrp.instances {
 		ic, st := s.vrrp.all[i], in.Status()
 		out := api.Instance{Name: ic.Name, Interface: ic.Interface, VRID: ic.VRID, Version: ic.Version,
