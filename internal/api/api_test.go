@@ -40,7 +40,8 @@ func sample() Snapshot {
 				Foreign: &Foreign{Source: "10.0.0.9", VIPs: []string{"192.0.2.99"}, Reason: "vip_mismatch", LastSeen: t0.Add(-3 * time.Second), Count: 12}},
 			{Name: "ingress", Interface: "eth0", VRID: 52, Version: 3, State: "BACKUP", Priority: 100, EffectivePriority: 50,
 				Master: "10.0.0.2", VIPs: []string{"192.0.2.11", "192.0.2.12"}, Since: t0.Add(-30 * time.Second), AdvertsReceived: 300,
-				Transitions: 1, ARPConflicts: 1},
+				Transitions: 1, ARPConflicts: 2, ARPConflictsNow: []ARPConflict{{VIP: "192.0.2.12", MACs: []string{"02:00:00:00:00:09"},
+					Peer: "10.0.0.9", LastSeen: t0.Add(-4 * time.Second)}}},
 		},
 		Interfaces: []Interface{{Name: "eth0", GARPSent: 14, GARPSuppressed: 0}},
 		Checks: []Check{{Name: "api-readyz", Up: true, LastProbe: t0.Add(-time.Second), Latency: 2300 * time.Microsecond, Probes: 1800},
@@ -138,6 +139,27 @@ func gathered(t *testing.T, reg *prometheus.Registry, name string) map[string]fl
 		}
 	}
 	return out
+}
+
+// The current ARP conflicts are a gauge that clears; the counter stays.
+func TestARPConflictGaugeClears(t *testing.T) {
+	snap := sample()
+	reg := NewRegistry(func() Snapshot { return snap })
+	if got := gathered(t, reg, "vigil_vrrp_arp_conflict"); got[`vrrp_instance="ingress"`] != 1 || got[`vrrp_instance="api"`] != 0 {
+		t.Fatalf("vigil_vrrp_arp_conflict %v, want ingress 1 and api 0", got)
+	}
+	snap.Instances[1].ARPConflictsNow = nil
+	if got := gathered(t, reg, "vigil_vrrp_arp_conflict"); got[`vrrp_instance="ingress"`] != 0 {
+		t.Fatalf("vigil_vrrp_arp_conflict %v after it cleared, want 0", got)
+	}
+	if got := gathered(t, reg, "vigil_vrrp_arp_conflicts_total"); got[`vrrp_instance="ingress"`] != 2 {
+		t.Fatalf("vigil_vrrp_arp_conflicts_total %v, want 2 still", got)
+	}
+	var out bytes.Buffer
+	WriteTable(&out, snap, t0)
+	if strings.Contains(out.String(), "ARP 192.0.2.12") || strings.Contains(out.String(), " ARP\n") {
+		t.Fatalf("a cleared conflict still shows:\n%s", out.String())
+	}
 }
 
 func TestMetricNamesLint(t *testing.T) {

@@ -34,7 +34,8 @@ var (
 	dVRRPDrops     = desc("vrrp_adverts_dropped_total", "Adverts dropped, by reason.", "vrrp_instance", "reason")
 	dVRRPForeign   = desc("vrrp_vrid_conflict_adverts_total", "Adverts for this VRID from another group (other VIPs, auth or peer): a VRID collision.", "vrrp_instance")
 	dVRRPForeignAt = desc("vrrp_vrid_conflict_last_seen_seconds", "When another group's advert for this VRID was last seen, in Unix seconds; absent if never.", "vrrp_instance", "source")
-	dVRRPARP       = desc("vrrp_arp_conflicts_total", "ARP audits (on takeover and refresh) in which another host answered for a VIP.", "vrrp_instance")
+	dVRRPARP       = desc("vrrp_arp_conflicts_total", "ARP audits (after a takeover's release window, and at each refresh) in which another host answered for a VIP.", "vrrp_instance")
+	dVRRPARPNow    = desc("vrrp_arp_conflict", "VIPs another host answers ARP for now, by the last audit of each; 0 once an audit hears no one, or when not master.", "vrrp_instance")
 	dGARPSent      = desc("garp_sent_total", "Gratuitous ARP and unsolicited NA frames sent.", "interface")
 	dGARPSupp      = desc("garp_suppressed_total", "Gratuitous ARP/NA frames not sent because of the per-interface rate limit.", "interface")
 	dCheckUp       = desc("check_up", "1 when the check is up.", "check")
@@ -104,6 +105,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		counter(dVRRPForeign, foreign, in.Name)
 		counter(dVRRPARP, in.ARPConflicts, in.Name)
+		gauge(dVRRPARPNow, float64(len(in.ARPConflictsNow)), in.Name)
 	}
 	for _, i := range s.Interfaces {
 		counter(dGARPSent, i.GARPSent, i.Name)

@@ -94,23 +94,38 @@ type BGPSession struct {
 
 // Instance is one VRRP instance.
 type Instance struct {
-	Name              string            `json:"name"`
-	Interface         string            `json:"interface"`
-	VRID              int               `json:"vrid"`
-	Version           int               `json:"version"`
-	State             string            `json:"state"`
-	Priority          int               `json:"priority"`
-	EffectivePriority int               `json:"effective_priority"`
-	Master            string            `json:"master,omitempty"`
-	VIPs              []string          `json:"vips"`
-	UnicastPeers      []string          `json:"unicast_peers,omitempty"` // in force now; a reload may change them
-	Since             time.Time         `json:"since"`
-	AdvertsSent       uint64            `json:"adverts_sent"`
-	AdvertsReceived   uint64            `json:"adverts_received"`
-	Transitions       uint64            `json:"transitions"`
-	ARPConflicts      uint64            `json:"arp_conflicts"`
-	Drops             map[string]uint64 `json:"drops,omitempty"`
-	Foreign           *Foreign          `json:"vrid_conflict,omitempty"`
+	Name              string    `json:"name"`
+	Interface         string    `json:"interface"`
+	VRID              int       `json:"vrid"`
+	Version           int       `json:"version"`
+	State             string    `json:"state"`
+	Priority          int       `json:"priority"`
+	EffectivePriority int       `json:"effective_priority"`
+	Master            string    `json:"master,omitempty"`
+	VIPs              []string  `json:"vips"`
+	UnicastPeers      []string  `json:"unicast_peers,omitempty"` // in force now; a reload may change them
+	Since             time.Time `json:"since"`
+	AdvertsSent       uint64    `json:"adverts_sent"`
+	AdvertsReceived   uint64    `json:"adverts_received"`
+	Transitions       uint64    `json:"transitions"`
+	ARPConflicts      uint64    `json:"arp_conflicts"` // probes that heard another host, ever
+	// ARPConflictsNow are the VIPs another host answers ARP for now (the
+	// last probe of each); empty once a probe hears no one, or not master.
+	ARPConflictsNow []ARPConflict     `json:"arp_conflicts_now,omitempty"`
+	Drops           map[string]uint64 `json:"drops,omitempty"`
+	Foreign         *Foreign          `json:"vrid_conflict,omitempty"`
+}
+
+// ARPConflict is a VIP another host answers ARP for.
+type ARPConflict struct {
+	VIP  string   `json:"vip"`
+	MACs []string `json:"macs"`
+	// Peer is the VRRP peer (unicast peer or advert source) one of the
+	// MACs belongs to, by the neighbour table. Others are other addresses
+	// the table has for those MACs.
+	Peer     string    `json:"peer,omitempty"`
+	Others   []string  `json:"their_ips,omitempty"`
+	LastSeen time.Time `json:"last_seen"`
 }
 
 // Foreign is the last advert of another group using this VRID.

@@ -127,8 +127,16 @@ func conflict(in Instance, now time.Time) string {
 		parts = append(parts, fmt.Sprintf("VRID used by %s (%s, VIPs %s, %s ago)", f.Source, f.Reason,
 			strings.Join(f.VIPs, ","), round(now.Sub(f.LastSeen))))
 	}
-	if in.ARPConflicts > 0 {
-		parts = append(parts, fmt.Sprintf("%d ARP", in.ARPConflicts))
+	// Only the conflicts of now: the counter (JSON, metrics) keeps the past.
+	for _, c := range in.ARPConflictsNow {
+		who := strings.Join(c.MACs, ",")
+		switch {
+		case c.Peer != "":
+			who += " (peer " + c.Peer + ")"
+		case len(c.Others) > 0:
+			who += " (" + strings.Join(c.Others, ",") + ")"
+		}
+		parts = append(parts, fmt.Sprintf("ARP %s also answered by %s, %s ago", c.VIP, who, round(now.Sub(c.LastSeen))))
 	}
 	if len(parts) == 0 {
 		return "-"

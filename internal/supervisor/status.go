@@ -27,6 +27,19 @@ func (s *Supervisor) Snapshot() api.Snapshot {
 		if st.Master.IsValid() {
 			out.Master = st.Master.String()
 		}
+		for _, c := range st.ARPConflicts {
+			ac := api.ARPConflict{VIP: c.VIP.String(), LastSeen: c.LastSeen, Others: addrs(c.Others)}
+			for _, m := range c.MACs {
+				ac.MACs = append(ac.MACs, m.String())
+			}
+			if c.Peer.IsValid() {
+				ac.Peer = c.Peer.String()
+			}
+			if len(ac.Others) == 0 {
+				ac.Others = nil
+			}
+			out.ARPConflictsNow = append(out.ARPConflictsNow, ac)
+		}
 		if len(st.Drops) > 0 {
 			out.Drops = map[string]uint64{}
 			for r, n := range st.Drops {
