@@ -1,7 +1,7 @@
 # The two commands of the README: `make demo` and `make test`. Both install
 # what they need first (Debian packages via apt-get, Go modules).
 GO ?= go
-PKGS_DEBIAN := keepalived haproxy wrk chromium clang llvm libbpf-dev nftables conntrack frr tshark tcpdump arping iproute2 iputils-ping
+PKGS_DEBIAN := keepalived haproxy wrk chromium clang llvm libbpf-dev nftables conntrack frr tshark tcpdump arping iproute2 iputils-ping prometheus
 # Fuzz budgets count executions, not seconds: with a duration, Go 1.26's
 # fuzz coordinator can report "context deadline exceeded" at the deadline
 # without any failing input (go.dev/issue/75804, fixed in Go 1.27).
@@ -46,9 +46,10 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseGenlAnswer$$' -fuzztime $(FUZZTIME) ./internal/xdp
 
 # Fuzzing first, so the test run's summary closes the output.
-# VIGIL_REQUIRE_K8S turns a missing API server into a failure, not a skip.
+# VIGIL_REQUIRE_K8S turns a missing API server into a failure, not a skip;
+# VIGIL_REQUIRE_TOOLS the same for promtool (Debian package prometheus).
 test: deps k8s-tools vet generated-check fuzz
-	VIGIL_REQUIRE_K8S=1 $(GO) test -race -count=1 ./...
+	VIGIL_REQUIRE_K8S=1 VIGIL_REQUIRE_TOOLS=1 $(GO) test -race -count=1 ./...
 
 # bench-failover measures vigil against keepalived and rewrites its table in docs/benchmarks.md.
 bench-failover: deps

@@ -10,10 +10,21 @@ import (
 func checkCmd() *cobra.Command {
 	var path string
 	cmd := &cobra.Command{
-		Use:   "check",
+		Use:   "check [FILE]",
 		Short: "Validate a config file",
-		Long:  "Validate a config file and print every problem with its key path and line. Exit status 2 on any error.",
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Long: `Validate a config file (FILE, or -c; default /etc/vigil/vigil.yaml) and
+print every problem with its key path and line. Exit status 2 on any error.`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 {
+				// Both ways of naming the file, naming two files: which one
+				// the operator meant is a guess, and a wrong "ok" is worse
+				// than a refusal.
+				if f := cmd.Flags().Lookup("config"); f.Changed && path != args[0] {
+					return &exitError{2, fmt.Errorf("check: two files named: %s (argument) and %s (-c)", args[0], path)}
+				}
+				path = args[0]
+			}
 			cfg, err := config.Load(path)
 			if err != nil {
 				return &exitError{2, err}
@@ -34,6 +45,6 @@ func checkCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVarP(&path, "config", "c", "/etc/vigil/vigil.yaml", "config file")
+	cmd.Flags().StringVarP(&path, "config", "c", "/etc/vigil/vigil.yaml", "config file (or give it as the argument)")
 	return cmd
 }

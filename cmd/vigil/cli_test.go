@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/spf13/cobra"
 )
 
 func writeConfig(t *testing.T, body string) string {
@@ -146,5 +148,69 @@ func TestImportMetalLBFails(t *testing.T) {
 		if !errors.As(err, &ee) || ee.code != 2 || !strings.Contains(err.Error()+stderr.String(), c.want) {
 			t.Errorf("import %v: %v, want exit 2 saying %q\n%s", c.args, err, c.want, stderr.String())
 		}
+	}
+}
+
+// vigil check FILE checks FILE, not the default path: a broken file named
+// as the argument fails with its own error, a valid one is reported ok
+// under its own name.
+func TestCheckTakesTheFileAsArgument(t *testing.T) {
+	good, bad := writeConfig(t, poolYAML), writeConfig(t, poolYAML+"colour: red\n")
+	run := func(args ...string) (string, error) {
+		root := newRoot()
+		var out bytes.Buffer
+		root.SetOut(&out)
+		root.SetArgs(append([]string{"check"}, args...))
+		err := root.Execute()
+		return out.String(), err
+	}
+	if out, err := run(good); err != nil || !strings.HasPrefix(out, good+": ok\n") {
+		t.Fatalf("check %s: %v\n%s", good, err, out)
+	}
+	_, err := run(bad)
+	var ee *exitError
+	if !errors.As(err, &ee) || ee.code != 2 || !strings.Contains(err.Error(), bad) || !strings.Contains(err.Error(), `colour: unknown key "colour" (line 6)`) {
+		t.Fatalf("check of a broken file given as argument: %v", err)
+	}
+	// Two different files: refused rather than one picked.
+	if _, err := run("-c", good, bad); !errors.As(err, &ee) || ee.code != 2 || !strings.Contains(err.Error(), "two files") {
+		t.Fatalf("check -c A B: %v", err)
+	}
+	if _, err := run(good, bad); err == nil {
+		t.Fatal("check with two arguments succeeded")
+	}
+}
+
+// Every command refuses arguments it does not use, and a group of
+// subcommands refuses an unknown one, instead of ignoring them.
+func TestCommandsRefuseUnusedArguments(t *testing.T) {
+	takesArgs := map[string]bool{"vigil check": true, "vigil import": true, "vigil arp-audit": true, "vigil dns": true}
+	var walk func(c *cobra.Command)
+	n := 0
+	walk = func(c *cobra.Command) {
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+		if !c.HasParent() || takesArgs[c.CommandPath()] {
+			return
+		}
+		n++
+		err := c.ValidateArgs([]string{"bogus"})
+		if err == nil && c.Runnable() && c.HasSubCommands() {
+			err = c.RunE(c, []string{"bogus"}) // a group: names the unknown subcommand
+		}
+		if err == nil {
+			t.Errorf("%s bogus: accepted", c.CommandPath())
+		}
+	}
+	walk(newRoot())
+	if n < 10 {
+		t.Fatalf("only %d commands walked", n)
+	}
+	// Through Execute, as a user types it.
+	root := newRoot()
+	root.SetArgs([]string{"status", "api"})
+	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), `unknown command "api" for "vigil status"`) {
+		t.Fatalf("vigil status api: %v", err)
 	}
 }

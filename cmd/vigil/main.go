@@ -37,5 +37,33 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(runCmd(), reloadCmd(), statusCmd(), checkCmd(), importCmd(), manifestCmd(), realserverCmd(), versionCmd(), demoCmd(), scanCmd(), arpAuditCmd(), dnsCmd())
+	refuseArgs(root)
 	return root
+}
+
+// refuseArgs makes every command that takes no arguments refuse them: an
+// argument a command ignores (vigil status api, vigil reload n1.yaml) reads
+// as if it had been used. A command that takes arguments says so with its
+// own Args. A group of subcommands (vigil manifest) names an unknown one
+// instead of printing its help and succeeding.
+func refuseArgs(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		refuseArgs(sub)
+	}
+	if !c.HasParent() || c.Args != nil {
+		return // the root already refuses unknown commands
+	}
+	if c.Runnable() {
+		c.Args = cobra.NoArgs
+		return
+	}
+	if c.HasSubCommands() {
+		c.Args = cobra.ArbitraryArgs
+		c.RunE = func(c *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return fmt.Errorf("unknown command %q for %q", args[0], c.CommandPath())
+			}
+			return c.Help()
+		}
+	}
 }

@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -12,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/vigil-lb/vigil/internal/api"
@@ -46,7 +45,10 @@ Needs CAP_NET_ADMIN and CAP_NET_RAW (root).`,
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			sup, err := supervisor.New(cfg, supervisor.Options{EventLoops: loops}, log)
+			if abs, err := filepath.Abs(path); err == nil {
+				path = abs // status reports it; vigil reload compares its -c with it
+			}
+			sup, err := supervisor.New(cfg, supervisor.Options{EventLoops: loops, ConfigPath: path}, log)
 			if err != nil {
 				return fmt.Errorf("start: %w", err)
 			}
@@ -56,6 +58,16 @@ Needs CAP_NET_ADMIN and CAP_NET_RAW (root).`,
 				sup.Close()
 				return fmt.Errorf("start: %w", err)
 			}
+			srv.OnReload(func(context.Context) api.ReloadResult {
+				// The daemon's context, not the request's: a client that
+				// goes away does not cut a reload short.
+				changes, err := reload(ctx, sup)
+				res := api.ReloadResult{Config: sup.ConfigPath(), Applied: err == nil, Changed: changes}
+				if err != nil {
+					res.Error = err.Error()
+				}
+				return res
+			})
 			sup.Also(&settings{api: cfg.API, server: srv, log: cfg.Log, level: level, logger: log})
 			apiCtx, stopAPI := context.WithCancel(context.Background())
 			apiDone := make(chan struct{})
@@ -72,7 +84,7 @@ Needs CAP_NET_ADMIN and CAP_NET_RAW (root).`,
 			defer signal.Stop(hup)
 			go func() {
 				for range hup {
-					reload(ctx, sup, path, log)
+					reload(ctx, sup) // ReloadFile logs the outcome
 				}
 			}()
 			if err := sdnotify.Notify("READY=1"); err != nil {
@@ -125,20 +137,13 @@ func setProcs() (loops int) {
 	return loops
 }
 
-// reload re-reads the config file and applies it; failures are logged and
-// leave the running config alone.
-func reload(ctx context.Context, sup *supervisor.Supervisor, path string, log *slog.Logger) {
-	log.Info("reload requested", "config", path)
-	cfg, err := config.Load(path)
-	if err != nil {
-		log.Error("reload refused: config is invalid; the running config stays", "err", strings.ReplaceAll(err.Error(), "\n", "; "))
-		return
-	}
+// reload re-reads the daemon's config file and applies it (SIGHUP and
+// vigil reload), telling systemd while it does; a refusal is logged and
+// leaves the running config alone.
+func reload(ctx context.Context, sup *supervisor.Supervisor) ([]string, error) {
 	sdnotify.Notify("RELOADING=1")
 	defer sdnotify.Notify("READY=1")
-	if err := sup.Reload(ctx, cfg); err != nil {
-		log.Error("reload refused; the running config stays", "err", err)
-	}
+	return sup.ReloadFile(ctx)
 }
 
 func writePidFile(path string) error {
@@ -168,32 +173,54 @@ func readPidFile(path string) (int, error) {
 }
 
 func reloadCmd() *cobra.Command {
-	var path, pidFile string
+	var path, socket, pidFile string
 	cmd := &cobra.Command{
 		Use:   "reload",
-		Short: "Validate the config and tell the running daemon to re-read it",
-		Long: `Validate the config file first (exit 2 with every problem if it is invalid,
-without touching the daemon), then send SIGHUP to the daemon named by the pid
-file. The daemon logs whether it applied the new config.`,
+		Short: "Tell the running daemon to re-read its config file, and wait for the answer",
+		Long: `Ask the daemon on its control socket to re-read the config file it was
+started with, and wait until it has applied it or refused it. Prints what
+changed, or why it was refused (an invalid file: every problem; a change
+that needs a restart, such as the cluster name): exit 0 when applied, 1 when
+refused or when no daemon answers. The daemon always reads its own file: -c
+is used to find the socket (its api.socket) and, when it names another file,
+vigil reload warns that it is not the one reloaded.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if _, err := config.Load(path); err != nil {
-				return &exitError{2, err}
-			}
-			pid, err := readPidFile(pidFile)
-			if err != nil {
-				return fmt.Errorf("no running daemon: %w", err)
-			}
-			if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
-				if errors.Is(err, syscall.ESRCH) {
-					return fmt.Errorf("no running daemon: pid %d from %s is gone", pid, pidFile)
+			out, errOut := cmd.OutOrStdout(), cmd.ErrOrStderr()
+			if !cmd.Flags().Changed("socket") {
+				if cfg, err := config.Load(path); err == nil {
+					socket = cfg.API.Socket
 				}
-				return fmt.Errorf("signal pid %d: %w", pid, err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok, reload sent to pid %d\n", path, pid)
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			snap, err := api.Fetch(ctx, socket)
+			cancel()
+			if err != nil {
+				return err
+			}
+			if abs, err := filepath.Abs(path); err == nil && cmd.Flags().Changed("config") && snap.Config != "" && abs != snap.Config {
+				fmt.Fprintf(errOut, "warning: the daemon reads %s, not %s: it reloads its own file\n", snap.Config, abs)
+			}
+			// A reload plans every component (listeners, BPF, BGP): give it time.
+			ctx, cancel = context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			res, err := api.Reload(ctx, socket)
+			if err != nil {
+				return err
+			}
+			if !res.Applied {
+				return &exitError{1, fmt.Errorf("%s: reload refused, the running config stays: %s", res.Config, res.Error)}
+			}
+			changed := "nothing changed"
+			if len(res.Changed) > 0 {
+				changed = strings.Join(res.Changed, "; ")
+			}
+			fmt.Fprintf(out, "%s: applied: %s\n", res.Config, changed)
 			return nil
 		},
 	}
-	cmd.Flags().StringVarP(&path, "config", "c", "/etc/vigil/vigil.yaml", "config file the daemon reads")
-	cmd.Flags().StringVar(&pidFile, "pid-file", defaultPidFile, "the daemon's pid file")
+	cmd.Flags().StringVarP(&path, "config", "c", "/etc/vigil/vigil.yaml", "config file (its api.socket names the socket; the daemon reloads the file it started with)")
+	cmd.Flags().StringVar(&socket, "socket", config.DefaultSocket, "the daemon's control socket (default: api.socket of -c)")
+	cmd.Flags().StringVar(&pidFile, "pid-file", "", "")
+	cmd.Flags().MarkDeprecated("pid-file", "vigil reload uses the control socket; the flag is ignored")
 	return cmd
 }

@@ -3,18 +3,26 @@ package api
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 )
 
@@ -32,20 +40,22 @@ func sample() Snapshot {
 				Foreign: &Foreign{Source: "10.0.0.9", VIPs: []string{"192.0.2.99"}, Reason: "vip_mismatch", LastSeen: t0.Add(-3 * time.Second), Count: 12}},
 			{Name: "ingress", Interface: "eth0", VRID: 52, Version: 3, State: "BACKUP", Priority: 100, EffectivePriority: 50,
 				Master: "10.0.0.2", VIPs: []string{"192.0.2.11", "192.0.2.12"}, Since: t0.Add(-30 * time.Second), AdvertsReceived: 300,
-				Transitions: 1, ARPConflicts: 1},
+				Transitions: 1, ARPConflicts: 2, ARPConflictsNow: []ARPConflict{{VIP: "192.0.2.12", MACs: []string{"02:00:00:00:00:09"},
+					Peer: "10.0.0.9", LastSeen: t0.Add(-4 * time.Second)}}},
 		},
 		Interfaces: []Interface{{Name: "eth0", GARPSent: 14, GARPSuppressed: 0}},
 		Checks: []Check{{Name: "api-readyz", Up: true, LastProbe: t0.Add(-time.Second), Latency: 2300 * time.Microsecond, Probes: 1800},
 			{Name: "balancer/api/10.0.0.12:6443", Up: false, LastProbe: t0, LastError: "tcp 10.0.0.12:6443: connection refused", Latency: 400 * time.Microsecond, Probes: 1800, Failures: 4}},
 		Balancers: []Balancer{{Name: "api", Listen: []string{"192.0.2.10:9445"}, Algorithm: "roundrobin", Active: 3, Accepted: 5120, Refused: 0, NoBackend: 1,
-			Backends: []Backend{{Address: "10.0.0.11:6443", Up: true, Weight: 1, Active: 3, Connections: 4000, BytesIn: 1 << 20, BytesOut: 9 << 20, Source: "node m1"},
-				{Address: "10.0.0.12:6443", Up: false, Weight: 1, Connections: 1120, ConnectErrors: 2, Source: "static"}}},
+			Backends: []Backend{{Address: "10.0.0.11:6443", Up: true, State: "up", Weight: 1, Active: 3, Connections: 4000, BytesIn: 1 << 20, BytesOut: 9 << 20, Source: "node m1"},
+				{Address: "10.0.0.12:6443", Up: false, State: "down", Weight: 1, Connections: 1120, ConnectErrors: 2, Source: "static"},
+				{Address: "10.0.0.13:6443", Up: true, State: "drain", Weight: 0, Active: 1, Connections: 70, Source: "static"}}},
 			{Name: "web", Mode: "dsr", XDPMode: "native", Listen: []string{"192.0.2.20:80"}, Algorithm: "maglev", Packets: 9000, Bytes: 5400000,
-				Backends: []Backend{{Address: "10.0.0.21:80", Up: true, Weight: 1, Packets: 4600, BytesIn: 2760000},
-					{Address: "10.0.0.22:80", Up: true, Weight: 1, Packets: 4400, BytesIn: 2640000}}},
+				Backends: []Backend{{Address: "10.0.0.21:80", Up: true, State: "up", Weight: 1, Packets: 4600, BytesIn: 2760000},
+					{Address: "10.0.0.22:80", Up: true, State: "up", Weight: 1, Packets: 4400, BytesIn: 2640000}}},
 			{Name: "udp", Mode: "dsr", Listen: []string{"192.0.2.30:53"}, Algorithm: "maglev",
 				Error:    "xdp: the BPF program could not be loaded: permission denied: it needs CAP_BPF and CAP_NET_ADMIN (root)",
-				Backends: []Backend{{Address: "10.0.0.31:53", Weight: 1}}}},
+				Backends: []Backend{{Address: "10.0.0.31:53", State: "down", Weight: 1}}}},
 		XDP: map[string]uint64{"tx": 9000, "pass": 120},
 		BGP: &BGP{Sessions: []BGPSession{{Neighbor: "10.0.0.254", ASN: 64500, State: "established", Since: t0.Add(-time.Hour)},
 			{Neighbor: "10.0.0.253", ASN: 64501, State: "idle", LastError: "bad peer as", Failures: 3, RetryAt: t0.Add(15 * time.Second)}},
@@ -80,6 +90,83 @@ func TestTableGolden(t *testing.T) {
 	}
 }
 
+func TestBackendState(t *testing.T) {
+	for _, c := range []struct {
+		up     bool
+		weight int
+		want   string
+	}{{true, 1, "up"}, {true, 0, "drain"}, {false, 1, "down"}, {false, 0, "down"}} {
+		if got := BackendState(c.up, c.weight); got != c.want {
+			t.Errorf("BackendState(up %v, weight %d) = %s, want %s", c.up, c.weight, got, c.want)
+		}
+	}
+}
+
+// A drained backend reads DRAIN in the table and drain in the metrics,
+// not up.
+func TestDrainedBackendIsShown(t *testing.T) {
+	var out bytes.Buffer
+	if err := WriteTable(&out, sample(), t0); err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^  10\.0\.0\.13:6443 +DRAIN +0 `).MatchString(out.String()) {
+		t.Fatalf("drained backend not shown as DRAIN:\n%s", out.String())
+	}
+	got := gathered(t, NewRegistry(func() Snapshot { return sample() }), "vigil_backend_state")
+	for st, v := range map[string]float64{"up": 0, "down": 0, "drain": 1} {
+		key := `backend="10.0.0.13:6443",balancer="api",state="` + st + `"`
+		if got[key] != v {
+			t.Errorf("vigil_backend_state{%s} = %v, want %v (all: %v)", key, got[key], v, got)
+		}
+	}
+}
+
+// gathered returns the samples of one metric family, by their labels
+// written as name="value" in the order Gather sorts them (by name).
+func gathered(t *testing.T, reg *prometheus.Registry, name string) map[string]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var ls []string
+			for _, l := range m.GetLabel() {
+				ls = append(ls, l.GetName()+"="+strconv.Quote(l.GetValue()))
+			}
+			v := m.GetGauge().GetValue() + m.GetCounter().GetValue()
+			out[strings.Join(ls, ",")] = v
+		}
+	}
+	return out
+}
+
+// The current ARP conflicts are a gauge that clears; the counter stays.
+func TestARPConflictGaugeClears(t *testing.T) {
+	snap := sample()
+	reg := NewRegistry(func() Snapshot { return snap })
+	if got := gathered(t, reg, "vigil_vrrp_arp_conflict"); got[`vrrp_instance="ingress"`] != 1 || got[`vrrp_instance="api"`] != 0 {
+		t.Fatalf("vigil_vrrp_arp_conflict %v, want ingress 1 and api 0", got)
+	}
+	snap.Instances[1].ARPConflictsNow = nil
+	if got := gathered(t, reg, "vigil_vrrp_arp_conflict"); got[`vrrp_instance="ingress"`] != 0 {
+		t.Fatalf("vigil_vrrp_arp_conflict %v after it cleared, want 0", got)
+	}
+	if got := gathered(t, reg, "vigil_vrrp_arp_conflicts_total"); got[`vrrp_instance="ingress"`] != 2 {
+		t.Fatalf("vigil_vrrp_arp_conflicts_total %v, want 2 still", got)
+	}
+	var out bytes.Buffer
+	WriteTable(&out, snap, t0)
+	if strings.Contains(out.String(), "ARP 192.0.2.12") || strings.Contains(out.String(), " ARP\n") {
+		t.Fatalf("a cleared conflict still shows:\n%s", out.String())
+	}
+}
+
 func TestMetricNamesLint(t *testing.T) {
 	reg := NewRegistry(func() Snapshot { return sample() })
 	mfs, err := reg.Gather()
@@ -103,6 +190,119 @@ func TestMetricNamesLint(t *testing.T) {
 		if !names[want] {
 			t.Errorf("metric %s missing", want)
 		}
+	}
+}
+
+// No metric carries a label Prometheus sets on every target (instance,
+// job): a scrape would rename it exported_instance. No two families share
+// an OpenMetrics name: a counter X_total is family X there, so a gauge X
+// beside it is a second family of that name.
+func TestMetricLabelsAndFamilies(t *testing.T) {
+	mfs, err := NewRegistry(func() Snapshot { return sample() }).Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	families := map[string]string{}
+	for _, mf := range mfs {
+		if m := mf.GetMetric(); len(m) > 0 {
+			for _, l := range m[0].GetLabel() {
+				if l.GetName() == "instance" || l.GetName() == "job" {
+					t.Errorf("%s has the label %q, which Prometheus sets on the target", mf.GetName(), l.GetName())
+				}
+			}
+		}
+		family := mf.GetName()
+		if !strings.HasPrefix(family, "vigil_") {
+			continue // the Go collector's go_memstats_alloc_bytes{,_total} are client_golang's
+		}
+		if mf.GetType().String() == "COUNTER" {
+			family = strings.TrimSuffix(family, "_total")
+		}
+		if other, ok := families[family]; ok {
+			t.Errorf("%s and %s are both the OpenMetrics family %s", other, mf.GetName(), family)
+		}
+		families[family] = mf.GetName()
+	}
+}
+
+// promtool, Prometheus' own checker, finds nothing wrong with /metrics.
+// Without promtool the test skips, unless VIGIL_REQUIRE_TOOLS or CI is set
+// (make test installs it: Debian package prometheus).
+func TestPromtoolCheckMetrics(t *testing.T) {
+	promtool := needPromtool(t)
+	h := promhttp.HandlerFor(NewRegistry(func() Snapshot { return sample() }), promhttp.HandlerOpts{})
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), "vigil_vrrp_state") {
+		t.Fatalf("/metrics: %d\n%s", rec.Code, rec.Body.String())
+	}
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = rec.Body
+	out, err := cmd.CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Fatalf("promtool check metrics: %v\n%s", err, out)
+	}
+}
+
+// needPromtool returns promtool's path. Without it the test skips, unless
+// VIGIL_REQUIRE_TOOLS or CI is set: then it fails.
+func needPromtool(t *testing.T) string {
+	t.Helper()
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		if os.Getenv("VIGIL_REQUIRE_TOOLS") != "" || os.Getenv("CI") != "" {
+			t.Fatal("promtool is not installed (make deps installs the Debian package prometheus)")
+		}
+		t.Skip("promtool is not installed (Debian package prometheus); set VIGIL_REQUIRE_TOOLS to fail instead")
+	}
+	return promtool
+}
+
+// Every query of the Grafana dashboard is valid PromQL: promtool parses
+// them as recording rules (with the variables at their All value).
+func TestPromtoolParsesDashboardQueries(t *testing.T) {
+	promtool := needPromtool(t)
+	b, err := os.ReadFile("../../docs/grafana-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var exprs []string
+	var walk func(v any)
+	walk = func(v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			if e, ok := v["expr"].(string); ok {
+				exprs = append(exprs, e)
+			}
+			for _, c := range v {
+				walk(c)
+			}
+		case []any:
+			for _, c := range v {
+				walk(c)
+			}
+		}
+	}
+	var d any
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatal(err)
+	}
+	walk(d)
+	if len(exprs) < 10 {
+		t.Fatalf("only %d queries found", len(exprs))
+	}
+	var rules strings.Builder
+	rules.WriteString("groups:\n  - name: dashboard\n    rules:\n")
+	for i, e := range exprs {
+		e = strings.NewReplacer("$cluster", ".*", "$node", ".*").Replace(e)
+		fmt.Fprintf(&rules, "      - record: dashboard:query%d\n        expr: %s\n", i, strconv.Quote(e))
+	}
+	path := filepath.Join(t.TempDir(), "dashboard.rules.yaml")
+	if err := os.WriteFile(path, []byte(rules.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(promtool, "check", "rules", path).CombinedOutput(); err != nil {
+		t.Fatalf("promtool check rules: %v\n%s\n%s", err, out, rules.String())
 	}
 }
 
@@ -139,7 +339,7 @@ func TestServer(t *testing.T) {
 		}
 		return string(b)
 	}
-	if m := get("/metrics"); !strings.Contains(m, `vigil_vrrp_state{instance="api",state="MASTER"} 1`) {
+	if m := get("/metrics"); !strings.Contains(m, `vigil_vrrp_state{state="MASTER",vrrp_instance="api"} 1`) {
 		t.Fatalf("metrics:\n%s", m)
 	}
 	if p := get("/"); !strings.Contains(p, "<title>vigil</title>") || strings.Contains(p, "http://") || strings.Contains(p, "https://") {
@@ -175,7 +375,10 @@ func TestFetchWithoutDaemon(t *testing.T) {
 	}
 }
 
-// Every metric the Grafana dashboard in docs/ queries exists.
+// Every metric the Grafana dashboard in docs/ queries exists; every
+// legend names labels its query's series have (never the scrape target's
+// instance or job); every query is narrowed by the node and cluster
+// variables, which come from vigil_info, joined on the target.
 func TestDashboardUsesRealMetrics(t *testing.T) {
 	b, err := os.ReadFile("../../docs/grafana-dashboard.json")
 	if err != nil {
@@ -185,17 +388,90 @@ func TestDashboardUsesRealMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	have := map[string]bool{}
+	labels := map[string]map[string]bool{} // metric: its label names
 	for _, mf := range mfs {
-		have[mf.GetName()] = true
+		labels[mf.GetName()] = map[string]bool{}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				labels[mf.GetName()][l.GetName()] = true
+			}
+		}
 	}
-	used := regexp.MustCompile(`vigil_[a-z_]+`).FindAllString(string(b), -1)
+	metricRE := regexp.MustCompile(`vigil_[a-z_]+`)
+	used := metricRE.FindAllString(string(b), -1)
 	if len(used) < 10 {
 		t.Fatalf("dashboard uses only %d metrics", len(used))
 	}
 	for _, m := range used {
-		if !have[m] {
+		if labels[m] == nil {
 			t.Errorf("dashboard queries %s, which vigil does not export", m)
+		}
+	}
+	type query struct {
+		Expr         string `json:"expr"`
+		LegendFormat string `json:"legendFormat"`
+		TitleFormat  string `json:"titleFormat"`
+	}
+	var d struct {
+		Templating struct {
+			List []struct {
+				Name       string `json:"name"`
+				Definition string `json:"definition"`
+			} `json:"list"`
+		} `json:"templating"`
+		Annotations struct {
+			List []query `json:"list"`
+		} `json:"annotations"`
+		Panels []struct {
+			Title   string  `json:"title"`
+			Targets []query `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatal(err)
+	}
+	vars := map[string]string{}
+	for _, v := range d.Templating.List {
+		vars[v.Name] = v.Definition
+	}
+	for _, v := range []string{"node", "cluster"} {
+		if !strings.HasPrefix(vars[v], "label_values(vigil_info") {
+			t.Errorf("variable %s: %q, want label_values of vigil_info", v, vars[v])
+		}
+	}
+	if len(d.Annotations.List) == 0 {
+		t.Error("no annotations (VRRP transitions)")
+	}
+	queries := map[string]query{}
+	for _, a := range d.Annotations.List {
+		queries["annotation "+a.Expr] = query{Expr: a.Expr, LegendFormat: a.TitleFormat}
+	}
+	for _, p := range d.Panels {
+		for i, q := range p.Targets {
+			queries[fmt.Sprintf("%s [%d]", p.Title, i)] = q
+		}
+	}
+	join := `group_left (node, cluster) max by (instance, job, node, cluster) (vigil_info{cluster=~"$cluster", node=~"$node"})`
+	legendRE := regexp.MustCompile(`{{\s*(\w+)\s*}}`)
+	for where, q := range queries {
+		if !strings.Contains(q.Expr, join) {
+			t.Errorf("%s: %s is not narrowed by $node and $cluster", where, q.Expr)
+		}
+		have := map[string]bool{}
+		if strings.Contains(q.Expr, join) {
+			have["node"], have["cluster"] = true, true
+		}
+		for _, m := range metricRE.FindAllString(q.Expr, -1) {
+			if m != "vigil_info" {
+				for l := range labels[m] {
+					have[l] = true
+				}
+			}
+		}
+		for _, m := range legendRE.FindAllStringSubmatch(q.LegendFormat, -1) {
+			if l := m[1]; l == "instance" || l == "job" || !have[l] {
+				t.Errorf("%s: legend %q names %s, which its series do not have (or the scrape target's)", where, q.LegendFormat, l)
+			}
 		}
 	}
 }
@@ -270,4 +546,50 @@ func serve(s *Server) (stop func()) {
 	done := make(chan struct{})
 	go func() { s.Run(ctx); close(done) }()
 	return func() { cancel(); <-done }
+}
+
+// A POST on the control socket runs the daemon's reload and answers once
+// it is done: refused with the reason, or applied with what changed; the
+// outcome of the last one is in the metrics.
+func TestReloadOverTheSocket(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "vigil.sock")
+	snap := sample()
+	snap.LastReload = &ReloadStatus{Successful: true, LastSuccess: t0.Add(-time.Hour)}
+	s, err := Listen(sock, "", func() Snapshot { return snap }, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refuse atomic.Bool
+	refuse.Store(true)
+	s.OnReload(func(context.Context) ReloadResult {
+		if refuse.Load() {
+			return ReloadResult{Config: "/etc/vigil/vigil.yaml", Error: "reload: vrrp: cluster changed: VRRP changes need a restart (nothing applied)"}
+		}
+		return ReloadResult{Config: "/etc/vigil/vigil.yaml", Applied: true, Changed: []string{"balancer api changed"}}
+	})
+	defer serve(s)()
+	res, err := Reload(context.Background(), sock)
+	if err != nil || res.Applied || !strings.Contains(res.Error, "cluster changed") {
+		t.Fatalf("refused reload: %+v %v", res, err)
+	}
+	refuse.Store(false)
+	res, err = Reload(context.Background(), sock)
+	if err != nil || !res.Applied || res.Error != "" || len(res.Changed) != 1 {
+		t.Fatalf("applied reload: %+v %v", res, err)
+	}
+	if _, err := Reload(context.Background(), filepath.Join(t.TempDir(), "none.sock")); err == nil || !strings.HasPrefix(err.Error(), "no vigil daemon answers on ") {
+		t.Fatalf("reload without a daemon: %v", err)
+	}
+
+	reg := NewRegistry(func() Snapshot { return snap })
+	if got := gathered(t, reg, "vigil_config_last_reload_successful"); got[""] != 1 {
+		t.Fatalf("vigil_config_last_reload_successful %v, want 1", got)
+	}
+	snap.LastReload = &ReloadStatus{At: t0, Successful: false, Error: "x", LastSuccess: t0.Add(-time.Hour)}
+	if got := gathered(t, reg, "vigil_config_last_reload_successful"); got[""] != 0 {
+		t.Fatalf("vigil_config_last_reload_successful after a refusal %v, want 0", got)
+	}
+	if got := gathered(t, reg, "vigil_config_last_reload_success_timestamp_seconds"); got[""] != float64(t0.Add(-time.Hour).Unix()) {
+		t.Fatalf("vigil_config_last_reload_success_timestamp_seconds %v, want %d", got, t0.Add(-time.Hour).Unix())
+	}
 }

@@ -13,22 +13,29 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 	return prometheus.NewDesc("vigil_"+name, help, labels, nil)
 }
 
+// Label names: a VRRP instance is vrrp_instance, since instance (and job)
+// are the labels Prometheus gives every target it scrapes; a metric label of
+// that name would be renamed exported_instance at ingestion.
+
 // States a VRRP instance can be in, for the one-hot state gauge.
 var vrrpStates = []string{"INIT", "BACKUP", "MASTER", "FAULT"}
 
 var (
 	dInfo          = desc("info", "Always 1; labels say which vigil this is.", "version", "node", "cluster")
 	dStart         = desc("start_time_seconds", "When the daemon started, in Unix seconds.")
-	dVRRPState     = desc("vrrp_state", "1 for the state the instance is in, 0 for the others.", "instance", "state")
-	dVRRPPriority  = desc("vrrp_priority", "Effective priority (configured plus tracking weights).", "instance")
-	dVRRPConfPrio  = desc("vrrp_configured_priority", "Configured priority.", "instance")
-	dVRRPTrans     = desc("vrrp_transitions_total", "State transitions.", "instance")
-	dVRRPSent      = desc("vrrp_adverts_sent_total", "Adverts sent.", "instance")
-	dVRRPRecv      = desc("vrrp_adverts_received_total", "Adverts accepted from the instance's group.", "instance")
-	dVRRPDrops     = desc("vrrp_adverts_dropped_total", "Adverts dropped, by reason.", "instance", "reason")
-	dVRRPForeign   = desc("vrrp_vrid_conflict_adverts_total", "Adverts for this VRID from another group (other VIPs, auth or peer): a VRID collision.", "instance")
-	dVRRPForeignAt = desc("vrrp_vrid_conflict_last_seen_seconds", "When another group's advert for this VRID was last seen, in Unix seconds; absent if never.", "instance", "source")
-	dVRRPARP       = desc("vrrp_arp_conflicts_total", "ARP audits (on takeover and refresh) in which another host answered for a VIP.", "instance")
+	dReloadOK      = desc("config_last_reload_successful", "1 when the last reload of the config file applied (or none was tried), 0 when it was refused.")
+	dReloadOKAt    = desc("config_last_reload_success_timestamp_seconds", "When a reload of the config file last applied (the start if none), in Unix seconds.")
+	dVRRPState     = desc("vrrp_state", "1 for the state the instance is in, 0 for the others.", "vrrp_instance", "state")
+	dVRRPPriority  = desc("vrrp_priority", "Effective priority (configured plus tracking weights).", "vrrp_instance")
+	dVRRPConfPrio  = desc("vrrp_configured_priority", "Configured priority.", "vrrp_instance")
+	dVRRPTrans     = desc("vrrp_transitions_total", "State transitions.", "vrrp_instance")
+	dVRRPSent      = desc("vrrp_adverts_sent_total", "Adverts sent.", "vrrp_instance")
+	dVRRPRecv      = desc("vrrp_adverts_received_total", "Adverts accepted from the instance's group.", "vrrp_instance")
+	dVRRPDrops     = desc("vrrp_adverts_dropped_total", "Adverts dropped, by reason.", "vrrp_instance", "reason")
+	dVRRPForeign   = desc("vrrp_vrid_conflict_adverts_total", "Adverts for this VRID from another group (other VIPs, auth or peer): a VRID collision.", "vrrp_instance")
+	dVRRPForeignAt = desc("vrrp_vrid_conflict_last_seen_seconds", "When another group's advert for this VRID was last seen, in Unix seconds; absent if never.", "vrrp_instance", "source")
+	dVRRPARP       = desc("vrrp_arp_conflicts_total", "ARP audits (after a takeover's release window, and at each refresh) in which another host answered for a VIP.", "vrrp_instance")
+	dVRRPARPNow    = desc("vrrp_arp_conflict", "VIPs another host answers ARP for now, by the last audit of each; 0 once an audit hears no one, or when not master.", "vrrp_instance")
 	dGARPSent      = desc("garp_sent_total", "Gratuitous ARP and unsolicited NA frames sent.", "interface")
 	dGARPSupp      = desc("garp_suppressed_total", "Gratuitous ARP/NA frames not sent because of the per-interface rate limit.", "interface")
 	dCheckUp       = desc("check_up", "1 when the check is up.", "check")
@@ -59,9 +66,10 @@ var (
 	dAllocFailing  = desc("service_allocation_failures", "Services that got no address (or not every family) at the allocator's last pass, as the leader saw them.")
 	dAllocHeld     = desc("service_addresses_held", "Freed addresses the allocator holds back before reuse.")
 	dRedirect      = desc("redirect_installed", "1 while the DNAT of a balancer's redirect_from is installed.", "balancer", "from")
-	dBackendUp     = desc("backend_up", "1 when the backend is in rotation.", "balancer", "backend")
+	dBackendUp     = desc("backend_up", "1 when the backend's checks pass (a drained one, weight 0, is up: see vigil_backend_state).", "balancer", "backend")
+	dBackendState  = desc("backend_state", "1 for the state the backend is in (up, down, drain: up with weight 0), 0 for the others.", "balancer", "backend", "state")
 	dBackendWeight = desc("backend_weight", "Configured weight.", "balancer", "backend")
-	dBackendActive = desc("backend_connections", "Connections to the backend open now.", "balancer", "backend")
+	dBackendActive = desc("backend_connections_active", "Connections to the backend open now.", "balancer", "backend")
 	dBackendTotal  = desc("backend_connections_total", "Connections made to the backend.", "balancer", "backend")
 	dBackendErrors = desc("backend_connect_errors_total", "Failed connects to the backend.", "balancer", "backend")
 	dBackendPkts   = desc("backend_packets_total", "Packets the XDP program steered to the backend (mode dsr).", "balancer", "backend")
@@ -80,6 +88,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(dInfo, 1, s.Version, s.Node, s.Cluster)
 	gauge(dStart, float64(s.Started.UnixNano())/1e9)
+	if r := s.LastReload; r != nil {
+		gauge(dReloadOK, b2f(r.Successful))
+		gauge(dReloadOKAt, float64(r.LastSuccess.UnixNano())/1e9)
+	}
 	for _, in := range s.Instances {
 		for _, st := range vrrpStates {
 			gauge(dVRRPState, b2f(in.State == st), in.Name, st)
@@ -99,6 +111,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		counter(dVRRPForeign, foreign, in.Name)
 		counter(dVRRPARP, in.ARPConflicts, in.Name)
+		gauge(dVRRPARPNow, float64(len(in.ARPConflictsNow)), in.Name)
 	}
 	for _, i := range s.Interfaces {
 		counter(dGARPSent, i.GARPSent, i.Name)
@@ -160,6 +173,13 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(dBalBadProxy, b.BadProxyHeader, b.Name)
 		for _, be := range b.Backends {
 			gauge(dBackendUp, b2f(be.Up), b.Name, be.Address)
+			st := be.State
+			if st == "" {
+				st = BackendState(be.Up, be.Weight)
+			}
+			for _, s := range BackendStates {
+				gauge(dBackendState, b2f(st == s), b.Name, be.Address, s)
+			}
 			gauge(dBackendWeight, float64(be.Weight), b.Name, be.Address)
 			gauge(dBackendActive, float64(be.Active), b.Name, be.Address)
 			counter(dBackendTotal, be.Connections, b.Name, be.Address)

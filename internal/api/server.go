@@ -24,6 +24,9 @@ type Server struct {
 	ctl http.Handler // the control socket's
 	pub http.Handler // HTTP's: metrics, status page, liveness
 
+	// reload is set by OnReload before Run; nil answers 501.
+	reload func(ctx context.Context) ReloadResult
+
 	mu     sync.Mutex
 	socket string
 	unix   net.Listener
@@ -40,6 +43,7 @@ func Listen(socket, httpAddr string, src Source, log *slog.Logger) (*Server, err
 	s := &Server{src: src, log: log, socket: socket, srvs: map[net.Listener]*http.Server{}}
 	ctl := http.NewServeMux()
 	ctl.HandleFunc("GET /v1/status", s.status)
+	ctl.HandleFunc("POST /v1/reload", s.doReload)
 	s.ctl = ctl
 	pub := http.NewServeMux()
 	pub.Handle("GET /metrics", promhttp.HandlerFor(NewRegistry(src), promhttp.HandlerOpts{}))
@@ -217,6 +221,26 @@ func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
 	}
 }
 
+// OnReload sets what a POST /v1/reload on the control socket runs: the
+// daemon re-reads its config file and answers applied or refused, and why,
+// once it is done. Call it before Run.
+func (s *Server) OnReload(f func(ctx context.Context) ReloadResult) { s.reload = f }
+
+func (s *Server) doReload(w http.ResponseWriter, r *http.Request) {
+	if s.reload == nil {
+		http.Error(w, "this daemon does not reload over its socket", http.StatusNotImplemented)
+		return
+	}
+	res := s.reload(r.Context())
+	w.Header().Set("Content-Type", "application/json")
+	if !res.Applied {
+		w.WriteHeader(http.StatusConflict)
+	}
+	if err := json.NewEncoder(w).Encode(res); err != nil {
+		s.log.Debug("api: writing reload result", "err", err)
+	}
+}
+
 // Close stops serving and removes the socket file.
 func (s *Server) Close() {
 	s.mu.Lock()
@@ -234,16 +258,15 @@ func (s *Server) Close() {
 	os.Remove(s.socket)
 }
 
-// Fetch asks the daemon on socket for its status.
-func Fetch(ctx context.Context, socket string) (Snapshot, error) {
-	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+// do sends one request to the daemon on socket.
+func do(ctx context.Context, socket, method, path string) (*http.Response, error) {
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", socket)
 	}}}
-	defer client.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://vigil/v1/status", nil)
+	req, err := http.NewRequestWithContext(ctx, method, "http://vigil"+path, nil)
 	if err != nil {
-		return Snapshot{}, err
+		return nil, err
 	}
 	resp, err := client.Do(req)
 	if err != nil {
@@ -253,7 +276,35 @@ func Fetch(ctx context.Context, socket string) (Snapshot, error) {
 		if errors.As(err, &op) {
 			err = op.Err
 		}
-		return Snapshot{}, fmt.Errorf("no vigil daemon answers on %s: %w", socket, err)
+		return nil, fmt.Errorf("no vigil daemon answers on %s: %w", socket, err)
+	}
+	return resp, nil
+}
+
+// Reload asks the daemon on socket to re-read its config file and waits
+// for its answer: applied, or refused and why (ReloadResult.Error). The
+// error is for a daemon that did not answer.
+func Reload(ctx context.Context, socket string) (ReloadResult, error) {
+	resp, err := do(ctx, socket, http.MethodPost, "/v1/reload")
+	if err != nil {
+		return ReloadResult{}, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusConflict {
+		return ReloadResult{}, fmt.Errorf("vigil daemon on %s answered %s", socket, resp.Status)
+	}
+	var res ReloadResult
+	if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
+		return ReloadResult{}, fmt.Errorf("vigil daemon on %s: bad reload answer: %w", socket, err)
+	}
+	return res, nil
+}
+
+// Fetch asks the daemon on socket for its status.
+func Fetch(ctx context.Context, socket string) (Snapshot, error) {
+	resp, err := do(ctx, socket, http.MethodGet, "/v1/status")
+	if err != nil {
+		return Snapshot{}, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {

@@ -7,15 +7,19 @@ import "time"
 
 // Snapshot is the daemon's state at one moment.
 type Snapshot struct {
-	Node       string      `json:"node"`
-	Cluster    string      `json:"cluster"`
-	Version    string      `json:"version"`
-	Started    time.Time   `json:"started"`
-	Taken      time.Time   `json:"taken"`
-	Instances  []Instance  `json:"instances"`
-	Interfaces []Interface `json:"interfaces"`
-	Checks     []Check     `json:"checks"`
-	Balancers  []Balancer  `json:"balancers"`
+	Node    string    `json:"node"`
+	Cluster string    `json:"cluster"`
+	Version string    `json:"version"`
+	Started time.Time `json:"started"`
+	Taken   time.Time `json:"taken"`
+	// Config is the file the daemon reads at start and on every reload.
+	Config string `json:"config,omitempty"`
+	// LastReload is the outcome of the last reload of that file.
+	LastReload *ReloadStatus `json:"last_reload,omitempty"`
+	Instances  []Instance    `json:"instances"`
+	Interfaces []Interface   `json:"interfaces"`
+	Checks     []Check       `json:"checks"`
+	Balancers  []Balancer    `json:"balancers"`
 	// XDP holds the DSR program's verdict counters, when it runs.
 	XDP map[string]uint64 `json:"xdp,omitempty"`
 	BGP *BGP              `json:"bgp,omitempty"`
@@ -72,6 +76,23 @@ type ServiceAddress struct {
 	Endpoints int  `json:"endpoints"`       // ready endpoints
 }
 
+// ReloadStatus is the outcome of the last reload (vigil reload or SIGHUP).
+type ReloadStatus struct {
+	At         time.Time `json:"at,omitzero"` // zero: none since the start
+	Successful bool      `json:"successful"`  // true until one is refused
+	Error      string    `json:"error,omitempty"`
+	// LastSuccess is when a reload last applied, or the start.
+	LastSuccess time.Time `json:"last_success"`
+}
+
+// ReloadResult is the daemon's answer to a reload request.
+type ReloadResult struct {
+	Config  string   `json:"config"` // the file it read
+	Applied bool     `json:"applied"`
+	Changed []string `json:"changed,omitempty"`
+	Error   string   `json:"error,omitempty"` // why it was refused
+}
+
 // Kubernetes is the state of the API source: where it reads, whether its
 // watches are up, and what it last applied.
 type Kubernetes struct {
@@ -120,23 +141,38 @@ type BGPSession struct {
 
 // Instance is one VRRP instance.
 type Instance struct {
-	Name              string            `json:"name"`
-	Interface         string            `json:"interface"`
-	VRID              int               `json:"vrid"`
-	Version           int               `json:"version"`
-	State             string            `json:"state"`
-	Priority          int               `json:"priority"`
-	EffectivePriority int               `json:"effective_priority"`
-	Master            string            `json:"master,omitempty"`
-	VIPs              []string          `json:"vips"`
-	UnicastPeers      []string          `json:"unicast_peers,omitempty"` // in force now; a reload may change them
-	Since             time.Time         `json:"since"`
-	AdvertsSent       uint64            `json:"adverts_sent"`
-	AdvertsReceived   uint64            `json:"adverts_received"`
-	Transitions       uint64            `json:"transitions"`
-	ARPConflicts      uint64            `json:"arp_conflicts"`
-	Drops             map[string]uint64 `json:"drops,omitempty"`
-	Foreign           *Foreign          `json:"vrid_conflict,omitempty"`
+	Name              string    `json:"name"`
+	Interface         string    `json:"interface"`
+	VRID              int       `json:"vrid"`
+	Version           int       `json:"version"`
+	State             string    `json:"state"`
+	Priority          int       `json:"priority"`
+	EffectivePriority int       `json:"effective_priority"`
+	Master            string    `json:"master,omitempty"`
+	VIPs              []string  `json:"vips"`
+	UnicastPeers      []string  `json:"unicast_peers,omitempty"` // in force now; a reload may change them
+	Since             time.Time `json:"since"`
+	AdvertsSent       uint64    `json:"adverts_sent"`
+	AdvertsReceived   uint64    `json:"adverts_received"`
+	Transitions       uint64    `json:"transitions"`
+	ARPConflicts      uint64    `json:"arp_conflicts"` // probes that heard another host, ever
+	// ARPConflictsNow are the VIPs another host answers ARP for now (the
+	// last probe of each); empty once a probe hears no one, or not master.
+	ARPConflictsNow []ARPConflict     `json:"arp_conflicts_now,omitempty"`
+	Drops           map[string]uint64 `json:"drops,omitempty"`
+	Foreign         *Foreign          `json:"vrid_conflict,omitempty"`
+}
+
+// ARPConflict is a VIP another host answers ARP for.
+type ARPConflict struct {
+	VIP  string   `json:"vip"`
+	MACs []string `json:"macs"`
+	// Peer is the VRRP peer (unicast peer or advert source) one of the
+	// MACs belongs to, by the neighbour table. Others are other addresses
+	// the table has for those MACs.
+	Peer     string    `json:"peer,omitempty"`
+	Others   []string  `json:"their_ips,omitempty"`
+	LastSeen time.Time `json:"last_seen"`
 }
 
 // Foreign is the last advert of another group using this VRID.
@@ -186,8 +222,13 @@ type Balancer struct {
 
 // Backend is one server of a balancer.
 type Backend struct {
-	Address       string `json:"address"`
-	Up            bool   `json:"up"`
+	Address string `json:"address"`
+	// Up says its checks pass (with no check, always).
+	Up bool `json:"up"`
+	// State is what it does for new connections: up, down, or drain
+	// (up, but weight 0: it takes none, its established ones go on).
+	// BackendState derives it from Up and Weight.
+	State         string `json:"state"`
 	Weight        int    `json:"weight"`
 	Active        int64  `json:"active"`
 	Connections   uint64 `json:"connections"`
@@ -198,6 +239,28 @@ type Backend struct {
 	// Source says where the backend came from: static, node NAME or
 	// endpoints NS/NAME (node X).
 	Source string `json:"source,omitempty"`
+}
+
+// Backend states.
+const (
+	BackendUp    = "up"
+	BackendDown  = "down"
+	BackendDrain = "drain"
+)
+
+// BackendStates are the values of Backend.State, for the one-hot gauge.
+var BackendStates = []string{BackendUp, BackendDown, BackendDrain}
+
+// BackendState is a backend's state from its health and weight. A backend
+// that is down is down whatever its weight: that is what needs attention.
+func BackendState(up bool, weight int) string {
+	switch {
+	case !up:
+		return BackendDown
+	case weight == 0:
+		return BackendDrain
+	}
+	return BackendUp
 }
 
 // Source returns a fresh snapshot.

@@ -58,13 +58,13 @@ func WriteTable(out io.Writer, s Snapshot, now time.Time) error {
 		if b.Mode == "dsr" {
 			fmt.Fprintln(w, "  BACKEND\tSTATE\tWEIGHT\tPACKETS\tBYTES"+fromHead)
 			for _, be := range b.Backends {
-				fmt.Fprintf(w, "  %s\t%s\t%d\t%d\t%d%s\n", be.Address, upDown(be.Up), be.Weight, be.Packets, be.BytesIn, from(be))
+				fmt.Fprintf(w, "  %s\t%s\t%d\t%d\t%d%s\n", be.Address, backendState(be), be.Weight, be.Packets, be.BytesIn, from(be))
 			}
 			continue
 		}
 		fmt.Fprintln(w, "  BACKEND\tSTATE\tWEIGHT\tACTIVE\tTOTAL\tCONNECT ERRORS\tBYTES IN\tBYTES OUT"+fromHead)
 		for _, be := range b.Backends {
-			fmt.Fprintf(w, "  %s\t%s\t%d\t%d\t%d\t%d\t%d\t%d%s\n", be.Address, upDown(be.Up), be.Weight, be.Active,
+			fmt.Fprintf(w, "  %s\t%s\t%d\t%d\t%d\t%d\t%d\t%d%s\n", be.Address, backendState(be), be.Weight, be.Active,
 				be.Connections, be.ConnectErrors, be.BytesIn, be.BytesOut, from(be))
 		}
 	}
@@ -160,8 +160,16 @@ func conflict(in Instance, now time.Time) string {
 		parts = append(parts, fmt.Sprintf("VRID used by %s (%s, VIPs %s, %s ago)", f.Source, f.Reason,
 			strings.Join(f.VIPs, ","), round(now.Sub(f.LastSeen))))
 	}
-	if in.ARPConflicts > 0 {
-		parts = append(parts, fmt.Sprintf("%d ARP", in.ARPConflicts))
+	// Only the conflicts of now: the counter (JSON, metrics) keeps the past.
+	for _, c := range in.ARPConflictsNow {
+		who := strings.Join(c.MACs, ",")
+		switch {
+		case c.Peer != "":
+			who += " (peer " + c.Peer + ")"
+		case len(c.Others) > 0:
+			who += " (" + strings.Join(c.Others, ",") + ")"
+		}
+		parts = append(parts, fmt.Sprintf("ARP %s also answered by %s, %s ago", c.VIP, who, round(now.Sub(c.LastSeen))))
 	}
 	if len(parts) == 0 {
 		return "-"
@@ -181,6 +189,19 @@ func upDown(up bool) string {
 		return "up"
 	}
 	return "DOWN"
+}
+
+// backendState is up in lower case and the states that need a look (DOWN,
+// DRAIN) in capitals, as checks show DOWN.
+func backendState(be Backend) string {
+	st := be.State
+	if st == "" { // a daemon from before the state field
+		st = BackendState(be.Up, be.Weight)
+	}
+	if st == BackendUp {
+		return st
+	}
+	return strings.ToUpper(st)
 }
 
 func dash(s string) string {

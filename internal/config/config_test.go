@@ -248,3 +248,46 @@ func TestPoolErrors(t *testing.T) {
 		})
 	}
 }
+
+// Unknown keys, values of the wrong type and validation problems all come
+// out of one run, in file order, each with its own key path and line; on a
+// line of flow mappings the path is the key the message is about, not the
+// last key of the line. Validation problems beside a value that did not
+// decode wait for the next run (they would be about a zero).
+func TestParseReportsEveryDecodeAndValidationProblem(t *testing.T) {
+	src := `vrrp:
+  instances:
+    - name: a
+      interface: eth0
+      vrid: 300
+      vips: [10.0.0.1]
+      colour: red
+    - {name: b, interface: eth0, vrid: 2, vips: [10.0.0.2], priority: high}
+balancers:
+  - name: api
+    listen: ["10.0.0.1:9445"]
+    backends: [{address: "10.0.0.11:6443", wieght: 2}, {address: "10.0.0.12:6443", weight: x}]
+    check: {http: {path: /}, interval: 1}
+  - name: web
+    listen: ["10.0.0.1:80"]
+    backends: [{address: "10.0.0.21:80"}]
+    check: {interval: 1s, timeout: 1, fall: 1, rise: 1}
+`
+	_, err := Parse([]byte(src))
+	var es Errors
+	if !errors.As(err, &es) {
+		t.Fatalf("error %T %v is not Errors", err, err)
+	}
+	want := []string{
+		`vrrp.instances[0].vrid: 300 is out of range 1..255 (line 5)`,
+		`vrrp.instances[0].colour: unknown key "colour" (line 7)`,
+		`vrrp.instances[1].priority: "high" is not a whole number (line 8)`,
+		`balancers[0].backends[0].wieght: unknown key "wieght" (line 12)`,
+		`balancers[0].backends[1].weight: "x" is not a whole number (line 12)`,
+		`balancers[0].check.interval: "1" is not a duration with a unit, like 1s or 100ms (line 13)`,
+		`balancers[1].check.timeout: "1" is not a duration with a unit, like 1s or 100ms (line 17)`,
+	}
+	if got := strings.Split(err.Error(), "\n"); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("errors\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}

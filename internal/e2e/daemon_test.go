@@ -222,3 +222,90 @@ func TestTrackedInterfaceWeight(t *testing.T) {
 		t.Fatal("no warning about the missing tracked interface")
 	}
 }
+
+// vigil reload waits for the daemon's answer over the control socket: a
+// change the daemon refuses (the cluster name needs a restart) exits 1 and
+// prints why, and status and metrics say the last reload failed; an
+// applied one exits 0 and names what changed; -c naming another file draws
+// a warning; SIGHUP reloads too.
+func TestReloadAnswersAppliedOrRefused(t *testing.T) {
+	h := oneHost(t)
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "vigil.sock")
+	cfg := filepath.Join(dir, "vigil.yaml")
+	body := func(cluster, check string) string {
+		return fmt.Sprintf(`cluster: %s
+node: n
+vrrp:
+  instances:
+    - {name: api, interface: eth0, vrid: 1, priority: 150, advert_interval: 100ms, vips: [10.79.0.10]}
+checks:
+  - {name: %s, tcp: {address: "127.0.0.1:1"}, interval: 1s}
+api: {socket: %s, http: ""}
+`, cluster, check, sock)
+	}
+	os.WriteFile(cfg, []byte(body("c1", "one")), 0o644)
+	logPath := filepath.Join(dir, "vigil.log")
+	logOnFailure(t, "vigil log", logPath)
+	p := startVigil(t, h, cfg, "", logPath)
+	t.Cleanup(p.Kill)
+	for end := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatal("the daemon's socket did not appear")
+		}
+	}
+	reload := func(args ...string) (int, string) {
+		out, err := exec.Command(vigilBin, append([]string{"reload", "--socket", sock}, args...)...).CombinedOutput()
+		if ee, ok := err.(*exec.ExitError); ok {
+			return ee.ExitCode(), string(out)
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return 0, string(out)
+	}
+
+	os.WriteFile(cfg, []byte(body("c2", "one")), 0o644)
+	code, out := reload("-c", cfg)
+	if code != 1 || !strings.Contains(out, "reload refused") || !strings.Contains(out, "cluster changed: VRRP changes need a restart") {
+		t.Fatalf("refused reload: exit %d, want 1 with the reason:\n%s", code, out)
+	}
+	if r := statusAt(t, sock).LastReload; r == nil || r.Successful || !strings.Contains(r.Error, "cluster changed") {
+		t.Fatalf("status after a refused reload: %+v", r)
+	}
+
+	os.WriteFile(cfg, []byte(body("c1", "two")), 0o644)
+	code, out = reload("-c", cfg)
+	if code != 0 || !strings.Contains(out, cfg+": applied: check two added; check one removed") {
+		t.Fatalf("applied reload: exit %d, want 0 naming the change:\n%s", code, out)
+	}
+	if r := statusAt(t, sock).LastReload; r == nil || !r.Successful || r.Error != "" {
+		t.Fatalf("status after an applied reload: %+v", r)
+	}
+
+	other := filepath.Join(dir, "other.yaml")
+	os.WriteFile(other, []byte(body("c1", "two")), 0o644)
+	code, out = reload("-c", other)
+	if code != 0 || !strings.Contains(out, "warning: the daemon reads "+cfg+", not "+other) || !strings.Contains(out, "nothing changed") {
+		t.Fatalf("reload -c with another file: exit %d:\n%s", code, out)
+	}
+
+	// SIGHUP goes the same way, and is recorded the same way.
+	os.WriteFile(cfg, []byte(body("c3", "two")), 0o644)
+	if err := p.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	for end := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if r := statusAt(t, sock).LastReload; r != nil && !r.Successful {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatal("SIGHUP with a changed cluster: status does not show the refusal")
+		}
+	}
+	if b, _ := os.ReadFile(logPath); !strings.Contains(string(b), `msg="config reloaded" changed="check two added; check one removed"`) {
+		t.Fatalf("the log does not say what the reload changed:\n%s", b)
+	}
+}

@@ -256,6 +256,23 @@ func TestPreemptTakesOverFromLowerMaster(t *testing.T) {
 	start(t, c, "lb1")
 	waitOwner(t, c, "lb1", 5*time.Second)
 	stable(t, c, "lb1", 500*time.Millisecond)
+	// A graceful preemption is no ARP conflict: lb1's takeover audit waits
+	// until lb2 has released the VIP (it used to probe before, and warn in
+	// most rounds). Three hand-overs, lb2 back as master between them.
+	for round := range 3 {
+		if round > 0 {
+			if err := c.Node("lb1").Stop(); err != nil {
+				t.Fatal(err)
+			}
+			waitOwner(t, c, "lb2", 5*time.Second)
+			start(t, c, "lb1")
+			waitOwner(t, c, "lb1", 5*time.Second)
+		}
+		time.Sleep(spec.Interval + 800*time.Millisecond) // the release window, and the probe's wait
+		if log, _ := os.ReadFile(c.Node("lb1").LogPath); strings.Contains(string(log), "address conflict") {
+			t.Fatalf("round %d: a graceful preemption was reported as an ARP conflict:\n%s", round, log)
+		}
+	}
 }
 
 func TestUnicastPeers(t *testing.T) {

@@ -168,7 +168,7 @@ func TestVRIDCollisionBetweenClusters(t *testing.T) {
 			t.Fatalf("%s status shows conflict %+v, want one with %s", name, f, other)
 		}
 		m := metrics(t, c.Node(name).Host)
-		if !regexp.MustCompile(`(?m)^vigil_vrrp_vrid_conflict_adverts_total\{instance="vip"\} [1-9]`).MatchString(m) {
+		if !regexp.MustCompile(`(?m)^vigil_vrrp_vrid_conflict_adverts_total\{vrrp_instance="vip"\} [1-9]`).MatchString(m) {
 			t.Fatalf("%s metrics do not count the conflict:\n%s", name, m)
 		}
 	}

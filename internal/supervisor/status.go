@@ -13,7 +13,8 @@ import (
 // Snapshot returns the state of every component for the control socket,
 // metrics and the status page. Safe to call from any goroutine.
 func (s *Supervisor) Snapshot() api.Snapshot {
-	snap := api.Snapshot{Node: s.node, Cluster: s.cluster, Version: s.Version, Started: s.started, Taken: time.Now()}
+	snap := api.Snapshot{Node: s.node, Cluster: s.cluster, Version: s.Version, Started: s.started, Taken: time.Now(),
+		Config: s.path, LastReload: s.reloadStatus()}
 	for i, in := range s.vrrp.instances {
 		ic, st := s.vrrp.all[i], in.Status()
 		out := api.Instance{Name: ic.Name, Interface: ic.Interface, VRID: ic.VRID, Version: ic.Version,
@@ -25,6 +26,19 @@ func (s *Supervisor) Snapshot() api.Snapshot {
 		}
 		if st.Master.IsValid() {
 			out.Master = st.Master.String()
+		}
+		for _, c := range st.ARPConflicts {
+			ac := api.ARPConflict{VIP: c.VIP.String(), LastSeen: c.LastSeen, Others: addrs(c.Others)}
+			for _, m := range c.MACs {
+				ac.MACs = append(ac.MACs, m.String())
+			}
+			if c.Peer.IsValid() {
+				ac.Peer = c.Peer.String()
+			}
+			if len(ac.Others) == 0 {
+				ac.Others = nil
+			}
+			out.ARPConflictsNow = append(out.ARPConflictsNow, ac)
 		}
 		if len(st.Drops) > 0 {
 			out.Drops = map[string]uint64{}
@@ -82,6 +96,12 @@ func (s *Supervisor) Snapshot() api.Snapshot {
 				be := &snap.Balancers[i].Backends[j]
 				be.Source = origins[be.Address]
 			}
+		}
+	}
+	for i := range snap.Balancers {
+		for j := range snap.Balancers[i].Backends {
+			be := &snap.Balancers[i].Backends[j]
+			be.State = api.BackendState(be.Up, be.Weight)
 		}
 	}
 	snap.Redirects = redirectStatus(s.redirect)

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/vigil-lb/vigil/internal/bgp"
@@ -43,6 +45,14 @@ type Supervisor struct {
 	order []component.Component
 
 	reloads chan reloadRequest
+	// path is the file the daemon started from (Options.ConfigPath), the
+	// one ReloadFile reads; fileMu keeps two file reloads (SIGHUP and
+	// vigil reload) in order, so the last one recorded is the last applied.
+	path   string
+	fileMu sync.Mutex
+	// last is the outcome of the last file reload, for status and metrics.
+	lastMu sync.Mutex
+	last   lastReload
 
 	// Version is reported in status and metrics.
 	Version       string
@@ -55,6 +65,9 @@ type Options struct {
 	// EventLoops is how many event loops the proxy balancers share; at
 	// least one.
 	EventLoops int
+	// ConfigPath is the file cfg was read from: ReloadFile reads it again
+	// and status reports it.
+	ConfigPath string
 }
 
 // New prepares every component. Before Run it only opens sockets and, for
@@ -67,7 +80,8 @@ type Options struct {
 // one with the cluster's members added.
 func New(cfg *config.Config, opts Options, log *slog.Logger) (*Supervisor, error) {
 	s := &Supervisor{cfg: cfg, log: log, health: health.New(), reloads: make(chan reloadRequest),
-		started: time.Now(), node: cfg.Node, cluster: cfg.Cluster}
+		started: time.Now(), node: cfg.Node, cluster: cfg.Cluster, path: opts.ConfigPath}
+	s.last = lastReload{ok: true, lastOK: s.started}
 	if readsCluster(cfg) {
 		m, err := newMembers(cfg, s.health, log)
 		if err != nil {
@@ -158,10 +172,11 @@ loop:
 	for {
 		select {
 		case req := <-s.reloads:
-			req.result <- s.reload(req.cfg, "reload")
+			changes, err := s.reload(req.cfg, "reload")
+			req.result <- reloadResult{changes, err}
 		case <-s.kubeUpdates():
 			if s.kube.update() {
-				if err := s.reload(s.kube.static, "kubernetes"); err != nil {
+				if _, err := s.reload(s.kube.static, "kubernetes"); err != nil {
 					s.log.Error("member change not applied; the members in force stay", "err", err)
 				}
 			}
@@ -205,7 +220,12 @@ func (s *Supervisor) Close() {
 
 type reloadRequest struct {
 	cfg    *config.Config
-	result chan error
+	result chan reloadResult
+}
+
+type reloadResult struct {
+	changes []string // what the reload changed, for the log and vigil reload
+	err     error
 }
 
 // ErrNotRunning is returned by Reload when Run is not running.
@@ -218,13 +238,20 @@ var ErrNotRunning = errors.New("supervisor is not running")
 // Then all commit: listeners that stay are never closed and established
 // connections go on.
 func (s *Supervisor) Reload(ctx context.Context, cfg *config.Config) error {
-	req := reloadRequest{cfg: cfg, result: make(chan error, 1)}
+	_, err := s.apply(ctx, cfg)
+	return err
+}
+
+// apply is Reload that also returns what changed.
+func (s *Supervisor) apply(ctx context.Context, cfg *config.Config) ([]string, error) {
+	req := reloadRequest{cfg: cfg, result: make(chan reloadResult, 1)}
 	select {
 	case s.reloads <- req:
 	case <-ctx.Done():
-		return ErrNotRunning
+		return nil, ErrNotRunning
 	}
-	return <-req.result
+	r := <-req.result
+	return r.changes, r.err
 }
 
 // kubeUpdates wakes when the API source has a new snapshot; nil (never)
@@ -239,20 +266,20 @@ func (s *Supervisor) kubeUpdates() <-chan struct{} {
 // reload applies a static config (a reload's, or the running one when the
 // cluster changed, why "kubernetes"): expanded with the cluster's members,
 // then planned by every component and committed, or aborted by all.
-func (s *Supervisor) reload(static *config.Config, why string) error {
+func (s *Supervisor) reload(static *config.Config, why string) ([]string, error) {
 	cfg, x := static, kube.Expanded{}
 	if s.kube == nil && readsCluster(static) {
-		return errors.New("reload: kubernetes: the config reads the cluster now: starting the informers needs a restart (nothing applied)")
+		return nil, errors.New("reload: kubernetes: the config reads the cluster now: starting the informers needs a restart (nothing applied)")
 	}
 	if s.kube != nil {
 		if err := s.kube.check(static); err != nil {
-			return fmt.Errorf("reload: kubernetes: %w (nothing applied)", err)
+			return nil, fmt.Errorf("reload: kubernetes: %w (nothing applied)", err)
 		}
 		x = s.kube.expand(static)
 		cfg = x.Config
 		if why == "kubernetes" && reflect.DeepEqual(cfg, s.cfg) {
 			s.kube.committed(static, x, why) // nothing vigil uses changed
-			return nil
+			return nil, nil
 		}
 	}
 	changes := make([]component.Change, 0, len(s.order))
@@ -262,21 +289,26 @@ func (s *Supervisor) reload(static *config.Config, why string) error {
 			for i := len(changes) - 1; i >= 0; i-- {
 				changes[i].Abort()
 			}
-			return fmt.Errorf("reload: %s: %w (nothing applied)", c.Name(), err)
+			return nil, fmt.Errorf("reload: %s: %w (nothing applied)", c.Name(), err)
 		}
 		changes = append(changes, ch)
 	}
 	for _, ch := range changes {
 		ch.Commit()
 	}
+	what := configChanges(s.cfg, cfg)
 	s.cfg = cfg
 	if s.kube != nil {
 		s.kube.committed(static, x, why)
 		if why == "kubernetes" {
 			s.kube.applied.Add(1)
-			return nil // committed logged each change
+			return what, nil // committed logged each change
 		}
 	}
-	s.log.Info("config reloaded", "balancers", len(cfg.Balancers), "checks", len(cfg.Checks))
-	return nil
+	changed := "nothing"
+	if len(what) > 0 {
+		changed = strings.Join(what, "; ")
+	}
+	s.log.Info("config reloaded", "changed", changed, "balancers", len(cfg.Balancers), "checks", len(cfg.Checks))
+	return what, nil
 }

@@ -120,6 +120,13 @@ func (g *vrrpGroup) build() error {
 				r, err := garp.Probe(ctx, ic.Interface, ip, probeWait)
 				return r.MACs, err
 			}
+			in.Identify = func(mac net.HardwareAddr) []netip.Addr {
+				as, err := set.Neighbors(mac)
+				if err != nil {
+					g.log.Debug("neighbour lookup", "mac", mac.String(), "err", err)
+				}
+				return as
+			}
 		}
 		if err := tr.Register(uint8(ic.VRID), in.Receive()); err != nil {
 			return err

@@ -4,6 +4,7 @@
 package vip
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math"
@@ -125,4 +126,27 @@ func permission(err error) error {
 		return fmt.Errorf("%w (vigil needs CAP_NET_ADMIN)", err)
 	}
 	return err
+}
+
+// Neighbors returns the IPv4 addresses the kernel's neighbour table has for
+// mac on the set's interface, so that an ARP conflict can name the host. A
+// host we have not talked to is not in the table: none, and no error.
+func (s *Set) Neighbors(mac net.HardwareAddr) ([]netip.Addr, error) {
+	l, err := s.link()
+	if err != nil {
+		return nil, err
+	}
+	ns, err := s.h.NeighList(l.Attrs().Index, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, fmt.Errorf("neighbours of %s: %w", s.ifname, err)
+	}
+	var out []netip.Addr
+	for _, n := range ns {
+		if bytes.Equal(n.HardwareAddr, mac) {
+			if a, ok := netip.AddrFromSlice(n.IP); ok {
+				out = append(out, a.Unmap())
+			}
+		}
+	}
+	return out, nil
 }

@@ -86,13 +86,26 @@ type Status struct {
 	Adverts    uint64 // sent
 	Received   uint64 // accepted
 	Transition uint64
-	Conflicts  uint64 // takeovers where another host answered ARP for a VIP
+	Conflicts  uint64 // probes in which another host answered ARP for a VIP
 	Extra      int    // extra addresses (SetExtra)
 	ExtraHeld  int    // of those, configured on the interface now
+	// ARPConflicts are the VIPs another host answers ARP for now, as the
+	// last probe of each found: cleared by a probe that finds none, and
+	// when the instance leaves MASTER.
+	ARPConflicts []ARPConflict
 	// Foreign is the last advert for our VRID from a group that is not ours
 	// (other VIPs, authentication or peer): a VRID collision. It takes no
 	// part in the election.
 	Foreign *Foreign
+}
+
+// ARPConflict is a VIP of ours that another host answers ARP for.
+type ARPConflict struct {
+	VIP      netip.Addr
+	MACs     []net.HardwareAddr
+	Peer     netip.Addr // the VRRP peer (unicast peer or advert source) with one of the MACs; invalid if none
+	Others   []netip.Addr
+	LastSeen time.Time
 }
 
 // Foreign describes a VRID collision.
@@ -132,6 +145,10 @@ type Instance struct {
 	// conflict, such as a crashed master that still holds the VIP.
 	Probe func(ctx context.Context, ip netip.Addr) ([]net.HardwareAddr, error)
 
+	// Identify, when set, returns the addresses the kernel's neighbour
+	// table has for a MAC, so that a conflict can name the peer it is.
+	Identify func(mac net.HardwareAddr) []netip.Addr
+
 	// OnTransition hears every state change, on the Run goroutine; it must
 	// not block (notify hooks and sync groups queue their work).
 	OnTransition func(*Instance, Transition)
@@ -152,6 +169,10 @@ type Instance struct {
 	extraSet  []netip.Prefix
 	holding   bool
 	burstStop context.CancelFunc
+	// probes is the context of the current mastership's ARP probes, on
+	// the Run goroutine; probeStop (Release) ends it. nil while not master.
+	probes    context.Context
+	probeStop context.CancelFunc
 	// runCtx ends when Run returns; bg holds the announce bursts and ARP
 	// probes started under it, which Run waits for.
 	runCtx  context.Context
@@ -160,6 +181,10 @@ type Instance struct {
 
 	mu     sync.Mutex
 	status Status
+	// heard are the sources of adverts accepted from the group, under mu:
+	// a MAC answering ARP for our VIP that belongs to one is a peer.
+	heard     map[netip.Addr]bool
+	conflicts map[netip.Addr]ARPConflict // under mu; status.ARPConflicts is its sorted copy
 }
 
 type trackState struct {
@@ -216,6 +241,7 @@ func NewInstance(cfg Config, tx Sender, addrs Addresses, ann Announcer, log *slo
 		wake:    make(chan struct{}, 1),
 		track:   map[trackKey]*trackState{},
 		lastLog: map[DropReason]time.Time{},
+		heard:   map[netip.Addr]bool{}, conflicts: map[netip.Addr]ARPConflict{},
 	}
 	for _, o := range opts {
 		o(in)
@@ -261,6 +287,7 @@ func (in *Instance) Status() Status {
 	s := in.status
 	s.Drops = maps.Clone(in.status.Drops)
 	s.Peers = slices.Clone(in.status.Peers)
+	s.ARPConflicts = slices.Clone(in.status.ARPConflicts)
 	if f := s.Foreign; f != nil {
 		c := *f
 		s.Foreign = &c
@@ -534,7 +561,7 @@ func (in *Instance) Run(ctx context.Context) error {
 				// Re-announce, and audit: another host answering ARP for
 				// our VIP means routers may be sending it traffic.
 				in.announce("refresh")
-				in.probeConflicts()
+				in.probeConflicts(0)
 				if in.extra != nil {
 					in.extra.announceAll()
 				}
@@ -602,6 +629,7 @@ func (in *Instance) handle(r Received) {
 	}
 	in.mu.Lock()
 	in.status.Received++
+	in.heard[r.Src] = true
 	in.mu.Unlock()
 	in.m.Receive(adv)
 	in.mu.Lock()
@@ -701,11 +729,14 @@ func (l *link) TakeOver() {
 	in.stopBurst()
 	// The first round goes out now, on this goroutine: clients must reach
 	// the new master without waiting for a scheduler. The conflict probe
-	// comes after it.
+	// waits for the release window: a master handing over (preemption, a
+	// pool's move back) still answers ARP until our advert reaches it.
 	if in.cfg.GARPCount > 0 {
 		in.announce("takeover")
 	}
-	in.probeConflicts()
+	in.stopProbes()
+	in.probes, in.probeStop = context.WithCancel(in.runCtx)
+	in.probeConflicts(in.releaseWindow())
 	in.holding = true
 	if in.extra != nil {
 		in.extra.set(in.extraSet, true)
@@ -724,37 +755,129 @@ func (l *link) TakeOver() {
 	}
 }
 
-// probeConflicts asks, in the background, whether another host answers ARP
-// for our IPv4 VIPs, and warns: both would now answer, and the segment would
-// split its traffic between them.
-func (in *Instance) probeConflicts() {
-	if in.Probe == nil {
+// releaseMargin is what the takeover probe waits past one advert interval:
+// time for the old master to hear our advert, release the VIP (netlink) and
+// stop answering ARP for it.
+const releaseMargin = 500 * time.Millisecond
+
+// releaseWindow is how long after a takeover the conflict probe waits.
+func (in *Instance) releaseWindow() time.Duration { return in.cfg.Interval + releaseMargin }
+
+func (in *Instance) stopProbes() {
+	if in.probeStop != nil {
+		in.probeStop()
+		in.probes, in.probeStop = nil, nil
+	}
+}
+
+// probeConflicts asks, in the background after delay, whether another host
+// answers ARP for our IPv4 VIPs, and warns: both would now answer, and the
+// segment would split its traffic between them. Each probe's answer sets
+// or clears that VIP's conflict. Release cancels the probes in flight.
+func (in *Instance) probeConflicts(delay time.Duration) {
+	if in.Probe == nil || in.probes == nil {
 		return
 	}
+	ctx := in.probes
 	for _, ip := range in.vips {
 		if !ip.Is4() {
 			continue
 		}
 		in.bg.Go(func() {
-			macs, err := in.Probe(in.runCtx, ip)
+			if delay > 0 && clock.Sleep(ctx, in.clock, delay) != nil {
+				return
+			}
+			macs, err := in.Probe(ctx, ip)
 			if err != nil {
 				in.log.Debug("arp probe failed", "vip", ip, "err", err)
 				return
 			}
-			if len(macs) > 0 {
-				in.mu.Lock()
-				in.status.Conflicts++
-				in.mu.Unlock()
-				in.log.Warn("address conflict: another host answers ARP for a VIP this node now owns",
-					"vip", ip, "their_mac", fmt.Sprint(macs))
-			}
+			in.probed(ctx, ip, macs)
 		})
 	}
+}
+
+// probed records what a probe heard, unless the mastership it was for has
+// ended (ctx).
+func (in *Instance) probed(ctx context.Context, ip netip.Addr, macs []net.HardwareAddr) {
+	var ids map[string][]netip.Addr
+	if len(macs) > 0 && in.Identify != nil {
+		ids = map[string][]netip.Addr{}
+		for _, m := range macs {
+			ids[m.String()] = in.Identify(m)
+		}
+	}
+	in.mu.Lock()
+	if ctx.Err() != nil {
+		in.mu.Unlock()
+		return
+	}
+	_, had := in.conflicts[ip]
+	var c ARPConflict
+	if len(macs) > 0 {
+		c = ARPConflict{VIP: ip, MACs: macs, LastSeen: in.clock.Now()}
+		for _, m := range macs {
+			for _, a := range ids[m.String()] {
+				if !c.Peer.IsValid() && (in.heard[a] || slices.Contains(in.status.Peers, a)) {
+					c.Peer = a
+				} else if !slices.Contains(c.Others, a) {
+					c.Others = append(c.Others, a)
+				}
+			}
+		}
+		in.conflicts[ip] = c
+		in.status.Conflicts++
+	} else {
+		delete(in.conflicts, ip)
+	}
+	in.syncConflictsLocked()
+	in.mu.Unlock()
+	switch {
+	case len(macs) > 0:
+		attrs := []any{"vip", ip, "their_mac", macStrings(macs)}
+		if c.Peer.IsValid() {
+			attrs = append(attrs, "peer", c.Peer)
+		}
+		if len(c.Others) > 0 {
+			attrs = append(attrs, "their_ip", addrStrings(c.Others))
+		}
+		in.log.Warn("address conflict: another host answers ARP for a VIP this node now owns", attrs...)
+	case had:
+		in.log.Info("address conflict cleared: no other host answers ARP for the VIP", "vip", ip)
+	}
+}
+
+// syncConflictsLocked copies the conflicts into the status, by VIP. The
+// caller holds mu.
+func (in *Instance) syncConflictsLocked() {
+	in.status.ARPConflicts = slices.SortedFunc(maps.Values(in.conflicts), func(a, b ARPConflict) int { return a.VIP.Compare(b.VIP) })
+}
+
+func macStrings(macs []net.HardwareAddr) []string {
+	out := make([]string, len(macs))
+	for i, m := range macs {
+		out[i] = m.String()
+	}
+	return out
+}
+
+func addrStrings(as []netip.Addr) []string {
+	out := make([]string, len(as))
+	for i, a := range as {
+		out[i] = a.String()
+	}
+	return out
 }
 
 func (l *link) Release() {
 	in := (*Instance)(l)
 	in.stopBurst()
+	// Not ours any more: another host answering ARP for it is no conflict.
+	in.stopProbes()
+	in.mu.Lock()
+	clear(in.conflicts)
+	in.syncConflictsLocked()
+	in.mu.Unlock()
 	if err := in.addrs.Remove(); err != nil {
 		in.log.Error("VIPs not removed", "err", err)
 	}

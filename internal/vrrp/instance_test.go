@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -359,4 +360,96 @@ func b2u(b bool) uint64 {
 		return 1
 	}
 	return 0
+}
+
+// The takeover probe waits for the release window: a master handing over
+// (here preempted) still answers ARP for the VIP until our advert reaches
+// it, which is no conflict. A real one, heard at a refresh, is reported
+// with the MAC, the peer it belongs to and when, and clears when a later
+// probe hears no one.
+func TestARPConflictAfterReleaseWindowAndClears(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	t0 := time.Unix(1000, 0)
+	clk := clocktest.New(t0)
+	f := &fakeNet{}
+	cfg := Config{Name: "api", Interface: "eth0", VRID: 7, Version: 3, Priority: 100, Interval: time.Second, Preempt: true,
+		VIPs: []netip.Prefix{netip.MustParsePrefix("192.0.2.10/32")}, GARPCount: 1, GARPRefresh: 10 * time.Second}
+	in := NewInstance(cfg, f, f, f, slog.New(slog.DiscardHandler), WithClock(clk))
+	peer := netip.MustParseAddr("10.0.0.9")
+	theirMAC := net.HardwareAddr{0x02, 0, 0, 0, 0, 9}
+	var oldMasterHolds, squatter atomic.Bool
+	var probes atomic.Int32
+	in.Probe = func(ctx context.Context, ip netip.Addr) ([]net.HardwareAddr, error) {
+		defer probes.Add(1)
+		if oldMasterHolds.Load() || squatter.Load() {
+			return []net.HardwareAddr{theirMAC}, nil
+		}
+		return nil, nil
+	}
+	in.Identify = func(mac net.HardwareAddr) []netip.Addr {
+		if mac.String() == theirMAC.String() {
+			return []netip.Addr{peer}
+		}
+		return nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- in.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}()
+	settle := func(extra int) {
+		t.Helper()
+		if !clk.BlockUntil(2 + extra) {
+			t.Fatalf("%d timers armed, want %d", clk.Armed(), 2+extra)
+		}
+	}
+	// A lower-priority master advertises: we hear it, and preempt it.
+	adv := Packet{Version: 3, Type: TypeAdvertisement, VRID: 7, Priority: 50, MaxAdvertInt: 100,
+		Addresses: []netip.Addr{netip.MustParseAddr("192.0.2.10")}}
+	b, _ := adv.Marshal(peer, Group4)
+	settle(0)
+	oldMasterHolds.Store(true)
+	in.Receive() <- Received{Src: peer, Dst: Group4, TTL: 255, Payload: b}
+	eventually(t, "the advert", func() bool { return in.Status().Received == 1 })
+	settle(0)
+	clk.Advance(3700 * time.Millisecond)
+	settle(1) // the probe waits
+	if s := in.Status(); s.State != Master || probes.Load() != 0 {
+		t.Fatalf("after the takeover: %v, %d probes; want master and no probe yet", s.State, probes.Load())
+	}
+	// Our advert reaches the old master, which releases the VIP.
+	clk.Advance(300 * time.Millisecond)
+	settle(1)
+	oldMasterHolds.Store(false)
+	clk.Advance(in.releaseWindow())
+	eventually(t, "the takeover probe", func() bool { return probes.Load() == 1 })
+	settle(0)
+	if s := in.Status(); s.Conflicts != 0 || len(s.ARPConflicts) != 0 {
+		t.Fatalf("a hand-over counted as a conflict: %d, %+v", s.Conflicts, s.ARPConflicts)
+	}
+
+	// The old master comes back answering ARP (a crash with the VIP left
+	// up): the refresh's probe reports it.
+	squatter.Store(true)
+	clk.AdvanceTo(t0.Add(10 * time.Second))
+	eventually(t, "the refresh probe", func() bool { return probes.Load() == 2 })
+	eventually(t, "the conflict", func() bool { return len(in.Status().ARPConflicts) == 1 })
+	s := in.Status()
+	c := s.ARPConflicts[0]
+	if s.Conflicts != 1 || c.VIP != netip.MustParseAddr("192.0.2.10") || len(c.MACs) != 1 || c.MACs[0].String() != theirMAC.String() ||
+		c.Peer != peer || !c.LastSeen.Equal(t0.Add(10*time.Second)) {
+		t.Fatalf("conflict %+v (count %d), want 192.0.2.10 from %s, peer %s, at the refresh", c, s.Conflicts, theirMAC, peer)
+	}
+	squatter.Store(false)
+	settle(0)
+	clk.AdvanceTo(t0.Add(20 * time.Second))
+	eventually(t, "the next refresh probe", func() bool { return probes.Load() == 3 })
+	eventually(t, "the conflict to clear", func() bool { return len(in.Status().ARPConflicts) == 0 })
+	if s := in.Status(); s.Conflicts != 1 {
+		t.Fatalf("the counter went from 1 to %d", s.Conflicts)
+	}
 }

@@ -136,6 +136,7 @@ func (m *Machine) Stop() {
 		m.link.Release()
 	}
 	m.masterDown, m.advertAt = time.Time{}, time.Time{}
+	m.master = netip.Addr{}
 	m.enter(Stopped, "shutdown")
 }
 
@@ -153,6 +154,7 @@ func (m *Machine) SetFault(fault bool, reason string) {
 			m.link.Release()
 		}
 		m.masterDown, m.advertAt = time.Time{}, time.Time{}
+		m.master = netip.Addr{} // not us any more; the adverts we hear say who
 		m.enter(Fault, reason)
 		return
 	}
@@ -182,6 +184,7 @@ func (m *Machine) Resign(reason string) {
 		return
 	}
 	m.link.Release()
+	m.master = netip.Addr{} // the next advert heard names the new one
 	m.becomeBackupAt(reason)
 }
 
@@ -239,17 +242,27 @@ func (m *Machine) Receive(a Advert) {
 		if a.Priority == 0 {
 			// The master is leaving: take over after our skew time only.
 			m.masterDown = now.Add(m.skew())
+			m.master = netip.Addr{}
 			return
 		}
+		// Whether or not we are about to preempt it, the sender holds the
+		// VIPs now.
+		m.master = a.Source
 		preempt := m.p.Preempt && !now.Before(m.preemptFrom)
 		if !preempt || a.Priority >= m.priority {
 			if m.p.Version == 3 && a.Interval > 0 {
 				m.masterAdv = a.Interval
 			}
-			m.master = a.Source
 			m.masterDown = now.Add(m.masterDownInterval())
 		}
 		// Otherwise a lower-priority master: let the timer run out and preempt.
+	case Fault:
+		// No part in the election, but status should name who took over
+		// rather than the master this node was before its fault.
+		m.master = a.Source
+		if a.Priority == 0 {
+			m.master = netip.Addr{}
+		}
 	case Master:
 		switch {
 		case a.Priority == 0:

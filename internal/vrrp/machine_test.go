@@ -319,3 +319,48 @@ func TestStateString(t *testing.T) {
 		}
 	}
 }
+
+// MasterAddr names the router that holds the VIPs now, in every state: not
+// this node once it has left Master (FAULT, a resign, a shutdown), the peer
+// a node in FAULT hears advertising, nobody while the master is leaving.
+func TestMasterAddrFollowsWhoIsMaster(t *testing.T) {
+	r := newRig(t, Params{Priority: 100, Preempt: true})
+	r.m.Start()
+	r.runFor(4 * time.Second)
+	r.expectState(Master)
+	if got := r.m.MasterAddr(); got != local {
+		t.Fatalf("master = %v as master, want itself %v", got, local)
+	}
+	r.m.SetFault(true, "eth1 down")
+	if got := r.m.MasterAddr(); got.IsValid() {
+		t.Fatalf("master = %v just after FAULT, want unknown", got)
+	}
+	// The peer takes over and advertises; the faulted node hears it.
+	r.m.Receive(Advert{Source: lower, Priority: 90, Interval: time.Second})
+	if got := r.m.MasterAddr(); got != lower {
+		t.Fatalf("master = %v in FAULT with %v advertising, want %v", got, lower, lower)
+	}
+	r.m.Receive(Advert{Source: lower, Priority: 0, Interval: time.Second})
+	if got := r.m.MasterAddr(); got.IsValid() {
+		t.Fatalf("master = %v after its priority 0, want unknown", got)
+	}
+	r.m.Receive(Advert{Source: lower, Priority: 90, Interval: time.Second})
+	// Back from FAULT: the lower master is the master until preempted.
+	r.m.SetFault(false, "eth1 up")
+	r.expectState(Backup)
+	r.m.Receive(Advert{Source: lower, Priority: 90, Interval: time.Second})
+	if got := r.m.MasterAddr(); got != lower {
+		t.Fatalf("master = %v as backup of a lower master, want %v", got, lower)
+	}
+	r.runFor(4 * time.Second)
+	r.expectState(Master)
+	r.m.Resign("sync group")
+	if got := r.m.MasterAddr(); got == local {
+		t.Fatal("master names itself after resigning")
+	}
+	r.m.Claim("sync group")
+	r.m.Stop()
+	if got := r.m.MasterAddr(); got.IsValid() {
+		t.Fatalf("master = %v after shutdown, want unknown", got)
+	}
+}
