@@ -85,16 +85,20 @@ func manifestCmd() *cobra.Command {
 		Use:   "daemonset",
 		Short: "Print a DaemonSet with its ServiceAccount, read-only ClusterRole and binding, and config in a ConfigMap",
 		Long: `Print a DaemonSet with its ServiceAccount, ClusterRole (get, list and watch of
-Nodes and EndpointSlices, nothing else), ClusterRoleBinding and a ConfigMap
+Nodes and EndpointSlices, nothing else; with kubernetes.services in the -c
+file also Services, their status, Events and the allocator's Lease),
+ClusterRoleBinding and a ConfigMap
 holding the config: the file -c names (validated first, its api.http used for
 the liveness probe unless --http is given), else a commented example.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			data := []byte(manifest.Example)
+			services := false
 			if configFile != "" {
 				cfg, err := config.Load(configFile)
 				if err != nil {
 					return &exitError{2, err}
 				}
+				services = cfg.Kubernetes != nil && cfg.Kubernetes.Services != nil
 				if data, err = os.ReadFile(configFile); err != nil {
 					return &exitError{2, fmt.Errorf("config: %w", err)}
 				}
@@ -110,7 +114,7 @@ the liveness probe unless --http is given), else a commented example.`,
 				return err
 			}
 			return manifest.Write(cmd.OutOrStdout(),
-				manifest.ServiceAccount(namespace), manifest.ClusterRole(), manifest.ClusterRoleBinding(namespace),
+				manifest.ServiceAccount(namespace), manifest.ClusterRole(services), manifest.ClusterRoleBinding(namespace),
 				manifest.ConfigMap(namespace, data),
 				manifest.DaemonSet(manifest.DaemonSetOptions{Container: c, NodeSelector: selector}))
 		},

@@ -109,7 +109,7 @@ func TestDaemonSetManifest(t *testing.T) {
 			t.Fatalf("document %d is not a %T: %v\n%s", i, obj, err, docs[i])
 		}
 	}
-	if !equality.Semantic.DeepEqual(role.Rules, manifest.ClusterRole().Rules) {
+	if !equality.Semantic.DeepEqual(role.Rules, manifest.ClusterRole(false).Rules) {
 		t.Fatalf("role rules %+v", role.Rules)
 	}
 	for _, r := range role.Rules {

@@ -207,7 +207,7 @@ func (kl *kubeLab) blockAPI(t *testing.T, block bool) {
 // status says where each backend came from and what the source read.
 func TestKubeNodesDriveTheRotation(t *testing.T) {
 	kl := newKubeLab(t)
-	kl.env.Bind(t, manifest.ClusterRole())
+	kl.env.Bind(t, manifest.ClusterRole(false))
 	kl.node(t, "be1")
 	kl.node(t, "be2")
 	kl.config(t, kl.env.UserToken, "")

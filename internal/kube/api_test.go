@@ -157,7 +157,7 @@ func TestAPIForbidden(t *testing.T) {
 	}
 
 	// The ClusterRole vigil ships is enough; the informers retry and sync.
-	env.Bind(t, manifest.ClusterRole())
+	env.Bind(t, manifest.ClusterRole(false))
 	waitSnapshot(t, s2, "a sync after the grant", func(Snapshot) bool { return true })
 	waitFor(t, "the watch up", func() bool { st := s2.Status(); return st.WatchUp && st.LastError == "" })
 }

@@ -63,7 +63,7 @@ func setup(t *testing.T) *fixture {
 	t.Cleanup(func() {
 		_ = f.admin.CoreV1().Namespaces().Delete(context.Background(), f.ns, metav1.DeleteOptions{})
 	})
-	env.Bind(t, manifest.ClusterRole())
+	env.Bind(t, manifest.ClusterRole(true))
 	user, err := kubernetes.NewForConfig(env.UserConfig())
 	if err != nil {
 		t.Fatal(err)

@@ -84,22 +84,31 @@ const LBLease = "vigil-lb-allocator"
 // The Lease rule is cluster-wide (a namespaced Role would be tighter but is
 // more to deploy): get and update only the allocator's Lease by name,
 // create any (RBAC cannot limit create by name).
-func ClusterRole() *rbacv1.ClusterRole {
+//
+// Without services (vigil as the control plane's front door only), the
+// role is read-only: Nodes and EndpointSlices.
+func ClusterRole(services bool) *rbacv1.ClusterRole {
 	read := []string{"get", "list", "watch"}
-	return &rbacv1.ClusterRole{
+	role := &rbacv1.ClusterRole{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRole"},
 		ObjectMeta: meta(Name, ""),
 		Rules: []rbacv1.PolicyRule{
 			{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: read},
 			{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: read},
-			{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: read},
-			{APIGroups: []string{""}, Resources: []string{"services/status"}, Verbs: []string{"update"}},
-			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
-			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}},
-			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{LBLease},
-				Verbs: []string{"get", "update"}},
 		},
 	}
+	if !services {
+		return role
+	}
+	role.Rules = append(role.Rules, []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: read},
+		{APIGroups: []string{""}, Resources: []string{"services/status"}, Verbs: []string{"update"}},
+		{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
+		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}},
+		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{LBLease},
+			Verbs: []string{"get", "update"}},
+	}...)
+	return role
 }
 
 // ServiceAccount is the identity of the DaemonSet's pods.

@@ -40,7 +40,7 @@ func decode(t *testing.T, doc []byte, obj any) {
 func TestRoundTrip(t *testing.T) {
 	ds := DaemonSet(DaemonSetOptions{Container: container, NodeSelector: ControlPlane})
 	pod := StaticPod(PodOptions{Container: container, HostConfigDir: "/etc/vigil/", Kubeconfig: Kubeconfig})
-	objs := []any{ServiceAccount("vigil-system"), ClusterRole(), ClusterRoleBinding("vigil-system"),
+	objs := []any{ServiceAccount("vigil-system"), ClusterRole(true), ClusterRoleBinding("vigil-system"),
 		ConfigMap("vigil-system", []byte(Example)), ds, pod}
 	var buf bytes.Buffer
 	if err := Write(&buf, objs...); err != nil {
@@ -66,7 +66,7 @@ func TestRoundTrip(t *testing.T) {
 // The role reads Nodes, EndpointSlices and Services, writes Service
 // status and Events, holds the allocator's Lease, and nothing else.
 func TestClusterRoleIsLeast(t *testing.T) {
-	r := ClusterRole()
+	r := ClusterRole(true)
 	if r.Name != "vigil" || r.Namespace != "" {
 		t.Fatalf("role %s/%s", r.Namespace, r.Name)
 	}
