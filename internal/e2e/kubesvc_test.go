@@ -235,3 +235,62 @@ func TestKubeServiceAnnouncedAndProxied(t *testing.T) {
 		}
 	}
 }
+
+// Without the API nothing is lost: the API server down for 60 s, and a
+// vigil restarted meanwhile (it reads the Services from its state file),
+// the address answers all along; a Service deleted afterwards frees its
+// address: no node holds it any more.
+func TestKubeServiceSurvivesAPIOutageAndDeleteFrees(t *testing.T) {
+	sl := newSvcLab(t)
+	sl.start(t, "n1")
+	sl.start(t, "n2")
+	sl.service(t, "front")
+	addr, _ := sl.waitAddress(t, "front")
+	fl := &frontLab{client: sl.client}
+	fl.waitAnswers(t, addr+":80", 10, "pod-n1", "pod-n2")
+
+	sl.env.StopAPI()
+	outage := time.Now()
+	restarted := false
+	for time.Since(outage) < 60*time.Second {
+		got := fl.ask(t, addr+":80", 4)
+		if got["pod-n1"]+got["pod-n2"] != 4 {
+			t.Fatalf("%v into the API outage: %v", time.Since(outage).Round(time.Second), got)
+		}
+		if !restarted && time.Since(outage) > 20*time.Second {
+			// n2 restarts without the API: its state file has the Service.
+			if err := sl.procs["n2"].Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			if exited, _ := sl.procs["n2"].Wait(15 * time.Second); !exited {
+				t.Fatal("n2 did not stop")
+			}
+			sl.start(t, "n2")
+			restarted = true
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if h := sl.holders(t, addr); len(h) != 1 {
+		t.Fatalf("after the outage %s is held by %v, want one node", addr, h)
+	}
+	st := statusAt(t, filepath.Join(sl.dir, "n2.sock"))
+	if st.Kubernetes == nil || st.Kubernetes.Origin != "state-file" || len(st.Services) != 1 {
+		t.Fatalf("n2 restarted without the API: kubernetes %+v, services %+v", st.Kubernetes, st.Services)
+	}
+	if err := sl.env.StartAPI(); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := sl.admin.CoreV1().Services("web").Delete(ctx, "front", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for len(sl.holders(t, addr)) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still held by %v 30s after its Service was deleted", addr, sl.holders(t, addr))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
