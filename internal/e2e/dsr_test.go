@@ -77,6 +77,7 @@ func TestDSRThroughXDP(t *testing.T) {
 
 	ask := func(port int) (string, error) { return askVIP(client, "10.80.0.100", dsrVIP+":80", port) }
 	waitVIP(t, ask)
+	waitRealServers(t, ask, 2) // both paths ready (MACs resolved), not only the first
 	got := spreadOverRealServers(t, ask, 40, 20000, func(port int) string { return "10.80.0.100:" + strconv.Itoa(port) })
 	if got["rs1"] < 5 || got["rs2"] < 5 {
 		t.Fatalf("40 flows spread %v over the two real servers", got)
@@ -313,6 +314,22 @@ func waitVIP(t *testing.T, ask func(port int) (string, error)) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("no answer on the VIP through the XDP balancer within 10s: %v", err)
+		}
+	}
+}
+
+// waitRealServers asks the VIP from changing source ports until n real
+// servers have answered, so that a test's first flows do not meet a
+// backend whose path is still being set up on a loaded machine.
+func waitRealServers(t *testing.T, ask func(port int) (string, error), n int) {
+	t.Helper()
+	seen := map[string]bool{}
+	for i, deadline := 0, time.Now().Add(20*time.Second); len(seen) < n; i++ {
+		if who, err := ask(30000 + i%1000); err == nil {
+			seen[who] = true
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %v of %d real servers answered through the VIP within 20s", seen, n)
 		}
 	}
 }

@@ -294,3 +294,45 @@ func TestKubeServiceSurvivesAPIOutageAndDeleteFrees(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// externalTrafficPolicy Local: the address goes to the slot of the node
+// with the ready endpoint, and follows the endpoint when it moves.
+func TestKubeServiceLocalFollowsTheEndpoint(t *testing.T) {
+	sl := newSvcLab(t)
+	sl.start(t, "n1")
+	sl.start(t, "n2")
+	svc := sl.service(t, "local")
+	svc.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := sl.admin.CoreV1().Services("web").Update(ctx, svc, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ready := func(on string) {
+		var eps []kubetest.Endpoint
+		for _, name := range []string{"n1", "n2"} {
+			eps = append(eps, kubetest.Endpoint{Address: sl.nodes[name].Addr(false), Node: name, Ready: name == on})
+		}
+		kubetest.ApplySlice(t, sl.admin, kubetest.Slice("web", "local-1", "local", "http", 8080, eps...))
+	}
+	waitHolder := func(addr, want string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			if h := sl.holders(t, addr); len(h) == 1 && h[0] == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s held by %v after 20s, want %s (its only ready endpoint)", addr, sl.holders(t, addr), want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	for _, on := range []string{"n2", "n1", "n2"} {
+		ready(on)
+		addr, _ := sl.waitAddress(t, "local")
+		waitHolder(addr, on)
+		fl := &frontLab{client: sl.client}
+		fl.waitAnswers(t, addr+":80", 6, "pod-"+on)
+	}
+}
