@@ -238,9 +238,8 @@ func TestKubeServiceAnnouncedAndProxied(t *testing.T) {
 
 // Without the API nothing is lost: the API server down for 60 s, and a
 // vigil restarted meanwhile (it reads the Services from its state file),
-// the address answers all along; a Service deleted afterwards frees its
-// address: no node holds it any more.
-func TestKubeServiceSurvivesAPIOutageAndDeleteFrees(t *testing.T) {
+// the address answers all along.
+func TestKubeServiceSurvivesAPIOutage(t *testing.T) {
 	sl := newSvcLab(t)
 	sl.start(t, "n1")
 	sl.start(t, "n2")
@@ -277,10 +276,18 @@ func TestKubeServiceSurvivesAPIOutageAndDeleteFrees(t *testing.T) {
 	if st.Kubernetes == nil || st.Kubernetes.Origin != "state-file" || len(st.Services) != 1 {
 		t.Fatalf("n2 restarted without the API: kubernetes %+v, services %+v", st.Kubernetes, st.Services)
 	}
-	if err := sl.env.StartAPI(); err != nil {
-		t.Fatal(err)
-	}
+}
 
+// A Service deleted frees its address: no node holds it any more, and the
+// proxy no longer listens on it.
+func TestKubeServiceDeleteFrees(t *testing.T) {
+	sl := newSvcLab(t)
+	sl.start(t, "n1")
+	sl.start(t, "n2")
+	sl.service(t, "front")
+	addr, _ := sl.waitAddress(t, "front")
+	fl := &frontLab{client: sl.client}
+	fl.waitAnswers(t, addr+":80", 10, "pod-n1", "pod-n2")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := sl.admin.CoreV1().Services("web").Delete(ctx, "front", metav1.DeleteOptions{}); err != nil {
@@ -292,6 +299,11 @@ func TestKubeServiceSurvivesAPIOutageAndDeleteFrees(t *testing.T) {
 			t.Fatalf("%s still held by %v 30s after its Service was deleted", addr, sl.holders(t, addr))
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	for _, name := range []string{"n1", "n2"} {
+		if st := statusAt(t, filepath.Join(sl.dir, name+".sock")); len(st.Services) != 0 || len(st.Balancers) != 0 {
+			t.Fatalf("%s still serves %+v with balancers %+v", name, st.Services, st.Balancers)
+		}
 	}
 }
 
