@@ -7,7 +7,7 @@ PKGS_DEBIAN := keepalived haproxy wrk chromium clang llvm libbpf-dev nftables co
 # without any failing input (go.dev/issue/75804, fixed in Go 1.27).
 FUZZTIME ?= 100000x
 
-.PHONY: all build deps k8s-tools demo test vet fuzz bench-failover bench-proxy bench-maglev bench-xdp bench-dsr bench-bgp bench-kube generate generated-check
+.PHONY: all build deps k8s-tools demo test vet fuzz bench-failover bench-proxy bench-maglev bench-xdp bench-dsr bench-bgp bench-kube bench-lbsvc generate generated-check
 
 all: build
 
@@ -70,6 +70,10 @@ bench-xdp:
 # bench-kube times a Node added / deleted until its backend is in / out of vigil's rotation, through a real kube-apiserver, and rewrites its table in docs/benchmarks.md.
 bench-kube: k8s-tools
 	$(GO) run ./bench/kube -rounds 20 -out docs/benchmarks.md
+
+# bench-lbsvc times LoadBalancer Services through a real kube-apiserver and three vigil nodes: created until in status and answered, a node's vigil killed until its addresses answer elsewhere, and 1,000 Services (time, memory, ARP at rest); rewrites its table in docs/benchmarks.md.
+bench-lbsvc: k8s-tools
+	$(GO) run ./bench/lbsvc -rounds 50 -out docs/benchmarks.md
 
 # generate rebuilds the bpf2go pairs (Go bindings and object, needs clang):
 # the daemon's internal/xdp/dsr_bpfel.{go,o} and the lab's
