@@ -251,12 +251,22 @@ func RESTConfig(o Options) (*rest.Config, error) {
 
 // clientConfig resolves o's REST config and routes its connections
 // through a fallbackDialer, which it returns for status.
+// ClientQPS and ClientBurst bound vigil's requests to the API server.
+const (
+	ClientQPS   = 100
+	ClientBurst = 200
+)
+
 func clientConfig(o Options, getenv func(string) string) (*rest.Config, *fallbackDialer, error) {
 	cfg, err := restConfig(o.Kubeconfig, getenv)
 	if err != nil {
 		return nil, nil, err
 	}
 	cfg.UserAgent = "vigil"
+	// client-go's default of 5 requests/s (burst 10) holds 1,000 Services'
+	// status writes back for minutes (docs/benchmarks.md); the API server's
+	// own priority and fairness protects it.
+	cfg.QPS, cfg.Burst = ClientQPS, ClientBurst
 	if cfg.Dial != nil {
 		// Nothing in a kubeconfig sets Dial; keep whatever did.
 		return cfg, nil, nil

@@ -56,13 +56,23 @@ type Slot struct {
 }
 
 // Priority is node's VRRP priority in the slot, 0 if it is not one of its
-// nodes: pool.TopPriority for the first choice, one less for each next.
+// nodes: pool.TopPriority for the first choice, PriorityStep less for each
+// next.
+//
+// The steps are wide: a backup's skew time is (256 - priority) x interval /
+// 256, so priorities one apart let two backups of a dead master take over
+// within a millisecond of each other, and both announce its addresses
+// before one yields (measured in bench/lbsvc). A step of (TopPriority-10)/N
+// puts them tens of milliseconds apart.
 func (s Slot) Priority(node string) int {
 	if i := slices.Index(s.Nodes, node); i >= 0 {
-		return pool.TopPriority - i
+		return pool.TopPriority - i*PriorityStep(len(s.Nodes))
 	}
 	return 0
 }
+
+// PriorityStep is how far apart the priorities of a slot's nodes are.
+func PriorityStep(nodes int) int { return max(1, (pool.TopPriority-10)/max(nodes, 1)) }
 
 // Plan is the slots and the assignment of addresses to them.
 type Plan struct {

@@ -104,7 +104,7 @@ func TestSlots(t *testing.T) {
 		if s.Node != ns[i] || s.Nodes[0] != s.Node || len(s.Nodes) != len(ns) {
 			t.Fatalf("slot %d: %+v", i, s)
 		}
-		if s.Priority(s.Node) != 250 || s.Priority(s.Nodes[1]) != 249 || s.Priority("nope") != 0 {
+		if s.Priority(s.Node) != 250 || s.Priority(s.Nodes[1]) != 250-l2slot.PriorityStep(len(s.Nodes)) || s.Priority(s.Nodes[len(s.Nodes)-1]) < 10 || s.Priority("nope") != 0 {
 			t.Fatalf("slot %s priorities", s.Node)
 		}
 		if s.Nodes[1] == s.Node || next[s.Nodes[1]] {
