@@ -15,14 +15,12 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -108,7 +106,7 @@ func run(rounds int, out string, limit time.Duration) error {
 		return fmt.Errorf("%w (make k8s-tools builds them)", err)
 	}
 	// The machine may be shared: say how busy it was.
-	load := loadAverage()
+	load := benchdoc.LoadAverage()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	dir, bin, cleanup, err := benchdoc.BuildVigil("vigil-bench-kube-")
@@ -150,7 +148,7 @@ func run(rounds int, out string, limit time.Duration) error {
 	}
 	dialer := client.Dialer(2)
 	defer dialer.Close()
-	b.http = newClient(dialer)
+	b.http = dialer.HTTPClient(2 * time.Second)
 
 	env, err := kubetest.Start(kubetest.Options{Host: apiHost})
 	if err != nil {
@@ -264,19 +262,6 @@ func serveWhoAmI(h *netlab.Host) (*http.Server, error) {
 
 // newClient is an HTTP client in the client host: a new connection per
 // request, so that each request is balanced.
-func newClient(d *netlab.Dialer) *http.Client {
-	return &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			for ctx.Err() == nil {
-				c, err := d.TryDial(ctx, network, addr)
-				if !errors.Is(err, netlab.ErrBusy) {
-					return c, err
-				}
-				time.Sleep(time.Millisecond)
-			}
-			return nil, ctx.Err()
-		}}}
-}
 
 // get sends one request through the VIP and returns who answered.
 func (b *bench) get(ctx context.Context) (string, error) {
@@ -498,7 +483,7 @@ func render(rounds int, added, deleted []phase, apiVersion, load string) string 
 
 	var t strings.Builder
 	fmt.Fprintf(&t, "Written by `make bench-kube` (`go run ./bench/kube -rounds %d`) on %s, on %s (load average %s at the start): %d rounds of a Node added, then another deleted.\n",
-		rounds, time.Now().UTC().Format("2006-01-02 15:04 MST"), machine(), load, rounds)
+		rounds, time.Now().UTC().Format("2006-01-02 15:04 MST"), benchdoc.Machine(), load, rounds)
 	fmt.Fprintf(&t, "Lab: namespaces on one switch. Host `api` runs etcd and kube-apiserver (%s, internal/kubetest); host `lb` runs vigil with a VRRP instance holding the VIP "+
 		"and a proxy balancer (roundrobin) on VIP:%d whose backends are `backends_from: {nodes: {selector: %q, port: 6443}}`, read through a kubeconfig naming the `api` host; "+
 		"health check http GET /readyz, interval 200ms, timeout 150ms, rise 1, fall 2 (a new backend's check starts up, as keepalived's do, so it does not hold an addition back); "+
@@ -530,27 +515,7 @@ func render(rounds int, added, deleted []phase, apiVersion, load string) string 
 }
 
 // machine names the CPU, its core count and the kernel.
-func machine() string {
-	model := "unknown CPU"
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-				model = strings.TrimSpace(v)
-				break
-			}
-		}
-	}
-	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
-	return fmt.Sprintf("%d cores (%s), Linux %s", runtime.NumCPU(), model, strings.TrimSpace(string(kernel)))
-}
 
 // loadAverage is the one-minute load average.
-func loadAverage() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
-		return f[0]
-	}
-	return "unknown"
-}
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -17,14 +17,12 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -131,7 +129,7 @@ func run(o options) error {
 	if err != nil {
 		return fmt.Errorf("%w (make k8s-tools builds them)", err)
 	}
-	load := loadAverage()
+	load := benchdoc.LoadAverage()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	dir, bin, cleanup, err := benchdoc.BuildVigil("vigil-bench-lbsvc-")
@@ -160,7 +158,7 @@ func run(o options) error {
 	// Enough dial workers for one prober per address of a killed node.
 	b.dialer = b.client.Dialer(64)
 	defer b.dialer.Close()
-	b.http = newClient(b.dialer)
+	b.http = b.dialer.HTTPClient(500 * time.Millisecond)
 
 	env, err := kubetest.Start(kubetest.Options{Host: apiHost})
 	if err != nil {
@@ -320,19 +318,6 @@ func servePod(h *netlab.Host) (*http.Server, error) {
 // newClient is an HTTP client in the client host: a new connection per
 // request, and a short timeout, so that a SYN queued behind an unanswered
 // ARP is retried by a new connection rather than by TCP's 1 s backoff.
-func newClient(d *netlab.Dialer) *http.Client {
-	return &http.Client{Timeout: 500 * time.Millisecond, Transport: &http.Transport{DisableKeepAlives: true,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			for ctx.Err() == nil {
-				c, err := d.TryDial(ctx, network, addr)
-				if !errors.Is(err, netlab.ErrBusy) {
-					return c, err
-				}
-				time.Sleep(time.Millisecond)
-			}
-			return nil, ctx.Err()
-		}}}
-}
 
 // get sends one request to addr:80 and returns who answered.
 func (b *bench) get(ctx context.Context, addr netip.Addr) (string, error) {
@@ -1102,27 +1087,7 @@ func (b *bench) withLogs(err error) error {
 }
 
 // machine names the CPU, its core count and the kernel.
-func machine() string {
-	model := "unknown CPU"
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-				model = strings.TrimSpace(v)
-				break
-			}
-		}
-	}
-	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
-	return fmt.Sprintf("%d cores (%s), Linux %s", runtime.NumCPU(), model, strings.TrimSpace(string(kernel)))
-}
 
 // loadAverage is the one-minute load average.
-func loadAverage() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
-		return f[0]
-	}
-	return "unknown"
-}
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

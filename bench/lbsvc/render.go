@@ -16,7 +16,7 @@ func render(o options, leader string, created []createdRound, fo *failoverResult
 		scaleFlag = fmt.Sprintf(" -scale %d", o.scale)
 	}
 	fmt.Fprintf(&t, "Written by `make bench-lbsvc` (`go run ./bench/lbsvc -rounds %d -failover %d -kills %d%s`) on %s, on %s (load average %s at the start).\n",
-		o.rounds, o.failover, o.kills, scaleFlag, time.Now().UTC().Format("2006-01-02 15:04 MST"), machine(), load)
+		o.rounds, o.failover, o.kills, scaleFlag, time.Now().UTC().Format("2006-01-02 15:04 MST"), benchdoc.Machine(), load)
 	fmt.Fprintf(&t, "Lab: namespaces on one switch (10.82.0.0/16). Host `api` runs etcd and kube-apiserver (%s, internal/kubetest), with namespaces %q (the allocator's Lease) and %q (the Services); "+
 		"three node hosts n1..n3 are Nodes (InternalIP, label `%s=yes`), each runs vigil and a host-network \"pod\" answering its name over HTTP on :%d; a client host. "+
 		"Each vigil: `kubernetes.services: {dataplane: proxy, hold: 1s, pools: [{name: lan, addresses: [%s], interface: eth0, nodes: \"%s=yes\"}]}` "+

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -658,4 +659,20 @@ func (d *Dialer) TryDial(ctx context.Context, network, addr string) (net.Conn, e
 func (d *Dialer) Close() {
 	close(d.stop)
 	d.wg.Wait()
+}
+
+// HTTPClient is a client whose connections the dialer makes, one per
+// request (no keep-alive), waiting for a free worker rather than failing.
+func (d *Dialer) HTTPClient(timeout time.Duration) *http.Client {
+	return &http.Client{Timeout: timeout, Transport: &http.Transport{DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			for ctx.Err() == nil {
+				c, err := d.TryDial(ctx, network, addr)
+				if !errors.Is(err, ErrBusy) {
+					return c, err
+				}
+				time.Sleep(time.Millisecond)
+			}
+			return nil, ctx.Err()
+		}}}
 }
