@@ -33,10 +33,10 @@ func render(o options, leader string, created []createdRound, fo *failoverResult
 		fails += r.failures
 	}
 	fmt.Fprintf(&t, "**Created.** %d rounds: a watch on the Service starts, then from just before the create call the Service and its EndpointSlice are created (the two calls: %.1f ms median); "+
-		"\"in status\" is the watch event that carries the address; from then the client requests address:80 back to back, a new connection each (500 ms timeout), and \"answered\" is the first answer from a pod. "+
+		"\"in status\" is the watch event that carries the address; from then the client requests address:80 back to back, a new connection each (%v timeout: a first SYN lost to a stale neighbour entry or an unanswered ARP is retried that soon, where a real client waits for TCP's 1 s retransmission), and \"answered\" is the first answer from a pod. "+
 		"Requests that failed before the first answer (no ARP answer yet, refused before the proxy listened): %d over all rounds. "+
 		"Then both objects are deleted and the round waits until no vigil lists the Service, plus 100-300 ms.\n\n",
-		len(created), ms(benchdoc.Median(calls)), fails)
+		len(created), ms(benchdoc.Median(calls)), clientTimeout, fails)
 
 	var all, each []time.Duration
 	addrs, leaders, oneMAC := 0, 0, 0
