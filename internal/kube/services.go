@@ -89,6 +89,10 @@ func (x *Expanded) services(c *config.Config, snap *Snapshot, prevSlots SlotNode
 			for _, sa := range addrs {
 				if mayAnnounce {
 					x.bgpAnnounce(c, pc, sa)
+					if sc.Dataplane == "proxy" {
+						// Routed here: the kernel must deliver it to the proxy.
+						c.BGP.Local = append(c.BGP.Local, netip.PrefixFrom(sa.Addr, sa.Addr.BitLen()))
+					}
 				}
 				x.ServiceAddrs = append(x.ServiceAddrs, sa)
 			}
