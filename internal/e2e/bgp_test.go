@@ -27,6 +27,13 @@ const (
 // password unless it is empty.
 func startFRR(t *testing.T, router *netlab.Host, peers []string, password string) {
 	t.Helper()
+	startFRRIn(t, router, peers, password)
+}
+
+// startFRRIn is startFRR returning the directory of FRR's vty sockets
+// (vtysh --vty_socket DIR).
+func startFRRIn(t *testing.T, router *netlab.Host, peers []string, password string) string {
+	t.Helper()
 	for _, bin := range []string{"/usr/lib/frr/zebra", "/usr/lib/frr/bgpd"} {
 		if _, err := os.Stat(bin); err != nil {
 			t.Fatal("frr is not installed (make deps installs it)")
@@ -70,6 +77,7 @@ func startFRR(t *testing.T, router *netlab.Host, peers []string, password string
 		}
 		time.Sleep(300 * time.Millisecond) // bgpd connects to zebra's socket
 	}
+	return dir
 }
 
 // routeOf is the router's kernel route for prefix, as ip prints it.
