@@ -179,7 +179,7 @@ func NewAnnouncements(cfg *config.Config, store *health.Store, log *slog.Logger)
 }
 
 func sessionOf(b config.BGP) config.BGP {
-	b.Announce = nil
+	b.Announce, b.Local = nil, nil // the announce list changes live; Local is not the speaker's
 	return b
 }
 
