@@ -184,7 +184,8 @@ func TestCheckTakesTheFileAsArgument(t *testing.T) {
 // Every command refuses arguments it does not use, and a group of
 // subcommands refuses an unknown one, instead of ignoring them.
 func TestCommandsRefuseUnusedArguments(t *testing.T) {
-	takesArgs := map[string]bool{"vigil check": true, "vigil import": true, "vigil arp-audit": true, "vigil dns": true}
+	takesArgs := map[string]bool{"vigil check": true, "vigil import": true, "vigil arp-audit": true, "vigil dns": true,
+		"vigil instance resign": true, "vigil instance resume": true} // one NAME
 	var walk func(c *cobra.Command)
 	n := 0
 	walk = func(c *cobra.Command) {

@@ -94,10 +94,12 @@ func TestBackendState(t *testing.T) {
 	for _, c := range []struct {
 		up     bool
 		weight int
+		admin  string
 		want   string
-	}{{true, 1, "up"}, {true, 0, "drain"}, {false, 1, "down"}, {false, 0, "down"}} {
-		if got := BackendState(c.up, c.weight); got != c.want {
-			t.Errorf("BackendState(up %v, weight %d) = %s, want %s", c.up, c.weight, got, c.want)
+	}{{true, 1, "", "up"}, {true, 0, "", "drain"}, {false, 1, "", "down"}, {false, 0, "", "down"},
+		{true, 1, "drain", "drain"}, {false, 1, "drain", "down"}, {true, 1, "disabled", "disabled"}, {false, 0, "disabled", "disabled"}} {
+		if got := BackendState(c.up, c.weight, c.admin); got != c.want {
+			t.Errorf("BackendState(up %v, weight %d, admin %q) = %s, want %s", c.up, c.weight, c.admin, got, c.want)
 		}
 	}
 }
@@ -591,5 +593,110 @@ func TestReloadOverTheSocket(t *testing.T) {
 	}
 	if got := gathered(t, reg, "vigil_config_last_reload_success_timestamp_seconds"); got[""] != float64(t0.Add(-time.Hour).Unix()) {
 		t.Fatalf("vigil_config_last_reload_success_timestamp_seconds %v, want %d", got, t0.Add(-time.Hour).Unix())
+	}
+}
+
+// fakeControl is a daemon with one balancer (api, one backend) and one
+// instance (api).
+type fakeControl struct{ backend, instance []string }
+
+func (f *fakeControl) SetBackendAdmin(balancer, addr, action string) error {
+	switch {
+	case balancer != "api":
+		return fmt.Errorf("%w balancer %q", ErrUnknown, balancer)
+	case addr != "10.0.0.11:6443":
+		return fmt.Errorf("balancer %s: %w backend %s", balancer, ErrUnknown, addr)
+	}
+	f.backend = append(f.backend, action)
+	return nil
+}
+
+func (f *fakeControl) SetResigned(instance string, resigned bool) error {
+	if instance != "api" {
+		return fmt.Errorf("%w instance %q", ErrUnknown, instance)
+	}
+	f.instance = append(f.instance, strconv.FormatBool(resigned))
+	return nil
+}
+
+func TestRuntimeCommandsOverTheSocket(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "vigil.sock")
+	s, err := Listen(sock, "", func() Snapshot { return sample() }, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Before OnControl: the daemon says it takes none.
+	func() {
+		defer serve(s)()
+		if err := SetBackend(context.Background(), sock, "api", "10.0.0.11:6443", AdminDrain); err == nil ||
+			!strings.Contains(err.Error(), "no runtime commands") {
+			t.Fatalf("without a Control: %v", err)
+		}
+	}()
+	s, err = Listen(sock, "", func() Snapshot { return sample() }, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc := &fakeControl{}
+	s.OnControl(fc)
+	defer serve(s)()
+	ctx := context.Background()
+	for _, a := range []string{AdminDrain, AdminDisable, AdminEnable} {
+		if err := SetBackend(ctx, sock, "api", "10.0.0.11:6443", a); err != nil {
+			t.Fatalf("backend %s: %v", a, err)
+		}
+	}
+	if err := SetInstance(ctx, sock, "api", Resign); err != nil {
+		t.Fatal(err)
+	}
+	if err := SetInstance(ctx, sock, "api", Resume); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(fc.backend, fc.instance) != "[drain disable enable] [true false]" {
+		t.Fatalf("applied: %v %v", fc.backend, fc.instance)
+	}
+	for _, c := range []struct {
+		err  error
+		want string
+	}{
+		{SetBackend(ctx, sock, "nope", "10.0.0.11:6443", AdminDrain), `unknown balancer "nope"`},
+		{SetBackend(ctx, sock, "api", "10.0.0.99:6443", AdminDrain), "balancer api: unknown backend 10.0.0.99:6443"},
+		{SetBackend(ctx, sock, "api", "10.0.0.11:6443", "pause"), `backend action "pause": want drain, disable or enable`},
+		{SetInstance(ctx, sock, "nope", Resign), `unknown instance "nope"`},
+		{SetInstance(ctx, sock, "api", "maint"), `instance action "maint": want resign or resume`},
+	} {
+		if c.err == nil || c.err.Error() != c.want {
+			t.Errorf("got %v, want %q", c.err, c.want)
+		}
+	}
+	if len(fc.backend) != 3 || len(fc.instance) != 2 {
+		t.Fatalf("a refused command was applied: %v %v", fc.backend, fc.instance)
+	}
+}
+
+// Admin states read in the table and the metrics.
+func TestAdminStatesAreShown(t *testing.T) {
+	snap := sample()
+	snap.Instances[1].Resigned = true
+	bes := snap.Balancers[0].Backends
+	bes[0].Admin, bes[0].State = BackendDisabled, BackendDisabled
+	bes[1].Admin = BackendDrain // down, and drained once it is back
+	var out bytes.Buffer
+	if err := WriteTable(&out, snap, t0); err != nil {
+		t.Fatal(err)
+	}
+	for _, re := range []string{`(?m)^ingress +eth0 +52 v3 +BACKUP \(RESIGNED\) `, `(?m)^  10\.0\.0\.11:6443 +DISABLED \(MAINT\) +1 `,
+		`(?m)^  10\.0\.0\.12:6443 +DOWN \(drain set\) +1 `} {
+		if !regexp.MustCompile(re).MatchString(out.String()) {
+			t.Errorf("no match for %s in:\n%s", re, out.String())
+		}
+	}
+	got := gathered(t, NewRegistry(func() Snapshot { return snap }), "vigil_backend_state")
+	if key := `backend="10.0.0.11:6443",balancer="api",state="disabled"`; got[key] != 1 {
+		t.Errorf("vigil_backend_state{%s} = %v, want 1", key, got[key])
+	}
+	b, _ := json.Marshal(snap.Instances[1])
+	if !strings.Contains(string(b), `"resigned":true`) {
+		t.Errorf("instance JSON: %s", b)
 	}
 }

@@ -67,7 +67,7 @@ var (
 	dAllocHeld     = desc("service_addresses_held", "Freed addresses the allocator holds back before reuse.")
 	dRedirect      = desc("redirect_installed", "1 while the DNAT of a balancer's redirect_from is installed.", "balancer", "from")
 	dBackendUp     = desc("backend_up", "1 when the backend's checks pass (a drained one, weight 0, is up: see vigil_backend_state).", "balancer", "backend")
-	dBackendState  = desc("backend_state", "1 for the state the backend is in (up, down, drain: up with weight 0), 0 for the others.", "balancer", "backend", "state")
+	dBackendState  = desc("backend_state", "1 for the state the backend is in (up, down, drain: weight 0 or vigil backend drain, disabled: vigil backend disable), 0 for the others.", "balancer", "backend", "state")
 	dBackendWeight = desc("backend_weight", "Configured weight.", "balancer", "backend")
 	dBackendActive = desc("backend_connections_active", "Connections to the backend open now.", "balancer", "backend")
 	dBackendTotal  = desc("backend_connections_total", "Connections made to the backend.", "balancer", "backend")
@@ -175,7 +175,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			gauge(dBackendUp, b2f(be.Up), b.Name, be.Address)
 			st := be.State
 			if st == "" {
-				st = BackendState(be.Up, be.Weight)
+				st = BackendState(be.Up, be.Weight, be.Admin)
 			}
 			for _, s := range BackendStates {
 				gauge(dBackendState, b2f(st == s), b.Name, be.Address, s)

@@ -1,15 +1,18 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,6 +29,8 @@ type Server struct {
 
 	// reload is set by OnReload before Run; nil answers 501.
 	reload func(ctx context.Context) ReloadResult
+	// control is set by OnControl before Run; nil answers 501.
+	control Control
 
 	mu     sync.Mutex
 	socket string
@@ -44,6 +49,8 @@ func Listen(socket, httpAddr string, src Source, log *slog.Logger) (*Server, err
 	ctl := http.NewServeMux()
 	ctl.HandleFunc("GET /v1/status", s.status)
 	ctl.HandleFunc("POST /v1/reload", s.doReload)
+	ctl.HandleFunc("POST /v1/backend", s.doBackend)
+	ctl.HandleFunc("POST /v1/instance", s.doInstance)
 	s.ctl = ctl
 	pub := http.NewServeMux()
 	pub.Handle("GET /metrics", promhttp.HandlerFor(NewRegistry(src), promhttp.HandlerOpts{}))
@@ -258,13 +265,146 @@ func (s *Server) Close() {
 	os.Remove(s.socket)
 }
 
+// Control is what the runtime commands change in the daemon (vigil
+// backend, vigil instance): a proxy balancer backend's admin state and a
+// VRRP instance's resignation. Both are runtime state: a reload keeps
+// them, a restart loses them. An error for a name that is not running
+// wraps ErrUnknown and names it.
+type Control interface {
+	// SetBackendAdmin sets the backend at addr (IP:PORT) of a proxy
+	// balancer to AdminDrain, AdminDisable or AdminEnable.
+	SetBackendAdmin(balancer, addr, action string) error
+	// SetResigned resigns (true) or resumes (false) a VRRP instance.
+	SetResigned(instance string, resigned bool) error
+}
+
+// Runtime command actions.
+const (
+	AdminDrain   = "drain"
+	AdminDisable = "disable"
+	AdminEnable  = "enable"
+	Resign       = "resign"
+	Resume       = "resume"
+)
+
+// ErrUnknown is wrapped by Control's errors for a balancer, backend or
+// instance the daemon does not run; the socket answers 404.
+var ErrUnknown = errors.New("unknown")
+
+// BackendRequest is the body of POST /v1/backend.
+type BackendRequest struct {
+	Balancer string `json:"balancer"`
+	Backend  string `json:"backend"` // IP:PORT
+	Action   string `json:"action"`  // drain, disable or enable
+}
+
+// InstanceRequest is the body of POST /v1/instance.
+type InstanceRequest struct {
+	Instance string `json:"instance"`
+	Action   string `json:"action"` // resign or resume
+}
+
+// OnControl sets what POST /v1/backend and /v1/instance on the control
+// socket act on. Call it before Run.
+func (s *Server) OnControl(c Control) { s.control = c }
+
+func (s *Server) doBackend(w http.ResponseWriter, r *http.Request) {
+	var req BackendRequest
+	if !s.controlRequest(w, r, &req) {
+		return
+	}
+	switch req.Action {
+	case AdminDrain, AdminDisable, AdminEnable:
+	default:
+		http.Error(w, fmt.Sprintf("backend action %q: want drain, disable or enable", req.Action), http.StatusBadRequest)
+		return
+	}
+	s.controlAnswer(w, s.control.SetBackendAdmin(req.Balancer, req.Backend, req.Action))
+}
+
+func (s *Server) doInstance(w http.ResponseWriter, r *http.Request) {
+	var req InstanceRequest
+	if !s.controlRequest(w, r, &req) {
+		return
+	}
+	if req.Action != Resign && req.Action != Resume {
+		http.Error(w, fmt.Sprintf("instance action %q: want resign or resume", req.Action), http.StatusBadRequest)
+		return
+	}
+	s.controlAnswer(w, s.control.SetResigned(req.Instance, req.Action == Resign))
+}
+
+// controlRequest decodes a runtime command's body into v, or answers why
+// not.
+func (s *Server) controlRequest(w http.ResponseWriter, r *http.Request, v any) bool {
+	if s.control == nil {
+		http.Error(w, "this daemon takes no runtime commands", http.StatusNotImplemented)
+		return false
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(v); err != nil {
+		http.Error(w, "bad request: "+err.Error(), http.StatusBadRequest)
+		return false
+	}
+	return true
+}
+
+func (s *Server) controlAnswer(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, ErrUnknown):
+		http.Error(w, err.Error(), http.StatusNotFound)
+	case err != nil:
+		http.Error(w, err.Error(), http.StatusBadRequest)
+	default:
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+// SetBackend asks the daemon on socket to drain, disable or enable a
+// proxy balancer's backend. A refusal (an unknown balancer or backend) is
+// an error with the daemon's reason.
+func SetBackend(ctx context.Context, socket, balancer, backend, action string) error {
+	return command(ctx, socket, "/v1/backend", BackendRequest{Balancer: balancer, Backend: backend, Action: action})
+}
+
+// SetInstance asks the daemon on socket to resign or resume a VRRP
+// instance. A refusal (an unknown instance) is an error with the daemon's
+// reason.
+func SetInstance(ctx context.Context, socket, instance, action string) error {
+	return command(ctx, socket, "/v1/instance", InstanceRequest{Instance: instance, Action: action})
+}
+
+func command(ctx context.Context, socket, path string, req any) error {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	resp, err := doBody(ctx, socket, http.MethodPost, path, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusOK {
+		return nil
+	}
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if m := strings.TrimSpace(string(msg)); m != "" {
+		return errors.New(m)
+	}
+	return fmt.Errorf("vigil daemon on %s answered %s", socket, resp.Status)
+}
+
 // do sends one request to the daemon on socket.
 func do(ctx context.Context, socket, method, path string) (*http.Response, error) {
+	return doBody(ctx, socket, method, path, nil)
+}
+
+// doBody sends one request with a body to the daemon on socket.
+func doBody(ctx context.Context, socket, method, path string, body io.Reader) (*http.Response, error) {
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", socket)
 	}}}
-	req, err := http.NewRequestWithContext(ctx, method, "http://vigil"+path, nil)
+	req, err := http.NewRequestWithContext(ctx, method, "http://vigil"+path, body)
 	if err != nil {
 		return nil, err
 	}

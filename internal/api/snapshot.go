@@ -161,6 +161,9 @@ type Instance struct {
 	ARPConflictsNow []ARPConflict     `json:"arp_conflicts_now,omitempty"`
 	Drops           map[string]uint64 `json:"drops,omitempty"`
 	Foreign         *Foreign          `json:"vrid_conflict,omitempty"`
+	// Resigned: an operator handed over (vigil instance resign); the
+	// instance stays backup until vigil instance resume. Lost at restart.
+	Resigned bool `json:"resigned,omitempty"`
 }
 
 // ARPConflict is a VIP another host answers ARP for.
@@ -225,10 +228,15 @@ type Backend struct {
 	Address string `json:"address"`
 	// Up says its checks pass (with no check, always).
 	Up bool `json:"up"`
-	// State is what it does for new connections: up, down, or drain
-	// (up, but weight 0: it takes none, its established ones go on).
-	// BackendState derives it from Up and Weight.
-	State         string `json:"state"`
+	// State is what it does for new connections: up, down, drain (weight
+	// 0 or an operator's drain: it takes none, its established ones go
+	// on) or disabled (an operator's disable: no traffic at all).
+	// BackendState derives it from Up, Weight and Admin.
+	State string `json:"state"`
+	// Admin is what an operator set with vigil backend: drain or
+	// disabled; empty when none (enable). Kept across reloads, lost at
+	// restart.
+	Admin         string `json:"admin,omitempty"`
 	Weight        int    `json:"weight"`
 	Active        int64  `json:"active"`
 	Connections   uint64 `json:"connections"`
@@ -243,21 +251,26 @@ type Backend struct {
 
 // Backend states.
 const (
-	BackendUp    = "up"
-	BackendDown  = "down"
-	BackendDrain = "drain"
+	BackendUp       = "up"
+	BackendDown     = "down"
+	BackendDrain    = "drain"
+	BackendDisabled = "disabled"
 )
 
 // BackendStates are the values of Backend.State, for the one-hot gauge.
-var BackendStates = []string{BackendUp, BackendDown, BackendDrain}
+var BackendStates = []string{BackendUp, BackendDown, BackendDrain, BackendDisabled}
 
-// BackendState is a backend's state from its health and weight. A backend
-// that is down is down whatever its weight: that is what needs attention.
-func BackendState(up bool, weight int) string {
+// BackendState is a backend's state from its health, weight and admin
+// state. An operator's disable wins: nothing reaches the backend, whatever
+// its checks say. Otherwise a backend that is down is down whatever its
+// weight or drain: that is what needs attention.
+func BackendState(up bool, weight int, admin string) string {
 	switch {
+	case admin == BackendDisabled:
+		return BackendDisabled
 	case !up:
 		return BackendDown
-	case weight == 0:
+	case weight == 0, admin == BackendDrain:
 		return BackendDrain
 	}
 	return BackendUp

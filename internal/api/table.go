@@ -20,12 +20,16 @@ func WriteTable(out io.Writer, s Snapshot, now time.Time) error {
 	if len(s.Instances) > 0 {
 		fmt.Fprintln(w, "\nVRRP INSTANCE\tIFACE\tVRID\tSTATE\tPRIO\tMASTER\tVIPS\tSINCE\tTRANSITIONS\tCONFLICT")
 		for _, in := range s.Instances {
+			state := in.State
+			if in.Resigned {
+				state += " (RESIGNED)"
+			}
 			prio := fmt.Sprint(in.EffectivePriority)
 			if in.EffectivePriority != in.Priority {
 				prio += fmt.Sprintf(" (%d)", in.Priority)
 			}
 			fmt.Fprintf(w, "%s\t%s\t%d v%d\t%s\t%s\t%s\t%s\t%s ago\t%d\t%s\n", in.Name, in.Interface, in.VRID, in.Version,
-				in.State, prio, dash(in.Master), strings.Join(in.VIPs, ","), round(now.Sub(in.Since)), in.Transitions, conflict(in, now))
+				state, prio, dash(in.Master), strings.Join(in.VIPs, ","), round(now.Sub(in.Since)), in.Transitions, conflict(in, now))
 		}
 	}
 	if len(s.Interfaces) > 0 {
@@ -196,12 +200,19 @@ func upDown(up bool) string {
 func backendState(be Backend) string {
 	st := be.State
 	if st == "" { // a daemon from before the state field
-		st = BackendState(be.Up, be.Weight)
+		st = BackendState(be.Up, be.Weight, be.Admin)
 	}
 	if st == BackendUp {
 		return st
 	}
-	return strings.ToUpper(st)
+	st = strings.ToUpper(st)
+	if st == "DISABLED" {
+		st += " (MAINT)" // HAProxy's word for it
+	}
+	if be.Admin == BackendDrain && be.State != BackendDrain {
+		st += " (drain set)" // down now; drained once it is back
+	}
+	return st
 }
 
 func dash(s string) string {

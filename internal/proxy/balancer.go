@@ -10,6 +10,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -31,6 +32,9 @@ type Backend struct {
 	weight  atomic.Int32
 	maxConn atomic.Int32
 	up      atomic.Bool
+	// admin is the operator's AdminState (vigil backend), kept across
+	// reloads with the backend object and lost at restart.
+	admin atomic.Uint32
 
 	active        atomic.Int64
 	total         atomic.Uint64
@@ -40,6 +44,34 @@ type Backend struct {
 
 	cw int // smooth weighted round robin state, under Balancer.pickMu
 }
+
+// AdminState is what an operator set on a backend at runtime (vigil
+// backend drain|disable|enable), over what its config and checks say.
+type AdminState uint32
+
+// Admin states.
+const (
+	// AdminReady: the backend is as its config and checks say.
+	AdminReady AdminState = iota
+	// AdminDrain: no new connections; established ones go on, as weight 0.
+	AdminDrain
+	// AdminDisabled: out of rotation and its connections closed at once
+	// (HAProxy's MAINT).
+	AdminDisabled
+)
+
+var adminNames = [...]string{"ready", "drain", "disabled"}
+
+func (a AdminState) String() string {
+	if int(a) >= len(adminNames) {
+		return "unknown"
+	}
+	return adminNames[a]
+}
+
+// ErrUnknownBackend is SetAdmin's error for an address that is not one of
+// the balancer's backends.
+var ErrUnknownBackend = errors.New("unknown backend")
 
 // settings is one config generation of a balancer; sessions keep the one
 // they started with.
@@ -330,11 +362,39 @@ func (b *Balancer) SetHealth(addr netip.AddrPort, up bool) {
 	}
 }
 
+// SetAdmin sets the admin state of the backend at addr. Drain and disable
+// take it out of rotation for new connections; disable also closes its
+// connections, established ones included. A reload keeps the state while
+// the address stays in the config.
+func (b *Balancer) SetAdmin(addr netip.AddrPort, st AdminState) error {
+	var be *Backend
+	for _, x := range b.cur.Load().backends {
+		if x.Addr == addr {
+			be = x
+		}
+	}
+	if be == nil {
+		return fmt.Errorf("balancer %s: %w %s", b.name, ErrUnknownBackend, addr)
+	}
+	if old := AdminState(be.admin.Swap(uint32(st))); old != st {
+		b.log.Info("backend admin state change", "backend", addr.String(), "from", old.String(), "to", st.String(),
+			"healthy_backends", b.healthy())
+	}
+	if st == AdminDisabled {
+		// Every connection of the backend, those still connecting too:
+		// disabled means no traffic reaches it from now on.
+		b.eachLoop(func(_ int, lp *evloop) {
+			lp.abortWhere(func(c *conn) bool { return c.be == be && c.state != stDone })
+		})
+	}
+	return nil
+}
+
 // healthy counts backends that can take new connections.
 func (b *Balancer) healthy() int {
 	n := 0
 	for _, be := range b.cur.Load().backends {
-		if be.up.Load() && be.weight.Load() > 0 {
+		if be.up.Load() && be.weight.Load() > 0 && AdminState(be.admin.Load()) == AdminReady {
 			n++
 		}
 	}
@@ -395,7 +455,7 @@ func (b *Balancer) pick(s *settings, tried []*Backend, src netip.Addr) *Backend 
 	b.pickMu.Lock()
 	defer b.pickMu.Unlock()
 	eligible := func(be *Backend) bool {
-		if !be.up.Load() || be.weight.Load() <= 0 {
+		if !be.up.Load() || be.weight.Load() <= 0 || AdminState(be.admin.Load()) != AdminReady {
 			return false
 		}
 		if m := be.maxConn.Load(); m > 0 && be.active.Load() >= int64(m) {
@@ -504,6 +564,7 @@ type Status struct {
 type BackendStatus struct {
 	Address       string
 	Up            bool
+	Admin         AdminState
 	Weight        int
 	Active        int64
 	Total         uint64
@@ -520,7 +581,7 @@ func (b *Balancer) Status() Status {
 		BadProxyHeader: b.badProxyHeader.Load()}
 	for _, be := range s.backends {
 		st.Backends = append(st.Backends, BackendStatus{Address: be.Addr.String(), Up: be.up.Load(),
-			Weight: int(be.weight.Load()), Active: be.active.Load(), Total: be.total.Load(),
+			Admin: AdminState(be.admin.Load()), Weight: int(be.weight.Load()), Active: be.active.Load(), Total: be.total.Load(),
 			ConnectErrors: be.connectErrors.Load(), BytesIn: be.bytesIn.Load(), BytesOut: be.bytesOut.Load()})
 	}
 	return st

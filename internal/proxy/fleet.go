@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -198,6 +199,28 @@ func (f *Fleet) apply(changes []health.Change) {
 	for _, b := range touched {
 		f.publishLocked(b)
 	}
+}
+
+// ErrUnknownBalancer is SetAdmin's error for a name that is not one of
+// the fleet's balancers (mode dsr ones included: they are not the fleet's).
+var ErrUnknownBalancer = errors.New("unknown balancer")
+
+// SetAdmin sets the admin state of a backend (see Balancer.SetAdmin) and
+// publishes the balancer's health, which a drained last backend takes down.
+func (f *Fleet) SetAdmin(balancer string, addr netip.AddrPort, st AdminState) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	b := f.balancerLocked(balancer)
+	if b == nil {
+		return fmt.Errorf("%w %s", ErrUnknownBalancer, balancer)
+	}
+	if err := b.SetAdmin(addr, st); err != nil {
+		return err
+	}
+	if f.state == fleetRunning {
+		f.publishLocked(b)
+	}
+	return nil
 }
 
 func (f *Fleet) balancerLocked(name string) *Balancer {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vigil-lb/vigil/internal/api"
+	"github.com/vigil-lb/vigil/internal/proxy"
 )
 
 // Snapshot returns the state of every component for the control socket,
@@ -20,7 +21,7 @@ func (s *Supervisor) Snapshot() api.Snapshot {
 		out := api.Instance{Name: ic.Name, Interface: ic.Interface, VRID: ic.VRID, Version: ic.Version,
 			State: st.State.String(), Priority: ic.Priority, EffectivePriority: int(st.Priority), VIPs: ic.VIPs,
 			Since: st.Since, AdvertsSent: st.Adverts, AdvertsReceived: st.Received, Transitions: st.Transition,
-			ARPConflicts: st.Conflicts}
+			ARPConflicts: st.Conflicts, Resigned: st.Resigned}
 		if len(st.Peers) > 0 {
 			out.UnicastPeers = addrs(st.Peers)
 		}
@@ -66,7 +67,14 @@ func (s *Supervisor) Snapshot() api.Snapshot {
 		out := api.Balancer{Name: st.Name, Listen: st.Listen, Algorithm: st.Algorithm, Active: st.Active,
 			Accepted: st.Accepted, Refused: st.Refused, NoBackend: st.NoBackend, BadProxyHeader: st.BadProxyHeader}
 		for _, be := range st.Backends {
-			out.Backends = append(out.Backends, api.Backend{Address: be.Address, Up: be.Up, Weight: be.Weight,
+			admin := ""
+			switch be.Admin {
+			case proxy.AdminDrain:
+				admin = api.BackendDrain
+			case proxy.AdminDisabled:
+				admin = api.BackendDisabled
+			}
+			out.Backends = append(out.Backends, api.Backend{Address: be.Address, Up: be.Up, Weight: be.Weight, Admin: admin,
 				Active: be.Active, Connections: be.Total, ConnectErrors: be.ConnectErrors, BytesIn: be.BytesIn, BytesOut: be.BytesOut})
 		}
 		snap.Balancers = append(snap.Balancers, out)
@@ -101,7 +109,7 @@ func (s *Supervisor) Snapshot() api.Snapshot {
 	for i := range snap.Balancers {
 		for j := range snap.Balancers[i].Backends {
 			be := &snap.Balancers[i].Backends[j]
-			be.State = api.BackendState(be.Up, be.Weight)
+			be.State = api.BackendState(be.Up, be.Weight, be.Admin)
 		}
 	}
 	snap.Redirects = redirectStatus(s.redirect)

@@ -87,8 +87,11 @@ type Status struct {
 	Received   uint64 // accepted
 	Transition uint64
 	Conflicts  uint64 // probes in which another host answered ARP for a VIP
-	Extra      int    // extra addresses (SetExtra)
-	ExtraHeld  int    // of those, configured on the interface now
+	// Resigned: an operator handed over (vigil instance resign); the
+	// instance stays backup until resumed. Lost at restart.
+	Resigned  bool
+	Extra     int // extra addresses (SetExtra)
+	ExtraHeld int // of those, configured on the interface now
 	// ARPConflicts are the VIPs another host answers ARP for now, as the
 	// last probe of each found: cleared by a probe that finds none, and
 	// when the instance leaves MASTER.
@@ -210,6 +213,7 @@ type pending struct {
 	group   *groupFault     // nil: no SetGroupFault since the last batch
 	peers   *[]netip.Addr   // nil: no SetPeers since the last batch; the latest wins
 	extra   *[]netip.Prefix // nil: no SetExtra since the last batch; the latest wins
+	resign  *bool           // nil: no SetResigned since the last batch; the latest wins
 	actions []action
 }
 
@@ -373,6 +377,17 @@ func (in *Instance) Claim(reason string) { in.act(action{claim: true, reason: re
 // Resign makes a master step down, for sync groups (see Machine.Resign).
 func (in *Instance) Resign(reason string) { in.act(action{reason: reason}) }
 
+// SetResigned, for an operator (vigil instance resign|resume), hands
+// over with a priority-0 advert and keeps the instance backup until called
+// again with false (see Machine.SetResigned). It never blocks: Run applies
+// the latest call.
+func (in *Instance) SetResigned(resigned bool) {
+	in.pending.mu.Lock()
+	in.pending.resign = &resigned
+	in.pending.mu.Unlock()
+	in.poke()
+}
+
 func (in *Instance) act(a action) {
 	in.pending.mu.Lock()
 	// The same action twice in a row does nothing more than once: after a
@@ -399,9 +414,9 @@ func (in *Instance) poke() {
 func (in *Instance) applyPending() {
 	in.pending.mu.Lock()
 	tracked, group, peers, actions := in.pending.tracked, in.pending.group, in.pending.peers, in.pending.actions
-	extra := in.pending.extra
+	extra, resign := in.pending.extra, in.pending.resign
 	in.pending.tracked, in.pending.group, in.pending.peers, in.pending.actions = nil, nil, nil, nil
-	in.pending.extra = nil
+	in.pending.extra, in.pending.resign = nil, nil
 	in.pending.mu.Unlock()
 
 	if peers != nil {
@@ -432,6 +447,18 @@ func (in *Instance) applyPending() {
 	}
 	if changed {
 		in.applyTracking()
+	}
+	if resign != nil && *resign != in.m.Resigned() {
+		if *resign {
+			in.log.Info("resigned by operator: priority-0 hand-over, backup until resumed", "state", in.m.State().String())
+			in.m.SetResigned(true, "resigned by operator (priority-0 hand-over)")
+		} else {
+			in.log.Info("resumed by operator: taking part in the election again", "state", in.m.State().String())
+			in.m.SetResigned(false, "resumed by operator")
+		}
+		in.mu.Lock()
+		in.status.Resigned = *resign
+		in.mu.Unlock()
 	}
 	for _, a := range actions {
 		if a.claim {

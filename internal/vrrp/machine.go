@@ -85,6 +85,7 @@ type Machine struct {
 	state       State
 	priority    uint8 // effective priority: configured plus tracking
 	fault       bool
+	resigned    bool          // an operator's resign: stay backup until resumed
 	masterAdv   time.Duration // Master_Adver_Interval learned from the master (v3)
 	masterDown  time.Time     // Master_Down_Timer expiry; zero when not running
 	advertAt    time.Time     // Adver_Timer expiry; zero when not running
@@ -121,7 +122,7 @@ func (m *Machine) Start() {
 // not pull its VIPs back at every return.
 func (m *Machine) initialize(reason string) {
 	m.preemptFrom = m.clock.Now().Add(m.p.PreemptDelay)
-	if m.priority == 255 {
+	if m.priority == 255 && !m.resigned {
 		m.becomeMaster(reason + ": address owner")
 		return
 	}
@@ -188,9 +189,39 @@ func (m *Machine) Resign(reason string) {
 	m.becomeBackupAt(reason)
 }
 
+// SetResigned hands over or takes part again, for an operator (vigil
+// instance resign|resume). Resigned, a master sends a priority-0 advert so
+// the best backup takes over after its skew time, releases the VIPs and
+// stays Backup: its master-down timer does not run, so it neither preempts
+// nor takes over from a master that goes quiet, and Claim does nothing.
+// Resumed, the timer runs again: a master that keeps advertising a
+// priority at least ours holds it off, a lower one is preempted (with
+// Preempt), a silent one is taken over from.
+func (m *Machine) SetResigned(resigned bool, reason string) {
+	if resigned == m.resigned {
+		return
+	}
+	m.resigned = resigned
+	switch {
+	case resigned && m.state == Master:
+		m.link.Advertise(0)
+		m.link.Release()
+		m.master = netip.Addr{} // the next advert heard names the new one
+		m.becomeBackupAt(reason)
+	case resigned && m.state == Backup:
+		m.masterDown = time.Time{}
+	case !resigned && m.state == Backup:
+		m.masterDown = m.clock.Now().Add(m.masterDownInterval())
+	}
+}
+
+// Resigned reports whether SetResigned holds the machine out of the
+// election.
+func (m *Machine) Resigned() bool { return m.resigned }
+
 // Claim makes a backup take over now, for sync groups.
 func (m *Machine) Claim(reason string) {
-	if m.state == Backup {
+	if m.state == Backup && !m.resigned {
 		m.becomeMaster(reason)
 	}
 }
@@ -241,13 +272,21 @@ func (m *Machine) Receive(a Advert) {
 	case Backup:
 		if a.Priority == 0 {
 			// The master is leaving: take over after our skew time only.
-			m.masterDown = now.Add(m.skew())
+			if !m.resigned {
+				m.masterDown = now.Add(m.skew())
+			}
 			m.master = netip.Addr{}
 			return
 		}
 		// Whether or not we are about to preempt it, the sender holds the
 		// VIPs now.
 		m.master = a.Source
+		if m.resigned {
+			if m.p.Version == 3 && a.Interval > 0 {
+				m.masterAdv = a.Interval
+			}
+			return // no timer: resume arms it
+		}
 		preempt := m.p.Preempt && !now.Before(m.preemptFrom)
 		if !preempt || a.Priority >= m.priority {
 			if m.p.Version == 3 && a.Interval > 0 {
@@ -308,6 +347,9 @@ func (m *Machine) becomeBackup(reason string) {
 func (m *Machine) becomeBackupAt(reason string) {
 	m.advertAt = time.Time{}
 	m.masterDown = m.clock.Now().Add(m.masterDownInterval())
+	if m.resigned {
+		m.masterDown = time.Time{}
+	}
 	m.enter(Backup, reason)
 }
 
