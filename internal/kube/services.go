@@ -64,8 +64,8 @@ func (x *Expanded) services(c *config.Config, snap *Snapshot, prevSlots SlotNode
 		}
 		var ours []netip.Addr
 		for _, a := range svc.Addresses {
-			p, ok := poolOf(pools, a)
-			if !ok {
+			p := lbipam.PoolOf(pools, a)
+			if p == "" {
 				x.note("Service %s: address %s is in no pool of kubernetes.services; neither announced nor proxied", svc.Ref(), a)
 				continue
 			}
@@ -180,7 +180,7 @@ func (x *Expanded) slots(c *config.Config, snap *Snapshot, pc *config.ServicePoo
 			if in.Allowed == nil {
 				in.Allowed = map[netip.Addr][]string{}
 			}
-			in.Allowed[sa.Addr] = readyNodes(snap, sa.Service)
+			in.Allowed[sa.Addr] = snap.ReadyNodes(sa.Service)
 		}
 	}
 	plan, err := l2slot.New(in)
@@ -249,34 +249,6 @@ func eligibleNodes(snap *Snapshot, selector string) []string {
 		}
 	}
 	return out
-}
-
-// readyNodes are the nodes with a ready endpoint of svc.
-func readyNodes(snap *Snapshot, svc ServiceRef) []string {
-	var out []string
-	for _, sl := range snap.Slices {
-		if sl.Namespace != svc.Namespace || sl.Service != svc.Name {
-			continue
-		}
-		for _, ep := range sl.Endpoints {
-			if ep.Ready && ep.NodeName != "" && !slices.Contains(out, ep.NodeName) {
-				out = append(out, ep.NodeName)
-			}
-		}
-	}
-	slices.Sort(out)
-	return out
-}
-
-func poolOf(pools []lbipam.Pool, a netip.Addr) (string, bool) {
-	for _, p := range pools {
-		for _, r := range p.Ranges {
-			if r.First.BitLen() == a.BitLen() && r.First.Compare(a) <= 0 && a.Compare(r.Last) <= 0 {
-				return p.Name, true
-			}
-		}
-	}
-	return "", false
 }
 
 func servicePool(sc *config.Services, name string) *config.ServicePool {

@@ -3,6 +3,7 @@
 package kube
 
 import (
+	"iter"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -84,36 +85,50 @@ type ServiceEndpoint struct {
 	NodeName string
 }
 
+// ready yields every ready endpoint of svc with the slice it is in.
+func (s *Snapshot) ready(svc ServiceRef) iter.Seq2[*Slice, Endpoint] {
+	return func(yield func(*Slice, Endpoint) bool) {
+		for i := range s.Slices {
+			sl := &s.Slices[i]
+			if sl.Namespace != svc.Namespace || sl.Service != svc.Name {
+				continue
+			}
+			for _, ep := range sl.Endpoints {
+				if ep.Ready && !yield(sl, ep) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// portOf is the port a slice serves port at: port as a number, else the
+// slice's port of that name; 0 if it has none.
+func (sl *Slice) portOf(port string) int {
+	if n, err := strconv.Atoi(port); err == nil {
+		return n
+	}
+	p := 0
+	for _, sp := range sl.Ports {
+		if sp.Name == port {
+			p = sp.Port
+		}
+	}
+	return p
+}
+
 // ReadyEndpoints returns the ready endpoints of svc at port, which names a
 // port of the slices or, as a number, is used as it is; sorted, without
 // duplicates (an endpoint can be in two slices while they are rebalanced).
 func (s *Snapshot) ReadyEndpoints(svc ServiceRef, port string) []ServiceEndpoint {
-	num, numErr := strconv.Atoi(port)
 	var out []ServiceEndpoint
-	for _, sl := range s.Slices {
-		if sl.Namespace != svc.Namespace || sl.Service != svc.Name {
-			continue
-		}
-		p := 0
-		if numErr == nil {
-			p = num
-		} else {
-			for _, sp := range sl.Ports {
-				if sp.Name == port {
-					p = sp.Port
-				}
-			}
-		}
+	for sl, ep := range s.ready(svc) {
+		p := sl.portOf(port)
 		if p <= 0 || p > 65535 {
 			continue
 		}
-		for _, ep := range sl.Endpoints {
-			if !ep.Ready {
-				continue
-			}
-			for _, a := range ep.Addresses {
-				out = append(out, ServiceEndpoint{netip.AddrPortFrom(a, uint16(p)), ep.NodeName})
-			}
+		for _, a := range ep.Addresses {
+			out = append(out, ServiceEndpoint{netip.AddrPortFrom(a, uint16(p)), ep.NodeName})
 		}
 	}
 	slices.SortFunc(out, func(a, b ServiceEndpoint) int { return a.Address.Compare(b.Address) })
@@ -122,17 +137,33 @@ func (s *Snapshot) ReadyEndpoints(svc ServiceRef, port string) []ServiceEndpoint
 
 // ReadyOn reports whether svc has a ready endpoint on the named node.
 func (s *Snapshot) ReadyOn(svc ServiceRef, node string) bool {
-	for _, sl := range s.Slices {
-		if sl.Namespace != svc.Namespace || sl.Service != svc.Name {
-			continue
-		}
-		for _, ep := range sl.Endpoints {
-			if ep.Ready && ep.NodeName == node {
-				return true
-			}
+	for _, ep := range s.ready(svc) {
+		if ep.NodeName == node {
+			return true
 		}
 	}
 	return false
+}
+
+// ReadyNodes are the nodes with a ready endpoint of svc, sorted.
+func (s *Snapshot) ReadyNodes(svc ServiceRef) []string {
+	var out []string
+	for _, ep := range s.ready(svc) {
+		if ep.NodeName != "" && !slices.Contains(out, ep.NodeName) {
+			out = append(out, ep.NodeName)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// ReadyCount is how many ready endpoint addresses svc has.
+func (s *Snapshot) ReadyCount(svc ServiceRef) int {
+	n := 0
+	for _, ep := range s.ready(svc) {
+		n += len(ep.Addresses)
+	}
+	return n
 }
 
 // Service is what vigil needs of a LoadBalancer Service: which
@@ -163,19 +194,3 @@ type ServicePort struct {
 
 // Ref is the Service's NAMESPACE/NAME.
 func (s Service) Ref() ServiceRef { return ServiceRef{s.Namespace, s.Name} }
-
-// ReadyCount is how many ready endpoint addresses svc has.
-func (s *Snapshot) ReadyCount(svc ServiceRef) int {
-	n := 0
-	for _, sl := range s.Slices {
-		if sl.Namespace != svc.Namespace || sl.Service != svc.Name {
-			continue
-		}
-		for _, ep := range sl.Endpoints {
-			if ep.Ready {
-				n += len(ep.Addresses)
-			}
-		}
-	}
-	return n
-}

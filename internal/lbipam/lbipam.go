@@ -116,3 +116,15 @@ func pow256(n int) float64 {
 	}
 	return f
 }
+
+// PoolOf returns the name of the first pool holding a, "" if none does.
+func PoolOf(pools []Pool, a netip.Addr) string {
+	for _, p := range pools {
+		for _, r := range p.Ranges {
+			if a.BitLen() == r.First.BitLen() && r.First.Compare(a) <= 0 && a.Compare(r.Last) <= 0 {
+				return p.Name
+			}
+		}
+	}
+	return ""
+}

@@ -55,7 +55,7 @@ func (c *Controller) reconcile(lead *leadership, view []*corev1.Service, assigne
 				// addresses back, keep whatever another writer put there.
 				w := write{svc: s, clear: true}
 				for _, in := range s.Status.LoadBalancer.Ingress {
-					if a, err := netip.ParseAddr(in.IP); err != nil || poolOf(c.o.Pools, a.Unmap()) == "" {
+					if a, err := netip.ParseAddr(in.IP); err != nil || lbipam.PoolOf(c.o.Pools, a.Unmap()) == "" {
 						w.keep = append(w.keep, in)
 					}
 				}
@@ -228,7 +228,7 @@ func (c *Controller) run(lead *leadership, writes []write) {
 		c.mu.Lock()
 		c.writes++
 		for _, a := range before {
-			if !slices.Contains(after, a) && poolOf(c.o.Pools, a) != "" {
+			if !slices.Contains(after, a) && lbipam.PoolOf(c.o.Pools, a) != "" {
 				c.freed[a] = now
 			}
 		}
@@ -236,7 +236,7 @@ func (c *Controller) run(lead *leadership, writes []write) {
 		// In use from now on: should the Service go before the next
 		// step, its address is freed, not forgotten.
 		for _, a := range after {
-			if poolOf(c.o.Pools, a) != "" {
+			if lbipam.PoolOf(c.o.Pools, a) != "" {
 				c.assigned[a] = true
 			}
 		}

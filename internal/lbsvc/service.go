@@ -180,7 +180,7 @@ func served(s *corev1.Service, pools []lbipam.Pool) (Service, bool) {
 		SharingKey:            s.Annotations[AnnotationSharingKey],
 	}
 	for _, a := range ingressAddrs(s) {
-		if p := poolOf(pools, a); p != "" {
+		if p := lbipam.PoolOf(pools, a); p != "" {
 			if out.Pool == "" {
 				out.Pool = p
 			}
@@ -202,23 +202,12 @@ func served(s *corev1.Service, pools []lbipam.Pool) (Service, bool) {
 	return out, true
 }
 
-// poolOf returns the name of the pool holding a, "" if none does.
-func poolOf(pools []lbipam.Pool, a netip.Addr) string {
-	for _, p := range pools {
-		for _, r := range p.Ranges {
-			if a.BitLen() == r.First.BitLen() && r.First.Compare(a) <= 0 && a.Compare(r.Last) <= 0 {
-				return p.Name
-			}
-		}
-	}
-	return ""
-}
 
 // poolAddrs returns the addresses of s's status that lie in a pool.
 func poolAddrs(s *corev1.Service, pools []lbipam.Pool) []netip.Addr {
 	var out []netip.Addr
 	for _, a := range ingressAddrs(s) {
-		if poolOf(pools, a) != "" {
+		if lbipam.PoolOf(pools, a) != "" {
 			out = append(out, a)
 		}
 	}
