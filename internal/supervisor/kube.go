@@ -45,7 +45,8 @@ type members struct {
 
 	static *config.Config // the config as written (supervisor goroutine only)
 	snap   kube.Snapshot
-	origin kube.Origin
+	// tracked are the Services whose endpoint state is in the store.
+	tracked map[kube.ServiceRef]bool
 
 	mu       sync.Mutex
 	last     kube.Expanded        // the expansion in force
@@ -73,14 +74,15 @@ func newMembers(static *config.Config, store *health.Store, log *slog.Logger) (*
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	m := &members{src: src, stop: stop, store: store, log: log, static: static}
-	m.snap, m.origin = src.Start(ctx, kubeStartWait)
+	var origin kube.Origin
+	m.snap, origin = src.Start(ctx, kubeStartWait)
 	st := src.Status()
-	log.Info("cluster members read", "origin", m.origin, "server", st.Server, "nodes", len(m.snap.Nodes),
+	log.Info("cluster members read", "origin", origin, "server", st.Server, "nodes", len(m.snap.Nodes),
 		"endpoint_slices", len(m.snap.Slices), "err", st.LastError)
 	m.last = kube.ExpandFrom(static, &m.snap, kube.Expanded{})
 	m.services = serviceRows(m.last, &m.snap)
 	m.pools = poolUsage(static, m.last)
-	m.logNotes(m.last)
+	m.logNotes(m.last, nil)
 	m.publishTracks()
 	return m, nil
 }
@@ -132,12 +134,16 @@ func (m *members) committed(static *config.Config, x kube.Expanded, why string) 
 	for _, line := range kube.Diff(old, x) {
 		m.log.Info("member change applied", "why", why, "change", line)
 	}
-	m.logNotes(x)
+	m.logNotes(x, old.Notes)
 }
 
-func (m *members) logNotes(x kube.Expanded) {
+// logNotes logs x's notes that were not already in old: a note repeats
+// at every expansion while its cause lasts.
+func (m *members) logNotes(x kube.Expanded, old []string) {
 	for _, n := range x.Notes {
-		m.log.Warn(n)
+		if !slices.Contains(old, n) {
+			m.log.Warn(n)
+		}
 	}
 }
 
@@ -148,7 +154,7 @@ func (m *members) update() bool {
 	if !ok {
 		return false
 	}
-	m.snap, m.origin = snap, kube.OriginAPI
+	m.snap = snap
 	m.publishTracks()
 	return true
 }
@@ -170,6 +176,17 @@ func (m *members) publishTracks() {
 			reason = "a ready endpoint on this node"
 		}
 		m.store.Set(health.EndpointKey(svc.String()), health.State{Up: up, Reason: reason})
+	}
+	// A Service no longer tracked (deleted, or no longer Local) leaves the
+	// store rather than keeping its last state.
+	for svc := range m.tracked {
+		if _, ok := tracks[svc]; !ok {
+			m.store.Delete(health.EndpointKey(svc.String()))
+		}
+	}
+	m.tracked = map[kube.ServiceRef]bool{}
+	for svc := range tracks {
+		m.tracked[svc] = true
 	}
 }
 
