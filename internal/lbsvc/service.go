@@ -202,7 +202,6 @@ func served(s *corev1.Service, pools []lbipam.Pool) (Service, bool) {
 	return out, true
 }
 
-
 // poolAddrs returns the addresses of s's status that lie in a pool.
 func poolAddrs(s *corev1.Service, pools []lbipam.Pool) []netip.Addr {
 	var out []netip.Addr
