@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/vigil-lb/vigil/internal/clock"
+	"github.com/vigil-lb/vigil/internal/statelog"
 )
 
 // Addresses configures and removes an instance's VIPs (package vip).
@@ -80,6 +81,18 @@ type Status struct {
 	State      State
 	Priority   uint8 // effective
 	Master     netip.Addr
+	// MasterPriority is the priority Master last advertised (ours when
+	// master); 0 when no master is known.
+	MasterPriority uint8
+	// Last is the last transition, with its reason; Last.At is zero
+	// before the first.
+	Last Transition
+	// PreemptFrom: before this time the instance does not preempt (its
+	// preempt delay, or a pool's move_back_delay, after start or a fault).
+	PreemptFrom time.Time
+	// Tracked are the tracked items that move the priority or cause a
+	// fault now.
+	Tracked []Tracked
 	Peers      []netip.Addr // unicast peers in effect, sorted; none in multicast mode
 	Since      time.Time
 	Drops      map[DropReason]uint64
@@ -292,6 +305,8 @@ func (in *Instance) Status() Status {
 	s.Drops = maps.Clone(in.status.Drops)
 	s.Peers = slices.Clone(in.status.Peers)
 	s.ARPConflicts = slices.Clone(in.status.ARPConflicts)
+	s.Tracked = slices.Clone(in.status.Tracked)
+	s.Last.Reason.Tracked = slices.Clone(in.status.Last.Reason.Tracked)
 	if f := s.Foreign; f != nil {
 		c := *f
 		s.Foreign = &c
@@ -437,7 +452,12 @@ func (in *Instance) applyPending() {
 			continue
 		}
 		t.up, changed = up, true
-		in.log.Info("tracked state changed", "kind", k.kind, "name", k.name, "up", up)
+		level := slog.LevelInfo
+		if !up {
+			level = slog.LevelWarn
+		}
+		statelog.Log(in.log, level, "tracked item changed", statelog.Change{Event: statelog.EventTracked,
+			Prev: statelog.UpDown(!up), State: statelog.UpDown(up)}, "kind", k.kind, "name", k.name, "weight", t.Weight)
 	}
 	if group != nil {
 		t := in.track[groupKey]
@@ -449,13 +469,13 @@ func (in *Instance) applyPending() {
 		in.applyTracking()
 	}
 	if resign != nil && *resign != in.m.Resigned() {
-		if *resign {
-			in.log.Info("resigned by operator: priority-0 hand-over, backup until resumed", "state", in.m.State().String())
-			in.m.SetResigned(true, "resigned by operator (priority-0 hand-over)")
-		} else {
-			in.log.Info("resumed by operator: taking part in the election again", "state", in.m.State().String())
-			in.m.SetResigned(false, "resumed by operator")
+		c := statelog.Change{Event: statelog.EventInstanceAdmin, Prev: "resumed", State: "resigned",
+			Reason: "vigil instance resign: priority-0 hand-over, backup until resumed"}
+		if !*resign {
+			c.Prev, c.State, c.Reason = c.State, c.Prev, "vigil instance resume: taking part in the election again"
 		}
+		statelog.Log(in.log, slog.LevelInfo, "instance admin state changed", c, "vrrp_state", in.m.State().String())
+		in.m.SetResigned(*resign, "")
 		in.mu.Lock()
 		in.status.Resigned = *resign
 		in.mu.Unlock()
@@ -493,8 +513,8 @@ func (in *Instance) applyPeers(peers []netip.Addr) {
 			removed = append(removed, p)
 		}
 	}
-	in.log.Info("unicast peers changed", "added", fmt.Sprint(added), "removed", fmt.Sprint(removed),
-		"peers", fmt.Sprint(peers))
+	in.log.Info("unicast peers changed", "added", statelog.Addrs(added), "removed", statelog.Addrs(removed),
+		"peers", statelog.Addrs(peers))
 }
 
 // applyTracking derives fault and effective priority from tracked states with
@@ -502,28 +522,28 @@ func (in *Instance) applyPeers(peers []netip.Addr) {
 // while up, a negative one while down; the sum is clamped to 1..254.
 func (in *Instance) applyTracking() {
 	prio := int(in.cfg.Priority)
-	var faults []string
+	var faults, adjust []Tracked
 	own := false
 	for _, t := range in.track {
+		item := Tracked{Kind: t.Kind, Name: t.Name, Weight: t.Weight, Up: t.up}
 		switch {
 		case t.Weight == 0 && !t.up:
-			faults = append(faults, t.Kind+" "+t.Name+" down")
+			faults = append(faults, item)
 			own = own || t.Kind != "group"
 		case t.Weight > 0 && t.up, t.Weight < 0 && !t.up:
 			prio += t.Weight
+			adjust = append(adjust, item)
 		}
 	}
 	prio = min(max(prio, 1), 254)
 	if in.cfg.Priority == 255 {
 		prio = 255
 	}
-	in.m.SetPriority(uint8(prio))
-	slices.Sort(faults)
-	reason := "tracking recovered"
-	if len(faults) > 0 {
-		reason = fmt.Sprint(faults)
-	}
-	in.m.SetFault(len(faults) > 0, reason)
+	byName := func(a, b Tracked) int { return cmp.Or(strings.Compare(a.Kind, b.Kind), strings.Compare(a.Name, b.Name)) }
+	slices.SortFunc(faults, byName)
+	slices.SortFunc(adjust, byName)
+	in.m.SetPriority(uint8(prio), adjust...)
+	in.m.SetFault(len(faults) > 0, faults...)
 	if own != in.ownFault {
 		in.ownFault = own
 		if in.OnOwnFault != nil {
@@ -532,6 +552,8 @@ func (in *Instance) applyTracking() {
 	}
 	in.mu.Lock()
 	in.status.Priority = in.m.Priority()
+	in.status.Tracked = slices.Concat(faults, adjust)
+	in.status.PreemptFrom = in.m.PreemptFrom()
 	in.mu.Unlock()
 }
 
@@ -544,7 +566,7 @@ func (in *Instance) Run(ctx context.Context) error {
 		if stale, err := in.addrs.Present(); err != nil {
 			return fmt.Errorf("vrrp %s: %w", in.cfg.Name, err)
 		} else if len(stale) > 0 {
-			in.log.Warn("removing VIPs left from an earlier run", "vips", fmt.Sprint(stale))
+			in.log.Warn("removing VIPs left from an earlier run", "vips", statelog.Strings(stale))
 			if err := in.addrs.Remove(); err != nil {
 				return fmt.Errorf("vrrp %s: remove stale VIPs: %w", in.cfg.Name, err)
 			}
@@ -648,7 +670,7 @@ func (in *Instance) handle(r Received) {
 			in.lastLog[reason] = now
 			attrs := []any{"reason", string(reason), "src", r.Src}
 			if p != nil {
-				attrs = append(attrs, "their_vips", fmt.Sprint(p.Addresses), "their_version", p.Version, "their_priority", p.Priority)
+				attrs = append(attrs, "their_vips", statelog.Addrs(p.Addresses), "their_version", p.Version, "their_priority", p.Priority)
 			}
 			in.log.Warn("advert dropped", attrs...)
 		}
@@ -660,7 +682,7 @@ func (in *Instance) handle(r Received) {
 	in.mu.Unlock()
 	in.m.Receive(adv)
 	in.mu.Lock()
-	in.status.Master = in.m.MasterAddr()
+	in.status.Master, in.status.MasterPriority = in.m.MasterAddr(), in.m.MasterPriority()
 	in.mu.Unlock()
 }
 
@@ -686,17 +708,31 @@ func (in *Instance) foreign(src netip.Addr, p *Packet, reason DropReason) {
 	if first || now.Sub(in.lastLog[reason]) > 10*time.Second {
 		in.lastLog[reason] = now
 		in.log.Warn("VRID conflict: another VRRP group uses this VRID; its adverts take no part in the election",
-			"their_src", src, "their_vips", fmt.Sprint(p.Addresses), "their_priority", p.Priority,
-			"reason", string(reason), "our_vips", fmt.Sprint(in.vips))
+			"their_src", src, "their_vips", statelog.Addrs(p.Addresses), "their_priority", p.Priority,
+			"reason", string(reason), "our_vips", statelog.Addrs(in.vips))
 	}
 }
 
 func (in *Instance) transition(t Transition) {
-	in.log.Info("state change", "from", t.From.String(), "to", t.To.String(), "reason", t.Reason, "priority", t.Priority)
+	level := slog.LevelInfo
+	if t.To == Fault {
+		level = slog.LevelWarn
+	}
+	attrs := []any{"cause", t.Reason.Cause.String(), "priority", t.Priority}
+	if r := t.Reason; r.Peer.IsValid() {
+		attrs = append(attrs, "peer", r.Peer, "peer_priority", r.PeerPriority)
+	}
+	if len(t.Reason.Tracked) > 0 {
+		attrs = append(attrs, "tracked", statelog.List(t.Reason.TrackedStrings()))
+	}
+	statelog.Log(in.log, level, "vrrp state change", statelog.Change{Event: statelog.EventVRRP,
+		Prev: t.From.String(), State: t.To.String(), Reason: t.Reason.String()}, attrs...)
 	in.mu.Lock()
 	in.status.State = t.To
-	in.status.Since = in.clock.Now()
-	in.status.Master = in.m.MasterAddr()
+	in.status.Since = t.At
+	in.status.Last = t
+	in.status.Master, in.status.MasterPriority = in.m.MasterAddr(), in.m.MasterPriority()
+	in.status.PreemptFrom = in.m.PreemptFrom()
 	in.status.Transition++
 	in.mu.Unlock()
 	if in.OnTransition != nil {

@@ -66,11 +66,14 @@ type Advert struct {
 	Interval time.Duration
 }
 
-// Transition describes one state change, for logs, notify hooks and metrics.
+// Transition describes one state change, for logs, notify hooks, status and
+// metrics.
 type Transition struct {
 	From, To State
-	Reason   string
-	Priority uint8
+	// Reason is why, as the machine knew it when it moved.
+	Reason   Reason
+	Priority uint8 // ours after the change
+	At       time.Time
 }
 
 // Machine is the VRRP election for one virtual router. It is not safe for
@@ -92,6 +95,17 @@ type Machine struct {
 	preemptFrom time.Time     // no preemption before this time
 	lastReclaim time.Time     // last re-announcement after a lower-priority advert
 	master      netip.Addr    // who we believe is master (ourselves when Master)
+	masterPrio  uint8         // the priority master last advertised (ours when Master)
+	lastHeard   time.Time     // when master's last advert came
+	// down is the reason a backup becomes master when masterDown expires,
+	// kept up to date by what it hears: the master leaving (priority 0), a
+	// lower master it is waiting to preempt, or a master it follows.
+	down Reason
+	// faults are the tracked items holding the machine in Fault; adjust
+	// those that move its priority from the configured one.
+	faults, adjust []Tracked
+	// resumed: SetResigned(false) came, and no transition since.
+	resumed bool
 }
 
 // NewMachine returns a machine in Initialize; call Start to run the election.
@@ -108,25 +122,40 @@ func (m *Machine) Priority() uint8 { return m.priority }
 // MasterAddr returns the address of the current master, if known.
 func (m *Machine) MasterAddr() netip.Addr { return m.master }
 
+// MasterPriority returns the priority the current master last advertised
+// (ours when master), 0 when no master is known.
+func (m *Machine) MasterPriority() uint8 {
+	if !m.master.IsValid() {
+		return 0
+	}
+	return m.masterPrio
+}
+
+// PreemptFrom returns the time before which the machine does not preempt
+// (start, or the end of a fault, plus the preempt delay).
+func (m *Machine) PreemptFrom() time.Time { return m.preemptFrom }
+
 // Start leaves Initialize (RFC 5798 section 6.4.1).
 func (m *Machine) Start() {
 	if m.fault {
-		m.enter(Fault, "fault at start")
+		m.enter(Fault, Reason{Cause: CauseFault, Tracked: m.faults, Detail: "at start"})
 		return
 	}
-	m.initialize("start")
+	m.initialize(CauseStartup)
 }
 
 // initialize runs at start and when FAULT ends: either way the node is
 // (re)joining, and the preempt delay starts again, so a flapping node does
 // not pull its VIPs back at every return.
-func (m *Machine) initialize(reason string) {
+func (m *Machine) initialize(cause Cause) {
 	m.preemptFrom = m.clock.Now().Add(m.p.PreemptDelay)
 	if m.priority == 255 && !m.resigned {
-		m.becomeMaster(reason + ": address owner")
+		m.becomeMaster(Reason{Cause: cause, Detail: "address owner"})
 		return
 	}
-	m.becomeBackup(reason)
+	m.becomeBackup(Reason{Cause: cause})
+	// Nobody heard yet: if the timer runs out, that is why.
+	m.down = Reason{Cause: cause, Detail: "no master heard"}
 }
 
 // Stop shuts the instance down: a master sends priority 0 so a backup takes
@@ -138,12 +167,14 @@ func (m *Machine) Stop() {
 	}
 	m.masterDown, m.advertAt = time.Time{}, time.Time{}
 	m.master = netip.Addr{}
-	m.enter(Stopped, "shutdown")
+	m.enter(Stopped, Reason{Cause: CauseShutdown})
 }
 
 // SetFault moves into or out of Fault, for a tracked interface or check that
-// has weight 0 (or the instance's own interface).
-func (m *Machine) SetFault(fault bool, reason string) {
+// has weight 0 (or the instance's own interface); why are the items down
+// (the reason of the transition into Fault).
+func (m *Machine) SetFault(fault bool, why ...Tracked) {
+	m.faults = why
 	if fault == m.fault || m.state == Stopped {
 		m.fault = fault
 		return
@@ -156,22 +187,29 @@ func (m *Machine) SetFault(fault bool, reason string) {
 		}
 		m.masterDown, m.advertAt = time.Time{}, time.Time{}
 		m.master = netip.Addr{} // not us any more; the adverts we hear say who
-		m.enter(Fault, reason)
+		m.enter(Fault, Reason{Cause: CauseFault, Tracked: why})
 		return
 	}
 	if m.state == Fault {
-		m.initialize(reason)
+		m.initialize(CauseFaultCleared)
 	}
 }
 
-// SetPriority changes the effective priority (tracking weights). The address
-// owner (255) is never adjusted, as in keepalived.
-func (m *Machine) SetPriority(p uint8) {
-	if m.p.Priority == 255 || p == m.priority {
+// SetPriority changes the effective priority (tracking weights); by are
+// the tracked items that move it from the configured one, named by the
+// reason of a transition it causes. The address owner (255) is never
+// adjusted, as in keepalived.
+func (m *Machine) SetPriority(p uint8, by ...Tracked) {
+	if m.p.Priority == 255 {
+		return
+	}
+	m.adjust = by
+	if p == m.priority {
 		return
 	}
 	m.priority = p
 	if m.state == Master {
+		m.masterPrio = p
 		// Tell backups at once: a higher one may now preempt.
 		m.link.Advertise(m.priority)
 		m.advertAt = m.clock.Now().Add(m.p.Interval)
@@ -186,7 +224,7 @@ func (m *Machine) Resign(reason string) {
 	}
 	m.link.Release()
 	m.master = netip.Addr{} // the next advert heard names the new one
-	m.becomeBackupAt(reason)
+	m.becomeBackupAt(Reason{Cause: CauseSyncGroup, Detail: reason})
 }
 
 // SetResigned hands over or takes part again, for an operator (vigil
@@ -207,12 +245,13 @@ func (m *Machine) SetResigned(resigned bool, reason string) {
 		m.link.Advertise(0)
 		m.link.Release()
 		m.master = netip.Addr{} // the next advert heard names the new one
-		m.becomeBackupAt(reason)
+		m.becomeBackupAt(Reason{Cause: CauseResign, Detail: reason})
 	case resigned && m.state == Backup:
 		m.masterDown = time.Time{}
 	case !resigned && m.state == Backup:
 		m.masterDown = m.clock.Now().Add(m.masterDownInterval())
 	}
+	m.resumed = !resigned
 }
 
 // Resigned reports whether SetResigned holds the machine out of the
@@ -222,7 +261,7 @@ func (m *Machine) Resigned() bool { return m.resigned }
 // Claim makes a backup take over now, for sync groups.
 func (m *Machine) Claim(reason string) {
 	if m.state == Backup && !m.resigned {
-		m.becomeMaster(reason)
+		m.becomeMaster(Reason{Cause: CauseSyncGroup, Detail: reason})
 	}
 }
 
@@ -254,7 +293,17 @@ func (m *Machine) Tick() {
 	switch m.state {
 	case Backup:
 		if !m.masterDown.IsZero() && !now.Before(m.masterDown) {
-			m.becomeMaster("master down timer expired")
+			r := m.down
+			if r.Cause == CauseMasterDown {
+				r.Silent = m.masterDownInterval()
+				if !m.lastHeard.IsZero() {
+					r.Silent = now.Sub(m.lastHeard)
+				}
+			}
+			if r.Cause == CausePreempt {
+				r.Tracked = m.adjust
+			}
+			m.becomeMaster(r)
 		}
 	case Master:
 		if !m.advertAt.IsZero() && !now.Before(m.advertAt) {
@@ -276,18 +325,24 @@ func (m *Machine) Receive(a Advert) {
 				m.masterDown = now.Add(m.skew())
 			}
 			m.master = netip.Addr{}
+			m.down = Reason{Cause: CauseHandover, Peer: a.Source}
 			return
 		}
 		// Whether or not we are about to preempt it, the sender holds the
 		// VIPs now.
-		m.master = a.Source
+		m.heard(a, now)
+		preempt := m.p.Preempt && !now.Before(m.preemptFrom)
+		if preempt && a.Priority < m.priority {
+			m.down = Reason{Cause: CausePreempt, Peer: a.Source, PeerPriority: a.Priority}
+		} else {
+			m.down = Reason{Cause: CauseMasterDown, Peer: a.Source, PeerPriority: a.Priority}
+		}
 		if m.resigned {
 			if m.p.Version == 3 && a.Interval > 0 {
 				m.masterAdv = a.Interval
 			}
 			return // no timer: resume arms it
 		}
-		preempt := m.p.Preempt && !now.Before(m.preemptFrom)
 		if !preempt || a.Priority >= m.priority {
 			if m.p.Version == 3 && a.Interval > 0 {
 				m.masterAdv = a.Interval
@@ -298,7 +353,7 @@ func (m *Machine) Receive(a Advert) {
 	case Fault:
 		// No part in the election, but status should name who took over
 		// rather than the master this node was before its fault.
-		m.master = a.Source
+		m.heard(a, now)
 		if a.Priority == 0 {
 			m.master = netip.Addr{}
 		}
@@ -311,9 +366,19 @@ func (m *Machine) Receive(a Advert) {
 			if m.p.Version == 3 && a.Interval > 0 {
 				m.masterAdv = a.Interval
 			}
-			m.master = a.Source
+			m.heard(a, now)
 			m.link.Release()
-			m.becomeBackupAt("higher priority master " + a.Source.String())
+			r := Reason{Cause: CausePreempted, Peer: a.Source, PeerPriority: a.Priority}
+			if m.priority != m.p.Priority {
+				r.Tracked = m.adjust
+			}
+			// Would the configured priority have kept us master? Then
+			// tracking lost it.
+			if m.priority < m.p.Priority && (a.Priority < m.p.Priority || a.Priority == m.p.Priority && a.Source.Compare(m.p.LocalAddr) < 0) {
+				r.Cause = CauseTracked
+			}
+			m.becomeBackupAt(r)
+			m.down = Reason{Cause: CauseMasterDown, Peer: a.Source, PeerPriority: a.Priority}
 		default:
 			// A lower-priority router also believes it is master: a split
 			// brain is healing. Assert ourselves at once and re-announce the
@@ -329,22 +394,27 @@ func (m *Machine) Receive(a Advert) {
 	}
 }
 
-func (m *Machine) becomeMaster(reason string) {
+// heard records the sender of an advert as the master.
+func (m *Machine) heard(a Advert, now time.Time) {
+	m.master, m.masterPrio, m.lastHeard = a.Source, a.Priority, now
+}
+
+func (m *Machine) becomeMaster(reason Reason) {
 	m.link.Advertise(m.priority)
 	m.link.TakeOver()
 	m.masterDown = time.Time{}
 	m.advertAt = m.clock.Now().Add(m.p.Interval)
-	m.master = m.p.LocalAddr
+	m.master, m.masterPrio = m.p.LocalAddr, m.priority
 	m.enter(Master, reason)
 }
 
-func (m *Machine) becomeBackup(reason string) {
+func (m *Machine) becomeBackup(reason Reason) {
 	m.masterAdv = m.p.Interval
 	m.master = netip.Addr{}
 	m.becomeBackupAt(reason)
 }
 
-func (m *Machine) becomeBackupAt(reason string) {
+func (m *Machine) becomeBackupAt(reason Reason) {
 	m.advertAt = time.Time{}
 	m.masterDown = m.clock.Now().Add(m.masterDownInterval())
 	if m.resigned {
@@ -353,10 +423,18 @@ func (m *Machine) becomeBackupAt(reason string) {
 	m.enter(Backup, reason)
 }
 
-func (m *Machine) enter(s State, reason string) {
+func (m *Machine) enter(s State, reason Reason) {
 	from := m.state
 	m.state = s
-	if from != s && m.OnTransition != nil {
-		m.OnTransition(Transition{From: from, To: s, Reason: reason, Priority: m.priority})
+	if from == s {
+		return
+	}
+	reason.Priority, reason.Configured = m.priority, m.p.Priority
+	if m.resumed && reason.Detail == "" {
+		reason.Detail = "after resume"
+	}
+	m.resumed = false
+	if m.OnTransition != nil {
+		m.OnTransition(Transition{From: from, To: s, Reason: reason, Priority: m.priority, At: m.clock.Now()})
 	}
 }

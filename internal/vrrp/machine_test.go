@@ -250,12 +250,12 @@ func TestFaultAndRecovery(t *testing.T) {
 	r.m.Start()
 	r.runFor(4 * time.Second)
 	r.link.take()
-	r.m.SetFault(true, "eth1 down")
+	r.m.SetFault(true, Tracked{Kind: "interface", Name: "eth1"})
 	r.expectState(Fault)
 	r.expectCalls("advert:0,release")
 	r.runFor(time.Minute)
 	r.expectCalls("")
-	r.m.SetFault(false, "eth1 up")
+	r.m.SetFault(false)
 	r.expectState(Backup)
 	r.runFor(4 * time.Second)
 	r.expectState(Master)
@@ -270,7 +270,7 @@ func TestFaultAndRecovery(t *testing.T) {
 
 func TestFaultBeforeStart(t *testing.T) {
 	r := newRig(t, Params{Priority: 100})
-	r.m.SetFault(true, "link down")
+	r.m.SetFault(true, Tracked{Kind: "interface", Name: "eth0"})
 	r.m.Start()
 	r.expectState(Fault)
 	r.expectCalls("")
@@ -331,7 +331,7 @@ func TestMasterAddrFollowsWhoIsMaster(t *testing.T) {
 	if got := r.m.MasterAddr(); got != local {
 		t.Fatalf("master = %v as master, want itself %v", got, local)
 	}
-	r.m.SetFault(true, "eth1 down")
+	r.m.SetFault(true, Tracked{Kind: "interface", Name: "eth1"})
 	if got := r.m.MasterAddr(); got.IsValid() {
 		t.Fatalf("master = %v just after FAULT, want unknown", got)
 	}
@@ -346,7 +346,7 @@ func TestMasterAddrFollowsWhoIsMaster(t *testing.T) {
 	}
 	r.m.Receive(Advert{Source: lower, Priority: 90, Interval: time.Second})
 	// Back from FAULT: the lower master is the master until preempted.
-	r.m.SetFault(false, "eth1 up")
+	r.m.SetFault(false)
 	r.expectState(Backup)
 	r.m.Receive(Advert{Source: lower, Priority: 90, Interval: time.Second})
 	if got := r.m.MasterAddr(); got != lower {
