@@ -211,7 +211,7 @@ func TestCommandsRefuseUnusedArguments(t *testing.T) {
 	// Through Execute, as a user types it.
 	root := newRoot()
 	root.SetArgs([]string{"status", "api"})
-	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), `unknown command "api" for "vigil status"`) {
+	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), `status "api": want one of instance, pool, balancer, check, service`) {
 		t.Fatalf("vigil status api: %v", err)
 	}
 }

@@ -77,14 +77,19 @@ socket:
   resume  normal election again: with preempt, an instance of the highest
           priority takes the VIPs back
 
-vigil status shows a resigned instance as BACKUP (RESIGNED). A reload keeps
-it; a restart of the daemon loses it. Exit 1 for an unknown instance.`,
+maint is another name for resign (keepalived users put a node "in
+maintenance" this way): one state, not two, shown by vigil status as
+BACKUP (RESIGNED), its last transition "resigned by operator". A reload
+keeps it; a restart of the daemon loses it. Exit 1 for an unknown instance.`,
 	}
-	for _, a := range []struct{ action, short string }{
-		{api.Resign, "Hand over with a priority-0 advert and stay backup until resumed"},
-		{api.Resume, "Take part in the election again"},
+	for _, a := range []struct {
+		action, short string
+		aliases       []string
+	}{
+		{api.Resign, "Hand over with a priority-0 advert and stay backup until resumed (alias: maint)", []string{"maint"}},
+		{api.Resume, "Take part in the election again", nil},
 	} {
-		sub := &cobra.Command{Use: a.action + " NAME", Short: a.short, Args: cobra.ExactArgs(1)}
+		sub := &cobra.Command{Use: a.action + " NAME", Short: a.short, Args: cobra.ExactArgs(1), Aliases: a.aliases}
 		socket := socketFlags(sub)
 		sub.RunE = func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -164,6 +164,59 @@ type Instance struct {
 	// Resigned: an operator handed over (vigil instance resign); the
 	// instance stays backup until vigil instance resume. Lost at restart.
 	Resigned bool `json:"resigned,omitempty"`
+	// MasterNode is the master's node name when known: this node, a
+	// Kubernetes Node with that address, or a pool's ranking read from
+	// the priority the master advertises. Master stays its address.
+	MasterNode string `json:"master_node,omitempty"`
+	// MasterPriority is the priority the master advertises (ours when
+	// this node is master); 0 when no master is known.
+	MasterPriority int `json:"master_priority,omitempty"`
+	// LastTransition is the last state change and why, as the state
+	// machine knew it; nil before the first.
+	LastTransition *Transition `json:"last_transition,omitempty"`
+	// Tracked are the tracked items that move the priority or cause a
+	// fault now ("check api-readyz down (weight -50)").
+	Tracked []string `json:"tracked,omitempty"`
+	// Pool, for an instance of vrrp.pools, is its VIP's preferred node
+	// and why the VIP is or is not there.
+	Pool *PoolVIP `json:"pool,omitempty"`
+}
+
+// Transition is one VRRP state change and its reason.
+type Transition struct {
+	PrevState string    `json:"prev_state"`
+	State     string    `json:"state"`
+	At        time.Time `json:"at"`
+	// Cause is the reason's kind: startup, master_down, handover,
+	// preempt, preempted, tracked, fault, fault_cleared, resign,
+	// sync_group, shutdown.
+	Cause string `json:"cause"`
+	// Reason in words, peers named by node where known.
+	Reason string `json:"reason"`
+	// Peer is the other router involved (the master that went silent or
+	// handed over, the one preempted or preempting), with its node name
+	// when known and the priority it advertised.
+	Peer         string `json:"peer,omitempty"`
+	PeerNode     string `json:"peer_node,omitempty"`
+	PeerPriority int    `json:"peer_priority,omitempty"`
+	// Priority is ours after the change.
+	Priority int `json:"priority"`
+	// Tracked are the items that caused a fault or moved our priority.
+	Tracked []string `json:"tracked,omitempty"`
+}
+
+// PoolVIP is where a pool's VIP is against where it should be.
+type PoolVIP struct {
+	Pool string `json:"pool"`
+	// Ranking is the nodes in order of preference for this VIP; the
+	// first is its preferred node.
+	Ranking   []string `json:"ranking"`
+	Preferred string   `json:"preferred"`
+	// OnPreferred: the master is the preferred node (as far as this node
+	// can tell: its own state, or the master's name).
+	OnPreferred bool `json:"on_preferred"`
+	// Why the VIP is or is not on its preferred node, in words.
+	Why string `json:"why"`
 }
 
 // ARPConflict is a VIP another host answers ARP for.

@@ -10,28 +10,25 @@ import (
 
 // WriteTable prints a snapshot as vigil status shows it. now fixes the
 // "ago" columns, so output can be compared in tests.
-func WriteTable(out io.Writer, s Snapshot, now time.Time) error {
+func WriteTable(out io.Writer, s Snapshot, now time.Time) error { return Table{}.Write(out, s, now) }
+
+// Table is how vigil status prints a snapshot.
+type Table struct {
+	// Wide adds columns: each master's address, tracked items, adverts
+	// and transition counts, unicast peers, a pool VIP's ranking.
+	Wide bool
+}
+
+// Write prints s; now fixes the "ago" columns, so output can be compared
+// in tests.
+func (t Table) Write(out io.Writer, s Snapshot, now time.Time) error {
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(w, "node %s", s.Node)
 	if s.Cluster != "" {
 		fmt.Fprintf(w, "  cluster %s", s.Cluster)
 	}
 	fmt.Fprintf(w, "  %s  up %s\n", s.Version, round(now.Sub(s.Started)))
-	if len(s.Instances) > 0 {
-		fmt.Fprintln(w, "\nVRRP INSTANCE\tIFACE\tVRID\tSTATE\tPRIO\tMASTER\tVIPS\tSINCE\tTRANSITIONS\tCONFLICT")
-		for _, in := range s.Instances {
-			state := in.State
-			if in.Resigned {
-				state += " (RESIGNED)"
-			}
-			prio := fmt.Sprint(in.EffectivePriority)
-			if in.EffectivePriority != in.Priority {
-				prio += fmt.Sprintf(" (%d)", in.Priority)
-			}
-			fmt.Fprintf(w, "%s\t%s\t%d v%d\t%s\t%s\t%s\t%s\t%s ago\t%d\t%s\n", in.Name, in.Interface, in.VRID, in.Version,
-				state, prio, dash(in.Master), strings.Join(in.VIPs, ","), round(now.Sub(in.Since)), in.Transitions, conflict(in, now))
-		}
-	}
+	t.instances(w, s.Instances, now)
 	if len(s.Interfaces) > 0 {
 		fmt.Fprintln(w, "\nINTERFACE\tGARP SENT\tGARP SUPPRESSED")
 		for _, i := range s.Interfaces {
@@ -156,6 +153,92 @@ func WriteTable(out io.Writer, s Snapshot, now time.Time) error {
 		fmt.Fprintf(w, "announced: %s\n", dash(strings.Join(s.BGP.Announced, ", ")))
 	}
 	return w.Flush()
+}
+
+// instances prints the VRRP instances, and the pool VIPs among them.
+func (t Table) instances(w io.Writer, ins []Instance, now time.Time) {
+	if len(ins) == 0 {
+		return
+	}
+	conflicts := false
+	for _, in := range ins {
+		conflicts = conflicts || conflict(in, now) != "-"
+	}
+	head := "\nVRRP INSTANCE\tIFACE\tVRID\tSTATE\tPRIO\tMASTER\tVIPS\tSINCE"
+	if t.Wide {
+		head += "\tTRANSITIONS\tADVERTS OUT/IN\tPEERS\tTRACKED"
+	}
+	if conflicts {
+		head += "\tCONFLICT"
+	}
+	fmt.Fprintln(w, head+"\tLAST TRANSITION")
+	for _, in := range ins {
+		state := in.State
+		if in.Resigned {
+			state += " (RESIGNED)"
+		}
+		prio := fmt.Sprint(in.EffectivePriority)
+		if in.EffectivePriority != in.Priority {
+			prio += fmt.Sprintf(" (%d)", in.Priority)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%d v%d\t%s\t%s\t%s\t%s\t%s ago", in.Name, in.Interface, in.VRID, in.Version,
+			state, prio, master(in, t.Wide), strings.Join(in.VIPs, ","), round(now.Sub(in.Since)))
+		if t.Wide {
+			fmt.Fprintf(w, "\t%d\t%d/%d\t%s\t%s", in.Transitions, in.AdvertsSent, in.AdvertsReceived,
+				dash(strings.Join(in.UnicastPeers, ",")), dash(strings.Join(in.Tracked, "; ")))
+		}
+		if conflicts {
+			fmt.Fprintf(w, "\t%s", conflict(in, now))
+		}
+		fmt.Fprintf(w, "\t%s\n", lastTransition(in.LastTransition))
+	}
+	var pools []Instance
+	for _, in := range ins {
+		if in.Pool != nil {
+			pools = append(pools, in)
+		}
+	}
+	if len(pools) == 0 {
+		return
+	}
+	head = "\nVRRP POOL\tVIP\tPREFERRED\tON PREFERRED"
+	if t.Wide {
+		head += "\tRANKING"
+	}
+	fmt.Fprintln(w, head+"\tWHY")
+	for _, in := range pools {
+		on := "NO"
+		if in.Pool.OnPreferred {
+			on = "yes"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s", in.Pool.Pool, strings.Join(in.VIPs, ","), in.Pool.Preferred, on)
+		if t.Wide {
+			fmt.Fprintf(w, "\t%s", strings.Join(in.Pool.Ranking, " > "))
+		}
+		fmt.Fprintf(w, "\t%s\n", in.Pool.Why)
+	}
+}
+
+// master names the master by node and priority, with its address when
+// wide or when its node is unknown.
+func master(in Instance, wide bool) string {
+	switch {
+	case in.Master == "":
+		return "-"
+	case in.MasterNode == "":
+		return fmt.Sprintf("%s (%d)", in.Master, in.MasterPriority)
+	case wide:
+		return fmt.Sprintf("%s %s (%d)", in.MasterNode, in.Master, in.MasterPriority)
+	}
+	return fmt.Sprintf("%s (%d)", in.MasterNode, in.MasterPriority)
+}
+
+// lastTransition reads "BACKUP>MASTER: why".
+func lastTransition(t *Transition) string {
+	if t == nil {
+		return "-"
+	}
+	return t.PrevState + ">" + t.State + ": " + t.Reason
 }
 
 func conflict(in Instance, now time.Time) string {

@@ -52,7 +52,10 @@ type members struct {
 	last     kube.Expanded        // the expansion in force
 	services []api.ServiceAddress // its Service addresses, for status
 	pools    []api.PoolUsage
-	applied  atomic.Uint64
+	// nodeNames are the Nodes' names by their addresses, so that status
+	// names a VRRP master by node rather than by address.
+	nodeNames map[netip.Addr]string
+	applied   atomic.Uint64
 }
 
 // newMembers starts the informers and waits up to kubeStartWait for a
@@ -82,6 +85,7 @@ func newMembers(static *config.Config, store *health.Store, log *slog.Logger) (*
 	m.last = kube.ExpandFrom(static, &m.snap, kube.Expanded{})
 	m.services = serviceRows(m.last, &m.snap)
 	m.pools = poolUsage(static, m.last)
+	m.nodeNames = nodesByAddr(&m.snap)
 	m.logNotes(m.last, nil)
 	m.publishTracks()
 	return m, nil
@@ -156,7 +160,33 @@ func (m *members) update() bool {
 	}
 	m.snap = snap
 	m.publishTracks()
+	m.mu.Lock()
+	m.nodeNames = nodesByAddr(&m.snap)
+	m.mu.Unlock()
 	return true
+}
+
+// nodesByAddr maps every address of every Node to its name.
+func nodesByAddr(snap *kube.Snapshot) map[netip.Addr]string {
+	out := map[netip.Addr]string{}
+	for _, n := range snap.Nodes {
+		for _, a := range n.Addresses {
+			if a.Address.IsValid() {
+				out[a.Address] = n.Name
+			}
+		}
+	}
+	return out
+}
+
+// nodeName is the name of the Node with address a, or "".
+func (m *members) nodeName(a netip.Addr) string {
+	if m == nil {
+		return ""
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.nodeNames[a]
 }
 
 // publishTracks writes, for every Service a track.endpoints names, whether

@@ -9,6 +9,7 @@ import (
 
 	"github.com/vigil-lb/vigil/internal/api"
 	"github.com/vigil-lb/vigil/internal/proxy"
+	"github.com/vigil-lb/vigil/internal/vrrp"
 )
 
 // Snapshot returns the state of every component for the control socket,
@@ -16,8 +17,13 @@ import (
 func (s *Supervisor) Snapshot() api.Snapshot {
 	snap := api.Snapshot{Node: s.node, Cluster: s.cluster, Version: s.Version, Started: s.started, Taken: time.Now(),
 		Config: s.path, LastReload: s.reloadStatus()}
+	sts := make([]vrrp.Status, len(s.vrrp.instances))
 	for i, in := range s.vrrp.instances {
-		ic, st := s.vrrp.all[i], in.Status()
+		sts[i] = in.Status()
+	}
+	names := newNamer(s.node, s.kube.nodeName, s.vrrp.ranks, sts)
+	for i, st := range sts {
+		ic := s.vrrp.all[i]
 		out := api.Instance{Name: ic.Name, Interface: ic.Interface, VRID: ic.VRID, Version: ic.Version,
 			State: st.State.String(), Priority: ic.Priority, EffectivePriority: int(st.Priority), VIPs: ic.VIPs,
 			Since: st.Since, AdvertsSent: st.Adverts, AdvertsReceived: st.Received, Transitions: st.Transition,
@@ -28,6 +34,7 @@ func (s *Supervisor) Snapshot() api.Snapshot {
 		if st.Master.IsValid() {
 			out.Master = st.Master.String()
 		}
+		names.explain(&out, st, snap.Taken)
 		for _, c := range st.ARPConflicts {
 			ac := api.ARPConflict{VIP: c.VIP.String(), LastSeen: c.LastSeen, Others: addrs(c.Others)}
 			for _, m := range c.MACs {

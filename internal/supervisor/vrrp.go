@@ -48,6 +48,8 @@ type vrrpGroup struct {
 	guard      *vip.Guard
 	// shared holds, per interface, the Service addresses L2 slots carry.
 	shared map[string]*vip.Shared
+	// ranks are the pool instances' rankings, by instance name, for status.
+	ranks map[string]poolRank
 }
 
 // probeWait is how long a new master listens for other hosts answering ARP
@@ -69,6 +71,7 @@ func newVRRP(cfg *config.Config, store *health.Store, log *slog.Logger) (*vrrpGr
 
 func (g *vrrpGroup) build() error {
 	g.all = g.cfg.VRRP.All()
+	g.ranks = poolRanks(g.cfg)
 	exclude := map[netip.Addr]bool{}
 	parsed := make([][]netip.Prefix, len(g.all))
 	for i, ic := range g.all {

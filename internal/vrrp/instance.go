@@ -76,11 +76,15 @@ type TrackItem struct {
 
 // Status is a snapshot for status output and tests.
 type Status struct {
-	Name       string
-	VRID       uint8
-	State      State
-	Priority   uint8 // effective
-	Master     netip.Addr
+	Name     string
+	VRID     uint8
+	State    State
+	Priority uint8 // effective
+	// Configured is the configured priority.
+	Configured uint8
+	// Local is this node's address the adverts come from.
+	Local  netip.Addr
+	Master netip.Addr
 	// MasterPriority is the priority Master last advertised (ours when
 	// master); 0 when no master is known.
 	MasterPriority uint8
@@ -92,7 +96,7 @@ type Status struct {
 	PreemptFrom time.Time
 	// Tracked are the tracked items that move the priority or cause a
 	// fault now.
-	Tracked []Tracked
+	Tracked    []Tracked
 	Peers      []netip.Addr // unicast peers in effect, sorted; none in multicast mode
 	Since      time.Time
 	Drops      map[DropReason]uint64
@@ -287,7 +291,7 @@ func NewInstance(cfg Config, tx Sender, addrs Addresses, ann Announcer, log *slo
 	}, in.clock, (*link)(in))
 	in.m.OnTransition = in.transition
 	in.status = Status{Name: cfg.Name, VRID: cfg.VRID, Drops: map[DropReason]uint64{}, Priority: cfg.Priority,
-		Peers: in.expect.Peers}
+		Configured: cfg.Priority, Local: tx.Local(), Peers: in.expect.Peers}
 	return in
 }
 
@@ -539,7 +543,9 @@ func (in *Instance) applyTracking() {
 	if in.cfg.Priority == 255 {
 		prio = 255
 	}
-	byName := func(a, b Tracked) int { return cmp.Or(strings.Compare(a.Kind, b.Kind), strings.Compare(a.Name, b.Name)) }
+	byName := func(a, b Tracked) int {
+		return cmp.Or(strings.Compare(a.Kind, b.Kind), strings.Compare(a.Name, b.Name))
+	}
 	slices.SortFunc(faults, byName)
 	slices.SortFunc(adjust, byName)
 	in.m.SetPriority(uint8(prio), adjust...)
