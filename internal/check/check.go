@@ -6,16 +6,19 @@ package check
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"net/url"
 	"os/exec"
 	"sync"
-
-	"github.com/vigil-lb/vigil/internal/health"
 	"syscall"
 	"time"
+
+	"github.com/vigil-lb/vigil/internal/health"
+	"github.com/vigil-lb/vigil/internal/statelog"
 )
 
 // Prober performs one probe; nil means healthy. It must return when ctx ends.
@@ -54,7 +57,10 @@ func (t TCP) Probe(ctx context.Context) error {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "tcp", t.Address)
 	if err != nil {
-		return fmt.Errorf("tcp %s: %w", t.Address, err)
+		if ctx.Err() != nil {
+			return fmt.Errorf("tcp %s: timed out", t.Address)
+		}
+		return fmt.Errorf("tcp %s: %w", t.Address, cause(err))
 	}
 	return c.Close()
 }
@@ -82,6 +88,24 @@ type Runner struct {
 	up          bool
 	okRun, fail int
 	status      Status
+	changedAt   time.Time // when up last changed; zero: not since the start
+}
+
+// cause is what a client error says beyond the address the probe's own
+// message names: net/http's "Get \"URL\": dial tcp ADDR: connect:
+// connection refused" becomes "connect: connection refused", so a check
+// error names its target once. The error chain is kept (errors.Is still
+// finds syscall.ECONNREFUSED).
+func cause(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Err != nil {
+		err = oe.Err
+	}
+	return err
 }
 
 // Status is what a check last did, for status and metrics.
@@ -147,11 +171,35 @@ func (r *Runner) Run(ctx context.Context) {
 		}
 		r.mu.Unlock()
 		if changed {
-			r.Log.Info("check state change", "check", r.Name, "up", up, "err", err)
+			r.logChange(up, reason, start)
 			r.publish(up, reason)
 		}
 		t.Reset(next)
 	}
+}
+
+// logChange writes the one line of a state change: down at WARN with the
+// probe's error, up at INFO with how long it was down. A balancer backend's
+// check logs at DEBUG only: its balancer writes the line, with this reason.
+func (r *Runner) logChange(up bool, reason string, now time.Time) {
+	c := statelog.Change{Event: statelog.EventCheck, Prev: statelog.UpDown(!up), State: statelog.UpDown(up), Reason: reason}
+	level := slog.LevelWarn
+	if up {
+		level = slog.LevelInfo
+		c.Reason = fmt.Sprintf("%d probes passed", r.Rise)
+		r.mu.Lock()
+		if !r.changedAt.IsZero() {
+			c.DownFor = now.Sub(r.changedAt)
+		}
+		r.mu.Unlock()
+	}
+	r.mu.Lock()
+	r.changedAt = now
+	r.mu.Unlock()
+	if r.Key.Kind == health.Backend {
+		level = slog.LevelDebug
+	}
+	statelog.Log(r.Log, level, "check "+c.State, c, "check", r.Name)
 }
 
 func (r *Runner) publish(up bool, reason string) {

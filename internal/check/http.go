@@ -94,7 +94,7 @@ func (h *HTTP) Probe(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return fmt.Errorf("http %s: timed out", h.URL)
 		}
-		return fmt.Errorf("http %s: %w", h.URL, err)
+		return fmt.Errorf("http %s: %w", h.URL, cause(err))
 	}
 	defer resp.Body.Close()
 	if !h.expected(resp.StatusCode) {

@@ -16,6 +16,7 @@ import (
 	"github.com/vigil-lb/vigil/internal/config"
 	"github.com/vigil-lb/vigil/internal/health"
 	"github.com/vigil-lb/vigil/internal/maglev"
+	"github.com/vigil-lb/vigil/internal/statelog"
 	"github.com/vigil-lb/vigil/internal/xdp"
 )
 
@@ -54,6 +55,7 @@ type backend struct {
 	idx    uint32
 	weight int
 	up     bool
+	upAt   time.Time        // when up last changed; zero: never
 	mac    net.HardwareAddr // nil until resolved
 	link   backendLink      // where it is reached
 }
@@ -345,7 +347,17 @@ func (p *Plane) applyHealthLocked(changes []health.Change) {
 			if be.addr == c.Key.Addr && be.up != up {
 				be.up = up
 				changed[b] = true
-				p.log.Info("backend state change", "balancer", b.cfg.Name, "backend", be.addr.String(), "up", up)
+				now := time.Now()
+				ch := statelog.Change{Event: statelog.EventBackend, Prev: statelog.UpDown(!up), State: statelog.UpDown(up), Reason: c.State.Reason}
+				level := slog.LevelWarn
+				if up {
+					level = slog.LevelInfo
+					if !be.upAt.IsZero() {
+						ch.DownFor = now.Sub(be.upAt)
+					}
+				}
+				be.upAt = now
+				statelog.Log(p.log, level, "backend "+ch.State, ch, "balancer", b.cfg.Name, "backend", be.addr.String())
 			}
 		}
 	}
@@ -382,7 +394,12 @@ func (p *Plane) publishLocked() {
 	for _, b := range p.bals {
 		st := b.health()
 		if st != b.state {
-			p.log.Info("dsr balancer state change", "balancer", b.cfg.Name, "up", st.Up, "reason", st.Reason)
+			level := slog.LevelInfo
+			if !st.Up {
+				level = slog.LevelWarn
+			}
+			statelog.Log(p.log, level, "balancer "+statelog.UpDown(st.Up), statelog.Change{Event: statelog.EventBalancer,
+				Prev: statelog.UpDown(b.state.Up), State: statelog.UpDown(st.Up), Reason: st.Reason}, "balancer", b.cfg.Name)
 		}
 		b.state = st
 		p.store.Set(health.BalancerKey(b.cfg.Name), st) // the store ignores a Set that changes nothing

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/vigil-lb/vigil/internal/config"
+	"github.com/vigil-lb/vigil/internal/statelog"
 )
 
 // Backend is one server and its counters. A backend object lives across
@@ -32,6 +33,9 @@ type Backend struct {
 	weight  atomic.Int32
 	maxConn atomic.Int32
 	up      atomic.Bool
+	// healthAt is when up last changed (Unix nanoseconds; 0: never), for
+	// how long a backend was down.
+	healthAt atomic.Int64
 	// admin is the operator's AdminState (vigil backend), kept across
 	// reloads with the backend object and lost at restart.
 	admin atomic.Uint32
@@ -344,16 +348,26 @@ func (ch *Change) commit(start bool) {
 	}
 }
 
-// SetHealth marks the backend at addr up or down; unknown addresses are
-// ignored (the backend left the config). A backend going down leaves
-// rotation for new connections; with close_on_down its connections close.
-func (b *Balancer) SetHealth(addr netip.AddrPort, up bool) {
+// SetHealth marks the backend at addr up or down, for reason (its
+// check's last error, when down); unknown addresses are ignored (the
+// backend left the config). A backend going down leaves rotation for new
+// connections; with close_on_down its connections close.
+func (b *Balancer) SetHealth(addr netip.AddrPort, up bool, reason string) {
 	s := b.cur.Load()
 	for _, be := range s.backends {
 		if be.Addr != addr || be.up.Swap(up) == up {
 			continue
 		}
-		b.log.Info("backend state change", "backend", addr.String(), "up", up, "healthy_backends", b.healthy())
+		now := time.Now()
+		c := statelog.Change{Event: statelog.EventBackend, Prev: statelog.UpDown(!up), State: statelog.UpDown(up), Reason: reason}
+		level := slog.LevelWarn
+		if prev := be.healthAt.Swap(now.UnixNano()); up {
+			level = slog.LevelInfo
+			if prev != 0 {
+				c.DownFor = now.Sub(time.Unix(0, prev))
+			}
+		}
+		statelog.Log(b.log, level, "backend "+c.State, c, "backend", addr.String(), "healthy_backends", b.healthy())
 		if !up && s.cfg.CloseOnDown {
 			b.eachLoop(func(_ int, lp *evloop) {
 				lp.abortWhere(func(c *conn) bool { return c.be == be && c.state == stOpen })
@@ -377,8 +391,9 @@ func (b *Balancer) SetAdmin(addr netip.AddrPort, st AdminState) error {
 		return fmt.Errorf("balancer %s: %w %s", b.name, ErrUnknownBackend, addr)
 	}
 	if old := AdminState(be.admin.Swap(uint32(st))); old != st {
-		b.log.Info("backend admin state change", "backend", addr.String(), "from", old.String(), "to", st.String(),
-			"healthy_backends", b.healthy())
+		statelog.Log(b.log, slog.LevelInfo, "backend admin state change", statelog.Change{Event: statelog.EventBackendAdmin,
+			Prev: old.String(), State: st.String(), Reason: "set by an operator (vigil backend)"},
+			"backend", addr.String(), "healthy_backends", b.healthy())
 	}
 	if st == AdminDisabled {
 		// Every connection of the backend, those still connecting too:

@@ -12,6 +12,7 @@ import (
 	"github.com/vigil-lb/vigil/internal/component"
 	"github.com/vigil-lb/vigil/internal/config"
 	"github.com/vigil-lb/vigil/internal/health"
+	"github.com/vigil-lb/vigil/internal/statelog"
 )
 
 // Fleet runs every proxy balancer of a config (mode other than dsr) as one
@@ -191,7 +192,7 @@ func (f *Fleet) apply(changes []health.Change) {
 		}
 		// A key no longer known is a check removed: nothing holds the
 		// backend down any more.
-		b.SetHealth(c.Key.Addr, !c.Known || c.State.Up)
+		b.SetHealth(c.Key.Addr, !c.Known || c.State.Up, c.State.Reason)
 		if !slices.Contains(touched, b) {
 			touched = append(touched, b)
 		}
@@ -242,7 +243,8 @@ func (f *Fleet) backendUp(balancer string, addr netip.AddrPort) bool {
 // applyStoreLocked sets every backend of b as the store says and publishes b.
 func (f *Fleet) applyStoreLocked(b *Balancer) {
 	for _, be := range b.cur.Load().backends {
-		b.SetHealth(be.Addr, f.backendUp(b.name, be.Addr))
+		st, _ := f.store.Get(health.BackendKey(b.name, be.Addr))
+		b.SetHealth(be.Addr, f.backendUp(b.name, be.Addr), st.Reason)
 	}
 	f.publishLocked(b)
 }
@@ -257,7 +259,12 @@ func (f *Fleet) publishLocked(b *Balancer) {
 		st.Up = false
 	}
 	if old, ok := f.store.Get(k); ok && old.Up != st.Up {
-		b.log.Info("balancer state change", "up", st.Up, "reason", st.Reason)
+		level := slog.LevelInfo
+		if !st.Up {
+			level = slog.LevelWarn
+		}
+		statelog.Log(b.log, level, "balancer "+statelog.UpDown(st.Up), statelog.Change{Event: statelog.EventBalancer,
+			Prev: statelog.UpDown(old.Up), State: statelog.UpDown(st.Up), Reason: st.Reason})
 	}
 	f.store.Set(k, st)
 }

@@ -313,7 +313,7 @@ func TestHealthLeavesAndRejoinsRotation(t *testing.T) {
 	b := start(t, balancerConfig(t, "listen: ["+front+"]\n"+backendList(s1.addr(), s2.addr())))
 	_, kept := greet(t, front) // s1 (round robin starts at the first)
 	defer kept.Close()
-	b.SetHealth(netip.MustParseAddrPort(s1.addr()), false)
+	b.SetHealth(netip.MustParseAddrPort(s1.addr()), false, "test")
 	if got := count(t, front, 6); got["s2"] != 6 {
 		t.Fatalf("with s1 down: %v", got)
 	}
@@ -323,7 +323,7 @@ func TestHealthLeavesAndRejoinsRotation(t *testing.T) {
 	if line, err := bufio.NewReader(kept).ReadString('\n'); err != nil || line != "still here\n" {
 		t.Fatalf("established connection after down: %q %v", line, err)
 	}
-	b.SetHealth(netip.MustParseAddrPort(s1.addr()), true)
+	b.SetHealth(netip.MustParseAddrPort(s1.addr()), true, "test")
 	if got := count(t, front, 6); got["s1"] != 3 || got["s2"] != 3 {
 		t.Fatalf("after s1 is back: %v", got)
 	}
@@ -335,7 +335,7 @@ func TestCloseOnDown(t *testing.T) {
 	b := start(t, balancerConfig(t, "listen: ["+front+"]\nclose_on_down: true\n"+backendList(s1.addr())))
 	_, c := greet(t, front)
 	defer c.Close()
-	b.SetHealth(netip.MustParseAddrPort(s1.addr()), false)
+	b.SetHealth(netip.MustParseAddrPort(s1.addr()), false, "test")
 	c.SetReadDeadline(time.Now().Add(2 * time.Second))
 	if _, err := c.Read(make([]byte, 1)); err == nil || os.IsTimeout(err) {
 		t.Fatalf("connection to a down backend stayed open: %v", err)
@@ -595,7 +595,7 @@ func TestMonitor(t *testing.T) {
 	if c := get("/other"); c != 404 {
 		t.Fatalf("other path: %d", c)
 	}
-	b.SetHealth(netip.MustParseAddrPort(s.addr()), false)
+	b.SetHealth(netip.MustParseAddrPort(s.addr()), false, "test")
 	if c := get("/healthz"); c != 503 {
 		t.Fatalf("no healthy backend: %d", c)
 	}

@@ -41,7 +41,7 @@ type Change struct {
 	Prev, State string
 	Reason      string
 	// DownFor, when not zero, is how long the thing was down (on
-	// recovery), rounded to 100 ms.
+	// recovery), rounded to 100 ms from a second on, else to 1 ms.
 	DownFor time.Duration
 }
 
@@ -56,8 +56,13 @@ func Log(log *slog.Logger, level slog.Level, msg string, c Change, attrs ...any)
 	if c.Reason != "" {
 		all = append(all, KeyReason, c.Reason)
 	}
-	if c.DownFor > 0 {
-		all = append(all, KeyDownFor, c.DownFor.Round(100*time.Millisecond))
+	if d := c.DownFor; d > 0 {
+		if d >= time.Second {
+			d = d.Round(100 * time.Millisecond)
+		} else {
+			d = d.Round(time.Millisecond)
+		}
+		all = append(all, KeyDownFor, d)
 	}
 	log.Log(context.Background(), level, msg, append(all, attrs...)...)
 }

@@ -66,7 +66,7 @@ func TestPoolWhy(t *testing.T) {
 		{"preferred and here", n, vrrp.Status{State: vrrp.Master, Master: addrN1}, "n1", true, "here, its preferred node"},
 		{"preferred, in fault", n, vrrp.Status{State: vrrp.Fault, Master: addrN2, MasterPriority: 249,
 			Tracked: []vrrp.Tracked{{Kind: "interface", Name: "eth1"}}}, "n2", false,
-			"not here: in fault: interface eth1 down (fault); held by n2"},
+			"not here: in fault: interface eth1 down (weight 0); held by n2"},
 		{"preferred, resigned", n, vrrp.Status{State: vrrp.Backup, Resigned: true}, "", false,
 			"not here: resigned by an operator (vigil instance resume takes it back)"},
 		{"preferred, moving back", n, vrrp.Status{State: vrrp.Backup, PreemptFrom: now.Add(3200 * time.Millisecond),

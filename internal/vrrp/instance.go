@@ -903,12 +903,12 @@ func (in *Instance) probed(ctx context.Context, ip netip.Addr, macs []net.Hardwa
 	in.mu.Unlock()
 	switch {
 	case len(macs) > 0:
-		attrs := []any{"vip", ip, "their_mac", macStrings(macs)}
+		attrs := []any{"vip", ip, "their_mac", statelog.Strings(macs)}
 		if c.Peer.IsValid() {
 			attrs = append(attrs, "peer", c.Peer)
 		}
 		if len(c.Others) > 0 {
-			attrs = append(attrs, "their_ip", addrStrings(c.Others))
+			attrs = append(attrs, "their_ip", statelog.Addrs(c.Others))
 		}
 		in.log.Warn("address conflict: another host answers ARP for a VIP this node now owns", attrs...)
 	case had:
@@ -920,22 +920,6 @@ func (in *Instance) probed(ctx context.Context, ip netip.Addr, macs []net.Hardwa
 // caller holds mu.
 func (in *Instance) syncConflictsLocked() {
 	in.status.ARPConflicts = slices.SortedFunc(maps.Values(in.conflicts), func(a, b ARPConflict) int { return a.VIP.Compare(b.VIP) })
-}
-
-func macStrings(macs []net.HardwareAddr) []string {
-	out := make([]string, len(macs))
-	for i, m := range macs {
-		out[i] = m.String()
-	}
-	return out
-}
-
-func addrStrings(as []netip.Addr) []string {
-	out := make([]string, len(as))
-	for i, a := range as {
-		out[i] = a.String()
-	}
-	return out
 }
 
 func (l *link) Release() {

@@ -66,7 +66,7 @@ type Tracked struct {
 }
 
 // String reads "check api-readyz down (weight -50)", "interface eth1 down
-// (fault)"; a group fault is its own text.
+// (weight 0)" (weight 0: a fault); a group fault is its own text.
 func (t Tracked) String() string {
 	if t.Kind == groupKey.kind {
 		return t.Name
@@ -75,11 +75,11 @@ func (t Tracked) String() string {
 	if t.Up {
 		state = "up"
 	}
-	effect := "fault"
-	if t.Weight != 0 {
-		effect = fmt.Sprintf("weight %+d", t.Weight)
+	w := fmt.Sprintf("%+d", t.Weight)
+	if t.Weight == 0 {
+		w = "0"
 	}
-	return fmt.Sprintf("%s %s %s (%s)", t.Kind, t.Name, state, effect)
+	return fmt.Sprintf("%s %s %s (weight %s)", t.Kind, t.Name, state, w)
 }
 
 // Reason is why a transition happened: its cause and who and what took

@@ -64,7 +64,7 @@ func TestTransitionReasons(t *testing.T) {
 		{"a fault", Params{Priority: 100}, func(r *rig) {
 			master(r)
 			r.m.SetFault(true, Tracked{Kind: "interface", Name: "eth1"})
-		}, Fault, CauseFault, netip.Addr{}, 0, "fault: interface eth1 down (fault)"},
+		}, Fault, CauseFault, netip.Addr{}, 0, "fault: interface eth1 down (weight 0)"},
 		{"a fault ends", Params{Priority: 100}, func(r *rig) {
 			master(r)
 			r.m.SetFault(true, Tracked{Kind: "check", Name: "disk"})
