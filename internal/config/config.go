@@ -34,6 +34,10 @@ type VRRP struct {
 	Instances  []Instance  `yaml:"instances"`
 	Pools      []Pool      `yaml:"pools"`
 	SyncGroups []SyncGroup `yaml:"sync_groups"`
+	// PeerNames names other nodes by the address their adverts come from,
+	// so that vigil status and its reasons say "lb2" rather than an
+	// address. Status only: the election never reads it.
+	PeerNames map[string]string `yaml:"peer_names"`
 	// PoolInstances are the instances generated from Pools for this node,
 	// one per VIP, filled in by validation.
 	PoolInstances []Instance `yaml:"-"`

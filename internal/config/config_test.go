@@ -89,6 +89,10 @@ func TestParseErrors(t *testing.T) {
 		{"type error", [2]string{"priority: 150", "priority: high"}, `vrrp.instances[0].priority: "high" is not a whole number (line 7)`},
 		{"unknown key in a flow mapping", [2]string{"checks: [{name: api-up, weight: 50}]", "checks: [{name: api-up, weigth: 50}]"}, `vrrp.instances[0].track.checks[0].weigth: unknown key "weigth" (line 12)`},
 		{"relative notify", [2]string{"vrid: 52", "vrid: 52\n      notify: notify.sh"}, `"notify.sh" is not an absolute path`},
+		{"peer name of a bad address", [2]string{"  sync_groups:", "  peer_names: {10.0.0.2: lb2, 10.0.0.x: lb3}\n  sync_groups:"},
+			`vrrp.peer_names.10.0.0.x: "10.0.0.x" is not an IP address (line 17)`},
+		{"bad peer name", [2]string{"  sync_groups:", "  peer_names:\n    10.0.0.2: \"lb 2\"\n  sync_groups:"},
+			`vrrp.peer_names.10.0.0.2: "lb 2" is not a valid node name (line 18)`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

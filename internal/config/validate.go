@@ -81,6 +81,7 @@ func (c *Config) validate() Errors {
 	vrids, vips := v.instances(checks)
 	v.pools(checks, vrids, vips)
 	v.syncGroups()
+	v.peerNames()
 	v.balancers()
 	v.bgp(checks, vips)
 	v.kubernetes()
@@ -363,6 +364,19 @@ func (v *validator) syncGroups() {
 			member[n] = g.Name
 		}
 		v.executable(p+".notify", g.Notify)
+	}
+}
+
+// peerNames checks vrrp.peer_names: an address to a node name each.
+func (v *validator) peerNames() {
+	for a, name := range v.c.VRRP.PeerNames {
+		p := "vrrp.peer_names." + a
+		if _, err := netip.ParseAddr(a); err != nil {
+			v.add(p, "%q is not an IP address", a)
+		}
+		if !nameRE.MatchString(name) {
+			v.add(p, "%q is not a valid node name", name)
+		}
 	}
 }
 

@@ -70,19 +70,21 @@ func (r poolRank) nodeAt(prio uint8) string {
 
 // namer names VRRP routers by node.
 type namer struct {
-	self  string
-	local map[netip.Addr]bool            // this node's advert sources
-	kube  func(netip.Addr) string        // Kubernetes Nodes' addresses; nil without
-	pools map[netip.Addr]string          // learned from pool masters' priorities
-	ranks map[string]poolRank            // by instance name
-	seen  map[netip.Addr]map[string]bool // names learned for an address (more than one: not used)
+	self   string
+	local  map[netip.Addr]bool            // this node's advert sources
+	static map[netip.Addr]string          // vrrp.peer_names
+	kube   func(netip.Addr) string        // Kubernetes Nodes' addresses; nil without
+	pools  map[netip.Addr]string          // learned from pool masters' priorities
+	ranks  map[string]poolRank            // by instance name
+	seen   map[netip.Addr]map[string]bool // names learned for an address (more than one: not used)
 }
 
 // newNamer learns names from what the instances know: their own
-// addresses, the Kubernetes Nodes, and the masters of pool instances whose
-// advertised priority is the rank of one node.
-func newNamer(self string, kube func(netip.Addr) string, ranks map[string]poolRank, sts []vrrp.Status) *namer {
-	n := &namer{self: self, local: map[netip.Addr]bool{}, kube: kube, pools: map[netip.Addr]string{}, ranks: ranks,
+// addresses, vrrp.peer_names (static), the Kubernetes Nodes, and the
+// masters of pool instances whose advertised priority is the rank of one
+// node.
+func newNamer(self string, static map[netip.Addr]string, kube func(netip.Addr) string, ranks map[string]poolRank, sts []vrrp.Status) *namer {
+	n := &namer{self: self, local: map[netip.Addr]bool{}, static: static, kube: kube, pools: map[netip.Addr]string{}, ranks: ranks,
 		seen: map[netip.Addr]map[string]bool{}}
 	for _, st := range sts {
 		if st.Local.IsValid() {
@@ -118,6 +120,8 @@ func (n *namer) name(a netip.Addr) string {
 		return ""
 	case n.local[a]:
 		return n.self
+	case n.static[a] != "":
+		return n.static[a]
 	}
 	if n.kube != nil {
 		if name := n.kube(a); name != "" {

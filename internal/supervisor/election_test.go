@@ -37,15 +37,15 @@ func TestNamerLearnsNodeNames(t *testing.T) {
 		}
 		return ""
 	}
-	n := newNamer("n1", kube, ranks, sts)
-	for a, want := range map[string]string{"10.0.0.1": "n1", "10.0.0.2": "n2", "10.0.0.3": "n3", "10.0.0.8": "k8", "10.0.0.9": ""} {
+	n := newNamer("n1", map[netip.Addr]string{netip.MustParseAddr("10.0.0.7"): "s7"}, kube, ranks, sts)
+	for a, want := range map[string]string{"10.0.0.1": "n1", "10.0.0.2": "n2", "10.0.0.3": "n3", "10.0.0.7": "s7", "10.0.0.8": "k8", "10.0.0.9": ""} {
 		if got := n.name(netip.MustParseAddr(a)); got != want {
 			t.Errorf("name(%s) = %q, want %q", a, got, want)
 		}
 	}
 	// Two VIPs whose rankings name the same address differently: unnamed.
 	sts[2].Master, sts[2].MasterPriority = addrN2, 250
-	if got := newNamer("n1", nil, ranks, sts).name(addrN2); got != "" {
+	if got := newNamer("n1", nil, nil, ranks, sts).name(addrN2); got != "" {
 		t.Errorf("an address with two candidate names got %q", got)
 	}
 }
@@ -53,8 +53,8 @@ func TestNamerLearnsNodeNames(t *testing.T) {
 func TestPoolWhy(t *testing.T) {
 	now := time.Unix(5000, 0)
 	r := poolRank{pool: "web", ranking: []string{"n1", "n2", "n3"}, exact: true}
-	n := newNamer("n1", nil, nil, []vrrp.Status{{Local: addrN1}})
-	other := newNamer("n2", nil, nil, []vrrp.Status{{Local: addrN2}})
+	n := newNamer("n1", nil, nil, nil, []vrrp.Status{{Local: addrN1}})
+	other := newNamer("n2", nil, nil, nil, []vrrp.Status{{Local: addrN2}})
 	for _, c := range []struct {
 		name   string
 		n      *namer
@@ -94,7 +94,7 @@ func TestPoolWhy(t *testing.T) {
 // explain turns an instance's status into the snapshot's election
 // fields, peers by node name.
 func TestExplainInstance(t *testing.T) {
-	n := newNamer("n1", nil, nil, []vrrp.Status{{Local: addrN1}})
+	n := newNamer("n1", nil, nil, nil, []vrrp.Status{{Local: addrN1}})
 	n.pools[addrN2] = "n2"
 	st := vrrp.Status{Name: "api", Local: addrN1, State: vrrp.Master, Master: addrN1, MasterPriority: 150,
 		Last: vrrp.Transition{From: vrrp.Backup, To: vrrp.Master, At: time.Unix(100, 0), Priority: 150,

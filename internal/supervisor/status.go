@@ -21,7 +21,7 @@ func (s *Supervisor) Snapshot() api.Snapshot {
 	for i, in := range s.vrrp.instances {
 		sts[i] = in.Status()
 	}
-	names := newNamer(s.node, s.kube.nodeName, s.vrrp.ranks, sts)
+	names := newNamer(s.node, s.vrrp.names, s.kube.nodeName, s.vrrp.ranks, sts)
 	for i, st := range sts {
 		ic := s.vrrp.all[i]
 		out := api.Instance{Name: ic.Name, Interface: ic.Interface, VRID: ic.VRID, Version: ic.Version,

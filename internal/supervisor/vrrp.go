@@ -48,8 +48,10 @@ type vrrpGroup struct {
 	guard      *vip.Guard
 	// shared holds, per interface, the Service addresses L2 slots carry.
 	shared map[string]*vip.Shared
-	// ranks are the pool instances' rankings, by instance name, for status.
+	// ranks are the pool instances' rankings, by instance name, and
+	// names vrrp.peer_names, for status.
 	ranks map[string]poolRank
+	names map[netip.Addr]string
 }
 
 // probeWait is how long a new master listens for other hosts answering ARP
@@ -72,6 +74,10 @@ func newVRRP(cfg *config.Config, store *health.Store, log *slog.Logger) (*vrrpGr
 func (g *vrrpGroup) build() error {
 	g.all = g.cfg.VRRP.All()
 	g.ranks = poolRanks(g.cfg)
+	g.names = map[netip.Addr]string{}
+	for a, name := range g.cfg.VRRP.PeerNames {
+		g.names[netip.MustParseAddr(a)] = name // validated
+	}
 	exclude := map[netip.Addr]bool{}
 	parsed := make([][]netip.Prefix, len(g.all))
 	for i, ic := range g.all {
@@ -385,6 +391,7 @@ func peerChanges(old, cfg *config.Config) (map[int][]netip.Addr, error) {
 	}{
 		{"vrrp.pools", old.VRRP.Pools, cfg.VRRP.Pools},
 		{"vrrp.sync_groups", old.VRRP.SyncGroups, cfg.VRRP.SyncGroups},
+		{"vrrp.peer_names", old.VRRP.PeerNames, cfg.VRRP.PeerNames},
 		// Derived from the pools, cluster and node, compared above; kept
 		// here so that nothing of what the instances run from goes unseen.
 		{"vrrp.pools", old.VRRP.PoolInstances, cfg.VRRP.PoolInstances},
