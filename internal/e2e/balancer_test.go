@@ -317,7 +317,7 @@ func TestBalancerHealthAndReload(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	t0 := time.Now()
 	bl.backends["be1"].stop(t)
-	waitLog(t, bl, off, `backend state change" balancer=api backend=10.78.0.11:6443 up=false`, 3*time.Second)
+	waitLog(t, bl, off, `msg="backend down" balancer=api backend=10.78.0.11:6443 `, 3*time.Second)
 	t.Logf("be1 killed -> out of rotation in %v (fall 2, interval 200ms, fast interval 50ms)", time.Since(t0))
 	wg.Wait()
 	if len(during) > 0 {
@@ -339,7 +339,7 @@ func TestBalancerHealthAndReload(t *testing.T) {
 	// Bring be1 back: it rejoins after rise x interval.
 	_, off = bl.logSince(0)
 	bl.backends["be1"].start(t)
-	took := waitLog(t, bl, off, `backend=10.78.0.11:6443 up=true`, 3*time.Second)
+	took := waitLog(t, bl, off, `msg="backend up" balancer=api backend=10.78.0.11:6443 `, 3*time.Second)
 	t.Logf("be1 back -> in rotation in %v (rise 2 x interval 200ms)", took)
 	answers, _ = bl.load(20, 5*time.Millisecond)
 	if got := tally(answers); got["be1"] < 5 {
@@ -440,7 +440,7 @@ func TestBalancerMaglevKeepsAClientOnItsBackend(t *testing.T) {
 	wg.Go(func() { answers, during = bl.load(60, 10*time.Millisecond) })
 	time.Sleep(100 * time.Millisecond)
 	bl.backends[home].stop(t)
-	waitLog(t, bl, off, fmt.Sprintf(`backend=%s:6443 up=false`, bl.backends[home].host.Addr(false)), 3*time.Second)
+	waitLog(t, bl, off, fmt.Sprintf(`msg="backend down" balancer=api backend=%s:6443 `, bl.backends[home].host.Addr(false)), 3*time.Second)
 	wg.Wait()
 	if len(during) > 0 {
 		t.Fatalf("%d requests failed while %s died: %v", len(during), home, during[0])
@@ -455,7 +455,7 @@ func TestBalancerMaglevKeepsAClientOnItsBackend(t *testing.T) {
 
 	_, off = bl.logSince(0)
 	bl.backends[home].start(t)
-	waitLog(t, bl, off, fmt.Sprintf(`backend=%s:6443 up=true`, bl.backends[home].host.Addr(false)), 3*time.Second)
+	waitLog(t, bl, off, fmt.Sprintf(`msg="backend up" balancer=api backend=%s:6443 `, bl.backends[home].host.Addr(false)), 3*time.Second)
 	if back := onlyOne(home + " back"); back != home {
 		t.Fatalf("with %s back the client went to %s", home, back)
 	}

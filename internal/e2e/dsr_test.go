@@ -129,7 +129,7 @@ func TestDSRThroughXDP(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 		b, _ := os.ReadFile(filepath.Join(dir, "vigil.log"))
 		for _, l := range strings.Split(string(b), "\n") {
-			if strings.Contains(l, `msg="backend state change" balancer=web backend=10.80.0.12:80 up=false`) {
+			if strings.Contains(l, `msg="backend down" balancer=web backend=10.80.0.12:80 `) {
 				at, err := time.Parse(time.RFC3339Nano, strings.TrimPrefix(strings.Fields(l)[0], "time="))
 				if err != nil {
 					t.Fatal(err)

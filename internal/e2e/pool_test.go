@@ -147,7 +147,7 @@ func TestVRIDCollisionBetweenClusters(t *testing.T) {
 	transitions := func() map[string]int {
 		m := map[string]int{}
 		for _, n := range c.Nodes {
-			m[n.Name] = strings.Count(n.Log(), `msg="state change"`)
+			m[n.Name] = strings.Count(n.Log(), `msg="vrrp state change"`)
 		}
 		return m
 	}
@@ -175,7 +175,7 @@ func TestVRIDCollisionBetweenClusters(t *testing.T) {
 	// Each takeover is a burst of 5 rounds of request + reply; a lower
 	// priority node that started first may have won its group briefly.
 	n := wait()
-	takeovers := strings.Count(strings.Join([]string{c.Node("a1").Log(), c.Node("a2").Log(), c.Node("b1").Log(), c.Node("b2").Log()}, ""), "to=MASTER")
+	takeovers := strings.Count(strings.Join([]string{c.Node("a1").Log(), c.Node("a2").Log(), c.Node("b1").Log(), c.Node("b2").Log()}, ""), " state=MASTER ")
 	t.Logf("gratuitous ARP frames for the two VIPs during the test: %d, takeovers: %d", n, takeovers)
 	if n > takeovers*5*2 || n < 2 {
 		t.Fatalf("%d gratuitous ARP frames for %d takeovers, want at most %d", n, takeovers, takeovers*5*2)

@@ -46,12 +46,14 @@ type Change struct {
 }
 
 // Log writes c as one line at level, with msg and attrs (which say what
-// changed: instance, check, balancer, backend ...) after the common keys.
+// changed: instance, check, balancer, backend ...) before the common keys,
+// so that in text "msg=... backend=ADDR" finds a backend's lines.
 func Log(log *slog.Logger, level slog.Level, msg string, c Change, attrs ...any) {
 	if !log.Enabled(context.Background(), level) {
 		return
 	}
 	all := make([]any, 0, 10+len(attrs))
+	all = append(all, attrs...)
 	all = append(all, KeyEvent, c.Event, KeyState, c.State, KeyPrev, c.Prev)
 	if c.Reason != "" {
 		all = append(all, KeyReason, c.Reason)
@@ -64,7 +66,7 @@ func Log(log *slog.Logger, level slog.Level, msg string, c Change, attrs ...any)
 		}
 		all = append(all, KeyDownFor, d)
 	}
-	log.Log(context.Background(), level, msg, append(all, attrs...)...)
+	log.Log(context.Background(), level, msg, all...)
 }
 
 // UpDown names a health state.

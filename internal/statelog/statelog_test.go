@@ -19,9 +19,9 @@ func TestLogLines(t *testing.T) {
 		want []string
 	}{
 		{"json", func(b *bytes.Buffer) slog.Handler { return slog.NewJSONHandler(b, nil) }, []string{
-			`"event":"backend","state":"up","prev_state":"down","down_for":3200000000,"vips":["192.0.2.10","192.0.2.11"]`}},
+			`"vips":["192.0.2.10","192.0.2.11"],"event":"backend","state":"up","prev_state":"down","down_for":3200000000`}},
 		{"text", func(b *bytes.Buffer) slog.Handler { return slog.NewTextHandler(b, nil) }, []string{
-			`event=backend state=up prev_state=down down_for=3.2s vips=192.0.2.10,192.0.2.11`}},
+			`vips=192.0.2.10,192.0.2.11 event=backend state=up prev_state=down down_for=3.2s`}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var b bytes.Buffer
