@@ -70,7 +70,10 @@ type Spec struct {
 	// all nodes instead of one instance of VIP (vigil only).
 	PoolVIPs      []netip.Prefix
 	MoveBackDelay time.Duration
-	Nodes         []NodeSpec
+	// PeerNames: vigil nodes name the others by address (vrrp.peer_names),
+	// so their status names masters by node.
+	PeerNames bool
+	Nodes     []NodeSpec
 }
 
 // Cluster is a running lab.
@@ -207,6 +210,7 @@ func (n *Node) writeConfig() error {
 			b.WriteString("]\n")
 		}
 		b.WriteString(n.InstanceYAML)
+		n.writePeerNames(&b)
 		b.WriteString("log: {level: debug}\n")
 		b.WriteString(n.TopYAML)
 	case Keepalived:
@@ -235,6 +239,20 @@ func (n *Node) writeConfig() error {
 		fmt.Fprintf(&b, "api: {socket: %q}\n", n.Socket())
 	}
 	return os.WriteFile(n.Config, []byte(b.String()), 0o644)
+}
+
+// writePeerNames writes vrrp.peer_names, when the spec asks for it.
+func (n *Node) writePeerNames(b *strings.Builder) {
+	if !n.c.Spec.PeerNames {
+		return
+	}
+	var names []string
+	for _, o := range n.c.Nodes {
+		if o != n {
+			names = append(names, fmt.Sprintf("%q: %s", o.Host.Addr(n.c.Spec.IPv6).String(), o.Name))
+		}
+	}
+	fmt.Fprintf(b, "  peer_names: {%s}\n", strings.Join(names, ", "))
 }
 
 func (n *Node) writePool(b *strings.Builder) {
