@@ -42,11 +42,26 @@ func TestPoolBalancesAndMovesBack(t *testing.T) {
 	}
 	left := map[string]string{"10.77.0.101": "infra1", "10.77.0.102": "infra3", "10.77.0.103": "infra3"}
 	routerSeesOwners(t, c, left, 5*time.Second)
+	// Status says where each VIP is against its preferred node, and why;
+	// infra1 names .102's master by the priority it advertises.
+	if p := poolVIP(t, c.Node("infra3"), "10.77.0.102/32"); p.Preferred != "infra2" || p.OnPreferred ||
+		!strings.HasPrefix(p.Why, "here (choice 2 of 3): infra2 is not advertising") {
+		t.Fatalf("infra3's status of .102 with infra2 gone: %+v", p)
+	}
+	if in := poolInstance(t, c.Node("infra1"), "10.77.0.102/32"); in.MasterNode != "infra3" || in.Pool.OnPreferred ||
+		in.Pool.Why != "on infra3 (choice 2 of 3): infra2 is not advertising" {
+		t.Fatalf("infra1's status of .102 with infra2 gone: master %q, %+v", in.MasterNode, in.Pool)
+	}
 
 	// infra2 returns: nothing moves during the move-back delay, then .102 does.
 	back := time.Now()
 	start(t, c, "infra2")
+	explained := false
 	for time.Since(back) < 1500*time.Millisecond {
+		if p := poolVIP(t, c.Node("infra2"), "10.77.0.102/32"); !explained && strings.HasPrefix(p.Why, "not here: moves back in ") {
+			explained = true
+			t.Logf("infra2's status of .102 while it waits: %s", p.Why)
+		}
 		if hasVIP(t, c, "infra2", "10.77.0.102") {
 			t.Fatalf("infra2 took .102 back after %v, before the 2s move-back delay", time.Since(back))
 		}
@@ -54,6 +69,12 @@ func TestPoolBalancesAndMovesBack(t *testing.T) {
 	}
 	routerSeesOwners(t, c, owners, 6*time.Second)
 	t.Logf("moved back %v after infra2 returned", time.Since(back))
+	if !explained {
+		t.Error("infra2's status never said .102 moves back after move_back_delay")
+	}
+	if p := poolVIP(t, c.Node("infra2"), "10.77.0.102/32"); !p.OnPreferred || p.Why != "here, its preferred node" {
+		t.Fatalf("infra2's status of .102 once back: %+v", p)
+	}
 
 	// A bounded round-robin loop over the three VIPs reaches every node.
 	count := map[string]int{}
@@ -73,6 +94,23 @@ func TestPoolBalancesAndMovesBack(t *testing.T) {
 		}
 	}
 	t.Logf("requests per node: %v", count)
+}
+
+// poolInstance is a node's status of the pool instance of vip.
+func poolInstance(t *testing.T, n *vrrplab.Node, vip string) api.Instance {
+	t.Helper()
+	for _, in := range status(t, n).Instances {
+		if len(in.VIPs) == 1 && in.VIPs[0] == vip && in.Pool != nil {
+			return in
+		}
+	}
+	t.Fatalf("%s: no pool instance of %s", n.Name, vip)
+	return api.Instance{}
+}
+
+func poolVIP(t *testing.T, n *vrrplab.Node, vip string) api.PoolVIP {
+	t.Helper()
+	return *poolInstance(t, n, vip).Pool
 }
 
 func hasVIP(t *testing.T, c *vrrplab.Cluster, node, vip string) bool {
