@@ -1,15 +1,14 @@
 package e2e
 
 import (
-	"bytes"
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/vigil-lb/vigil/internal/statelog/logtest"
 	"github.com/vigil-lb/vigil/internal/vrrplab"
 )
 
@@ -21,25 +20,6 @@ func statusText(t *testing.T, n *vrrplab.Node, args ...string) string {
 		t.Fatalf("vigil status on %s: exit %d: %s", n.Name, code, out)
 	}
 	return out
-}
-
-// lockedBuffer is a bytes.Buffer written by a command and read by the
-// test.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // A failover explains itself in vigil status on both nodes: a crash is a
@@ -82,7 +62,7 @@ func TestFailoverExplainedInStatus(t *testing.T) {
 
 	// A watch on lb1 across its crash and restart.
 	watch := exec.Command(vigilBin, "status", "--socket", n1.Socket(), "--watch=200ms")
-	var watched lockedBuffer
+	var watched logtest.Buffer
 	watch.Stdout, watch.Stderr = &watched, &watched
 	if err := watch.Start(); err != nil {
 		t.Fatal(err)

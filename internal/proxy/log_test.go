@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"net/netip"
 	"testing"
 	"time"
@@ -15,16 +14,7 @@ import (
 func TestBackendChangeLogLines(t *testing.T) {
 	s1 := newServer(t, "s1", false)
 	log, buf := logtest.New(t)
-	b, err := New(balancerConfig(t, "listen: ["+freeAddr(t)+"]\n"+backendList(s1.addr())), testLoops(t), log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.Start()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		b.Shutdown(ctx)
-	})
+	b := startLogging(t, balancerConfig(t, "listen: ["+freeAddr(t)+"]\n"+backendList(s1.addr())), log)
 	addr := netip.MustParseAddrPort(s1.addr())
 	b.SetHealth(addr, false, "http http://"+s1.addr()+"/: connect: connection refused")
 	b.SetHealth(addr, false, "again") // no change, no line

@@ -147,7 +147,13 @@ func (s *server) close() {
 // start builds and starts a balancer and stops it at cleanup.
 func start(t *testing.T, cfg config.Balancer) *Balancer {
 	t.Helper()
-	b, err := New(cfg, testLoops(t), testLog())
+	return startLogging(t, cfg, testLog())
+}
+
+// startLogging is start with the balancer's logger.
+func startLogging(t *testing.T, cfg config.Balancer, log *slog.Logger) *Balancer {
+	t.Helper()
+	b, err := New(cfg, testLoops(t), log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,8 @@ import (
 	"testing"
 )
 
-// Buffer holds the lines a logger from New wrote.
+// Buffer holds the lines a logger from New wrote. It is a writer safe for
+// concurrent use (a command's output, too); its zero value is ready.
 type Buffer struct {
 	t  testing.TB
 	mu sync.Mutex
