@@ -182,20 +182,19 @@ func (r *Runner) Run(ctx context.Context) {
 // probe's error, up at INFO with how long it was down. A balancer backend's
 // check logs at DEBUG only: its balancer writes the line, with this reason.
 func (r *Runner) logChange(up bool, reason string, now time.Time) {
+	r.mu.Lock()
+	since := r.changedAt
+	r.changedAt = now
+	r.mu.Unlock()
 	c := statelog.Change{Event: statelog.EventCheck, Prev: statelog.UpDown(!up), State: statelog.UpDown(up), Reason: reason}
 	level := slog.LevelWarn
 	if up {
 		level = slog.LevelInfo
 		c.Reason = fmt.Sprintf("%d probes passed", r.Rise)
-		r.mu.Lock()
-		if !r.changedAt.IsZero() {
-			c.DownFor = now.Sub(r.changedAt)
+		if !since.IsZero() {
+			c.DownFor = now.Sub(since)
 		}
-		r.mu.Unlock()
 	}
-	r.mu.Lock()
-	r.changedAt = now
-	r.mu.Unlock()
 	if r.Key.Kind == health.Backend {
 		level = slog.LevelDebug
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/vigil-lb/vigil/internal/api"
+	"github.com/vigil-lb/vigil/internal/kube"
 	"github.com/vigil-lb/vigil/internal/vrrp"
 )
 
@@ -105,5 +106,21 @@ func TestExplainInstance(t *testing.T) {
 	if out.MasterNode != "n1" || out.MasterPriority != 150 || tr == nil || tr.Cause != "handover" || tr.PeerNode != "n2" ||
 		tr.Reason != "priority-0 hand-over from n2 (10.0.0.2)" || tr.PrevState != "BACKUP" || tr.State != "MASTER" {
 		t.Fatalf("explain: %+v, transition %+v", out, tr)
+	}
+}
+
+// Every address of every Node names it, for status.
+func TestNodesByAddr(t *testing.T) {
+	snap := &kube.Snapshot{Nodes: []kube.Node{
+		{Name: "m1", Addresses: []kube.NodeAddress{{Type: "InternalIP", Address: addrN1}, {Type: "InternalIP", Address: netip.MustParseAddr("fd00::1")}}},
+		{Name: "m2", Addresses: []kube.NodeAddress{{Type: "Hostname"}, {Type: "ExternalIP", Address: addrN2}}},
+	}}
+	got := nodesByAddr(snap)
+	if len(got) != 3 || got[addrN1] != "m1" || got[netip.MustParseAddr("fd00::1")] != "m1" || got[addrN2] != "m2" {
+		t.Fatalf("nodesByAddr = %v", got)
+	}
+	var m *members
+	if m.nodeName(addrN1) != "" {
+		t.Fatal("a config without Kubernetes names a node")
 	}
 }
