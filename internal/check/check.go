@@ -187,9 +187,8 @@ func (r *Runner) logChange(up bool, reason string, now time.Time) {
 	r.changedAt = now
 	r.mu.Unlock()
 	c := statelog.Change{Event: statelog.EventCheck, Prev: statelog.UpDown(!up), State: statelog.UpDown(up), Reason: reason}
-	level := slog.LevelWarn
+	level := statelog.Level(up)
 	if up {
-		level = slog.LevelInfo
 		c.Reason = fmt.Sprintf("%d probes passed", r.Rise)
 		if !since.IsZero() {
 			c.DownFor = now.Sub(since)

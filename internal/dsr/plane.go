@@ -349,15 +349,11 @@ func (p *Plane) applyHealthLocked(changes []health.Change) {
 				changed[b] = true
 				now := time.Now()
 				ch := statelog.Change{Event: statelog.EventBackend, Prev: statelog.UpDown(!up), State: statelog.UpDown(up), Reason: c.State.Reason}
-				level := slog.LevelWarn
-				if up {
-					level = slog.LevelInfo
-					if !be.upAt.IsZero() {
-						ch.DownFor = now.Sub(be.upAt)
-					}
+				if up && !be.upAt.IsZero() {
+					ch.DownFor = now.Sub(be.upAt)
 				}
 				be.upAt = now
-				statelog.Log(p.log, level, "backend "+ch.State, ch, "balancer", b.cfg.Name, "backend", be.addr.String())
+				statelog.Log(p.log, statelog.Level(up), "backend "+ch.State, ch, "balancer", b.cfg.Name, "backend", be.addr.String())
 			}
 		}
 	}
@@ -394,11 +390,7 @@ func (p *Plane) publishLocked() {
 	for _, b := range p.bals {
 		st := b.health()
 		if st != b.state {
-			level := slog.LevelInfo
-			if !st.Up {
-				level = slog.LevelWarn
-			}
-			statelog.Log(p.log, level, "balancer "+statelog.UpDown(st.Up), statelog.Change{Event: statelog.EventBalancer,
+			statelog.Log(p.log, statelog.Level(st.Up), "balancer "+statelog.UpDown(st.Up), statelog.Change{Event: statelog.EventBalancer,
 				Prev: statelog.UpDown(b.state.Up), State: statelog.UpDown(st.Up), Reason: st.Reason}, "balancer", b.cfg.Name)
 		}
 		b.state = st

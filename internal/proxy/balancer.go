@@ -360,14 +360,10 @@ func (b *Balancer) SetHealth(addr netip.AddrPort, up bool, reason string) {
 		}
 		now := time.Now()
 		c := statelog.Change{Event: statelog.EventBackend, Prev: statelog.UpDown(!up), State: statelog.UpDown(up), Reason: reason}
-		level := slog.LevelWarn
-		if prev := be.healthAt.Swap(now.UnixNano()); up {
-			level = slog.LevelInfo
-			if prev != 0 {
-				c.DownFor = now.Sub(time.Unix(0, prev))
-			}
+		if prev := be.healthAt.Swap(now.UnixNano()); up && prev != 0 {
+			c.DownFor = now.Sub(time.Unix(0, prev))
 		}
-		statelog.Log(b.log, level, "backend "+c.State, c, "backend", addr.String(), "healthy_backends", b.healthy())
+		statelog.Log(b.log, statelog.Level(up), "backend "+c.State, c, "backend", addr.String(), "healthy_backends", b.healthy())
 		if !up && s.cfg.CloseOnDown {
 			b.eachLoop(func(_ int, lp *evloop) {
 				lp.abortWhere(func(c *conn) bool { return c.be == be && c.state == stOpen })

@@ -259,11 +259,7 @@ func (f *Fleet) publishLocked(b *Balancer) {
 		st.Up = false
 	}
 	if old, ok := f.store.Get(k); ok && old.Up != st.Up {
-		level := slog.LevelInfo
-		if !st.Up {
-			level = slog.LevelWarn
-		}
-		statelog.Log(b.log, level, "balancer "+statelog.UpDown(st.Up), statelog.Change{Event: statelog.EventBalancer,
+		statelog.Log(b.log, statelog.Level(st.Up), "balancer "+statelog.UpDown(st.Up), statelog.Change{Event: statelog.EventBalancer,
 			Prev: statelog.UpDown(old.Up), State: statelog.UpDown(st.Up), Reason: st.Reason})
 	}
 	f.store.Set(k, st)

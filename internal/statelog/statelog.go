@@ -69,6 +69,14 @@ func Log(log *slog.Logger, level slog.Level, msg string, c Change, attrs ...any)
 	log.Log(context.Background(), level, msg, all...)
 }
 
+// Level is the level of a health change: WARN going down, INFO coming up.
+func Level(up bool) slog.Level {
+	if up {
+		return slog.LevelInfo
+	}
+	return slog.LevelWarn
+}
+
 // UpDown names a health state.
 func UpDown(up bool) string {
 	if up {

@@ -456,11 +456,7 @@ func (in *Instance) applyPending() {
 			continue
 		}
 		t.up, changed = up, true
-		level := slog.LevelInfo
-		if !up {
-			level = slog.LevelWarn
-		}
-		statelog.Log(in.log, level, "tracked item changed", statelog.Change{Event: statelog.EventTracked,
+		statelog.Log(in.log, statelog.Level(up), "tracked item changed", statelog.Change{Event: statelog.EventTracked,
 			Prev: statelog.UpDown(!up), State: statelog.UpDown(up)}, "kind", k.kind, "name", k.name, "weight", t.Weight)
 	}
 	if group != nil {
