@@ -88,6 +88,7 @@ const (
 	dsrMapTables      = "tables"
 	dsrMapVerdicts    = "verdicts"
 	dsrProgXdpDsr     = "xdp_dsr"
+	dsrVarSvcFilter   = "svc_filter"
 )
 
 // loadDsr returns the embedded CollectionSpec for dsr.
@@ -154,6 +155,7 @@ type dsrMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type dsrVariableSpecs struct {
+	SvcFilter *ebpf.VariableSpec `ebpf:"svc_filter"`
 }
 
 // dsrObjects contains all objects after they have been loaded into the kernel.
@@ -205,6 +207,7 @@ func (m *dsrMaps) Close() error {
 //
 // It can be passed to loadDsrObjects or ebpf.CollectionSpec.LoadAndAssign.
 type dsrVariables struct {
+	SvcFilter *ebpf.Variable `ebpf:"svc_filter"`
 }
 
 // dsrPrograms contains all programs after they have been loaded into the kernel.

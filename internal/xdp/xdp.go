@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -27,8 +28,10 @@ var Verdicts = []string{"pass", "tx", "redirect", "drop", "fragment", "no_backen
 
 // Dataplane is the loaded program and its maps.
 type Dataplane struct {
-	objs  dsrObjects
-	links []link.Link
+	objs   dsrObjects
+	links  []link.Link
+	mu     sync.Mutex // guards filter
+	filter filter
 }
 
 // ErrLoad wraps every failure to load the program (no BPF rights, an old
@@ -170,16 +173,40 @@ func (d *Dataplane) SetService(s Service) error {
 			}
 		}
 	}
-	return d.putService(s.VIP.Unmap(), s.Port, s.Proto, dsrSvcVal{Id: s.ID})
+	// The filter's bit before the key: a packet never finds the key
+	// behind a cleared bit.
+	k := svcKey{s.VIP.Unmap(), s.Port, s.Proto}
+	if err := d.updateFilter(func(f *filter) bool { return f.add(k) }); err != nil {
+		return fmt.Errorf("xdp: service %v:%d: %w", s.VIP, s.Port, err)
+	}
+	return d.putService(k.vip, k.port, k.proto, dsrSvcVal{Id: s.ID})
 }
 
 // RemoveService stops steering a service; its packets pass to the kernel.
 func (d *Dataplane) RemoveService(vip netip.Addr, port uint16, proto uint8) error {
-	err := d.deleteService(vip.Unmap(), port, proto)
-	if errors.Is(err, ebpf.ErrKeyNotExist) {
+	k := svcKey{vip.Unmap(), port, proto}
+	err := d.deleteService(k.vip, k.port, k.proto)
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return err
+	}
+	if err := d.updateFilter(func(f *filter) bool { return f.remove(k) }); err != nil {
+		return fmt.Errorf("xdp: service %v:%d: %w", vip, port, err)
+	}
+	return nil
+}
+
+// updateFilter changes the filter and writes it to the program when a bit
+// changed.
+func (d *Dataplane) updateFilter(change func(*filter) bool) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !change(&d.filter) {
 		return nil
 	}
-	return err
+	if err := d.objs.SvcFilter.Set(d.filter.words); err != nil {
+		return fmt.Errorf("writing the service filter: %w", err)
+	}
+	return nil
 }
 
 // Counters sums the per-CPU verdict counters.

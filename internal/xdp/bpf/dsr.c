@@ -74,6 +74,28 @@ struct svc_stats {
 	__u64 bytes;
 };
 
+// svc_filter has a bit set for every service's (address, port, protocol)
+// hash, written by the loader before a service's key and cleared after it.
+// Most packets an interface receives are not for a service: the filter
+// turns them away with a load from global data, before any hash lookup.
+// With at most MAX_SERVICES services in FILTER_BITS bits, a packet that is
+// not for a service takes the hash lookup about once in 256.
+#define FILTER_BITS 4096
+__u64 svc_filter[FILTER_BITS / 64];
+
+// filter_bit must match the loader's filterBit (xdp.go): the address word
+// as read from the packet, the port in network order.
+static __always_inline __u32 filter_bit(__u32 addr, __u16 port, __u8 proto)
+{
+	return ((addr ^ ((__u32)port << 8) ^ proto) * 0x9e3779b1u) >> 20;
+}
+
+static __always_inline int maybe_service(__u32 addr, __u16 port, __u8 proto)
+{
+	__u32 bit = filter_bit(addr, port, proto);
+	return (svc_filter[bit >> 6] >> (bit & 63)) & 1;
+}
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MAX_SERVICES);
@@ -260,8 +282,10 @@ int xdp_dsr(struct xdp_md *ctx)
 			return count(V_PASS, XDP_PASS);
 		if (!ports(ip + ihl, end, &f.sport, &f.dport))
 			return count(V_PASS, XDP_PASS);
-		__builtin_memcpy(&f.src, ip + 12, 4);
 		__builtin_memcpy(&f.dst, ip + 16, 4);
+		if (!maybe_service(f.dst, f.dport, f.proto))
+			return count(V_PASS, XDP_PASS);
+		__builtin_memcpy(&f.src, ip + 12, 4);
 		struct svc4_key sk = {.addr = f.dst, .port = f.dport, .proto = f.proto};
 		svc = bpf_map_lookup_elem(&services4, &sk);
 		if (!svc || svc->id >= MAX_SERVICES)
@@ -281,8 +305,11 @@ int xdp_dsr(struct xdp_md *ctx)
 			return count(V_PASS, XDP_PASS);
 		if (!ports(ip6 + 40, end, &f.sport, &f.dport))
 			return count(V_PASS, XDP_PASS);
-		__builtin_memcpy(f.src, ip6 + 8, 16);
 		__builtin_memcpy(f.dst, ip6 + 24, 16);
+		const __u32 *d = (const __u32 *)f.dst;
+		if (!maybe_service(d[0] ^ d[1] ^ d[2] ^ d[3], f.dport, f.proto))
+			return count(V_PASS, XDP_PASS);
+		__builtin_memcpy(f.src, ip6 + 8, 16);
 		struct svc6_key sk = {.port = f.dport, .proto = f.proto};
 		__builtin_memcpy(sk.addr, f.dst, 16);
 		svc = bpf_map_lookup_elem(&services6, &sk);
