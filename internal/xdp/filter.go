@@ -17,22 +17,14 @@ type svcKey struct {
 
 // filter mirrors the program's svc_filter: a bit per service hash, with a
 // count per bit so that removing one of two services that share a bit
-// keeps it set.
+// keeps it set. Its caller adds a key once and removes only added keys.
 type filter struct {
 	uses  [filterBits]uint16
 	words [filterBits / 64]uint64
-	keys  map[svcKey]struct{}
 }
 
 // add sets k's bit; it reports whether the words changed.
 func (f *filter) add(k svcKey) bool {
-	if f.keys == nil {
-		f.keys = map[svcKey]struct{}{}
-	}
-	if _, ok := f.keys[k]; ok {
-		return false
-	}
-	f.keys[k] = struct{}{}
 	b := filterBit(k)
 	f.uses[b]++
 	if f.uses[b] > 1 {
@@ -45,10 +37,6 @@ func (f *filter) add(k svcKey) bool {
 // remove clears k's bit when no other service uses it; it reports whether
 // the words changed.
 func (f *filter) remove(k svcKey) bool {
-	if _, ok := f.keys[k]; !ok {
-		return false
-	}
-	delete(f.keys, k)
 	b := filterBit(k)
 	f.uses[b]--
 	if f.uses[b] > 0 {

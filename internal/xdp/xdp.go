@@ -30,8 +30,10 @@ var Verdicts = []string{"pass", "tx", "redirect", "drop", "fragment", "no_backen
 type Dataplane struct {
 	objs   dsrObjects
 	links  []link.Link
-	mu     sync.Mutex // guards filter
+	mu     sync.Mutex // guards the three below
 	filter filter
+	ids    map[svcKey]uint32   // the services in the maps
+	gens   [MaxServices]uint32 // the program's svc_gen
 }
 
 // ErrLoad wraps every failure to load the program (no BPF rights, an old
@@ -173,38 +175,66 @@ func (d *Dataplane) SetService(s Service) error {
 			}
 		}
 	}
-	// The filter's bit before the key: a packet never finds the key
-	// behind a cleared bit.
-	k := svcKey{s.VIP.Unmap(), s.Port, s.Proto}
-	if err := d.updateFilter(func(f *filter) bool { return f.add(k) }); err != nil {
-		return fmt.Errorf("xdp: service %v:%d: %w", s.VIP, s.Port, err)
+	return d.keyService(svcKey{s.VIP.Unmap(), s.Port, s.Proto}, s.ID)
+}
+
+// keyService makes k's packets find service id. A key new to its id moves
+// the id's generation on first, so flows tracked for whatever the id meant
+// before are no longer taken as tracked; and it sets the filter's bit
+// before the key, so a packet never finds the key behind a cleared bit.
+func (d *Dataplane) keyService(k svcKey, id uint32) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if old, ok := d.ids[k]; !ok || old != id {
+		if err := d.nextGeneration(id); err != nil {
+			return fmt.Errorf("xdp: service %v:%d: %w", k.vip, k.port, err)
+		}
 	}
-	return d.putService(k.vip, k.port, k.proto, dsrSvcVal{Id: s.ID})
+	if _, ok := d.ids[k]; !ok && d.filter.add(k) {
+		if err := d.objs.SvcFilter.Set(d.filter.words); err != nil {
+			return fmt.Errorf("xdp: service %v:%d: writing the service filter: %w", k.vip, k.port, err)
+		}
+	}
+	if d.ids == nil {
+		d.ids = map[svcKey]uint32{}
+	}
+	d.ids[k] = id
+	return d.putService(k.vip, k.port, k.proto, dsrSvcVal{Id: id})
+}
+
+// nextGeneration moves a service id's generation on (never to 0, which
+// tracks nothing).
+func (d *Dataplane) nextGeneration(id uint32) error {
+	if d.gens[id]++; d.gens[id] == 0 {
+		d.gens[id] = 1
+	}
+	if err := d.objs.SvcGen.Set(d.gens); err != nil {
+		return fmt.Errorf("writing the service generations: %w", err)
+	}
+	return nil
 }
 
 // RemoveService stops steering a service; its packets pass to the kernel.
 func (d *Dataplane) RemoveService(vip netip.Addr, port uint16, proto uint8) error {
 	k := svcKey{vip.Unmap(), port, proto}
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	err := d.deleteService(k.vip, k.port, k.proto)
 	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return err
 	}
-	if err := d.updateFilter(func(f *filter) bool { return f.remove(k) }); err != nil {
-		return fmt.Errorf("xdp: service %v:%d: %w", vip, port, err)
-	}
-	return nil
-}
-
-// updateFilter changes the filter and writes it to the program when a bit
-// changed.
-func (d *Dataplane) updateFilter(change func(*filter) bool) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if !change(&d.filter) {
+	id, ok := d.ids[k]
+	if !ok {
 		return nil
 	}
-	if err := d.objs.SvcFilter.Set(d.filter.words); err != nil {
-		return fmt.Errorf("writing the service filter: %w", err)
+	delete(d.ids, k)
+	if err := d.nextGeneration(id); err != nil {
+		return fmt.Errorf("xdp: service %v:%d: %w", vip, port, err)
+	}
+	if d.filter.remove(k) {
+		if err := d.objs.SvcFilter.Set(d.filter.words); err != nil {
+			return fmt.Errorf("xdp: service %v:%d: writing the service filter: %w", vip, port, err)
+		}
 	}
 	return nil
 }
