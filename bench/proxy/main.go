@@ -672,7 +672,10 @@ func render(hp, vg *results, d time.Duration, rounds, conns, idle, bulkMiB, dete
 		"the same two Go HTTP backends; wrk -t2 -c%d for %v per run, %d rounds alternating which goes first, medians shown; "+
 		"2 cores shared by wrk, the proxy and the backends. Equivalent configs: roundrobin, TCP checks inter 1s fall 2 rise 2, "+
 		"retries 3 with redispatch; vigil's default fast_interval (interval/4) against HAProxy's default fastinter (= inter). "+
-		"Limits: HAProxy maxconn and vigil max_conn 9800, since this machine's hard file limit is 20000 and each proxied connection takes two.%s\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), version, conns, d, rounds, envNote())
+		"Limits: HAProxy maxconn and vigil max_conn 9800, since this machine's hard file limit is 20000 and each proxied connection takes two. "+
+		"Memory: RSS counts the mapped pages of the executable, shared page cache, beside the process's private memory (RssAnon); "+
+		"vigil's static binary is ~85 MB (client-go, GoBGP, cilium/ebpf) and this kernel maps its page cache in large folios, "+
+		"so most of vigil's RSS is its binary, and how much depends on how the file was cached (just built: most of it; after a cold start: about half).%s\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), version, conns, d, rounds, envNote())
 	b.WriteString("| measure | HAProxy | vigil | vigil / HAProxy | goal | ratio per round, lowest - highest |\n|---|---|---|---|---|---|\n")
 	row := func(name string, h, v float64, unit, goal string, perRound ...float64) {
 		spread := ""
