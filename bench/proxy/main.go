@@ -66,8 +66,8 @@ type cpuPerRequest struct {
 type results struct {
 	keepAlive, perConn []sample
 	mbps               []float64
-	idleRSS            float64 // MiB at the idle connections
-	baseRSS            float64
+	idleRSS            memory // at the idle connections
+	baseRSS            memory
 	detect, recover    []time.Duration
 }
 
@@ -186,7 +186,7 @@ func run(duration time.Duration, rounds, conns, idle, bulkMiB, detectRounds int,
 			return fmt.Errorf("%s idle connections: %w", im.name, err)
 		}
 		res[im].baseRSS, res[im].idleRSS = base, full
-		fmt.Printf("%-8s RSS %.1f MiB idle, %.1f MiB with %d idle connections\n", im.name, base, full, idle)
+		fmt.Printf("%-8s RSS %.1f MiB idle (anon %.1f), %.1f MiB with %d idle connections (anon %.1f)\n", im.name, base.total, base.anon, full.total, idle, full.anon)
 	}
 	for r := range detectRounds {
 		d, rec, err := detection(h, servers, []*impl{hp, vg})
@@ -517,10 +517,10 @@ func bulk(h *netlab.Host, port, mib int) (float64, error) {
 // idleRSS opens n connections through the web frontend, waits until the
 // backends have accepted all of them, and reads the proxy's RSS before and
 // with them.
-func idleRSS(h *netlab.Host, im *impl, n int, s *backends) (base, full float64, err error) {
+func idleRSS(h *netlab.Host, im *impl, n int, s *backends) (base, full memory, err error) {
 	base, err = rss(im.proc.Cmd.Process.Pid)
 	if err != nil {
-		return 0, 0, err
+		return memory{}, memory{}, err
 	}
 	// The previous phase's connections must be gone first: this process
 	// holds both ends of every idle connection, and its descriptors are
@@ -544,14 +544,14 @@ func idleRSS(h *netlab.Host, im *impl, n int, s *backends) (base, full float64, 
 			continue
 		}
 		if err != nil {
-			return 0, 0, fmt.Errorf("after %d connections: %w", len(conns), err)
+			return memory{}, memory{}, fmt.Errorf("after %d connections: %w", len(conns), err)
 		}
 		conns = append(conns, c)
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for s.accepted.Load()-before < int64(n) {
 		if time.Now().After(deadline) {
-			return 0, 0, fmt.Errorf("backends accepted %d of %d", s.accepted.Load()-before, n)
+			return memory{}, memory{}, fmt.Errorf("backends accepted %d of %d", s.accepted.Load()-before, n)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -560,18 +560,33 @@ func idleRSS(h *netlab.Host, im *impl, n int, s *backends) (base, full float64, 
 	return base, full, err
 }
 
-func rss(pid int) (float64, error) {
+// memory is a process's resident set in MiB, split as the kernel counts it:
+// anon is private memory (heap, stacks), file the mapped pages of the
+// executable and its libraries, which are shared page cache. A Go binary
+// is large and this kernel maps its page cache in large folios, so file
+// dominates vigil's total and depends on how the binary was cached (just
+// built: most of it; after a cold start: about half).
+type memory struct{ total, anon, file float64 }
+
+func rss(pid int) (memory, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, err
+		return memory{}, err
 	}
+	var m memory
+	fields := map[string]*float64{"VmRSS:": &m.total, "RssAnon:": &m.anon, "RssFile:": &m.file}
+	seen := 0
 	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+		if f := strings.Fields(l); len(f) >= 2 && fields[f[0]] != nil {
 			kb, _ := strconv.ParseFloat(f[1], 64)
-			return kb / 1024, nil
+			*fields[f[0]] = kb / 1024
+			seen++
 		}
 	}
-	return 0, errors.New("no VmRSS")
+	if seen != len(fields) {
+		return memory{}, errors.New("no VmRSS, RssAnon or RssFile in /proc/PID/status")
+	}
+	return m, nil
 }
 
 // detection kills the shared detection backend and times until each
@@ -657,7 +672,10 @@ func render(hp, vg *results, d time.Duration, rounds, conns, idle, bulkMiB, dete
 		"the same two Go HTTP backends; wrk -t2 -c%d for %v per run, %d rounds alternating which goes first, medians shown; "+
 		"2 cores shared by wrk, the proxy and the backends. Equivalent configs: roundrobin, TCP checks inter 1s fall 2 rise 2, "+
 		"retries 3 with redispatch; vigil's default fast_interval (interval/4) against HAProxy's default fastinter (= inter). "+
-		"Limits: HAProxy maxconn and vigil max_conn 9800, since this machine's hard file limit is 20000 and each proxied connection takes two.%s\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), version, conns, d, rounds, envNote())
+		"Limits: HAProxy maxconn and vigil max_conn 9800, since this machine's hard file limit is 20000 and each proxied connection takes two. "+
+		"Memory: RSS counts the mapped pages of the executable, shared page cache, beside the process's private memory (RssAnon); "+
+		"vigil's static binary is ~85 MB (client-go, GoBGP, cilium/ebpf) and this kernel maps its page cache in large folios, "+
+		"so most of vigil's RSS is its binary, and how much depends on how the file was cached (just built: most of it; after a cold start: about half).%s\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), version, conns, d, rounds, envNote())
 	b.WriteString("| measure | HAProxy | vigil | vigil / HAProxy | goal | ratio per round, lowest - highest |\n|---|---|---|---|---|---|\n")
 	row := func(name string, h, v float64, unit, goal string, perRound ...float64) {
 		spread := ""
@@ -686,8 +704,11 @@ func render(hp, vg *results, d time.Duration, rounds, conns, idle, bulkMiB, dete
 	row("p50 latency, new connection", med(hp.perConn, p50), med(vg.perConn, p50), "ms", "", ratios(hp.perConn, vg.perConn, p50)...)
 	row("p99 latency, new connection", med(hp.perConn, p99), med(vg.perConn, p99), "ms", "<= 1.1x", ratios(hp.perConn, vg.perConn, p99)...)
 	row(fmt.Sprintf("throughput, one connection, %d MiB, median of %d", bulkMiB, bulkRuns*rounds), benchdoc.Median(hp.mbps), benchdoc.Median(vg.mbps), "MB/s", ">= 1.0x", bulkRatios...)
-	row(fmt.Sprintf("RSS with %d idle connections", idle), hp.idleRSS, vg.idleRSS, "MiB", "")
-	row("RSS before them", hp.baseRSS, vg.baseRSS, "MiB", "")
+	row(fmt.Sprintf("RSS with %d idle connections", idle), hp.idleRSS.total, vg.idleRSS.total, "MiB", "")
+	row(fmt.Sprintf("private memory (RssAnon) with %d idle connections", idle), hp.idleRSS.anon, vg.idleRSS.anon, "MiB", "<= 1.0x")
+	row("RSS before them", hp.baseRSS.total, vg.baseRSS.total, "MiB", "")
+	row("private memory (RssAnon) before them", hp.baseRSS.anon, vg.baseRSS.anon, "MiB", "<= 1.0x")
+	row("mapped executable and libraries (RssFile) before them", hp.baseRSS.file, vg.baseRSS.file, "MiB", "")
 	ms := func(ds []time.Duration) float64 { return float64(benchdoc.Median(ds).Microseconds()) / 1000 }
 	worst := func(ds []time.Duration) float64 {
 		w := ds[0]

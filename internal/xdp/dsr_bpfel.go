@@ -24,6 +24,7 @@ type dsrCtVal struct {
 	_       structs.HostLayout
 	Backend uint32
 	Svc     uint32
+	Gen     uint32
 }
 
 type dsrFlow4 struct {
@@ -88,6 +89,8 @@ const (
 	dsrMapTables      = "tables"
 	dsrMapVerdicts    = "verdicts"
 	dsrProgXdpDsr     = "xdp_dsr"
+	dsrVarSvcFilter   = "svc_filter"
+	dsrVarSvcGen      = "svc_gen"
 )
 
 // loadDsr returns the embedded CollectionSpec for dsr.
@@ -154,6 +157,8 @@ type dsrMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type dsrVariableSpecs struct {
+	SvcFilter *ebpf.VariableSpec `ebpf:"svc_filter"`
+	SvcGen    *ebpf.VariableSpec `ebpf:"svc_gen"`
 }
 
 // dsrObjects contains all objects after they have been loaded into the kernel.
@@ -205,6 +210,8 @@ func (m *dsrMaps) Close() error {
 //
 // It can be passed to loadDsrObjects or ebpf.CollectionSpec.LoadAndAssign.
 type dsrVariables struct {
+	SvcFilter *ebpf.Variable `ebpf:"svc_filter"`
+	SvcGen    *ebpf.Variable `ebpf:"svc_gen"`
 }
 
 // dsrPrograms contains all programs after they have been loaded into the kernel.

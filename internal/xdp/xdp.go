@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -27,8 +28,12 @@ var Verdicts = []string{"pass", "tx", "redirect", "drop", "fragment", "no_backen
 
 // Dataplane is the loaded program and its maps.
 type Dataplane struct {
-	objs  dsrObjects
-	links []link.Link
+	objs   dsrObjects
+	links  []link.Link
+	mu     sync.Mutex // guards the three below
+	filter filter
+	ids    map[svcKey]uint32   // the services in the maps
+	gens   [MaxServices]uint32 // the program's svc_gen
 }
 
 // ErrLoad wraps every failure to load the program (no BPF rights, an old
@@ -170,16 +175,68 @@ func (d *Dataplane) SetService(s Service) error {
 			}
 		}
 	}
-	return d.putService(s.VIP.Unmap(), s.Port, s.Proto, dsrSvcVal{Id: s.ID})
+	return d.keyService(svcKey{s.VIP.Unmap(), s.Port, s.Proto}, s.ID)
+}
+
+// keyService makes k's packets find service id. A key new to its id moves
+// the id's generation on first, so flows tracked for whatever the id meant
+// before are no longer taken as tracked; and it sets the filter's bit
+// before the key, so a packet never finds the key behind a cleared bit.
+func (d *Dataplane) keyService(k svcKey, id uint32) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if old, ok := d.ids[k]; !ok || old != id {
+		if err := d.nextGeneration(id); err != nil {
+			return fmt.Errorf("xdp: service %v:%d: %w", k.vip, k.port, err)
+		}
+	}
+	if _, ok := d.ids[k]; !ok && d.filter.add(k) {
+		if err := d.objs.SvcFilter.Set(d.filter.words); err != nil {
+			return fmt.Errorf("xdp: service %v:%d: writing the service filter: %w", k.vip, k.port, err)
+		}
+	}
+	if d.ids == nil {
+		d.ids = map[svcKey]uint32{}
+	}
+	d.ids[k] = id
+	return d.putService(k.vip, k.port, k.proto, dsrSvcVal{Id: id})
+}
+
+// nextGeneration moves a service id's generation on (never to 0, which
+// tracks nothing).
+func (d *Dataplane) nextGeneration(id uint32) error {
+	if d.gens[id]++; d.gens[id] == 0 {
+		d.gens[id] = 1
+	}
+	if err := d.objs.SvcGen.Set(d.gens); err != nil {
+		return fmt.Errorf("writing the service generations: %w", err)
+	}
+	return nil
 }
 
 // RemoveService stops steering a service; its packets pass to the kernel.
 func (d *Dataplane) RemoveService(vip netip.Addr, port uint16, proto uint8) error {
-	err := d.deleteService(vip.Unmap(), port, proto)
-	if errors.Is(err, ebpf.ErrKeyNotExist) {
+	k := svcKey{vip.Unmap(), port, proto}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	err := d.deleteService(k.vip, k.port, k.proto)
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return err
+	}
+	id, ok := d.ids[k]
+	if !ok {
 		return nil
 	}
-	return err
+	delete(d.ids, k)
+	if err := d.nextGeneration(id); err != nil {
+		return fmt.Errorf("xdp: service %v:%d: %w", vip, port, err)
+	}
+	if d.filter.remove(k) {
+		if err := d.objs.SvcFilter.Set(d.filter.words); err != nil {
+			return fmt.Errorf("xdp: service %v:%d: writing the service filter: %w", vip, port, err)
+		}
+	}
+	return nil
 }
 
 // Counters sums the per-CPU verdict counters.

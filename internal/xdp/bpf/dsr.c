@@ -64,15 +64,53 @@ struct flow6 {
 	__u8 pad[3];
 };
 
+// A tracked flow is valid while its service's generation is the one it
+// was tracked under: the loader moves a service's generation on when the
+// service goes or its id is given to another, so a tracked flow needs no
+// lookup of the service map.
 struct ct_val {
 	__u32 backend;
 	__u32 svc;
+	__u32 gen;
 };
 
 struct svc_stats {
 	__u64 packets;
 	__u64 bytes;
 };
+
+// svc_filter has a bit set for every service's (address, port, protocol)
+// hash, written by the loader before a service's key and cleared after it.
+// Most packets an interface receives are not for a service: the filter
+// turns them away with a load from global data, before any hash lookup.
+// With at most MAX_SERVICES services in FILTER_BITS bits, a packet that is
+// not for a service takes the hash lookup about once in 256.
+#define FILTER_BITS 4096
+__u64 svc_filter[FILTER_BITS / 64];
+
+// filter_bit must match the loader's filterBit (xdp.go): the address word
+// as read from the packet, the port in network order.
+static __always_inline __u32 filter_bit(__u32 addr, __u16 port, __u8 proto)
+{
+	return ((addr ^ ((__u32)port << 8) ^ proto) * 0x9e3779b1u) >> 20;
+}
+
+// svc_gen is each service id's generation; 0 never tracks a flow.
+__u32 svc_gen[MAX_SERVICES];
+
+static __always_inline int tracked(const struct ct_val *ct)
+{
+	__u32 id = ct->svc;
+	if (id >= MAX_SERVICES)
+		return 0;
+	return ct->gen && ct->gen == svc_gen[id];
+}
+
+static __always_inline int maybe_service(__u32 addr, __u16 port, __u8 proto)
+{
+	__u32 bit = filter_bit(addr, port, proto);
+	return (svc_filter[bit >> 6] >> (bit & 63)) & 1;
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -189,19 +227,16 @@ static __always_inline __u32 flow6_hash(const struct flow6 *f)
 	return finish(h, f->proto);
 }
 
-// pick returns the flow's backend: the one connection tracking remembers,
-// else the service's Maglev table's (then remembered); ~0 for none.
+// pick returns a new flow's backend from the service's Maglev table, and
+// tracks the flow; ~0 for none.
 static __always_inline __u32 pick(void *conntrack, void *flow, __u32 id, int v6)
 {
-	struct ct_val *ct = bpf_map_lookup_elem(conntrack, flow);
-	if (ct && ct->svc == id)
-		return ct->backend;
 	__u32 hash = v6 ? flow6_hash(flow) : flow4_hash(flow);
 	__u32 key = id * RING_SIZE + (__u32)(((__u64)hash * RING_SIZE) >> 32);
 	__u32 *b = bpf_map_lookup_elem(&tables, &key);
 	if (!b || *b == ~0u)
 		return ~0u;
-	struct ct_val nv = {.backend = *b, .svc = id};
+	struct ct_val nv = {.backend = *b, .svc = id, .gen = svc_gen[id & (MAX_SERVICES - 1)]};
 	bpf_map_update_elem(conntrack, flow, &nv, BPF_ANY);
 	return nv.backend;
 }
@@ -244,7 +279,8 @@ int xdp_dsr(struct xdp_md *ctx)
 	}
 
 	struct svc_val *svc;
-	__u32 be_idx;
+	struct ct_val *ct;
+	__u32 be_idx, id;
 	__u16 ip_len;
 	if (proto == bpf_htons(ETH_P_IP)) {
 		__u8 *ip = l3;
@@ -260,13 +296,22 @@ int xdp_dsr(struct xdp_md *ctx)
 			return count(V_PASS, XDP_PASS);
 		if (!ports(ip + ihl, end, &f.sport, &f.dport))
 			return count(V_PASS, XDP_PASS);
-		__builtin_memcpy(&f.src, ip + 12, 4);
 		__builtin_memcpy(&f.dst, ip + 16, 4);
-		struct svc4_key sk = {.addr = f.dst, .port = f.dport, .proto = f.proto};
-		svc = bpf_map_lookup_elem(&services4, &sk);
-		if (!svc || svc->id >= MAX_SERVICES)
+		if (!maybe_service(f.dst, f.dport, f.proto))
 			return count(V_PASS, XDP_PASS);
-		be_idx = pick(&conntrack4, &f, svc->id, 0);
+		__builtin_memcpy(&f.src, ip + 12, 4);
+		ct = bpf_map_lookup_elem(&conntrack4, &f);
+		if (ct && tracked(ct)) {
+			id = ct->svc;
+			be_idx = ct->backend;
+		} else {
+			struct svc4_key sk = {.addr = f.dst, .port = f.dport, .proto = f.proto};
+			svc = bpf_map_lookup_elem(&services4, &sk);
+			if (!svc || svc->id >= MAX_SERVICES)
+				return count(V_PASS, XDP_PASS);
+			id = svc->id;
+			be_idx = pick(&conntrack4, &f, id, 0);
+		}
 		ip_len = (ip[2] << 8) | ip[3];
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
 		__u8 *ip6 = l3;
@@ -281,14 +326,24 @@ int xdp_dsr(struct xdp_md *ctx)
 			return count(V_PASS, XDP_PASS);
 		if (!ports(ip6 + 40, end, &f.sport, &f.dport))
 			return count(V_PASS, XDP_PASS);
-		__builtin_memcpy(f.src, ip6 + 8, 16);
 		__builtin_memcpy(f.dst, ip6 + 24, 16);
-		struct svc6_key sk = {.port = f.dport, .proto = f.proto};
-		__builtin_memcpy(sk.addr, f.dst, 16);
-		svc = bpf_map_lookup_elem(&services6, &sk);
-		if (!svc || svc->id >= MAX_SERVICES)
+		const __u32 *d = (const __u32 *)f.dst;
+		if (!maybe_service(d[0] ^ d[1] ^ d[2] ^ d[3], f.dport, f.proto))
 			return count(V_PASS, XDP_PASS);
-		be_idx = pick(&conntrack6, &f, svc->id, 1);
+		__builtin_memcpy(f.src, ip6 + 8, 16);
+		ct = bpf_map_lookup_elem(&conntrack6, &f);
+		if (ct && tracked(ct)) {
+			id = ct->svc;
+			be_idx = ct->backend;
+		} else {
+			struct svc6_key sk = {.port = f.dport, .proto = f.proto};
+			__builtin_memcpy(sk.addr, f.dst, 16);
+			svc = bpf_map_lookup_elem(&services6, &sk);
+			if (!svc || svc->id >= MAX_SERVICES)
+				return count(V_PASS, XDP_PASS);
+			id = svc->id;
+			be_idx = pick(&conntrack6, &f, id, 1);
+		}
 		ip_len = ((ip6[4] << 8) | ip6[5]) + 40;
 	} else {
 		return count(V_PASS, XDP_PASS);
@@ -299,7 +354,6 @@ int xdp_dsr(struct xdp_md *ctx)
 	if (!be)
 		return count(V_NO_BACKEND, XDP_DROP);
 
-	__u32 id = svc->id;
 	struct svc_stats *st = bpf_map_lookup_elem(&svc_counters, &id);
 	if (st) {
 		st->packets += 1;
