@@ -10,28 +10,29 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/vigil-lb/vigil/internal/api"
-	"github.com/vigil-lb/vigil/internal/config"
 )
 
 func statusCmd() *cobra.Command {
-	var socket, output string
+	var output string
 	var watch time.Duration
+	var socket func() string
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show what the running daemon does",
 		Long: `Ask the running daemon on its control socket for its state: VRRP instances
 (state, priority, master, VIPs, conflicts), GARP counters, checks, balancers
-and their backends. Exit 1 with one line if no daemon answers.`,
+and their backends. The socket is --socket, else api.socket of the -c file
+(when it reads), else the default. Exit 1 with one line if no daemon answers.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if output != "table" && output != "json" {
 				return &exitError{2, fmt.Errorf("-o %q: want table or json", output)}
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			out := cmd.OutOrStdout()
+			out, sock := cmd.OutOrStdout(), socket()
 			for {
 				fctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-				snap, err := api.Fetch(fctx, socket)
+				snap, err := api.Fetch(fctx, sock)
 				cancel()
 				if err != nil {
 					if ctx.Err() != nil {
@@ -60,7 +61,7 @@ and their backends. Exit 1 with one line if no daemon answers.`,
 			}
 		},
 	}
-	cmd.Flags().StringVar(&socket, "socket", config.DefaultSocket, "the daemon's control socket (api.socket)")
+	socket = socketFlags(cmd)
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
 	cmd.Flags().DurationVarP(&watch, "watch", "w", 0, "refresh at this interval until Ctrl-C (e.g. 1s)")
 	return cmd
