@@ -138,3 +138,18 @@ func TestStaticPodProbesTheConfigsHTTP(t *testing.T) {
 		t.Fatalf("a broken vigil.yaml: %v, want exit 2 naming the key", err)
 	}
 }
+
+// vigil import keepalived of an haproxy.cfg is refused in one line, exit 2.
+func TestImportRefusesAFileOfTheWrongKind(t *testing.T) {
+	root := newRoot()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs([]string{"import", "keepalived", "../../internal/importer/testdata/haproxy.cfg"})
+	err := root.Execute()
+	var ee *exitError
+	if !errors.As(err, &ee) || ee.code != 2 || strings.Contains(err.Error(), "\n") || out.Len() != 0 ||
+		!strings.Contains(err.Error(), "not a keepalived.conf: it reads as an haproxy.cfg") {
+		t.Fatalf("import keepalived haproxy.cfg: %v, want exit 2 in one line\n%s", err, out.String())
+	}
+}
