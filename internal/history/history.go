@@ -109,7 +109,10 @@ type Series struct {
 
 // View is what the recorder holds, for /api/v1/history.
 type View struct {
-	Now       time.Time     `json:"now"`
+	Now time.Time `json:"now"`
+	// Since is when recording began (the daemon's start): before it, and
+	// more than a Window ago, nothing is known.
+	Since     time.Time     `json:"since"`
 	Step      time.Duration `json:"step_ns"`
 	Window    time.Duration `json:"window_ns"`
 	Events    []Event       `json:"events"` // newest first
@@ -146,6 +149,8 @@ type Recorder struct {
 	sample func() Point
 	log    *slog.Logger
 
+	started time.Time
+
 	mu        sync.Mutex
 	events    []Event // ring of MaxEvents
 	next      int     // where the next event goes
@@ -162,7 +167,7 @@ type Recorder struct {
 // New returns a recorder of store's changes and of what sample returns at
 // every Step (nil: no samples). Run starts it.
 func New(store *health.Store, clk clock.Clock, sample func() Point, log *slog.Logger) *Recorder {
-	return &Recorder{store: store, clock: clk, sample: sample, log: log,
+	return &Recorder{store: store, clock: clk, sample: sample, log: log, started: clk.Now(),
 		events: make([]Event, 0, MaxEvents), keys: map[health.Key]*keyState{}, timelines: map[string][]Span{},
 		times: make([]time.Time, samples), series: map[SeriesKey]*series{}, counters: map[SeriesKey]uint64{}}
 }
@@ -242,8 +247,11 @@ func (r *Recorder) observe(c health.Change, now time.Time) {
 			ks.changes++
 			ks.since = now
 			if c.State.Up {
-				ev.DownFor = now.Sub(ks.downSince)
-				ks.downtime += ev.DownFor
+				down := now.Sub(ks.downSince)
+				ks.downtime += down
+				if k.Kind != health.Master { // not master is no outage
+					ev.DownFor = down
+				}
 				ks.downSince = time.Time{}
 			} else {
 				ks.downSince = now
@@ -389,7 +397,7 @@ func (r *Recorder) View() View {
 	now := r.clock.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	v := View{Now: now, Step: Step, Window: Window, Events: make([]Event, 0, len(r.events)),
+	v := View{Now: now, Since: r.started, Step: Step, Window: Window, Events: make([]Event, 0, len(r.events)),
 		Keys: make([]KeyState, 0, len(r.keys)), Timelines: []Timeline{}, Times: make([]time.Time, 0, r.n), Series: []Series{}}
 	for i := range len(r.events) { // newest first
 		j := len(r.events) - 1 - i

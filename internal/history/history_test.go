@@ -88,6 +88,9 @@ func TestTimeline(t *testing.T) {
 	if e := v.Events[1]; e.Kind != "master" || e.State != "FAULT" {
 		t.Fatalf("event %+v", e)
 	}
+	if e := v.Events[2]; e.State != "MASTER" || e.DownFor != 0 {
+		t.Fatalf("event %+v: becoming master is no recovery from an outage", e)
+	}
 	r.Observe(nil, t0.Add(Window+150*time.Second))
 	spans = r.View().Timelines[0].Spans
 	if len(spans) != 2 || spans[0].State != "FAULT" {
@@ -162,9 +165,11 @@ func TestRunSubscribesAndSamples(t *testing.T) {
 	store.Set(health.CheckKey("c"), health.State{Up: false, Reason: "refused"})
 	waitFor(t, func() bool { v := r.View(); return len(v.Keys) == 1 && !v.Keys[0].Up })
 	clk.BlockUntil(1)
-	for range 2 {
+	for i := range 2 {
 		clk.Advance(Step)
 		<-samples
+		// Recorded at the clock's time before it moves on again.
+		waitFor(t, func() bool { return len(r.View().Times) == i+1 })
 	}
 	waitFor(t, func() bool {
 		v := r.View()
