@@ -184,6 +184,12 @@ func screens(t *testing.T, p *cdp, dir, name string) {
 		if over, err := p.eval(`String(document.documentElement.scrollWidth - document.documentElement.clientWidth)`); err != nil || over != "0" {
 			t.Errorf("%s at %dx%d: the page is wider than the screen by %s px (%v)", name, s.width, s.height, over, err)
 		}
+		// Nor does a table hide columns in a box that scrolls sideways.
+		clipped, err := p.eval(`[...document.querySelectorAll(".wrap")].filter(w => w.offsetParent && w.scrollWidth > w.clientWidth + 1)
+			.map(w => w.closest("section").id + " by " + (w.scrollWidth - w.clientWidth) + "px").join(", ")`)
+		if err != nil || clipped != "" {
+			t.Errorf("%s at %dx%d: tables wider than their card: %s (%v)", name, s.width, s.height, clipped, err)
+		}
 		if dir == "" {
 			continue
 		}

@@ -235,3 +235,37 @@ func TestWrongKindOfFileIsRefused(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// FuzzCurlScript: any script text, inline or a script file's, either is
+// recognised as curl GETs of absolute http(s) URLs or is not; it never
+// panics, and a recognised one converts to a config that validates.
+func FuzzCurlScript(f *testing.F) {
+	f.Add("/usr/bin/timeout 0.9 /usr/bin/curl -o /dev/null -kLfs https://localhost:6443/readyz")
+	f.Add("#!/bin/bash\n/usr/bin/curl -o /dev/null -kLfs https://localhost:9445/readyz && /usr/bin/curl -kLfs http://0:50936/readyz\n")
+	f.Add("curl -m 1.5 -o/dev/null 'http://[::1]:1936/healthz?x=1' >/dev/null 2>&1")
+	f.Fuzz(func(t *testing.T, text string) {
+		gets, ok := curlChain(text)
+		if !ok {
+			return
+		}
+		for _, g := range gets {
+			if !strings.HasPrefix(g.URL, "http://") && !strings.HasPrefix(g.URL, "https://") {
+				t.Fatalf("%q: URL %q", text, g.URL)
+			}
+		}
+		if strings.ContainsAny(text, "\"\\\n") {
+			return // not a keepalived script line
+		}
+		r, err := Keepalived("k.conf", kaScript(text, 5))
+		if err != nil {
+			return
+		}
+		y, err := r.YAML()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := config.Parse(y); err != nil && strings.Contains(err.Error(), "checks[") {
+			t.Fatalf("%q: the http checks do not validate: %v", text, err)
+		}
+	})
+}
