@@ -7,12 +7,26 @@ PKGS_DEBIAN := keepalived haproxy wrk chromium clang llvm libbpf-dev nftables co
 # without any failing input (go.dev/issue/75804, fixed in Go 1.27).
 FUZZTIME ?= 100000x
 
-.PHONY: all build deps k8s-tools demo test vet fuzz bench-failover bench-proxy bench-maglev bench-xdp bench-dsr bench-bgp bench-kube bench-lbsvc generate generated-check
+.PHONY: all build man deps k8s-tools demo test vet fuzz bench-failover bench-proxy bench-maglev bench-xdp bench-dsr bench-bgp bench-kube bench-lbsvc generate generated-check
 
-all: build
+all: build man
+
+# What vigil version prints: the tag (or commit) described, the commit, and
+# the build date (SOURCE_DATE_EPOCH's when set, for reproducible builds).
+# Outside a git checkout the first two stay empty and vigil version falls
+# back to the Go build info.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
+BUILD_DATE ?= $(shell date -u $(if $(SOURCE_DATE_EPOCH),-d @$(SOURCE_DATE_EPOCH)) +%Y-%m-%dT%H:%M:%SZ)
+LDFLAGS := -X main.buildVersion=$(VERSION) -X main.buildCommit=$(COMMIT) -X main.buildDate=$(BUILD_DATE)
 
 build:
-	$(GO) build -o bin/vigil ./cmd/vigil
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/vigil ./cmd/vigil
+
+# man writes the man pages (section 8) of vigil and every command into
+# bin/man, generated from the command tree (cobra/doc); not committed.
+man: build
+	./bin/vigil man bin/man
 
 # deps installs the real peers the tests run against, when missing.
 deps:
@@ -43,6 +57,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/proxyproto
 	$(GO) test -run '^$$' -fuzz '^FuzzKeepalived$$' -fuzztime $(FUZZTIME) ./internal/importer
 	$(GO) test -run '^$$' -fuzz '^FuzzHAProxy$$' -fuzztime $(FUZZTIME) ./internal/importer
+	$(GO) test -run '^$$' -fuzz '^FuzzCurlScript$$' -fuzztime $(FUZZTIME) ./internal/importer
 	$(GO) test -run '^$$' -fuzz '^FuzzParseGenlAnswer$$' -fuzztime $(FUZZTIME) ./internal/xdp
 
 # Fuzzing first, so the test run's summary closes the output.

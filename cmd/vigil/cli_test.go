@@ -185,7 +185,7 @@ func TestCheckTakesTheFileAsArgument(t *testing.T) {
 // subcommands refuses an unknown one, instead of ignoring them.
 func TestCommandsRefuseUnusedArguments(t *testing.T) {
 	takesArgs := map[string]bool{"vigil check": true, "vigil import": true, "vigil arp-audit": true, "vigil dns": true,
-		"vigil instance resign": true, "vigil instance resume": true} // one NAME
+		"vigil instance resign": true, "vigil instance resume": true, "vigil man": true} // one NAME or DIR
 	var walk func(c *cobra.Command)
 	n := 0
 	walk = func(c *cobra.Command) {

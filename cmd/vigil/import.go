@@ -29,6 +29,12 @@ and Community become kubernetes.services pools and the bgp section.
 --interface is required when an L2Advertisement names no interfaces;
 --router-id when the BGPPeers set no routerID.
 
+Track scripts that are curl GETs (inline, or a script file of them joined
+by &&, as OpenShift's chk_ocp) become built-in http checks. Other scripts
+and notify hooks are kept, and listed as NOT IN THE CONTAINER IMAGE: the
+image is distroless, with no shell or curl to run them. A file of the wrong
+kind (an haproxy.cfg given as keepalived, YAML) is refused in one line.
+
 Every line not converted is listed with its file and line on stderr and in
 the output's header. The result is validated as vigil check would.
 Exit 0 if nothing was lost, 3 if some behaviour was not converted, 2 if
@@ -69,7 +75,9 @@ an input cannot be read or the result does not validate.`,
 				var r *importer.Result
 				switch kind {
 				case "keepalived":
-					r, err = importer.Keepalived(file, string(src))
+					// Script files are read where vigil import runs: on the
+					// node, OpenShift's chk_ocp scripts become http checks.
+					r, err = importer.KeepalivedWith(file, string(src), os.ReadFile)
 				case "haproxy":
 					r, err = importer.HAProxy(file, string(src))
 				default:

@@ -36,7 +36,7 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(runCmd(), reloadCmd(), statusCmd(), backendCmd(), instanceCmd(), checkCmd(), importCmd(), manifestCmd(), realserverCmd(), versionCmd(), demoCmd(), scanCmd(), arpAuditCmd(), dnsCmd())
+	root.AddCommand(runCmd(), reloadCmd(), statusCmd(), backendCmd(), instanceCmd(), checkCmd(), importCmd(), manifestCmd(), realserverCmd(), versionCmd(), manCmd(), demoCmd(), scanCmd(), arpAuditCmd(), dnsCmd())
 	refuseArgs(root)
 	return root
 }

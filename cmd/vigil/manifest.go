@@ -1,8 +1,11 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -66,7 +69,16 @@ func manifestCmd() *cobra.Command {
 	pod := &cobra.Command{
 		Use:   "static-pod",
 		Short: "Print a Kubernetes static pod manifest for /etc/kubernetes/manifests",
+		Long: `Print a static pod manifest that runs vigil with host networking from the
+config in --config-dir. Run on the node, it reads that directory's
+vigil.yaml, when there is one, for the liveness probe's address (its
+api.http) unless --http is given.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !cmd.Flags().Changed("http") {
+				if err := httpFromConfig(filepath.Join(configDir, "vigil.yaml"), &httpAddr); err != nil {
+					return err
+				}
+			}
 			c, err := container()
 			if err != nil {
 				return err
@@ -103,10 +115,9 @@ the liveness probe unless --http is given), else a commented example.`,
 					return &exitError{2, fmt.Errorf("config: %w", err)}
 				}
 				if !cmd.Flags().Changed("http") {
-					if cfg.API.HTTP == "" {
-						return &exitError{2, fmt.Errorf("%s: api.http is off, and the liveness probe asks its /healthz", configFile)}
+					if err := httpFromConfig(configFile, &httpAddr); err != nil {
+						return err
 					}
-					httpAddr = cfg.API.HTTP
 				}
 			}
 			c, err := container()
@@ -131,4 +142,24 @@ the liveness probe unless --http is given), else a commented example.`,
 	}
 	cmd.AddCommand(pod, ds, unit)
 	return cmd
+}
+
+// httpFromConfig sets addr to the api.http of the config file at path, the
+// address the liveness probe asks. A file that does not exist changes
+// nothing (the manifest may be written on another host than the node's);
+// one that does not validate, or turns api.http off, is an error: the pod
+// would not run, or its probe would fail.
+func httpFromConfig(path string, addr *string) error {
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		return &exitError{2, err}
+	}
+	if cfg.API.HTTP == "" {
+		return &exitError{2, fmt.Errorf("%s: api.http is off, and the liveness probe asks its /healthz", path)}
+	}
+	*addr = cfg.API.HTTP
+	return nil
 }

@@ -34,7 +34,9 @@ pool rankings; -o json and -o yaml print the whole snapshot.
 
 --watch refreshes (every 2s, or --watch=500ms), a timestamp on each frame,
 until Ctrl-C; while no daemon answers (a restart) it says so and retries.
-Without --watch, exit 1 with one line if no daemon answers.`,
+The socket is --socket, else api.socket of the -c file (when it reads),
+else the default. Without --watch, exit 1 with one line if no daemon
+answers.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if err := cobra.MaximumNArgs(2)(cmd, args); err != nil {
 				return err

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,6 +25,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+	"github.com/vigil-lb/vigil/internal/clock"
+	"github.com/vigil-lb/vigil/internal/health"
+	"github.com/vigil-lb/vigil/internal/history"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -717,5 +721,56 @@ func TestAdminStatesAreShown(t *testing.T) {
 	b, _ := json.Marshal(snap.Instances[1])
 	if !strings.Contains(string(b), `"resigned":true`) {
 		t.Errorf("instance JSON: %s", b)
+	}
+}
+
+// GET /api/v1/history answers the recorder's view, which the status page
+// draws; a daemon without one answers 404. The page itself loads nothing
+// from elsewhere: no script, style or image source, no link.
+func TestHistoryEndpointAndSelfContainedPage(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	s, err := Listen(filepath.Join(t.TempDir(), "vigil.sock"), "127.0.0.1:0", func() Snapshot { return sample() }, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + s.HTTPAddr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	store := health.New()
+	rec := history.New(store, clock.Real{}, nil, log)
+	be := health.BackendKey("api", netip.MustParseAddrPort("10.0.0.2:8000"))
+	rec.Observe([]health.Change{{Key: be, State: health.State{Up: false, Reason: "connection refused"}, Known: true}}, time.Now())
+	s.OnHistory(rec.View)
+	defer serve(s)()
+	code, body := get("/api/v1/history")
+	var v history.View
+	if err := json.Unmarshal([]byte(body), &v); code != 200 || err != nil || len(v.Events) != 1 || v.Events[0].Addr != "10.0.0.2:8000" ||
+		v.Events[0].Reason != "connection refused" || len(v.Keys) != 1 || v.Step != history.Step {
+		t.Fatalf("history: %d %v\n%s", code, err, body)
+	}
+	_, page := get("/")
+	for _, ref := range []string{"src=", "href=", "<link", "@import", "url("} {
+		if strings.Contains(page, ref) {
+			t.Errorf("the status page has %q: it must not load anything from elsewhere", ref)
+		}
+	}
+	none, err := Listen(filepath.Join(t.TempDir(), "vigil.sock"), "127.0.0.1:0", func() Snapshot { return sample() }, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer serve(none)()
+	resp, err := http.Get("http://" + none.HTTPAddr() + "/api/v1/history")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("no recorder: %s, want 404", resp.Status)
 	}
 }

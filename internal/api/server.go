@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/vigil-lb/vigil/internal/history"
 )
 
 // Server serves the control socket and, when configured, HTTP. A reload
@@ -31,6 +32,8 @@ type Server struct {
 	reload func(ctx context.Context) ReloadResult
 	// control is set by OnControl before Run; nil answers 501.
 	control Control
+	// history is set by OnHistory before Run; nil answers 404.
+	history func() history.View
 
 	mu     sync.Mutex
 	socket string
@@ -55,6 +58,7 @@ func Listen(socket, httpAddr string, src Source, log *slog.Logger) (*Server, err
 	pub := http.NewServeMux()
 	pub.Handle("GET /metrics", promhttp.HandlerFor(NewRegistry(src), promhttp.HandlerOpts{}))
 	pub.HandleFunc("GET /api/v1/status", s.status)
+	pub.HandleFunc("GET /api/v1/history", s.doHistory)
 	// Liveness: a snapshot takes every component's lock once, so a hung
 	// daemon does not answer.
 	pub.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { s.src(); fmt.Fprintln(w, "ok") })
@@ -225,6 +229,22 @@ func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
 	enc.SetIndent("", "  ")
 	if err := enc.Encode(s.src()); err != nil {
 		s.log.Debug("api: writing status", "err", err)
+	}
+}
+
+// OnHistory sets what GET /api/v1/history answers: the last hour of
+// events, states and samples the status page draws. Call it before Run.
+func (s *Server) OnHistory(f func() history.View) { s.history = f }
+
+func (s *Server) doHistory(w http.ResponseWriter, _ *http.Request) {
+	if s.history == nil {
+		http.Error(w, "this daemon keeps no history", http.StatusNotFound)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	if err := json.NewEncoder(w).Encode(s.history()); err != nil {
+		s.log.Debug("api: writing history", "err", err)
 	}
 }
 

@@ -268,6 +268,7 @@ type Balancer struct {
 	Packets        uint64    `json:"packets,omitempty"` // dsr
 	Bytes          uint64    `json:"bytes,omitempty"`   // dsr
 	Active         int64     `json:"active"`
+	MaxActive      int64     `json:"max_active"` // the most at once since the balancer started
 	Accepted       uint64    `json:"accepted"`
 	Refused        uint64    `json:"refused"`
 	NoBackend      uint64    `json:"no_backend"`
@@ -300,6 +301,12 @@ type Backend struct {
 	// Source says where the backend came from: static, node NAME or
 	// endpoints NS/NAME (node X).
 	Source string `json:"source,omitempty"`
+	// ConnectTimeouts are the connect errors that were connect_timeout
+	// running out; the rest were refused, unreachable or reset.
+	ConnectTimeouts uint64 `json:"connect_timeouts"`
+	// MaxActive is the most connections at once since the backend was
+	// added (HAProxy's max sessions).
+	MaxActive int64 `json:"max_active"`
 }
 
 // Backend states.

@@ -22,6 +22,10 @@ type haLine struct {
 	args []string
 }
 
+// haSectionKinds are the keywords that open a haproxy.cfg section.
+var haSectionKinds = map[string]bool{"global": true, "defaults": true, "frontend": true, "backend": true, "listen": true,
+	"resolvers": true, "userlist": true, "peers": true, "mailers": true, "program": true, "http-errors": true, "ring": true, "cache": true}
+
 func parseHAProxy(src string) []*haSection {
 	var out []*haSection
 	var cur *haSection
@@ -33,8 +37,8 @@ func parseHAProxy(src string) []*haSection {
 		if len(f) == 0 {
 			continue
 		}
-		switch f[0] {
-		case "global", "defaults", "frontend", "backend", "listen", "resolvers", "userlist", "peers", "mailers", "program", "http-errors", "ring", "cache":
+		switch {
+		case haSectionKinds[f[0]]:
 			cur = &haSection{kind: f[0], line: i + 1}
 			if len(f) > 1 {
 				cur.name = f[1]
@@ -90,6 +94,9 @@ type haDefaults struct {
 func HAProxy(file, src string) (*Result, error) {
 	h := &haConv{file: file, r: &Result{}, backends: map[string]*haSection{}}
 	secs := parseHAProxy(src)
+	if kind := sniff(src); kind != "haproxy" && !hasHAProxySection(secs) {
+		return nil, wrongKind(file, "haproxy.cfg", kind, src)
+	}
 	for _, s := range secs {
 		if s.kind == "backend" {
 			h.backends[s.name] = s
@@ -510,4 +517,16 @@ func (h *haConv) missingValue(l haLine) bool {
 func atoi(s string) int {
 	v, _ := strconv.Atoi(s)
 	return v
+}
+
+// hasHAProxySection reports whether a section header opened any of secs
+// (parseHAProxy files lines before the first one under an implicit
+// global).
+func hasHAProxySection(secs []*haSection) bool {
+	for _, s := range secs {
+		if len(s.lines) == 0 || s.line != s.lines[0].n {
+			return true
+		}
+	}
+	return false
 }

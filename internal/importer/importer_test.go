@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vigil-lb/vigil/internal/config"
 )
@@ -53,8 +54,13 @@ func TestOpenShiftControlPlane(t *testing.T) {
 		api.Track.Checks[0] != (config.TrackRef{Name: "chk_ocp_lb", Weight: 50}) || api.Notify != "/etc/keepalived/notify.sh" {
 		t.Fatalf("api instance %+v", api)
 	}
-	if c := cfg.Checks[0]; c.Exec == nil || !strings.Contains(c.Exec.Script, "curl") || c.Rise != 3 || c.Fall != 2 {
+	// chk_ocp_lb is a curl GET: the built-in http check, which runs in
+	// the distroless image.
+	if c := cfg.Checks[0]; c.Exec != nil || c.HTTP == nil || c.HTTP.URL != "https://localhost:9445/readyz" || !c.HTTP.InsecureSkipVerify || c.Rise != 3 || c.Fall != 2 {
 		t.Fatalf("check %+v", c)
+	}
+	if r := api.GARP.Refresh; r == nil || *r != time.Minute {
+		t.Fatalf("vrrp_garp_master_refresh 60: garp %+v", api.GARP)
 	}
 	b := cfg.Balancers[0]
 	if b.Listen[0] != ":9445" || len(b.Backends) != 3 || b.Check.HTTP.Path != "/readyz" || !b.Check.HTTP.TLS ||
@@ -67,7 +73,7 @@ func TestOpenShiftControlPlane(t *testing.T) {
 			lost = append(lost, n.String())
 		}
 	}
-	if len(lost) != 1 || !strings.HasPrefix(lost[0], "keepalived.conf:58: NOT CONVERTED: notify_master") {
+	if len(lost) != 1 || !strings.HasPrefix(lost[0], "keepalived.conf:60: NOT CONVERTED: notify_master") {
 		t.Fatalf("lost: %q", lost)
 	}
 }

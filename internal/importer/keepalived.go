@@ -107,13 +107,31 @@ func kaSeconds(s string) (time.Duration, error) {
 	return time.Duration(f * float64(time.Second)).Round(time.Millisecond), nil
 }
 
-// Keepalived converts a keepalived.conf.
-func Keepalived(file, src string) (*Result, error) {
+// Keepalived converts a keepalived.conf. Track scripts that are curl GETs
+// become http checks; for scripts given as a file, see KeepalivedWith.
+func Keepalived(file, src string) (*Result, error) { return KeepalivedWith(file, src, nil) }
+
+// KeepalivedWith converts a keepalived.conf, reading the script files its
+// vrrp_scripts run with readScript (nil: none are read), so that a script
+// file made of curl GETs (OpenShift's chk_ocp_script.sh) becomes http
+// checks too. A file that is not a keepalived.conf (an haproxy.cfg, YAML)
+// is refused with one line saying what it looks like.
+func KeepalivedWith(file, src string, readScript func(path string) ([]byte, error)) (*Result, error) {
 	root, err := parseKeepalived(src)
 	if err != nil {
+		if kind := sniff(src); kind != "" && kind != "keepalived" {
+			return nil, wrongKind(file, "keepalived.conf", kind, src)
+		}
 		return nil, fmt.Errorf("%s: %w", file, err)
 	}
-	k := &kaConv{file: file, r: &Result{}, version: 2, scriptWeight: map[string]int{}}
+	known := false
+	for _, n := range root.children {
+		known = known || kaTopLevel[n.key]
+	}
+	if !known {
+		return nil, wrongKind(file, "keepalived.conf", sniff(src), src)
+	}
+	k := &kaConv{file: file, r: &Result{}, version: 2, scriptWeight: map[string]int{}, checkNames: map[string][]string{}, readScript: readScript}
 	for _, n := range root.children {
 		if n.key == "global_defs" {
 			k.globals(n)
@@ -146,6 +164,47 @@ type kaConv struct {
 	r            *Result
 	version      int
 	scriptWeight map[string]int
+	// checkNames are the checks a vrrp_script became, when not its own
+	// name alone (a script of several curl GETs).
+	checkNames map[string][]string
+	readScript func(path string) ([]byte, error)
+	// garp holds global_defs' vrrp_garp_* settings, every instance's
+	// default.
+	garp config.GARP
+}
+
+// kaTopLevel are keepalived.conf's top-level keywords; a file with none of
+// them is not one.
+var kaTopLevel = map[string]bool{"global_defs": true, "vrrp_script": true, "vrrp_instance": true, "vrrp_sync_group": true,
+	"virtual_server": true, "virtual_server_group": true, "static_ipaddress": true, "static_routes": true, "static_rules": true,
+	"include": true, "vrrp_track_file": true, "track_file": true, "bfd_instance": true, "net_namespace": true, "garp_group": true,
+	"linkbeat_use_polling": true, "vrrp_track_process": true}
+
+// kaNoMeaning are global_defs settings that need nothing in vigil, and why:
+// listed as ignored, since no behaviour of the old config is lost.
+var kaNoMeaning = map[string]string{
+	"max_auto_priority":        "keepalived's own real-time scheduling; vigil is one Go process (set systemd's CPUSchedulingPolicy if wanted)",
+	"vrrp_priority":            "keepalived's own process priority; vigil is one Go process",
+	"checker_priority":         "keepalived's own process priority; vigil is one Go process",
+	"bfd_priority":             "keepalived's own process priority; vigil is one Go process",
+	"vrrp_rt_priority":         "keepalived's own real-time scheduling; vigil is one Go process",
+	"checker_rt_priority":      "keepalived's own real-time scheduling; vigil is one Go process",
+	"vrrp_no_swap":             "keepalived's own memory locking; vigil is one Go process",
+	"checker_no_swap":          "keepalived's own memory locking; vigil is one Go process",
+	"vrrp_cpu_affinity":        "keepalived's own CPU affinity; vigil is one Go process",
+	"checker_cpu_affinity":     "keepalived's own CPU affinity; vigil is one Go process",
+	"process_names":            "vigil is one process",
+	"notification_email":       "e-mail alerts: vigil logs every state change and exports metrics; alert from Prometheus",
+	"notification_email_from":  "e-mail alerts: vigil logs every state change and exports metrics; alert from Prometheus",
+	"smtp_server":              "e-mail alerts: vigil logs every state change and exports metrics; alert from Prometheus",
+	"smtp_connect_timeout":     "e-mail alerts: vigil logs every state change and exports metrics; alert from Prometheus",
+	"smtp_alert":               "e-mail alerts: vigil logs every state change and exports metrics; alert from Prometheus",
+	"enable_snmp_vrrp":         "SNMP: vigil exports Prometheus metrics on api.http",
+	"enable_snmp_keepalived":   "SNMP: vigil exports Prometheus metrics on api.http",
+	"enable_traps":             "SNMP: vigil exports Prometheus metrics on api.http",
+	"enable_dbus":              "D-Bus: vigil's control socket is api.socket (vigil status)",
+	"vrrp_skip_check_adv_addr": "vigil always compares an advert's addresses with its VIPs and treats a different set as a conflict",
+	"lvs_id":                   "vigil has no LVS",
 }
 
 func (k *kaConv) lost(n *kaNode, format string, args ...any) {
@@ -193,7 +252,13 @@ func (k *kaConv) globals(g *kaNode) {
 			k.ignored(n, "router_id: vigil names the node with node: (default the hostname)")
 		case "script_user", "enable_script_security":
 			k.ignored(n, "%s: vigil runs checks and notify hooks as its own user (root)", n.key)
+		case "vrrp_garp_master_refresh", "vrrp_garp_master_repeat", "vrrp_garp_interval":
+			k.garpSetting(n, &k.garp, strings.TrimPrefix(n.key, "vrrp_"))
 		default:
+			if why, ok := kaNoMeaning[n.key]; ok {
+				k.ignored(n, "%s: %s", n.key, why)
+				continue
+			}
 			k.lost(n, "global_defs %s is not converted", n.key)
 		}
 	}
@@ -260,11 +325,118 @@ func (k *kaConv) script(s *kaNode) {
 	if c.Fall == 0 {
 		c.Fall = 1
 	}
+	if gets, from := k.curlScript(c.Exec.Script); len(gets) > 0 {
+		k.httpChecks(s, c, gets, from)
+		return
+	}
+	k.container(s, "vrrp_script %s runs %q: the vigil container image (distroless) has no shell or curl, so there this check always fails and its instances lose its weight or go to FAULT; run vigil from the host package, or write it as an http or tcp check", name, c.Exec.Script)
 	k.r.Config.Checks = append(k.r.Config.Checks, c)
 }
 
+// curlScript returns the curl GETs a vrrp_script's command is, inline or
+// in the script file it runs (read with readScript), and from where; none
+// when it is anything else.
+func (k *kaConv) curlScript(script string) (gets []curlGET, from string) {
+	words, ok := shellWords(script)
+	if !ok {
+		return nil, ""
+	}
+	if gets, ok := curlChain(script); ok {
+		return gets, ""
+	}
+	words, limit := stripTimeout(words)
+	if len(words) != 1 || !strings.HasPrefix(words[0], "/") || k.readScript == nil {
+		return nil, ""
+	}
+	text, err := k.readScript(words[0])
+	if err != nil {
+		return nil, ""
+	}
+	gets, ok = curlChain(string(text))
+	if !ok {
+		return nil, ""
+	}
+	for i := range gets { // the timeout(1) around the script bounds every command in it
+		if limit > 0 && (gets[i].Timeout == 0 || limit < gets[i].Timeout) {
+			gets[i].Timeout = limit
+		}
+	}
+	return gets, words[0]
+}
+
+// httpChecks adds the http checks a vrrp_script of curl GETs becomes: the
+// script's name for one GET, NAME-1, NAME-2... for several, all tracked
+// where the script was.
+func (k *kaConv) httpChecks(s *kaNode, c config.Check, gets []curlGET, from string) {
+	name := c.Name
+	var names, urls []string
+	for i, g := range gets {
+		hc := c
+		hc.Exec = nil
+		hc.HTTP = &config.HTTPCheck{URL: g.URL, InsecureSkipVerify: g.Insecure}
+		if !g.Fail {
+			hc.HTTP.ExpectStatus = []string{"100-599"} // curl without -f passes on any answer
+		}
+		if g.Timeout > 0 && g.Timeout < hc.Timeout {
+			hc.Timeout = g.Timeout
+		}
+		if len(gets) > 1 {
+			hc.Name = fmt.Sprintf("%s-%d", name, i+1)
+		}
+		names, urls = append(names, hc.Name), append(urls, g.URL)
+		k.r.Config.Checks = append(k.r.Config.Checks, hc)
+	}
+	k.checkNames[name] = names
+	what := "script"
+	if from != "" {
+		what = "script file " + from
+	}
+	text := fmt.Sprintf("vrrp_script %s: the %s is curl GET %s: the built-in http check %s (no shell or curl needed, as in the distroless image)",
+		name, what, strings.Join(urls, " && "), strings.Join(names, ", "))
+	if len(gets) > 1 {
+		text += fmt.Sprintf("; tracked with the script's weight each: a node failing any of them still loses at least %d", k.scriptWeight[name])
+	}
+	for _, g := range gets {
+		if !g.Fail {
+			text += fmt.Sprintf("; %s without -f passes on any HTTP answer, kept as expect_status 100-599 (drop it to want 200-399)", g.URL)
+		}
+		if g.ZeroHost {
+			text += fmt.Sprintf("; host 0 (this host) written as 127.0.0.1 in %s", g.URL)
+		}
+	}
+	k.r.Notes = append(k.r.Notes, Note{File: k.file, Line: s.line, Text: text, Converted: true})
+}
+
+// container notes what converts but will not work in the distroless
+// container image.
+func (k *kaConv) container(n *kaNode, format string, args ...any) {
+	k.r.Notes = append(k.r.Notes, Note{File: k.file, Line: n.line, Text: fmt.Sprintf(format, args...), Container: true})
+}
+
+// garpSetting reads a garp_master_refresh, garp_master_repeat or
+// garp_interval value (keepalived's seconds or count) into g.
+func (k *kaConv) garpSetting(n *kaNode, g *config.GARP, key string) {
+	switch key {
+	case "garp_master_repeat":
+		if v, ok := k.number(n); ok {
+			g.Count = &v
+		}
+		return
+	}
+	d, err := kaSeconds(k.arg(n))
+	if err != nil {
+		k.lost(n, "%s: %v", n.key, err)
+		return
+	}
+	if key == "garp_master_refresh" {
+		g.Refresh = &d // 0 turns it off in both
+	} else {
+		g.Interval = d
+	}
+}
+
 func (k *kaConv) instance(v *kaNode) {
-	in := config.Instance{Name: k.arg(v), Version: k.version, Priority: config.DefaultPriority, AdvertInterval: time.Second}
+	in := config.Instance{Name: k.arg(v), Version: k.version, Priority: config.DefaultPriority, AdvertInterval: time.Second, GARP: k.garp}
 	for _, n := range v.children {
 		switch n.key {
 		case "interface":
@@ -317,7 +489,13 @@ func (k *kaConv) instance(v *kaNode) {
 				if len(t.args) >= 2 && t.args[0] == "weight" {
 					w, _ = strconv.Atoi(t.args[1])
 				}
-				in.Track.Checks = append(in.Track.Checks, config.TrackRef{Name: t.key, Weight: w})
+				names := k.checkNames[t.key]
+				if names == nil {
+					names = []string{t.key}
+				}
+				for _, name := range names {
+					in.Track.Checks = append(in.Track.Checks, config.TrackRef{Name: name, Weight: w})
+				}
 			}
 		case "track_interface":
 			for _, t := range n.children {
@@ -329,8 +507,10 @@ func (k *kaConv) instance(v *kaNode) {
 			}
 		case "notify":
 			in.Notify = k.notify(n)
-		case "garp_master_delay", "garp_master_repeat", "garp_master_refresh", "garp_lower_prio_repeat":
-			k.ignored(n, "%s: vigil sends its own GARP bursts and refresh (vrrp.instances[].garp)", n.key)
+		case "garp_master_refresh", "garp_master_repeat", "garp_interval":
+			k.garpSetting(n, &in.GARP, n.key)
+		case "garp_master_delay", "garp_lower_prio_repeat", "garp_master_refresh_repeat":
+			k.ignored(n, "%s: vigil sends one GARP burst on becoming master and one announcement per refresh (vrrp.instances[].garp)", n.key)
 		case "dont_track_primary":
 			k.lost(n, "dont_track_primary: vigil always tracks the instance's interface")
 		case "notify_master", "notify_backup", "notify_fault", "notify_stop":
@@ -405,5 +585,48 @@ func (k *kaConv) notify(n *kaNode) string {
 	if len(n.args) > 1 {
 		k.lost(n, "notify %q: vigil runs a script path without extra arguments; wrap them in a script", strings.Join(n.args, " "))
 	}
+	if len(n.args) > 0 {
+		k.container(n, "notify %s: the vigil container image (distroless) has no shell: the hook does not run there (vigil logs each transition and exports vigil_vrrp_state)", n.args[0])
+	}
 	return k.arg(n)
+}
+
+// sniff names the kind of configuration src looks like: keepalived,
+// haproxy or yaml; "" when it cannot tell.
+func sniff(src string) string {
+	for _, line := range strings.Split(src, "\n") {
+		t := strings.TrimSpace(line)
+		if t == "" || strings.HasPrefix(t, "#") || strings.HasPrefix(t, "!") {
+			continue
+		}
+		f := strings.Fields(t)
+		switch {
+		case t == "---" || strings.HasPrefix(t, "apiVersion:") || strings.HasPrefix(t, "kind:"):
+			return "yaml"
+		case kaTopLevel[f[0]]:
+			return "keepalived"
+		case line == t && haSectionKinds[f[0]]: // a section at column 0
+			return "haproxy"
+		case strings.HasSuffix(f[0], ":") || strings.HasPrefix(t, "- "):
+			return "yaml"
+		}
+	}
+	return ""
+}
+
+// wrongKind is the one-line refusal of a file that is not the kind asked
+// for.
+func wrongKind(file, want, kind, src string) error {
+	switch kind {
+	case "haproxy":
+		return fmt.Errorf("%s: not a %s: it reads as an haproxy.cfg (use vigil import haproxy %s)", file, want, file)
+	case "keepalived":
+		return fmt.Errorf("%s: not a %s: it reads as a keepalived.conf (use vigil import keepalived %s)", file, want, file)
+	case "yaml":
+		if strings.Contains(src, "metallb.io/") {
+			return fmt.Errorf("%s: not a %s: it reads as MetalLB YAML (use vigil import metallb %s)", file, want, file)
+		}
+		return fmt.Errorf("%s: not a %s: it reads as YAML", file, want)
+	}
+	return fmt.Errorf("%s: not a %s: none of its statements is one", file, want)
 }

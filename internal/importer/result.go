@@ -20,12 +20,23 @@ type Note struct {
 	// Lost is true when behaviour of the old config is not carried over;
 	// false when the directive has no meaning in vigil.
 	Lost bool
+	// Container: converted, but it will not work in vigil's container
+	// image (distroless: no shell, no curl), such as an exec check.
+	Container bool
+	// Converted: carried over as something else that does the same (a
+	// curl script as an http check); the note says what.
+	Converted bool
 }
 
 func (n Note) String() string {
 	kind := "ignored"
-	if n.Lost {
+	switch {
+	case n.Lost:
 		kind = "NOT CONVERTED"
+	case n.Container:
+		kind = "NOT IN THE CONTAINER IMAGE"
+	case n.Converted:
+		kind = "converted"
 	}
 	return fmt.Sprintf("%s:%d: %s: %s", n.File, n.Line, kind, n.Text)
 }

@@ -41,10 +41,14 @@ type Backend struct {
 	admin atomic.Uint32
 
 	active        atomic.Int64
+	maxActive     atomic.Int64 // the most active at once (HAProxy's smax)
 	total         atomic.Uint64
 	connectErrors atomic.Uint64
-	bytesIn       atomic.Uint64 // client to backend
-	bytesOut      atomic.Uint64 // backend to client
+	// connectTimeouts are the connectErrors that were connect_timeout
+	// running out (the others: refused, unreachable, reset).
+	connectTimeouts atomic.Uint64
+	bytesIn         atomic.Uint64 // client to backend
+	bytesOut        atomic.Uint64 // backend to client
 
 	cw int // smooth weighted round robin state, under Balancer.pickMu
 }
@@ -104,6 +108,7 @@ type Balancer struct {
 	evloops    []*evloop      // the data path, shared (loops.go)
 
 	active         atomic.Int64
+	maxActive      atomic.Int64
 	accepted       atomic.Uint64
 	refused        atomic.Uint64
 	noBackend      atomic.Uint64
@@ -514,9 +519,15 @@ func (b *Balancer) pick(s *settings, tried []*Backend, src netip.Addr) *Backend 
 		}
 	}
 	if best != nil {
-		best.active.Add(1)
+		raiseMax(&best.maxActive, best.active.Add(1))
 	}
 	return best
+}
+
+// raiseMax records n in max if it is more than max holds.
+func raiseMax(max *atomic.Int64, n int64) {
+	for m := max.Load(); n > m && !max.CompareAndSwap(m, n); m = max.Load() {
+	}
 }
 
 // monitor answers HTTP health questions about the balancer.
@@ -564,6 +575,7 @@ type Status struct {
 	Listen         []string
 	Algorithm      string
 	Active         int64
+	MaxActive      int64
 	Accepted       uint64
 	Refused        uint64
 	NoBackend      uint64
@@ -579,21 +591,25 @@ type BackendStatus struct {
 	Weight        int
 	Active        int64
 	Total         uint64
+	MaxActive     int64
 	ConnectErrors uint64
-	BytesIn       uint64
-	BytesOut      uint64
+	// ConnectTimeouts are the ConnectErrors that timed out.
+	ConnectTimeouts uint64
+	BytesIn         uint64
+	BytesOut        uint64
 }
 
 // Status returns the current state.
 func (b *Balancer) Status() Status {
 	s := b.cur.Load()
-	st := Status{Name: b.name, Listen: s.cfg.Listen, Algorithm: s.cfg.Algorithm, Active: b.active.Load(),
+	st := Status{Name: b.name, Listen: s.cfg.Listen, Algorithm: s.cfg.Algorithm, Active: b.active.Load(), MaxActive: b.maxActive.Load(),
 		Accepted: b.accepted.Load(), Refused: b.refused.Load(), NoBackend: b.noBackend.Load(),
 		BadProxyHeader: b.badProxyHeader.Load()}
 	for _, be := range s.backends {
 		st.Backends = append(st.Backends, BackendStatus{Address: be.Addr.String(), Up: be.up.Load(),
 			Admin: AdminState(be.admin.Load()), Weight: int(be.weight.Load()), Active: be.active.Load(), Total: be.total.Load(),
-			ConnectErrors: be.connectErrors.Load(), BytesIn: be.bytesIn.Load(), BytesOut: be.bytesOut.Load()})
+			ConnectErrors: be.connectErrors.Load(), ConnectTimeouts: be.connectTimeouts.Load(), MaxActive: be.maxActive.Load(),
+			BytesIn: be.bytesIn.Load(), BytesOut: be.bytesOut.Load()})
 	}
 	return st
 }

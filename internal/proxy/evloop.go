@@ -319,7 +319,7 @@ func (lp *evloop) admit(b *Balancer, fd int, src netip.AddrPort) {
 		b.refuse(fd, s)
 		return
 	}
-	b.active.Add(1)
+	raiseMax(&b.maxActive, b.active.Add(1))
 	b.accepted.Add(1)
 	b.serving.Add(1)
 	lp.open(b, fd, src, s)

@@ -110,8 +110,13 @@ func TestConnectTimeoutTriesAnother(t *testing.T) {
 		t.Fatalf("reached %q after %v, want s2 after the 200ms connect timeout", name, took)
 	}
 	st := b.Status()
-	if st.Backends[0].ConnectErrors != 1 || st.Backends[0].Active != 0 {
-		t.Fatalf("status of the full backend %+v", st.Backends[0])
+	if st.Backends[0].ConnectErrors != 1 || st.Backends[0].ConnectTimeouts != 1 || st.Backends[0].Active != 0 {
+		t.Fatalf("status of the full backend %+v: want one connect error, a timeout", st.Backends[0])
+	}
+	// The most at once: one session, counted on the balancer and on the
+	// backend that served it.
+	if st.MaxActive != 1 || st.Backends[1].MaxActive != 1 {
+		t.Fatalf("max sessions: balancer %d, s2 %d; want 1 and 1", st.MaxActive, st.Backends[1].MaxActive)
 	}
 }
 

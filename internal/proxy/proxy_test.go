@@ -357,8 +357,8 @@ func TestRetryAnotherBackend(t *testing.T) {
 		t.Fatalf("distribution %v: every connection should reach s2", got)
 	}
 	st := b.Status()
-	if st.Backends[0].ConnectErrors == 0 || st.Backends[0].Active != 0 || st.NoBackend != 0 {
-		t.Fatalf("status %+v", st)
+	if st.Backends[0].ConnectErrors == 0 || st.Backends[0].ConnectTimeouts != 0 || st.Backends[0].Active != 0 || st.NoBackend != 0 {
+		t.Fatalf("status %+v: want connect errors, refused, none a timeout", st)
 	}
 	// With retries 0 and only the dead one left, the client is reset fast.
 	b2 := start(t, balancerConfig(t, "listen: ["+freeAddr(t)+"]\nretries: 0\n"+backendList(dead)))

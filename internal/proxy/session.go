@@ -245,6 +245,9 @@ func (c *conn) connect() {
 func (c *conn) connectFailed(be *Backend, err error) {
 	be.active.Add(-1)
 	be.connectErrors.Add(1)
+	if errors.Is(err, unix.ETIMEDOUT) {
+		be.connectTimeouts.Add(1)
+	}
 	c.tried = append(c.tried, be)
 	c.b.log.Debug("backend connect failed, trying another", "backend", be.Addr.String(), "client", c.src.String(), "err", err)
 }

@@ -71,7 +71,7 @@ func (s *Supervisor) Snapshot() api.Snapshot {
 	slices.SortFunc(snap.Checks, func(a, b api.Check) int { return strings.Compare(a.Name, b.Name) })
 	for _, b := range s.fleet.Balancers() {
 		st := b.Status()
-		out := api.Balancer{Name: st.Name, Listen: st.Listen, Algorithm: st.Algorithm, Active: st.Active,
+		out := api.Balancer{Name: st.Name, Listen: st.Listen, Algorithm: st.Algorithm, Active: st.Active, MaxActive: st.MaxActive,
 			Accepted: st.Accepted, Refused: st.Refused, NoBackend: st.NoBackend, BadProxyHeader: st.BadProxyHeader}
 		for _, be := range st.Backends {
 			admin := ""
@@ -82,7 +82,8 @@ func (s *Supervisor) Snapshot() api.Snapshot {
 				admin = api.BackendDisabled
 			}
 			out.Backends = append(out.Backends, api.Backend{Address: be.Address, Up: be.Up, Weight: be.Weight, Admin: admin,
-				Active: be.Active, Connections: be.Total, ConnectErrors: be.ConnectErrors, BytesIn: be.BytesIn, BytesOut: be.BytesOut})
+				Active: be.Active, Connections: be.Total, ConnectErrors: be.ConnectErrors, BytesIn: be.BytesIn, BytesOut: be.BytesOut,
+				ConnectTimeouts: be.ConnectTimeouts, MaxActive: be.MaxActive})
 		}
 		snap.Balancers = append(snap.Balancers, out)
 	}

@@ -16,10 +16,12 @@ import (
 
 	"github.com/vigil-lb/vigil/internal/bgp"
 	"github.com/vigil-lb/vigil/internal/check"
+	"github.com/vigil-lb/vigil/internal/clock"
 	"github.com/vigil-lb/vigil/internal/component"
 	"github.com/vigil-lb/vigil/internal/config"
 	"github.com/vigil-lb/vigil/internal/dsr"
 	"github.com/vigil-lb/vigil/internal/health"
+	"github.com/vigil-lb/vigil/internal/history"
 	"github.com/vigil-lb/vigil/internal/kube"
 	"github.com/vigil-lb/vigil/internal/linkstate"
 	"github.com/vigil-lb/vigil/internal/proxy"
@@ -41,6 +43,8 @@ type Supervisor struct {
 	kube     *members
 	alloc    *allocator // nil unless vigil serves LoadBalancer Services
 	redirect *redirect.Redirect
+	// history records the last hour for the status page.
+	history *history.Recorder
 	// order is the start order; the stop order is its reverse.
 	order []component.Component
 
@@ -126,6 +130,10 @@ func (s *Supervisor) build(opts Options) error {
 	// announces last and so withdraws first, before the VIPs go and the
 	// balancers drain.
 	s.order = []component.Component{s.checks, links, s.dsr, s.fleet, s.redirect, newLocalRoutes(s.cfg, s.log), s.vrrp, s.bgp}
+	// The recorder first: it subscribes before the others publish (it
+	// would catch up anyway) and stops last, recording the shutdown.
+	s.history = history.New(s.health, clock.Real{}, s.historyPoint, s.log)
+	s.order = append([]component.Component{s.history}, s.order...)
 	if s.alloc != nil {
 		s.order = append([]component.Component{s.alloc}, s.order...)
 	}
@@ -140,6 +148,10 @@ func (s *Supervisor) build(opts Options) error {
 func (s *Supervisor) Also(cs ...component.Component) {
 	s.order = append(append([]component.Component(nil), cs...), s.order...)
 }
+
+// History is the last hour of events, states and samples, for the
+// status page (GET /api/v1/history).
+func (s *Supervisor) History() history.View { return s.history.View() }
 
 // Health is the daemon's health state.
 func (s *Supervisor) Health() *health.Store { return s.health }
