@@ -178,13 +178,23 @@ type ARPConflict struct {
 	LastSeen time.Time `json:"last_seen"`
 }
 
-// Foreign is the last advert of another group using this VRID.
+// Foreign is another group using this VRID: its last advert (source, VIPs,
+// reason, when), the adverts from all such sources ever (count), and the
+// sources seen, the most recent few.
 type Foreign struct {
+	Source   string          `json:"source"`
+	VIPs     []string        `json:"vips"`
+	Reason   string          `json:"reason"`
+	LastSeen time.Time       `json:"last_seen"`
+	Count    uint64          `json:"count"`
+	Sources  []ForeignSource `json:"sources,omitempty"`
+}
+
+// ForeignSource is one source of another group's adverts for this VRID.
+type ForeignSource struct {
 	Source   string    `json:"source"`
-	VIPs     []string  `json:"vips"`
-	Reason   string    `json:"reason"`
-	LastSeen time.Time `json:"last_seen"`
 	Count    uint64    `json:"count"`
+	LastSeen time.Time `json:"last_seen"`
 }
 
 // Interface holds the gratuitous ARP / NA counters of one interface.

@@ -50,6 +50,9 @@ func (s *Supervisor) Snapshot() api.Snapshot {
 		if f := st.Foreign; f != nil {
 			out.Foreign = &api.Foreign{Source: f.Source.String(), VIPs: addrs(f.VIPs), Reason: string(f.Reason),
 				LastSeen: f.LastSeen, Count: f.Count}
+			for _, fs := range f.Sources {
+				out.Foreign.Sources = append(out.Foreign.Sources, api.ForeignSource{Source: fs.Source.String(), Count: fs.Count, LastSeen: fs.LastSeen})
+			}
 		}
 		snap.Instances = append(snap.Instances, out)
 	}

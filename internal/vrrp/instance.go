@@ -111,13 +111,26 @@ type ARPConflict struct {
 	LastSeen time.Time
 }
 
-// Foreign describes a VRID collision.
+// Foreign describes a VRID collision. Source, VIPs, Reason and LastSeen are
+// the last foreign advert's.
 type Foreign struct {
 	Source   netip.Addr
 	VIPs     []netip.Addr
 	Reason   DropReason
 	LastSeen time.Time
-	Count    uint64
+	// Count is every foreign advert the instance dropped, from any source:
+	// a counter, never reset.
+	Count uint64
+	// Sources are the sources seen, at most maxForeignSources: the least
+	// recently seen goes when a new one comes.
+	Sources []ForeignSource
+}
+
+// ForeignSource is one source of foreign adverts for our VRID.
+type ForeignSource struct {
+	Source   netip.Addr
+	Count    uint64 // since it entered Sources
+	LastSeen time.Time
 }
 
 // Instance runs one virtual router: a Machine fed by the wire, the clock and
@@ -294,6 +307,7 @@ func (in *Instance) Status() Status {
 	s.ARPConflicts = slices.Clone(in.status.ARPConflicts)
 	if f := s.Foreign; f != nil {
 		c := *f
+		c.Sources = slices.Clone(f.Sources)
 		s.Foreign = &c
 	}
 	return s
@@ -669,19 +683,25 @@ func foreignGroup(r DropReason) bool {
 	return r == DropAddresses || r == DropAuth || r == DropUnknownPeer
 }
 
-// foreign records a VRID collision and says so at once the first time a
-// source shows up, then at most every 10s.
+// maxForeignSources bounds the sources a VRID collision keeps in status:
+// a spoofed, rotating source must not grow memory.
+const maxForeignSources = 16
+
+// foreign records a VRID collision: the instance's total, never reset (it
+// is a counter), and the last advert and the sources seen, bounded. It says
+// so at once the first time a source shows up, then at most every 10s.
 func (in *Instance) foreign(src netip.Addr, p *Packet, reason DropReason) {
+	now := in.clock.Now()
 	in.mu.Lock()
 	f := in.status.Foreign
-	first := f == nil || f.Source != src
-	if first {
-		f = &Foreign{Source: src}
+	if f == nil {
+		f = &Foreign{}
+		in.status.Foreign = f
 	}
-	now := in.clock.Now()
-	f.VIPs, f.Reason, f.LastSeen = p.Addresses, reason, now
+	first := f.Source != src
+	f.Source, f.VIPs, f.Reason, f.LastSeen = src, p.Addresses, reason, now
 	f.Count++
-	in.status.Foreign = f
+	f.Sources = seen(f.Sources, src, now)
 	in.mu.Unlock()
 	if first || now.Sub(in.lastLog[reason]) > 10*time.Second {
 		in.lastLog[reason] = now
@@ -689,6 +709,26 @@ func (in *Instance) foreign(src netip.Addr, p *Packet, reason DropReason) {
 			"their_src", src, "their_vips", fmt.Sprint(p.Addresses), "their_priority", p.Priority,
 			"reason", string(reason), "our_vips", fmt.Sprint(in.vips))
 	}
+}
+
+// seen counts an advert from src in the sources list, keeping at most
+// maxForeignSources: when full, the source seen least recently goes.
+func seen(list []ForeignSource, src netip.Addr, now time.Time) []ForeignSource {
+	if i := slices.IndexFunc(list, func(s ForeignSource) bool { return s.Source == src }); i >= 0 {
+		list[i].Count++
+		list[i].LastSeen = now
+		return list
+	}
+	if len(list) >= maxForeignSources {
+		oldest := 0
+		for i := range list {
+			if list[i].LastSeen.Before(list[oldest].LastSeen) {
+				oldest = i
+			}
+		}
+		list = slices.Delete(list, oldest, oldest+1)
+	}
+	return append(list, ForeignSource{Source: src, Count: 1, LastSeen: now})
 }
 
 func (in *Instance) transition(t Transition) {
