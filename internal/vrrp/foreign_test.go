@@ -63,6 +63,50 @@ func foreignAdvert(t *testing.T, src netip.Addr) Received {
 	return Received{Src: src, Dst: Group4, TTL: 255, Payload: b}
 }
 
+// Two foreign groups on our VRID, advertising every 100 ms each (the
+// issue's 10.99.0.50 and .51), gave a WARN line per advert: 200 in 10 s.
+// The warning is per instance: the first at once, then at most one summary
+// per conflictLogInterval naming the sources seen and the adverts since.
+func TestVRIDConflictLogIsRateLimitedPerInstance(t *testing.T) {
+	in, clk, buf := foreignInstance(t)
+	a, b := netip.MustParseAddr("10.99.0.50"), netip.MustParseAddr("10.99.0.51")
+	const span = 10 * time.Second
+	n := 0
+	for start := clk.Now(); clk.Now().Sub(start) < span; clk.Advance(50 * time.Millisecond) {
+		src := a
+		if n%2 == 1 {
+			src = b
+		}
+		in.handle(foreignAdvert(t, src))
+		n++
+	}
+	w := buf.warnings()
+	if len(w) == 0 || len(w) > 1+int(span/conflictLogInterval) {
+		t.Fatalf("%d adverts gave %d WARN lines, want 1 to %d:\n%s", n, len(w), 1+int(span/conflictLogInterval), strings.Join(w, ""))
+	}
+	if !strings.Contains(w[0], "10.99.0.50") {
+		t.Fatalf("the first warning does not name the first source: %s", w[0])
+	}
+	// One more advert after the interval: a summary with both sources and
+	// the count of adverts since the last line.
+	clk.Advance(conflictLogInterval)
+	in.handle(foreignAdvert(t, a))
+	w = buf.warnings()
+	last := w[len(w)-1]
+	if len(w) < 2 || !strings.Contains(last, "10.99.0.50") || !strings.Contains(last, "10.99.0.51") || !strings.Contains(last, "adverts=") {
+		t.Fatalf("no summary naming both sources and the count after the interval:\n%s", strings.Join(w, ""))
+	}
+
+	// A spoofed source rotating on every packet: still one line per interval.
+	before := len(buf.warnings())
+	for i := range 2000 {
+		in.handle(foreignAdvert(t, netip.AddrFrom4([4]byte{10, 98, byte(i >> 8), byte(i)})))
+	}
+	if got := len(buf.warnings()) - before; got > 1 {
+		t.Fatalf("2000 adverts from rotating sources within one interval gave %d WARN lines", got)
+	}
+}
+
 // vigil_vrrp_vrid_conflict_adverts_total read 1 after 200 adverts because
 // the count restarted with every new source. It is the instance's total,
 // never reset; the sources seen are a bounded list beside it.

@@ -194,6 +194,8 @@ type Instance struct {
 	runCtx  context.Context
 	bg      sync.WaitGroup
 	lastLog map[DropReason]time.Time
+	// conflictLog rate-limits the VRID-conflict warning for the instance.
+	conflictLog conflictLog
 
 	mu     sync.Mutex
 	status Status
@@ -683,13 +685,27 @@ func foreignGroup(r DropReason) bool {
 	return r == DropAddresses || r == DropAuth || r == DropUnknownPeer
 }
 
-// maxForeignSources bounds the sources a VRID collision keeps in status:
-// a spoofed, rotating source must not grow memory.
+// conflictLogInterval is how often, at most, an instance logs that another
+// group uses its VRID, after the first warning that is logged at once.
+const conflictLogInterval = 10 * time.Second
+
+// maxForeignSources bounds the sources a VRID collision keeps in status and
+// names in a log line: a spoofed, rotating source must not grow memory.
 const maxForeignSources = 16
 
+// conflictLog is what the next VRID-conflict summary will say: the adverts
+// and the sources since the last line. On the Run goroutine.
+type conflictLog struct {
+	last    time.Time // of the last line; zero before the first
+	adverts uint64
+	sources []netip.Addr // at most maxForeignSources, in order of arrival
+	more    bool         // more sources came than sources holds
+}
+
 // foreign records a VRID collision: the instance's total, never reset (it
-// is a counter), and the last advert and the sources seen, bounded. It says
-// so at once the first time a source shows up, then at most every 10s.
+// is a counter), and the last advert and the sources seen, bounded. It warns
+// at once the first time, then at most one summary line per
+// conflictLogInterval for the instance, whatever the number of sources.
 func (in *Instance) foreign(src netip.Addr, p *Packet, reason DropReason) {
 	now := in.clock.Now()
 	in.mu.Lock()
@@ -698,17 +714,33 @@ func (in *Instance) foreign(src netip.Addr, p *Packet, reason DropReason) {
 		f = &Foreign{}
 		in.status.Foreign = f
 	}
-	first := f.Source != src
 	f.Source, f.VIPs, f.Reason, f.LastSeen = src, p.Addresses, reason, now
 	f.Count++
 	f.Sources = seen(f.Sources, src, now)
 	in.mu.Unlock()
-	if first || now.Sub(in.lastLog[reason]) > 10*time.Second {
-		in.lastLog[reason] = now
-		in.log.Warn("VRID conflict: another VRRP group uses this VRID; its adverts take no part in the election",
-			"their_src", src, "their_vips", fmt.Sprint(p.Addresses), "their_priority", p.Priority,
-			"reason", string(reason), "our_vips", fmt.Sprint(in.vips))
+
+	l := &in.conflictLog
+	l.adverts++
+	if !slices.Contains(l.sources, src) {
+		if len(l.sources) < maxForeignSources {
+			l.sources = append(l.sources, src)
+		} else {
+			l.more = true
+		}
 	}
+	if !l.last.IsZero() && now.Sub(l.last) < conflictLogInterval {
+		return
+	}
+	attrs := []any{"their_src", src, "their_vips", fmt.Sprint(p.Addresses), "their_priority", p.Priority,
+		"reason", string(reason), "our_vips", fmt.Sprint(in.vips)}
+	if l.last.IsZero() {
+		in.log.Warn("VRID conflict: another VRRP group uses this VRID; its adverts take no part in the election", attrs...)
+	} else {
+		attrs = append(attrs, "adverts", l.adverts, "sources", fmt.Sprint(l.sources), "more_sources", l.more,
+			"since", now.Sub(l.last).Round(time.Second).String())
+		in.log.Warn("VRID conflict continues: adverts from another VRRP group since the last warning", attrs...)
+	}
+	*l = conflictLog{last: now}
 }
 
 // seen counts an advert from src in the sources list, keeping at most
