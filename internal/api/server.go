@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -26,6 +27,9 @@ type Server struct {
 	log *slog.Logger
 	ctl http.Handler // the control socket's
 	pub http.Handler // HTTP's: metrics, status page, liveness
+	// hosts are the names HTTP answers to (DNS rebinding); AllowHosts
+	// and Move replace it under mu, requests read it.
+	hosts atomic.Pointer[hostCheck]
 
 	// reload is set by OnReload before Run; nil answers 501.
 	reload func(ctx context.Context) ReloadResult
@@ -60,7 +64,8 @@ func Listen(socket, httpAddr string, src Source, log *slog.Logger) (*Server, err
 	// daemon does not answer.
 	pub.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { s.src(); fmt.Fprintln(w, "ok") })
 	pub.Handle("GET /", pageHandler())
-	s.pub = pub
+	s.hosts.Store(newHostCheck(httpAddr))
+	s.pub = s.checkHost(pub)
 	var err error
 	if s.unix, err = listenSocket(socket); err != nil {
 		return nil, err
@@ -235,6 +240,7 @@ func (s *Server) Move(socket, httpAddr string) (commit, abort func(), err error)
 			}
 			s.http = web
 			if web != nil {
+				s.allowHostsLocked(hostOf(httpAddr)...)
 				s.serveLocked(web, s.pub)
 			}
 		}
