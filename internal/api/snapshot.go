@@ -231,6 +231,12 @@ type Balancer struct {
 	BadProxyHeader uint64    `json:"bad_proxy_header"`
 	Backends       []Backend `json:"backends"`
 	Error          string    `json:"error,omitempty"` // why it is not running (mode dsr without BPF rights)
+
+	// FDExhaustedAccept and FDExhaustedConnect: accept() or the backend
+	// socket() failed for want of descriptors or socket memory (the node's
+	// limit, not counted against any backend).
+	FDExhaustedAccept  uint64 `json:"fd_exhausted_accept,omitempty"`
+	FDExhaustedConnect uint64 `json:"fd_exhausted_connect,omitempty"`
 }
 
 // Backend is one server of a balancer.

@@ -68,7 +68,8 @@ func (s *Supervisor) Snapshot() api.Snapshot {
 	for _, b := range s.fleet.Balancers() {
 		st := b.Status()
 		out := api.Balancer{Name: st.Name, Listen: st.Listen, Algorithm: st.Algorithm, Active: st.Active,
-			Accepted: st.Accepted, Refused: st.Refused, NoBackend: st.NoBackend, BadProxyHeader: st.BadProxyHeader}
+			Accepted: st.Accepted, Refused: st.Refused, NoBackend: st.NoBackend, BadProxyHeader: st.BadProxyHeader,
+			FDExhaustedAccept: st.FDExhaustedAccept, FDExhaustedConnect: st.FDExhaustedConnect}
 		for _, be := range st.Backends {
 			admin := ""
 			switch be.Admin {
