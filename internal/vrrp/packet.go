@@ -29,18 +29,18 @@ const (
 
 // Decoding errors. Callers count drops by comparing with errors.Is.
 var (
-	ErrTooShort  = errors.New("vrrp: packet too short")
-	ErrVersion   = errors.New("vrrp: unsupported version")
-	ErrType      = errors.New("vrrp: unknown message type")
-	ErrAddrCount = errors.New("vrrp: address count does not match packet length")
-	// ErrDuplicateAddr: an address listed twice. A set of VIPs never
-	// repeats one, and a repeated one would compare equal to our set once
-	// collapsed.
-	ErrDuplicateAddr = errors.New("vrrp: address listed more than once")
-	ErrChecksum      = errors.New("vrrp: bad checksum")
-	ErrFamily        = errors.New("vrrp: VRRPv2 carries IPv4 addresses only")
-	ErrAddrFamily    = errors.New("vrrp: address of the wrong family")
+	ErrTooShort   = errors.New("vrrp: packet too short")
+	ErrVersion    = errors.New("vrrp: unsupported version")
+	ErrType       = errors.New("vrrp: unknown message type")
+	ErrAddrCount  = errors.New("vrrp: address count does not match packet length")
+	ErrChecksum   = errors.New("vrrp: bad checksum")
+	ErrFamily     = errors.New("vrrp: VRRPv2 carries IPv4 addresses only")
+	ErrAddrFamily = errors.New("vrrp: address of the wrong family")
 )
+
+// ErrDuplicateAddr: an address listed twice. A set of VIPs never repeats
+// one, and a repeated one would compare equal to our set once collapsed.
+var ErrDuplicateAddr = errors.New("vrrp: address listed more than once")
 
 // Packet is one VRRP advertisement as it appears on the wire. The same type
 // serves both versions: MaxAdvertInt is in centiseconds for v3 (12 bits) and
