@@ -68,7 +68,8 @@ Needs CAP_NET_ADMIN and CAP_NET_RAW (root).`,
 				}
 				return res
 			})
-			srv.OnControl(sup) // vigil backend, vigil instance
+			srv.AllowHosts(cfg.Node) // and the host name: the names the HTTP API answers to
+			srv.OnControl(sup)       // vigil backend, vigil instance
 			srv.OnHistory(sup.History)
 			sup.Also(&settings{api: cfg.API, server: srv, log: cfg.Log, level: level, logger: log})
 			apiCtx, stopAPI := context.WithCancel(context.Background())

@@ -393,6 +393,44 @@ func TestStaleSocketIsReplaced(t *testing.T) {
 	}
 }
 
+// api.socket naming the config file passed vigil check and deleted the
+// config at vigil run: Listen removed whatever the path named. Only a socket
+// nobody answers on is removed; any other file is an error, left alone.
+func TestListenRefusesWhatIsNotASocket(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "vigil.yaml")
+	if err := os.WriteFile(file, []byte("node: lb1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sub := filepath.Join(dir, "run")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(file, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{file, sub, link} {
+		s, err := Listen(path, "", func() Snapshot { return sample() }, slog.New(slog.DiscardHandler))
+		if err == nil {
+			s.Close()
+			t.Fatalf("%s: Listen took it", path)
+		}
+		if want := "api.socket: " + path + " exists and is not a socket"; !strings.Contains(err.Error(), want) {
+			t.Fatalf("%s: error %q, want %q", path, err, want)
+		}
+	}
+	if b, err := os.ReadFile(file); err != nil || string(b) != "node: lb1\n" {
+		t.Fatalf("the file is gone or changed: %q %v", b, err)
+	}
+	if fi, err := os.Stat(sub); err != nil || !fi.IsDir() {
+		t.Fatalf("the directory is gone: %v", err)
+	}
+	if _, err := os.Lstat(link); err != nil {
+		t.Fatalf("the symlink is gone: %v", err)
+	}
+}
+
 func TestFetchWithoutDaemon(t *testing.T) {
 	_, err := Fetch(context.Background(), filepath.Join(t.TempDir(), "none.sock"))
 	if err == nil || !strings.HasPrefix(err.Error(), "no vigil daemon answers on ") || strings.Count(err.Error(), "\n") > 0 {

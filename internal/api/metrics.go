@@ -48,6 +48,7 @@ var (
 	dBalRefused    = desc("balancer_connections_refused_total", "Client connections reset at max_conn.", "balancer")
 	dBalNoBackend  = desc("balancer_no_backend_total", "Client connections closed because no backend could take them.", "balancer")
 	dBalBadProxy   = desc("balancer_proxy_header_errors_total", "Client connections closed for a missing or malformed PROXY header.", "balancer")
+	dBalFDExhaust  = desc("balancer_fd_exhausted_total", "accept() (the connection waits) or the backend socket() (the client is closed) failed for want of descriptors or socket memory: the node's limit, not a backend's error.", "balancer", "op")
 	dBalPackets    = desc("balancer_packets_total", "Packets the XDP program steered to a backend (mode dsr).", "balancer")
 	dBalBytes      = desc("balancer_bytes_total", "IP bytes the XDP program steered to a backend (mode dsr).", "balancer")
 	dXDPPackets    = desc("xdp_packets_total", "Packets the XDP program handled, by verdict.", "verdict")
@@ -171,6 +172,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(dBalRefused, b.Refused, b.Name)
 		counter(dBalNoBackend, b.NoBackend, b.Name)
 		counter(dBalBadProxy, b.BadProxyHeader, b.Name)
+		if b.Mode != "dsr" {
+			counter(dBalFDExhaust, b.FDExhaustedAccept, b.Name, "accept")
+			counter(dBalFDExhaust, b.FDExhaustedConnect, b.Name, "connect")
+		}
 		for _, be := range b.Backends {
 			gauge(dBackendUp, b2f(be.Up), b.Name, be.Address)
 			st := be.State

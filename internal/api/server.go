@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -27,6 +28,9 @@ type Server struct {
 	log *slog.Logger
 	ctl http.Handler // the control socket's
 	pub http.Handler // HTTP's: metrics, status page, liveness
+	// hosts are the names HTTP answers to (DNS rebinding); AllowHosts
+	// and Move replace it under mu, requests read it.
+	hosts atomic.Pointer[hostCheck]
 
 	// reload is set by OnReload before Run; nil answers 501.
 	reload func(ctx context.Context) ReloadResult
@@ -46,7 +50,8 @@ type Server struct {
 
 // Listen opens the control socket (mode 0600) and the HTTP listener, so that
 // errors come before the daemon changes anything. A socket file left by a
-// dead daemon is replaced; one a live daemon answers on is an error.
+// dead daemon is replaced; one a live daemon answers on is an error, and so
+// is any other file at the path (it is left alone).
 func Listen(socket, httpAddr string, src Source, log *slog.Logger) (*Server, error) {
 	s := &Server{src: src, log: log, socket: socket, srvs: map[net.Listener]*http.Server{}}
 	ctl := http.NewServeMux()
@@ -63,7 +68,8 @@ func Listen(socket, httpAddr string, src Source, log *slog.Logger) (*Server, err
 	// daemon does not answer.
 	pub.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { s.src(); fmt.Fprintln(w, "ok") })
 	pub.Handle("GET /", pageHandler())
-	s.pub = pub
+	s.hosts.Store(newHostCheck(httpAddr))
+	s.pub = s.checkHost(pub)
 	var err error
 	if s.unix, err = listenSocket(socket); err != nil {
 		return nil, err
@@ -84,7 +90,9 @@ func listenSocket(socket string) (net.Listener, error) {
 		c.Close()
 		return nil, fmt.Errorf("api socket %s: another vigil answers on it (set api.socket to run a second one)", socket)
 	}
-	os.Remove(socket)
+	if err := removeStale(socket); err != nil {
+		return nil, err
+	}
 	l, err := net.Listen("unix", socket)
 	if err != nil {
 		return nil, fmt.Errorf("api socket %s: %w", socket, err)
@@ -94,6 +102,38 @@ func listenSocket(socket string) (net.Listener, error) {
 		return nil, fmt.Errorf("api socket %s: %w", socket, err)
 	}
 	return l, nil
+}
+
+// removeStale removes the socket file a dead daemon left, once nobody
+// answers on it (the caller dialled). Anything else at the path is an error
+// and stays: api.socket naming the config file must not delete it.
+func removeStale(socket string) error {
+	fi, err := os.Lstat(socket)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("api.socket: %w", err)
+	case fi.Mode().Type() != os.ModeSocket:
+		return fmt.Errorf("api.socket: %s exists and is not a socket (%s); remove it or choose another path", socket, fileKind(fi.Mode()))
+	}
+	if err := os.Remove(socket); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("api.socket: removing the stale socket %s: %w", socket, err)
+	}
+	return nil
+}
+
+// fileKind names a file's type for an error.
+func fileKind(m os.FileMode) string {
+	switch {
+	case m.IsRegular():
+		return "a regular file"
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeSymlink != 0:
+		return "a symbolic link"
+	}
+	return "a " + m.Type().String() + " file"
 }
 
 func listenHTTP(addr string) (net.Listener, error) {
@@ -204,6 +244,7 @@ func (s *Server) Move(socket, httpAddr string) (commit, abort func(), err error)
 			}
 			s.http = web
 			if web != nil {
+				s.allowHostsLocked(hostOf(httpAddr)...)
 				s.serveLocked(web, s.pub)
 			}
 		}

@@ -231,13 +231,23 @@ type ARPConflict struct {
 	LastSeen time.Time `json:"last_seen"`
 }
 
-// Foreign is the last advert of another group using this VRID.
+// Foreign is another group using this VRID: its last advert (source, VIPs,
+// reason, when), the adverts from all such sources ever (count), and the
+// sources seen, the most recent few.
 type Foreign struct {
+	Source   string          `json:"source"`
+	VIPs     []string        `json:"vips"`
+	Reason   string          `json:"reason"`
+	LastSeen time.Time       `json:"last_seen"`
+	Count    uint64          `json:"count"`
+	Sources  []ForeignSource `json:"sources,omitempty"`
+}
+
+// ForeignSource is one source of another group's adverts for this VRID.
+type ForeignSource struct {
 	Source   string    `json:"source"`
-	VIPs     []string  `json:"vips"`
-	Reason   string    `json:"reason"`
-	LastSeen time.Time `json:"last_seen"`
 	Count    uint64    `json:"count"`
+	LastSeen time.Time `json:"last_seen"`
 }
 
 // Interface holds the gratuitous ARP / NA counters of one interface.
@@ -275,6 +285,12 @@ type Balancer struct {
 	BadProxyHeader uint64    `json:"bad_proxy_header"`
 	Backends       []Backend `json:"backends"`
 	Error          string    `json:"error,omitempty"` // why it is not running (mode dsr without BPF rights)
+
+	// FDExhaustedAccept and FDExhaustedConnect: accept() or the backend
+	// socket() failed for want of descriptors or socket memory (the node's
+	// limit, not counted against any backend).
+	FDExhaustedAccept  uint64 `json:"fd_exhausted_accept,omitempty"`
+	FDExhaustedConnect uint64 `json:"fd_exhausted_connect,omitempty"`
 }
 
 // Backend is one server of a balancer.

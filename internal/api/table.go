@@ -244,7 +244,11 @@ func lastTransition(t *Transition) string {
 func conflict(in Instance, now time.Time) string {
 	var parts []string
 	if f := in.Foreign; f != nil {
-		parts = append(parts, fmt.Sprintf("VRID used by %s (%s, VIPs %s, %s ago)", f.Source, f.Reason,
+		others := ""
+		if n := len(f.Sources); n > 1 {
+			others = fmt.Sprintf(" and %d other sources", n-1)
+		}
+		parts = append(parts, fmt.Sprintf("VRID used by %s%s (%s, VIPs %s, %s ago)", f.Source, others, f.Reason,
 			strings.Join(f.VIPs, ","), round(now.Sub(f.LastSeen))))
 	}
 	// Only the conflicts of now: the counter (JSON, metrics) keeps the past.

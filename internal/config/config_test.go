@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -124,6 +125,20 @@ func TestParseReportsEveryProblem(t *testing.T) {
 	var es Errors
 	if !errors.As(err, &es) || len(es) < 2 {
 		t.Fatalf("want two errors, got %v", err)
+	}
+}
+
+// api.socket naming the config file passed vigil check (and vigil run
+// deleted the file): a path that exists and is not a socket is an error.
+func TestAPISocketThatIsNotASocket(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "vigil.yaml")
+	src := good + "api:\n  socket: " + file + "\n"
+	if err := os.WriteFile(file, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(file)
+	if want := "api.socket: " + file + " exists and is not a socket (line 24)"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("error %v, want %q", err, want)
 	}
 }
 

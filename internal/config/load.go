@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"regexp"
 	"slices"
 	"sort"
@@ -65,7 +64,7 @@ func (c *Config) Line(path string) int { return c.lines.byPath[path] }
 
 // Load reads and validates a config file.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := readLimited(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
@@ -79,9 +78,17 @@ func Load(path string) (*Config, error) {
 // Parse decodes YAML, applies defaults and validates. The error, if any, is
 // Errors listing every problem.
 func Parse(data []byte) (*Config, error) {
-	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, Errors{yamlError(err, lineInfo{}, nil)}
+	// Size, text, one document and the limits come first: a huge or hostile
+	// file fails before it is decoded into a Config.
+	if es := checkText(data); es != nil {
+		return nil, es
+	}
+	root, es := oneDocument(data)
+	if es == nil {
+		es = checkLimits(&root)
+	}
+	if len(es) > 0 {
+		return nil, es
 	}
 	info := lineInfo{byPath: map[string]int{}, byLine: map[int]string{}, onLine: map[int][]located{}}
 	if len(root.Content) > 0 {
@@ -93,7 +100,6 @@ func Parse(data []byte) (*Config, error) {
 	// Unknown keys and values of the wrong type do not stop the decoder:
 	// it fills in everything else and lists them all in one TypeError.
 	// Any other error (none is known) means nothing was decoded.
-	var es Errors
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
 		var te *yaml.TypeError
 		if !errors.As(err, &te) {

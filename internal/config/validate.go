@@ -71,6 +71,9 @@ func (c *Config) validate() Errors {
 	setDefault(v, "api.http", &c.API.HTTP, DefaultHTTP)
 	if !filepath.IsAbs(c.API.Socket) {
 		v.add("api.socket", "%q is not an absolute path", c.API.Socket)
+	} else if fi, err := os.Lstat(c.API.Socket); err == nil && fi.Mode().Type() != os.ModeSocket {
+		// vigil run would refuse it (and once deleted it): say so at check.
+		v.add("api.socket", "%s exists and is not a socket", c.API.Socket)
 	}
 	if c.API.HTTP != "" {
 		if _, err := ParseListen(c.API.HTTP); err != nil {

@@ -217,7 +217,7 @@ bgp:
 // Three vigil nodes announce an anycast VIP to FRR while a check passes:
 // the router's kernel table holds three next hops (multipath); a failing
 // check takes one away within a second and its recovery brings it back;
-// kill -9 and a restart; a cut cable takes one away after the 3 s hold time;
+// kill -9 and a restart; a cut cable takes one away (the 3 s hold time);
 // SIGTERM withdraws before the session closes.
 func TestBGPAnycastWithFRR(t *testing.T) {
 	router, nodes, start := bgpLab(t, 3)
@@ -245,15 +245,21 @@ func TestBGPAnycastWithFRR(t *testing.T) {
 	start(nodes[1])
 	took = waitNexthops(t, router, 3, 30*time.Second)
 	t.Logf("lb2 restarted -> three next hops after %v", took)
-	// A node that vanishes (cable cut) is noticed by the hold timer.
+	// A node that vanishes (cable cut) sends no withdrawal: the router's
+	// hold timer (3 s) takes its route away. What must hold: the route is
+	// there up to the cut, and goes after it. How long after is no
+	// product property: the timer runs from the last keepalive the router
+	// got, which a loaded machine sends late (the route once went 1.27 s
+	// after the cut), so there is no lower bound, and the upper one is
+	// generous.
+	if n := nexthops(t, router, anycastVIP+"/32"); n != 3 {
+		t.Fatalf("just before lb2's cable is cut: %d next hops, want 3", n)
+	}
 	if err := nodes[1].host.SetCable(false); err != nil {
 		t.Fatal(err)
 	}
-	took = waitNexthops(t, router, 2, 10*time.Second)
+	took = waitNexthops(t, router, 2, 30*time.Second)
 	t.Logf("lb2's cable cut -> two next hops after %v (hold time 3 s)", took)
-	if took < 1500*time.Millisecond {
-		t.Errorf("the route went after %v, before the hold time could expire", took)
-	}
 	if err := nodes[1].host.SetCable(true); err != nil {
 		t.Fatal(err)
 	}

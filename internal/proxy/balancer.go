@@ -114,6 +114,7 @@ type Balancer struct {
 	noBackend      atomic.Uint64
 	badProxyHeader atomic.Uint64
 	lastRefusedLog atomic.Int64
+	exhaust        exhaustion // out of descriptors or socket memory (exhaust.go)
 }
 
 // New opens the balancer's listeners and monitor, a listener per loop of
@@ -580,7 +581,13 @@ type Status struct {
 	Refused        uint64
 	NoBackend      uint64
 	BadProxyHeader uint64
-	Backends       []BackendStatus
+	// FDExhaustedAccept and FDExhaustedConnect count failures of accept()
+	// and of the backend socket() for want of descriptors or socket memory
+	// (EMFILE, ENFILE, ENOBUFS, ENOMEM): the node's limit, counted neither
+	// as a backend's connect error nor as no backend.
+	FDExhaustedAccept  uint64
+	FDExhaustedConnect uint64
+	Backends           []BackendStatus
 }
 
 // BackendStatus is one backend's state and counters.
@@ -604,7 +611,7 @@ func (b *Balancer) Status() Status {
 	s := b.cur.Load()
 	st := Status{Name: b.name, Listen: s.cfg.Listen, Algorithm: s.cfg.Algorithm, Active: b.active.Load(), MaxActive: b.maxActive.Load(),
 		Accepted: b.accepted.Load(), Refused: b.refused.Load(), NoBackend: b.noBackend.Load(),
-		BadProxyHeader: b.badProxyHeader.Load()}
+		BadProxyHeader: b.badProxyHeader.Load(), FDExhaustedAccept: b.exhaust.accept.Load(), FDExhaustedConnect: b.exhaust.connect.Load()}
 	for _, be := range s.backends {
 		st.Backends = append(st.Backends, BackendStatus{Address: be.Addr.String(), Up: be.up.Load(),
 			Admin: AdminState(be.admin.Load()), Weight: int(be.weight.Load()), Active: be.active.Load(), Total: be.total.Load(),

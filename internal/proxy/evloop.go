@@ -56,10 +56,17 @@ type fdSlot struct {
 
 // listenSlot is a listener a loop accepts on for a balancer.
 type listenSlot struct {
-	b       *Balancer
-	addr    string
-	backoff time.Duration // after an accept error; 0 when all is well
+	b        *Balancer
+	addr     string
+	backoff  time.Duration // after an accept error; 0 when all is well
+	lastFail time.Time     // of the last accept error
 }
+
+// acceptQuiet is how long accept must go without an error before its
+// backoff starts again from the bottom. A success does not reset it: out of
+// descriptors, one accept succeeds whenever a session ends, and resetting
+// on it made the backoff (and its log line) restart every few milliseconds.
+const acceptQuiet = 10 * time.Second
 
 // readBuf is the read buffer of a loop: one read may take this much.
 const readBuf = 64 << 10
@@ -288,7 +295,6 @@ func (lp *evloop) acceptFrom(lfd int, ls *listenSlot) {
 		switch err {
 		case nil:
 			lp.admit(b, fd, src)
-			ls.backoff = 0
 			continue
 		case unix.EAGAIN:
 			return
@@ -296,9 +302,14 @@ func (lp *evloop) acceptFrom(lfd int, ls *listenSlot) {
 			continue
 		}
 		// EMFILE and the like: stop watching for a while rather than
-		// spin, and say so.
+		// spin; counted, and logged at a limited rate (noteFailure).
+		now := time.Now()
+		if now.Sub(ls.lastFail) > acceptQuiet {
+			ls.backoff = 0
+		}
+		ls.lastFail = now
 		ls.backoff = min(max(2*ls.backoff, 5*time.Millisecond), time.Second)
-		b.log.Warn("accept failed", "listen", ls.addr, "err", err, "retry_in", ls.backoff)
+		b.noteFailure(opAccept, err)
 		sysEpollCtl(lp.epfd, unix.EPOLL_CTL_DEL, lfd, 0)
 		time.AfterFunc(ls.backoff, func() {
 			lp.post(func() {

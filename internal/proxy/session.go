@@ -223,6 +223,15 @@ func (c *conn) connect() {
 		}
 		c.attempts++
 		fd, err := sysDial(&be.sa)
+		if err != nil && outOfResources(err) {
+			// The node's limit, not the backend's fault: every other
+			// backend would fail the same way. Closing the client gives
+			// a descriptor back.
+			be.active.Add(-1)
+			b.noteFailure(opConnect, err)
+			c.abort()
+			return
+		}
 		if err != nil {
 			c.connectFailed(be, err)
 			continue

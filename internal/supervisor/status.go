@@ -57,6 +57,9 @@ func (s *Supervisor) Snapshot() api.Snapshot {
 		if f := st.Foreign; f != nil {
 			out.Foreign = &api.Foreign{Source: f.Source.String(), VIPs: addrs(f.VIPs), Reason: string(f.Reason),
 				LastSeen: f.LastSeen, Count: f.Count}
+			for _, fs := range f.Sources {
+				out.Foreign.Sources = append(out.Foreign.Sources, api.ForeignSource{Source: fs.Source.String(), Count: fs.Count, LastSeen: fs.LastSeen})
+			}
 		}
 		snap.Instances = append(snap.Instances, out)
 	}
@@ -72,7 +75,8 @@ func (s *Supervisor) Snapshot() api.Snapshot {
 	for _, b := range s.fleet.Balancers() {
 		st := b.Status()
 		out := api.Balancer{Name: st.Name, Listen: st.Listen, Algorithm: st.Algorithm, Active: st.Active, MaxActive: st.MaxActive,
-			Accepted: st.Accepted, Refused: st.Refused, NoBackend: st.NoBackend, BadProxyHeader: st.BadProxyHeader}
+			Accepted: st.Accepted, Refused: st.Refused, NoBackend: st.NoBackend, BadProxyHeader: st.BadProxyHeader,
+			FDExhaustedAccept: st.FDExhaustedAccept, FDExhaustedConnect: st.FDExhaustedConnect}
 		for _, be := range st.Backends {
 			admin := ""
 			switch be.Admin {

@@ -16,6 +16,7 @@ const (
 	DropNone        DropReason = ""
 	DropTTL         DropReason = "ttl"          // TTL / hop limit not 255: not from this link
 	DropMalformed   DropReason = "malformed"    // too short, bad count, unknown type
+	DropDuplicate   DropReason = "duplicate"    // an address listed twice: never a VIP set
 	DropVersion     DropReason = "version"      // other VRRP version than configured
 	DropChecksum    DropReason = "checksum"     // checksum does not verify
 	DropAuth        DropReason = "auth"         // v2 authentication type or password differ
@@ -51,6 +52,8 @@ func Accept(r Received, e *Expect) (Advert, *Packet, DropReason) {
 	switch {
 	case errors.Is(err, ErrVersion):
 		return Advert{}, nil, DropVersion
+	case errors.Is(err, ErrDuplicateAddr):
+		return Advert{}, nil, DropDuplicate
 	case err != nil:
 		return Advert{}, nil, DropMalformed
 	}
@@ -73,9 +76,9 @@ func Accept(r Received, e *Expect) (Advert, *Packet, DropReason) {
 	}
 	// A priority-0 advert of a leaving master still names its VIPs, so this
 	// check applies to every advert.
+	// Unmarshal refused repeated addresses, so sorting gives the set.
 	got := slices.Clone(p.Addresses)
 	slices.SortFunc(got, netip.Addr.Compare)
-	got = slices.Compact(got)
 	if !slices.Equal(got, e.VIPs) {
 		return Advert{}, p, DropAddresses
 	}

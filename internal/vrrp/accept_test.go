@@ -1,7 +1,9 @@
 package vrrp
 
 import (
+	"encoding/binary"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 )
@@ -42,6 +44,9 @@ func TestAcceptDropReasons(t *testing.T) {
 		{"interval differs", mod(func(p *Packet) { p.MaxAdvertInt = 3 }), 255, src, nil, DropInterval},
 		{"foreign VIPs", mod(func(p *Packet) { p.Addresses = []netip.Addr{netip.MustParseAddr("192.0.2.99")} }), 255, src, nil, DropAddresses},
 		{"extra VIP", mod(func(p *Packet) { p.Addresses = append(p.Addresses, netip.MustParseAddr("192.0.2.99")) }), 255, src, nil, DropAddresses},
+		{"duplicate VIP", mod(func(p *Packet) { p.Addresses = []netip.Addr{vip, vip} }), 255, src, nil, DropDuplicate},
+		{"count 255 repeating our VIP", mod(func(p *Packet) { p.Addresses = slices.Repeat([]netip.Addr{vip}, 255) }), 255, src, nil, DropDuplicate},
+		{"count short of the VIPs", countOne(mod(func(p *Packet) { p.Addresses = append(p.Addresses, netip.MustParseAddr("192.0.2.99")) }), src), 255, src, nil, DropMalformed},
 		{"unknown unicast peer", enc(good), 255, src, func(e *Expect) { e.Peers = []netip.Addr{netip.MustParseAddr("10.0.0.9")} }, DropUnknownPeer},
 		{"known unicast peer", enc(good), 255, src, func(e *Expect) { e.Peers = []netip.Addr{src} }, DropNone},
 	}
@@ -60,4 +65,12 @@ func TestAcceptDropReasons(t *testing.T) {
 			}
 		})
 	}
+}
+
+// countOne sets an encoded advert's address count to 1 and fixes its
+// checksum, so that only the count is wrong.
+func countOne(b []byte, src netip.Addr) []byte {
+	b[3] = 1
+	binary.BigEndian.PutUint16(b[6:8], checksum(b, b[0]>>4, src, Group4))
+	return b
 }

@@ -128,13 +128,26 @@ type ARPConflict struct {
 	LastSeen time.Time
 }
 
-// Foreign describes a VRID collision.
+// Foreign describes a VRID collision. Source, VIPs, Reason and LastSeen are
+// the last foreign advert's.
 type Foreign struct {
 	Source   netip.Addr
 	VIPs     []netip.Addr
 	Reason   DropReason
 	LastSeen time.Time
-	Count    uint64
+	// Count is every foreign advert the instance dropped, from any source:
+	// a counter, never reset.
+	Count uint64
+	// Sources are the sources seen, at most maxForeignSources: the least
+	// recently seen goes when a new one comes.
+	Sources []ForeignSource
+}
+
+// ForeignSource is one source of foreign adverts for our VRID.
+type ForeignSource struct {
+	Source   netip.Addr
+	Count    uint64 // since it entered Sources
+	LastSeen time.Time
 }
 
 // Instance runs one virtual router: a Machine fed by the wire, the clock and
@@ -198,6 +211,8 @@ type Instance struct {
 	runCtx  context.Context
 	bg      sync.WaitGroup
 	lastLog map[DropReason]time.Time
+	// conflictLog rate-limits the VRID-conflict warning for the instance.
+	conflictLog conflictLog
 
 	mu     sync.Mutex
 	status Status
@@ -313,6 +328,7 @@ func (in *Instance) Status() Status {
 	s.Last.Reason.Tracked = slices.Clone(in.status.Last.Reason.Tracked)
 	if f := s.Foreign; f != nil {
 		c := *f
+		c.Sources = slices.Clone(f.Sources)
 		s.Foreign = &c
 	}
 	return s
@@ -693,26 +709,82 @@ func foreignGroup(r DropReason) bool {
 	return r == DropAddresses || r == DropAuth || r == DropUnknownPeer
 }
 
-// foreign records a VRID collision and says so at once the first time a
-// source shows up, then at most every 10s.
+// conflictLogInterval is how often, at most, an instance logs that another
+// group uses its VRID, after the first warning that is logged at once.
+const conflictLogInterval = 10 * time.Second
+
+// maxForeignSources bounds the sources a VRID collision keeps in status and
+// names in a log line: a spoofed, rotating source must not grow memory.
+const maxForeignSources = 16
+
+// conflictLog is what the next VRID-conflict summary will say: the adverts
+// and the sources since the last line. On the Run goroutine.
+type conflictLog struct {
+	last    time.Time // of the last line; zero before the first
+	adverts uint64
+	sources []netip.Addr // at most maxForeignSources, in order of arrival
+	more    bool         // more sources came than sources holds
+}
+
+// foreign records a VRID collision: the instance's total, never reset (it
+// is a counter), and the last advert and the sources seen, bounded. It warns
+// at once the first time, then at most one summary line per
+// conflictLogInterval for the instance, whatever the number of sources.
 func (in *Instance) foreign(src netip.Addr, p *Packet, reason DropReason) {
+	now := in.clock.Now()
 	in.mu.Lock()
 	f := in.status.Foreign
-	first := f == nil || f.Source != src
-	if first {
-		f = &Foreign{Source: src}
+	if f == nil {
+		f = &Foreign{}
+		in.status.Foreign = f
 	}
-	now := in.clock.Now()
-	f.VIPs, f.Reason, f.LastSeen = p.Addresses, reason, now
+	f.Source, f.VIPs, f.Reason, f.LastSeen = src, p.Addresses, reason, now
 	f.Count++
-	in.status.Foreign = f
+	f.Sources = seen(f.Sources, src, now)
 	in.mu.Unlock()
-	if first || now.Sub(in.lastLog[reason]) > 10*time.Second {
-		in.lastLog[reason] = now
-		in.log.Warn("VRID conflict: another VRRP group uses this VRID; its adverts take no part in the election",
-			"their_src", src, "their_vips", statelog.Addrs(p.Addresses), "their_priority", p.Priority,
-			"reason", string(reason), "our_vips", statelog.Addrs(in.vips))
+
+	l := &in.conflictLog
+	l.adverts++
+	if !slices.Contains(l.sources, src) {
+		if len(l.sources) < maxForeignSources {
+			l.sources = append(l.sources, src)
+		} else {
+			l.more = true
+		}
 	}
+	if !l.last.IsZero() && now.Sub(l.last) < conflictLogInterval {
+		return
+	}
+	attrs := []any{"their_src", src, "their_vips", statelog.Addrs(p.Addresses), "their_priority", p.Priority,
+		"reason", string(reason), "our_vips", statelog.Addrs(in.vips)}
+	if l.last.IsZero() {
+		in.log.Warn("VRID conflict: another VRRP group uses this VRID; its adverts take no part in the election", attrs...)
+	} else {
+		attrs = append(attrs, "adverts", l.adverts, "sources", statelog.Addrs(l.sources), "more_sources", l.more,
+			"since", now.Sub(l.last).Round(time.Second).String())
+		in.log.Warn("VRID conflict continues: adverts from another VRRP group since the last warning", attrs...)
+	}
+	*l = conflictLog{last: now}
+}
+
+// seen counts an advert from src in the sources list, keeping at most
+// maxForeignSources: when full, the source seen least recently goes.
+func seen(list []ForeignSource, src netip.Addr, now time.Time) []ForeignSource {
+	if i := slices.IndexFunc(list, func(s ForeignSource) bool { return s.Source == src }); i >= 0 {
+		list[i].Count++
+		list[i].LastSeen = now
+		return list
+	}
+	if len(list) >= maxForeignSources {
+		oldest := 0
+		for i := range list {
+			if list[i].LastSeen.Before(list[oldest].LastSeen) {
+				oldest = i
+			}
+		}
+		list = slices.Delete(list, oldest, oldest+1)
+	}
+	return append(list, ForeignSource{Source: src, Count: 1, LastSeen: now})
 }
 
 func (in *Instance) transition(t Transition) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -36,6 +37,10 @@ var (
 	ErrFamily     = errors.New("vrrp: VRRPv2 carries IPv4 addresses only")
 	ErrAddrFamily = errors.New("vrrp: address of the wrong family")
 )
+
+// ErrDuplicateAddr: an address listed twice. A set of VIPs never repeats
+// one, and a repeated one would compare equal to our set once collapsed.
+var ErrDuplicateAddr = errors.New("vrrp: address listed more than once")
 
 // Packet is one VRRP advertisement as it appears on the wire. The same type
 // serves both versions: MaxAdvertInt is in centiseconds for v3 (12 bits) and
@@ -125,17 +130,36 @@ func Unmarshal(b []byte, is6 bool) (*Packet, error) {
 			p.Addresses[i] = netip.AddrFrom4([4]byte(b[off : off+4]))
 		}
 	}
-	if p.Version == 2 {
+	// The count accounts for every byte after the header: what follows the
+	// addresses is v2's authentication data or nothing.
+	switch rest := len(b) - need; {
+	case rest == 0 && (p.Version == 3 || p.AuthType == AuthNone):
 		// RFC 3768 always carries 8 bytes of authentication data; RFC 2338
 		// speakers without authentication sometimes omit them.
-		switch rest := len(b) - need; {
-		case rest >= authDataLen:
-			copy(p.AuthData[:], b[need:need+authDataLen])
-		case p.AuthType != AuthNone:
-			return nil, fmt.Errorf("%w: authentication data missing", ErrTooShort)
-		}
+	case rest == 0:
+		return nil, fmt.Errorf("%w: authentication data missing", ErrTooShort)
+	case p.Version == 2 && rest == authDataLen:
+		copy(p.AuthData[:], b[need:])
+	default:
+		return nil, fmt.Errorf("%w: %d addresses, %d bytes after them", ErrAddrCount, count, rest)
+	}
+	if dup, ok := duplicate(p.Addresses); ok {
+		return nil, fmt.Errorf("%w: %s", ErrDuplicateAddr, dup)
 	}
 	return p, nil
+}
+
+// duplicate returns an address that a appears more than once in a. It sorts
+// a copy: at most 255 addresses, O(n log n) even for a hostile packet.
+func duplicate(a []netip.Addr) (netip.Addr, bool) {
+	s := slices.Clone(a)
+	slices.SortFunc(s, netip.Addr.Compare)
+	for i := 1; i < len(s); i++ {
+		if s[i] == s[i-1] {
+			return s[i], true
+		}
+	}
+	return netip.Addr{}, false
 }
 
 // Len is the encoded length of the packet.

@@ -81,6 +81,17 @@ func TestUnmarshalErrors(t *testing.T) {
 		{"count beyond length", "31336402006400000a000001", false, ErrAddrCount},
 		{"v2 over IPv6", "21336401000100000a000001", true, ErrFamily},
 		{"v2 auth data missing", "21336401010100000a000001", false, ErrTooShort},
+		// The count must account for every byte: an advert that carries more
+		// addresses than it counts, or stray bytes, is malformed.
+		{"v3 count short of the addresses", "31336401006400000a0000010a000002", false, ErrAddrCount},
+		{"v3 stray bytes", "31336401006400000a000001ff", false, ErrAddrCount},
+		{"v2 stray bytes after the auth data", "21336401000100000a000001000000000000000000", false, ErrAddrCount},
+		{"v2 part of the auth data", "21336401000100000a000001000000", false, ErrAddrCount},
+		// Repeating an address is malformed, not the same set (issue 23:
+		// count 255 repeating our VIP passed the VIP-set comparison).
+		{"v3 duplicate address", "3133640200640000c000020ac000020a", false, ErrDuplicateAddr},
+		{"v3 IPv6 duplicate address", "313364020064000020010db800000000000000000000001020010db8000000000000000000000010", true, ErrDuplicateAddr},
+		{"v2 duplicate address", "2133640300010000c000020ac000020bc000020a0000000000000000", false, ErrDuplicateAddr},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
