@@ -221,6 +221,9 @@ type Balancer struct {
 	BadProxyHeader uint64    `json:"bad_proxy_header"`
 	Backends       []Backend `json:"backends"`
 	Error          string    `json:"error,omitempty"` // why it is not running (mode dsr without BPF rights)
+	// Notes say which backends a LoadBalancer Service's dsr balancer left
+	// out, and why (not one hop away, an address of this host).
+	Notes []string `json:"notes,omitempty"`
 }
 
 // Backend is one server of a balancer.

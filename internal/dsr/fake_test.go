@@ -140,6 +140,7 @@ type fakeDataplane struct {
 	mu       sync.Mutex
 	attached map[int]string // ifindex -> mode asked for
 	services map[uint32]xdp.Service
+	removed  []netip.AddrPort // services removed, in order
 	backends map[uint32]fakeBackend
 	writes   int
 	closed   bool
@@ -183,6 +184,19 @@ func (d *fakeDataplane) SetService(s xdp.Service) error {
 		return fmt.Errorf("table size %d", s.Table.Size())
 	}
 	d.services[s.ID] = s
+	d.wrote()
+	return nil
+}
+
+func (d *fakeDataplane) RemoveService(vip netip.Addr, port uint16, proto uint8) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for id, s := range d.services {
+		if s.VIP == vip && s.Port == port && s.Proto == proto {
+			delete(d.services, id)
+			d.removed = append(d.removed, netip.AddrPortFrom(vip, port))
+		}
+	}
 	d.wrote()
 	return nil
 }

@@ -53,6 +53,8 @@ type Dataplane interface {
 	Attach(ifindex int, mode string) (string, error)
 	// SetService writes a service's key and Maglev table.
 	SetService(s xdp.Service) error
+	// RemoveService stops steering a service (address, port, protocol).
+	RemoveService(vip netip.Addr, port uint16, proto uint8) error
 	// SetBackend writes backend idx: its MAC and, when it is reached
 	// through another interface than the program's (ifindex not 0), that
 	// interface's index and MAC.
