@@ -1,0 +1,266 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/vigil-lb/vigil/internal/api"
+	"github.com/vigil-lb/vigil/internal/kubetest"
+	"github.com/vigil-lb/vigil/internal/netlab"
+)
+
+// dsrSvcAddr is the address the dsr Service asks for (vigil.io/address),
+// so that its endpoints' hosts can hold it before it is allocated.
+const dsrSvcAddr = "10.80.0.200"
+
+// macOf is the MAC of h's eth0.
+func macOf(t *testing.T, h *netlab.Host) string {
+	t.Helper()
+	nh, err := h.Netlink()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nh.Close()
+	lk, err := nh.LinkByName("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lk.Attrs().HardwareAddr.String()
+}
+
+// captureFrom runs tshark on h's eth0 for d, keeping the source MAC of every
+// TCP segment from dsrSvcAddr; done returns them.
+func captureFrom(t *testing.T, h *netlab.Host, d time.Duration) (done func() []string) {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), h.Name+".pcapng")
+	p, err := h.Start(exec.Command("tshark", "-q", "-i", "eth0", "-f", "tcp and src host "+dsrSvcAddr,
+		"-a", fmt.Sprintf("duration:%d", int(d.Seconds())), "-w", file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func() []string {
+		t.Helper()
+		if exited, err := p.Wait(d + 15*time.Second); !exited || err != nil {
+			t.Fatalf("tshark on %s: %v %v", h.Name, exited, err)
+		}
+		out, err := exec.Command("tshark", "-r", file, "-T", "fields", "-e", "eth.src").Output()
+		if err != nil {
+			t.Fatalf("tshark -r: %v", err)
+		}
+		return strings.Fields(string(out))
+	}
+}
+
+// dsrBackends are the addresses of the backends up in the status of the
+// Service's dsr balancer at socket, and the XDP program's tx verdicts.
+func dsrBackends(t *testing.T, socket, balancer string) (up []string, tx uint64, b api.Balancer) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	st, err := api.Fetch(ctx, socket)
+	if err != nil {
+		return nil, 0, b
+	}
+	for _, x := range st.Balancers {
+		if x.Name == balancer {
+			b = x
+			for _, be := range x.Backends {
+				if be.Up {
+					up = append(up, be.Address)
+				}
+			}
+		}
+	}
+	return up, st.XDP["tx"], b
+}
+
+// A LoadBalancer Service with dataplane dsr: two vigil nodes (n1, n2)
+// announce its address from an l2 pool, and the holder's XDP program
+// steers each flow to one of two endpoints on other hosts (ep1, ep2),
+// prepared as `vigil realserver --vip` prepares them. The endpoints see
+// the client's own address and answer it directly: the client gets every
+// answer from their MACs, and neither node sends one. An endpoint taken
+// out of the EndpointSlice gets no new flow while its established one goes
+// on, and when the holder is killed the other node takes the address over
+// and steers it.
+func TestKubeServiceDSR(t *testing.T) {
+	sl := newSvcLab(t)
+	sl.dataplane = "dsr"
+	eps := map[string]*netlab.Host{}
+	var macs []string
+	for i, name := range []string{"ep1", "ep2"} {
+		h, err := sl.lab.AddHost(name, mustPrefix(fmt.Sprintf("10.80.0.%d/24", 21+i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		eps[name] = h
+		startRealServer(t, h, dsrSvcAddr, greetThenEcho)
+		macs = append(macs, macOf(t, h))
+	}
+	slice := func(names ...string) {
+		var list []kubetest.Endpoint
+		for _, n := range names {
+			list = append(list, kubetest.Endpoint{Address: eps[n].Addr(false), Node: n, Ready: true})
+		}
+		kubetest.ApplySlice(t, sl.admin, kubetest.Slice("web", "dsr-1", "dsr", "http", 80, list...))
+	}
+	slice("ep1", "ep2")
+	sl.start(t, "n1")
+	sl.start(t, "n2")
+
+	class := "vigil.io/lb"
+	t0 := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := sl.admin.CoreV1().Services("web").Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: "dsr", Annotations: map[string]string{"vigil.io/address": dsrSvcAddr}},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, LoadBalancerClass: &class, Selector: map[string]string{"app": "dsr"},
+			Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt(80), Protocol: corev1.ProtocolTCP}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, mode := sl.waitAddress(t, "dsr")
+	inStatus := time.Since(t0)
+	if addr != dsrSvcAddr || mode != "Proxy" {
+		t.Fatalf("allocated %s with ipMode %q, want %s with Proxy (kube-proxy must leave it to vigil's dataplane)", addr, mode, dsrSvcAddr)
+	}
+	ask := func(port int) (string, error) { return askVIP(sl.client, "10.80.0.100", dsrSvcAddr+":80", port) }
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := ask(0); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no answer through the Service's address within 20s")
+		}
+	}
+	t.Logf("Service created -> address in status %v, -> first answer through XDP %v", inStatus.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond))
+	waitRealServers(t, ask, 2)
+
+	holders := sl.holders(t, dsrSvcAddr)
+	if len(holders) != 1 {
+		t.Fatalf("%s held by %v, want one node", dsrSvcAddr, holders)
+	}
+	holder := holders[0]
+	other := map[string]string{"n1": "n2", "n2": "n1"}[holder]
+	const balancer = "service/web/dsr/http/" + dsrSvcAddr
+	socket := func(n string) string { return filepath.Join(sl.dir, n+".sock") }
+	up, _, b := dsrBackends(t, socket(holder), balancer)
+	if b.Mode != "dsr" || b.XDPMode != "generic" || !slices.Equal(up, []string{"10.80.0.21:80", "10.80.0.22:80"}) ||
+		b.Backends[0].Source != "endpoints web/dsr (node ep1)" {
+		t.Fatalf("%s's balancer %+v", holder, b)
+	}
+
+	// Every answer comes from an endpoint's MAC, none from a node.
+	const window = 6 * time.Second
+	atClient, atHolder := captureFrom(t, sl.client, window), captureFrom(t, sl.nodes[holder], window)
+	time.Sleep(time.Second) // tshark listening
+	want := func(port int) string { return "10.80.0.100:" + strconv.Itoa(port) }
+	got := spreadOverRealServers(t, ask, 30, 20000, want)
+	if got["ep1"] < 3 || got["ep2"] < 3 {
+		t.Fatalf("30 flows spread %v over the two endpoints", got)
+	}
+	seen, fromHolder := atClient(), atHolder()
+	if len(seen) == 0 || slices.ContainsFunc(seen, func(m string) bool { return !slices.Contains(macs, m) }) {
+		t.Fatalf("answers at the client came from %v, want only the endpoints' MACs %v", slices.Compact(slices.Sorted(slices.Values(seen))), macs)
+	}
+	if len(fromHolder) > 0 {
+		t.Fatalf("the holder %s sent %d segments from the Service's address", holder, len(fromHolder))
+	}
+	t.Logf("30 flows over %v; %d answer segments at the client, all from the endpoints' MACs, none through %s", got, len(seen), holder)
+
+	// A stream on ep2; then ep2 leaves the slice.
+	var stream net.Conn
+	var lines *bufio.Reader
+	for port := 25000; stream == nil; port++ {
+		if port == 25040 {
+			t.Fatal("no flow of 40 went to ep2")
+		}
+		sl.client.Do(func() error {
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("10.80.0.100"), Port: port}, Timeout: time.Second}
+			c, err := d.Dial("tcp", dsrSvcAddr+":80")
+			if err != nil {
+				return err
+			}
+			r := bufio.NewReader(c)
+			c.SetDeadline(time.Now().Add(2 * time.Second))
+			if first, _ := r.ReadString('\n'); strings.HasPrefix(first, "ep2 ") {
+				stream, lines = c, r
+			} else {
+				c.Close()
+			}
+			return nil
+		})
+	}
+	defer stream.Close()
+	say := func(i int) {
+		t.Helper()
+		stream.SetDeadline(time.Now().Add(2 * time.Second))
+		fmt.Fprintf(stream, "line %d\n", i)
+		if got, err := lines.ReadString('\n'); err != nil || got != fmt.Sprintf("ep2 line %d\n", i) {
+			t.Fatalf("stream on ep2, line %d: %q, %v", i, got, err)
+		}
+	}
+	say(0)
+	t1 := time.Now()
+	slice("ep1")
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if up, _, _ := dsrBackends(t, socket(holder), balancer); slices.Equal(up, []string{"10.80.0.21:80"}) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("ep2 still in the holder's table 10s after it left the slice")
+		}
+	}
+	t.Logf("ep2 left the slice -> out of the holder's table after %v", time.Since(t1).Round(time.Millisecond))
+	if got := spreadOverRealServers(t, ask, 16, 26000, want); got["ep1"] != 16 {
+		t.Fatalf("16 new flows after ep2 left went %v, want ep1 only", got)
+	}
+	say(1) // tracked: it goes on to ep2
+
+	// The holder dies without a word; the other node takes the address
+	// over and steers it.
+	stream.Close()
+	_, txBefore, _ := dsrBackends(t, socket(other), balancer)
+	t2 := time.Now()
+	sl.procs[holder].Cmd.Process.Signal(syscall.SIGKILL)
+	sl.procs[holder].Wait(5 * time.Second)
+	var answered time.Duration
+	for port, deadline := 28000, time.Now().Add(15*time.Second); ; port++ {
+		if line, err := ask(port); err == nil {
+			if !strings.HasPrefix(line, "ep1 10.80.0.100:") {
+				t.Fatalf("after the failover: %q", line)
+			}
+			answered = time.Since(t2)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no answer within 15s of %s's death", holder)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !slices.Contains(sl.holders(t, dsrSvcAddr), other) {
+		t.Fatalf("%s does not hold %s after the failover", other, dsrSvcAddr)
+	}
+	if got := spreadOverRealServers(t, ask, 10, 29000, want); got["ep1"] != 10 {
+		t.Fatalf("after the failover: %v", got)
+	}
+	if _, tx, _ := dsrBackends(t, socket(other), balancer); tx <= txBefore {
+		t.Fatalf("%s's XDP program steered nothing after the failover (tx %d -> %d)", other, txBefore, tx)
+	}
+	t.Logf("%s killed -> first answer through %s %v", holder, other, answered.Round(time.Millisecond))
+}
