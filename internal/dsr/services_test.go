@@ -48,6 +48,18 @@ func withServices(t *testing.T, bals ...config.Balancer) *config.Config {
 	return c
 }
 
+// servicePlane is a plane of servicesDSR on k with a new store.
+func servicePlane(t *testing.T, k *fakeKernel) (*Plane, *health.Store) {
+	t.Helper()
+	store := health.New()
+	p, err := New(withServices(t), k, store, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p, store
+}
+
 func apply(t *testing.T, p *Plane, c *config.Config) {
 	t.Helper()
 	ch, err := p.Plan(c)
@@ -78,12 +90,7 @@ func serviceID(t *testing.T, p *Plane, listen string) uint32 {
 // the store, and its id is given to the next one.
 func TestServiceBalancersComeAndGo(t *testing.T) {
 	k := resolvingKernel()
-	store := health.New()
-	p, err := New(withServices(t), k, store, quiet())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close() })
+	p, store := servicePlane(t, k)
 	if k.loads != 1 || len(p.bals) != 1 {
 		t.Fatalf("loads %d, balancers %d", k.loads, len(p.bals))
 	}
@@ -155,11 +162,7 @@ func TestServiceBalancersComeAndGo(t *testing.T) {
 // no subnet of the host, and one that is the host itself.
 func TestServiceEndpointsNotOneHopAwayAreLeftOut(t *testing.T) {
 	k := resolvingKernel()
-	p, err := New(withServices(t), k, health.New(), quiet())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close() })
+	p, _ := servicePlane(t, k)
 	apply(t, p, withServices(t, svc("a", "10.0.0.200", "10.0.0.6:80", "10.9.0.6:80", "10.0.0.1:80")))
 	p.resolveMACs(context.Background(), true)
 	if got := inTable(t, p, k.dp, 1); !slices.Equal(got, []string{"10.0.0.6:80"}) {
@@ -179,11 +182,7 @@ func TestServiceEndpointsNotOneHopAwayAreLeftOut(t *testing.T) {
 // the reload attaches it there.
 func TestServiceBalancerOnAnotherInterfaceAttaches(t *testing.T) {
 	k := resolvingKernel()
-	p, err := New(withServices(t), k, health.New(), quiet())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close() })
+	p, _ := servicePlane(t, k)
 	b := svc("a", "10.0.1.200", "10.0.1.6:80")
 	b.Interface = "eth1"
 	apply(t, p, withServices(t, b))
@@ -196,16 +195,12 @@ func TestServiceBalancerOnAnotherInterfaceAttaches(t *testing.T) {
 // refused (package kube leaves the extra ones out before, with a note).
 func TestServiceIDsRunOut(t *testing.T) {
 	k := resolvingKernel()
-	p, err := New(withServices(t), k, health.New(), quiet())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close() })
+	p, _ := servicePlane(t, k)
 	var bals []config.Balancer
 	for i := range xdp.MaxServices {
 		bals = append(bals, svc(fmt.Sprint("s", i), fmt.Sprint("10.0.0.", 200+i), "10.0.0.6:80"))
 	}
-	_, err = p.Plan(withServices(t, bals...))
+	_, err := p.Plan(withServices(t, bals...))
 	if want := "balancer service/web/s15/http/10.0.0.215 (Service web/s15): listen 10.0.0.215:80: the program steers at most 16 addresses:ports, all in use"; err == nil || err.Error() != want {
 		t.Fatalf("%v, want %q", err, want)
 	}
@@ -216,12 +211,7 @@ func TestServiceIDsRunOut(t *testing.T) {
 func TestServiceBalancersWithoutTheProgram(t *testing.T) {
 	k := resolvingKernel()
 	k.loadErr = fmt.Errorf("%w: %w: it needs CAP_BPF and CAP_NET_ADMIN (root)", xdp.ErrLoad, os.ErrPermission)
-	store := health.New()
-	p, err := New(withServices(t), k, store, quiet())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close() })
+	p, store := servicePlane(t, k)
 	apply(t, p, withServices(t, svc("a", "10.0.0.200", "10.0.0.6:80")))
 	bals, _ := p.Status()
 	if len(bals) != 2 || bals[1].Name != "service/web/a/http/10.0.0.200" || !strings.Contains(bals[1].Error, "CAP_BPF") {

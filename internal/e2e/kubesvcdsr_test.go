@@ -1,10 +1,8 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"net"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -184,37 +182,9 @@ func TestKubeServiceDSR(t *testing.T) {
 	t.Logf("30 flows over %v; %d answer segments at the client, all from the endpoints' MACs, none through %s", got, len(seen), holder)
 
 	// A stream on ep2; then ep2 leaves the slice.
-	var stream net.Conn
-	var lines *bufio.Reader
-	for port := 25000; stream == nil; port++ {
-		if port == 25040 {
-			t.Fatal("no flow of 40 went to ep2")
-		}
-		sl.client.Do(func() error {
-			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("10.80.0.100"), Port: port}, Timeout: time.Second}
-			c, err := d.Dial("tcp", dsrSvcAddr+":80")
-			if err != nil {
-				return err
-			}
-			r := bufio.NewReader(c)
-			c.SetDeadline(time.Now().Add(2 * time.Second))
-			if first, _ := r.ReadString('\n'); strings.HasPrefix(first, "ep2 ") {
-				stream, lines = c, r
-			} else {
-				c.Close()
-			}
-			return nil
-		})
-	}
+	stream := openStream(t, sl.client, "10.80.0.100", dsrSvcAddr+":80", "ep2", 25000)
 	defer stream.Close()
-	say := func(i int) {
-		t.Helper()
-		stream.SetDeadline(time.Now().Add(2 * time.Second))
-		fmt.Fprintf(stream, "line %d\n", i)
-		if got, err := lines.ReadString('\n'); err != nil || got != fmt.Sprintf("ep2 line %d\n", i) {
-			t.Fatalf("stream on ep2, line %d: %q, %v", i, got, err)
-		}
-	}
+	say := func(i int) { t.Helper(); stream.say(t, i) }
 	say(0)
 	t1 := time.Now()
 	slice("ep1")
