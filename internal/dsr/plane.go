@@ -107,6 +107,9 @@ func New(cfg *config.Config, k Kernel, store *health.Store, log *slog.Logger) (*
 			dp.Close()
 			return nil, fmt.Errorf("balancers[%d] (%s): %w", at[bc.Name], bc.Name, err)
 		}
+		if len(b.notes) > 0 {
+			p.logNotes(bc, b.notes)
+		}
 		p.bals = append(p.bals, b)
 		if err := p.write(b); err != nil {
 			dp.Close()

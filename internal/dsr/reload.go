@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	"slices"
 	"strings"
 
 	"github.com/vigil-lb/vigil/internal/component"
@@ -98,7 +99,7 @@ func (p *Plane) Plan(cfg *config.Config) (component.Change, error) {
 			if err := p.attachLocked(bc, next, links); err != nil {
 				return nil, fmt.Errorf("%s: %w", where(cfg, bc, at), err)
 			}
-			nb, err := p.newBalancer(bc, links[bc.Name], notes[bc.Name], ids, slots)
+			nb, err := p.newBalancer(bc, links[bc.Name], nil, ids, slots) // notes at commit
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", where(cfg, bc, at), err)
 			}
@@ -157,12 +158,12 @@ func (p *Plane) Plan(cfg *config.Config) (component.Change, error) {
 			for be, w := range pl.weights {
 				be.weight = w
 			}
+			if n := notes[pl.cfg.Name]; len(n) > 0 && !slices.Equal(n, pl.b.notes) {
+				p.logNotes(pl.cfg, n) // once while the cause lasts
+			}
 			pl.b.cfg, pl.b.backends, pl.b.notes = pl.cfg, pl.backends, notes[pl.cfg.Name]
 			changed[pl.b] = true
 			bals = append(bals, pl.b)
-			if len(pl.b.notes) > 0 {
-				p.log.Warn("dsr balancer: backends left out", "balancer", pl.cfg.Name, "service", pl.cfg.Service, "notes", strings.Join(pl.b.notes, "; "))
-			}
 		}
 		p.bals, p.cfgs, p.slots, p.ids = bals, next, slots, ids
 		p.readHealthLocked()
@@ -186,6 +187,11 @@ func (p *Plane) removeLocked(b *balancer) {
 	}
 	p.store.Delete(health.BalancerKey(b.cfg.Name))
 	p.log.Info("dsr balancer removed", "balancer", b.cfg.Name, "service", b.cfg.Service)
+}
+
+// logNotes logs why backends of a Service's balancer were left out.
+func (p *Plane) logNotes(bc config.Balancer, notes []string) {
+	p.log.Warn("dsr balancer: endpoints left out", "balancer", bc.Name, "service", bc.Service, "notes", strings.Join(notes, "; "))
 }
 
 // own are the config's own dsr balancers, those not generated for a
