@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -44,11 +45,29 @@ func macOf(t *testing.T, h *netlab.Host) string {
 // TCP segment from dsrSvcAddr; done returns them.
 func captureFrom(t *testing.T, h *netlab.Host, d time.Duration) (done func() []string) {
 	t.Helper()
-	file := filepath.Join(t.TempDir(), h.Name+".pcapng")
-	p, err := h.Start(exec.Command("tshark", "-q", "-i", "eth0", "-f", "tcp and src host "+dsrSvcAddr,
-		"-a", fmt.Sprintf("duration:%d", int(d.Seconds())), "-w", file))
+	dir := t.TempDir()
+	file, errFile := filepath.Join(dir, h.Name+".pcapng"), filepath.Join(dir, h.Name+".err")
+	stderr, err := os.Create(errFile)
 	if err != nil {
 		t.Fatal(err)
+	}
+	defer stderr.Close()
+	cmd := exec.Command("tshark", "-i", "eth0", "-f", "tcp and src host "+dsrSvcAddr,
+		"-a", fmt.Sprintf("duration:%d", int(d.Seconds())), "-w", file)
+	cmd.Stderr = stderr
+	p, err := h.Start(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Capturing once it says so (it starts slowly on a loaded machine).
+	for deadline := time.Now().Add(d); ; time.Sleep(50 * time.Millisecond) {
+		if b, _ := os.ReadFile(errFile); strings.Contains(string(b), "Capturing on") {
+			break
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(errFile)
+			t.Fatalf("tshark on %s did not start capturing within %v: %s", h.Name, d, b)
+		}
 	}
 	return func() []string {
 		t.Helper()
@@ -164,9 +183,8 @@ func TestKubeServiceDSR(t *testing.T) {
 	}
 
 	// Every answer comes from an endpoint's MAC, none from a node.
-	const window = 6 * time.Second
+	const window = 15 * time.Second
 	atClient, atHolder := captureFrom(t, sl.client, window), captureFrom(t, sl.nodes[holder], window)
-	time.Sleep(time.Second) // tshark listening
 	want := func(port int) string { return "10.80.0.100:" + strconv.Itoa(port) }
 	got := spreadOverRealServers(t, ask, 30, 20000, want)
 	if got["ep1"] < 3 || got["ep2"] < 3 {
