@@ -31,6 +31,9 @@ type fakeKernel struct {
 	arp    map[netip.Addr]net.HardwareAddr // who answers a probe
 	probes []netip.Addr
 	loads  int
+	// barrier, when set, holds every ARP probe until as many as it
+	// counts are under way.
+	barrier *sync.WaitGroup
 }
 
 var errNoLink = errors.New("Link not found")
@@ -98,9 +101,22 @@ func (k *fakeKernel) Neighbour(ifindex int, ip netip.Addr) (net.HardwareAddr, er
 
 func (k *fakeKernel) ProbeARP(ctx context.Context, iface string, ip netip.Addr, wait time.Duration) ([]net.HardwareAddr, error) {
 	k.mu.Lock()
-	defer k.mu.Unlock()
 	k.probes = append(k.probes, ip)
-	if m := k.arp[ip]; m != nil {
+	m, barrier := k.arp[ip], k.barrier
+	k.mu.Unlock()
+	if barrier != nil {
+		// Each probe waits for the others, as a real one waits out its
+		// window: only probes that run at once all get through.
+		barrier.Done()
+		done := make(chan struct{})
+		go func() { barrier.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			return nil, errors.New("the other probes did not come: they run one after the other")
+		}
+	}
+	if m != nil {
 		return []net.HardwareAddr{m}, nil
 	}
 	return nil, nil

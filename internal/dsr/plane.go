@@ -517,9 +517,18 @@ func (p *Plane) resolveMACs(ctx context.Context, all bool) {
 		}
 	}
 	p.mu.Unlock()
+	// At once, a few at a time: each probe waits out its window, and a
+	// Service's new endpoints should not wait one window each.
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, maxProbes)
 	for _, q := range qs {
-		q.mac, q.err = p.neighbourMAC(ctx, q.be.link.name, q.be.addr.Addr())
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			q.mac, q.err = p.neighbourMAC(ctx, q.be.link.name, q.be.addr.Addr())
+		})
 	}
+	wg.Wait()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -545,8 +554,12 @@ func (p *Plane) resolveMACs(ctx context.Context, all bool) {
 	p.rewriteLocked(changed)
 }
 
-// arpWait is how long an ARP probe for a backend waits for answers.
-const arpWait = 300 * time.Millisecond
+// arpWait is how long an ARP probe for a backend waits for answers;
+// maxProbes probes run at once.
+const (
+	arpWait   = 300 * time.Millisecond
+	maxProbes = 32
+)
 
 // neighbourMAC finds ip's MAC in the neighbour table, or asks with ARP.
 func (p *Plane) neighbourMAC(ctx context.Context, iface string, ip netip.Addr) (net.HardwareAddr, error) {
