@@ -266,10 +266,15 @@ func echo(c net.Conn, name string) {
 // askVIP connects from the client (source src, port 0: any) to addr and
 // returns the real server's answer, one line.
 func askVIP(client *netlab.Host, src, addr string, port int) (string, error) {
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src), Port: port}, Timeout: time.Second}
+	return askVIPWithin(client, src, addr, port, time.Second)
+}
+
+// askVIPWithin is askVIP with a connect timeout of d.
+func askVIPWithin(client *netlab.Host, src, addr string, port int, d time.Duration) (string, error) {
+	dialer := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src), Port: port}, Timeout: d}
 	var line string
 	err := client.Do(func() error {
-		c, err := d.Dial("tcp", addr)
+		c, err := dialer.Dial("tcp", addr)
 		if err != nil {
 			return err
 		}
