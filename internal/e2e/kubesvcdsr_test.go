@@ -105,6 +105,50 @@ func dsrBackends(t *testing.T, socket, balancer string) (up []string, tx uint64,
 	return up, st.XDP["tx"], b
 }
 
+// dsrEndpoints starts hosts ep1 (10.80.0.21) and ep2 (.22) on sl's LAN,
+// prepared by vigil realserver for vip and answering with greetThenEcho on
+// :80. It returns them, their MACs, and slice, which makes the named ones
+// the ready endpoints of web/dsr (port http, 80).
+func dsrEndpoints(t *testing.T, sl *svcLab, vip string) (eps map[string]*netlab.Host, macs []string, slice func(names ...string)) {
+	t.Helper()
+	eps = map[string]*netlab.Host{}
+	for i, name := range []string{"ep1", "ep2"} {
+		h, err := sl.lab.AddHost(name, mustPrefix(fmt.Sprintf("10.80.0.%d/24", 21+i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		eps[name] = h
+		startRealServer(t, h, vip, greetThenEcho)
+		macs = append(macs, macOf(t, h))
+	}
+	slice = func(names ...string) {
+		var list []kubetest.Endpoint
+		for _, n := range names {
+			list = append(list, kubetest.Endpoint{Address: eps[n].Addr(false), Node: n, Ready: true})
+		}
+		kubetest.ApplySlice(t, sl.admin, kubetest.Slice("web", "dsr-1", "dsr", "http", 80, list...))
+	}
+	slice("ep1", "ep2")
+	return eps, macs, slice
+}
+
+// dsrService creates the LoadBalancer Service web/NAME of class vigil.io/lb
+// asking for addr, port 80 (http) to 80: direct return changes no port.
+func dsrService(t *testing.T, sl *svcLab, name, addr string) {
+	t.Helper()
+	class := "vigil.io/lb"
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := sl.admin.CoreV1().Services("web").Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: name, Annotations: map[string]string{"vigil.io/address": addr}},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, LoadBalancerClass: &class, Selector: map[string]string{"app": name},
+			Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt(80), Protocol: corev1.ProtocolTCP}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // A LoadBalancer Service with dataplane dsr: two vigil nodes (n1, n2)
 // announce its address from an l2 pool, and the holder's XDP program
 // steers each flow to one of two endpoints on other hosts (ep1, ep2),
@@ -117,25 +161,7 @@ func dsrBackends(t *testing.T, socket, balancer string) (up []string, tx uint64,
 func TestKubeServiceDSR(t *testing.T) {
 	sl := newSvcLab(t)
 	sl.dataplane = "dsr"
-	eps := map[string]*netlab.Host{}
-	var macs []string
-	for i, name := range []string{"ep1", "ep2"} {
-		h, err := sl.lab.AddHost(name, mustPrefix(fmt.Sprintf("10.80.0.%d/24", 21+i)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		eps[name] = h
-		startRealServer(t, h, dsrSvcAddr, greetThenEcho)
-		macs = append(macs, macOf(t, h))
-	}
-	slice := func(names ...string) {
-		var list []kubetest.Endpoint
-		for _, n := range names {
-			list = append(list, kubetest.Endpoint{Address: eps[n].Addr(false), Node: n, Ready: true})
-		}
-		kubetest.ApplySlice(t, sl.admin, kubetest.Slice("web", "dsr-1", "dsr", "http", 80, list...))
-	}
-	slice("ep1", "ep2")
+	_, macs, slice := dsrEndpoints(t, sl, dsrSvcAddr)
 	sl.start(t, "n1")
 	sl.start(t, "n2")
 	// Past the elected allocator's start-up hold (hold: 1s), which would
@@ -156,18 +182,8 @@ func TestKubeServiceDSR(t *testing.T) {
 	}
 	time.Sleep(1500 * time.Millisecond)
 
-	class := "vigil.io/lb"
 	t0 := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	_, err := sl.admin.CoreV1().Services("web").Create(ctx, &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: "dsr", Annotations: map[string]string{"vigil.io/address": dsrSvcAddr}},
-		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, LoadBalancerClass: &class, Selector: map[string]string{"app": "dsr"},
-			Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt(80), Protocol: corev1.ProtocolTCP}}},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	dsrService(t, sl, "dsr", dsrSvcAddr)
 	addr, mode := sl.waitAddress(t, "dsr")
 	inStatus := time.Since(t0)
 	if addr != dsrSvcAddr || mode != "Proxy" {
@@ -270,4 +286,68 @@ func TestKubeServiceDSR(t *testing.T) {
 		t.Fatalf("%s's XDP program steered nothing after the failover (tx %d -> %d)", other, txBefore, tx)
 	}
 	t.Logf("%s killed -> first answer through %s %v", holder, other, answered.Round(time.Millisecond))
+}
+
+// A Service of a bgp pool with dataplane dsr: both nodes announce its
+// address to the router, which spreads flows over them (ECMP on the
+// 5-tuple), and each node's XDP program steers its share to the endpoints,
+// which answer the client behind the router directly.
+func TestKubeServiceDSRBGP(t *testing.T) {
+	const addr = "10.85.0.1"
+	sl := newSvcLab(t)
+	sl.dataplane = "dsr"
+	eps, _, _ := dsrEndpoints(t, sl, addr)
+	router, err := sl.lab.AddHost("router", mustPrefix(svcBGPRouter+"/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wan := newLab(t)
+	client, err := wan.AddHost("client", mustPrefix("10.86.0.100/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wan.Plug(router, "eth1", mustPrefix("10.86.0.254/24")); err != nil {
+		t.Fatal(err)
+	}
+	for _, sc := range [][2]string{{"net/ipv4/ip_forward", "1"}, {"net/ipv4/fib_multipath_hash_policy", "1"}} {
+		if err := router.Sysctl(sc[0], sc[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	routes := map[*netlab.Host][]string{client: {"default", "via", "10.86.0.254"}}
+	for _, h := range []*netlab.Host{sl.nodes["n1"], sl.nodes["n2"], eps["ep1"], eps["ep2"]} {
+		routes[h] = []string{"10.86.0.0/24", "via", svcBGPRouter}
+	}
+	for h, route := range routes {
+		if out, code := execIn(t, h, 5*time.Second, "ip", slices.Concat([]string{"route", "add"}, route)...); code != 0 {
+			t.Fatalf("ip route add %v in %s: %s", route, h.Name, out)
+		}
+	}
+	n1, n2 := sl.nodes["n1"].Addr(false).String(), sl.nodes["n2"].Addr(false).String()
+	vty := startFRRIn(t, router, []string{n1, n2}, "")
+	sl.startBGP(t, "n1")
+	sl.startBGP(t, "n2")
+	dsrService(t, sl, "dsr", addr)
+	if got, mode := sl.waitAddress(t, "dsr"); got != addr || mode != "Proxy" {
+		t.Fatalf("allocated %s with ipMode %q, want %s with Proxy", got, mode, addr)
+	}
+	waitPaths(t, router, vty, addr+"/32", "dataplane dsr", n1, n2)
+
+	ask := func(port int) (string, error) { return askVIP(client, "10.86.0.100", addr+":80", port) }
+	waitVIP(t, ask)
+	waitRealServers(t, ask, 2)
+	got := spreadOverRealServers(t, ask, 40, 20000, func(port int) string { return "10.86.0.100:" + strconv.Itoa(port) })
+	if got["ep1"] < 4 || got["ep2"] < 4 {
+		t.Fatalf("40 flows spread %v over the two endpoints", got)
+	}
+	const balancer = "service/web/dsr/http/" + addr
+	var steered []uint64
+	for _, n := range []string{"n1", "n2"} {
+		_, _, b := dsrBackends(t, filepath.Join(sl.dir, n+".sock"), balancer)
+		steered = append(steered, b.Packets)
+	}
+	if steered[0] == 0 || steered[1] == 0 {
+		t.Fatalf("packets steered by n1 and n2: %v; with ECMP both should steer", steered)
+	}
+	t.Logf("40 flows from behind the router over %v; packets steered by n1 %d, n2 %d", got, steered[0], steered[1])
 }
