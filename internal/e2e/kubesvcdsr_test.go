@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
@@ -106,9 +108,10 @@ func dsrBackends(t *testing.T, socket, balancer string) (up []string, tx uint64,
 }
 
 // dsrEndpoints starts hosts ep1 (10.80.0.21) and ep2 (.22) on sl's LAN,
-// prepared by vigil realserver for vip and answering with greetThenEcho on
-// :80. It returns them, their MACs, and slice, which makes the named ones
-// the ready endpoints of web/dsr (port http, 80).
+// prepared by vigil realserver for vip, answering with greetThenEcho on
+// TCP :80 and with their name and the client's address on UDP vip:53. It
+// returns them, their MACs, and slice, which makes the named ones the
+// ready endpoints of web/dsr (ports http, 80/TCP, and dns, 53/UDP).
 func dsrEndpoints(t *testing.T, sl *svcLab, vip string) (eps map[string]*netlab.Host, macs []string, slice func(names ...string)) {
 	t.Helper()
 	eps = map[string]*netlab.Host{}
@@ -120,20 +123,40 @@ func dsrEndpoints(t *testing.T, sl *svcLab, vip string) (eps map[string]*netlab.
 		eps[name] = h
 		startRealServer(t, h, vip, greetThenEcho)
 		macs = append(macs, macOf(t, h))
+		// Bound to the address itself, so that answers come from it.
+		var pc net.PacketConn
+		if err := h.Do(func() (err error) { pc, err = net.ListenPacket("udp4", vip+":53"); return err }); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { pc.Close() })
+		go func() {
+			buf := make([]byte, 512)
+			for {
+				_, from, err := pc.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				pc.WriteTo([]byte(name+" "+from.String()), from)
+			}
+		}()
 	}
 	slice = func(names ...string) {
 		var list []kubetest.Endpoint
 		for _, n := range names {
 			list = append(list, kubetest.Endpoint{Address: eps[n].Addr(false), Node: n, Ready: true})
 		}
-		kubetest.ApplySlice(t, sl.admin, kubetest.Slice("web", "dsr-1", "dsr", "http", 80, list...))
+		s := kubetest.Slice("web", "dsr-1", "dsr", "http", 80, list...)
+		dns, port, udp := "dns", int32(53), corev1.ProtocolUDP
+		s.Ports = append(s.Ports, discoveryv1.EndpointPort{Name: &dns, Port: &port, Protocol: &udp})
+		kubetest.ApplySlice(t, sl.admin, s)
 	}
 	slice("ep1", "ep2")
 	return eps, macs, slice
 }
 
 // dsrService creates the LoadBalancer Service web/NAME of class vigil.io/lb
-// asking for addr, port 80 (http) to 80: direct return changes no port.
+// asking for addr, ports 80/TCP (http) and 53/UDP (dns), each to the same
+// port: direct return changes no port.
 func dsrService(t *testing.T, sl *svcLab, name, addr string) {
 	t.Helper()
 	class := "vigil.io/lb"
@@ -142,7 +165,8 @@ func dsrService(t *testing.T, sl *svcLab, name, addr string) {
 	_, err := sl.admin.CoreV1().Services("web").Create(ctx, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: name, Annotations: map[string]string{"vigil.io/address": addr}},
 		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, LoadBalancerClass: &class, Selector: map[string]string{"app": name},
-			Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt(80), Protocol: corev1.ProtocolTCP}}},
+			Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt(80), Protocol: corev1.ProtocolTCP},
+				{Name: "dns", Port: 53, TargetPort: intstr.FromInt(53), Protocol: corev1.ProtocolUDP}}},
 	}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -233,6 +257,43 @@ func TestKubeServiceDSR(t *testing.T) {
 		t.Fatalf("the holder %s sent %d segments from the Service's address", holder, len(fromHolder))
 	}
 	t.Logf("30 flows over %v; %d answer segments at the client, all from the endpoints' MACs, none through %s", got, len(seen), holder)
+
+	// UDP: each endpoint sees the client's own address and answers from
+	// the Service's.
+	udp := map[string]int{}
+	for i := range 20 {
+		port := 21000 + i
+		var answer string
+		err := sl.client.Do(func() error {
+			c, err := net.DialUDP("udp4", &net.UDPAddr{IP: net.ParseIP("10.80.0.100"), Port: port}, &net.UDPAddr{IP: net.ParseIP(dsrSvcAddr), Port: 53})
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			buf := make([]byte, 512)
+			for try := 0; try < 5; try++ { // a datagram may be lost
+				c.SetDeadline(time.Now().Add(time.Second))
+				c.Write([]byte("q"))
+				if n, err := c.Read(buf); err == nil {
+					answer = string(buf[:n])
+					return nil
+				}
+			}
+			return fmt.Errorf("no answer to 5 datagrams")
+		})
+		f := strings.Fields(answer)
+		if err != nil || len(f) != 2 || f[1] != want(port) {
+			t.Fatalf("UDP query %d: %q, %v: the endpoint should see the client's own address %s", i, answer, err, want(port))
+		}
+		udp[f[0]]++
+	}
+	if udp["ep1"] < 2 || udp["ep2"] < 2 {
+		t.Fatalf("20 UDP flows spread %v over the two endpoints", udp)
+	}
+	if _, _, b := dsrBackends(t, socket(holder), "service/web/dsr/dns/"+dsrSvcAddr); b.Packets < 20 {
+		t.Fatalf("the holder's UDP balancer: %+v", b)
+	}
+	t.Logf("20 UDP flows over %v", udp)
 
 	// A stream on ep2; then ep2 leaves the slice.
 	stream := openStream(t, sl.client, "10.80.0.100", dsrSvcAddr+":80", "ep2", 25000)
