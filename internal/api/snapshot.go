@@ -291,6 +291,10 @@ type Balancer struct {
 	// limit, not counted against any backend).
 	FDExhaustedAccept  uint64 `json:"fd_exhausted_accept,omitempty"`
 	FDExhaustedConnect uint64 `json:"fd_exhausted_connect,omitempty"`
+
+	// Notes say which backends a LoadBalancer Service's dsr balancer left
+	// out, and why (not one hop away, an address of this host).
+	Notes []string `json:"notes,omitempty"`
 }
 
 // Backend is one server of a balancer.

@@ -61,6 +61,9 @@ func (t Table) Write(out io.Writer, s Snapshot, now time.Time) error {
 			for _, be := range b.Backends {
 				fmt.Fprintf(w, "  %s\t%s\t%d\t%d\t%d%s\n", be.Address, backendState(be), be.Weight, be.Packets, be.BytesIn, from(be))
 			}
+			for _, n := range b.Notes {
+				fmt.Fprintf(w, "  NOTE: %s\n", n)
+			}
 			continue
 		}
 		fmt.Fprintln(w, "  BACKEND\tSTATE\tWEIGHT\tACTIVE\tTOTAL\tCONNECT ERRORS\tBYTES IN\tBYTES OUT"+fromHead)

@@ -71,6 +71,11 @@ type Balancer struct {
 	// CloseOnDown closes established connections of a backend that goes
 	// down (HAProxy's on-marked-down shutdown-sessions). Default false.
 	CloseOnDown bool `yaml:"close_on_down"`
+	// Service is the LoadBalancer Service (NAMESPACE/NAME) a balancer was
+	// generated for (package kube); "" for the config's own. The dsr plane
+	// adds and removes such balancers live, and leaves out their backends
+	// that are not one hop away, with a note, instead of refusing them.
+	Service string `yaml:"-"`
 }
 
 // Monitor is an HTTP endpoint answering 200 while the balancer has a
@@ -430,6 +435,16 @@ func (v *validator) dsr(p string, b *Balancer) {
 	if v.dsrServices > MaxDSRServices {
 		v.add(p+".listen", "more than %d dsr listen addresses in all", MaxDSRServices)
 	}
+}
+
+// GeneratedDSR is a dsr balancer with validation's defaults for a
+// LoadBalancer Service's address and port (package kube makes one per
+// address and port with dataplane dsr): maglev, xdp_mode auto, no check.
+// protocol is tcp or udp.
+func GeneratedDSR(name, service, iface, protocol, listen string) Balancer {
+	b := GeneratedProxy(name, []string{listen})
+	b.Mode, b.Algorithm, b.Interface, b.Protocol, b.XDPMode, b.Service = "dsr", "maglev", iface, protocol, "auto", service
+	return b
 }
 
 // GeneratedProxy is a proxy balancer with validation's defaults, for

@@ -17,7 +17,9 @@ type Services struct {
 	// only those of class ServiceClass. Default true.
 	DefaultClass *bool `yaml:"default_class"`
 	// Dataplane carries the traffic: none (kube-proxy or Cilium does),
-	// proxy or dsr. Default none.
+	// proxy (vigil's L4 proxy, TCP) or dsr (vigil's XDP program, TCP and
+	// UDP, to endpoints one hop away that hold the address themselves).
+	// Default none.
 	Dataplane string `yaml:"dataplane"`
 	// Pools are the addresses to hand out, in order of preference.
 	Pools []ServicePool `yaml:"pools"`
@@ -53,7 +55,10 @@ type ServicePool struct {
 	// Announce is how the addresses are made reachable: l2 (ARP/NDP) or bgp.
 	// Default l2.
 	Announce string `yaml:"announce"`
-	// Interface to answer ARP/NDP on; required for l2, not used by bgp.
+	// Interface to answer ARP/NDP on; required for l2. With dataplane dsr
+	// it is also where the XDP program runs, and then a bgp pool needs it
+	// too (the interface the routed traffic comes in on); otherwise bgp
+	// does not use it.
 	Interface string `yaml:"interface"`
 	// Nodes is a label selector of the Nodes that may announce; "" (the
 	// default) is every Node.
@@ -223,8 +228,12 @@ func (v *validator) services(s *Services) {
 			} else {
 				v.add(pp+".interface", "%q is not an interface name", pl.Interface)
 			}
-		case pl.Announce == "bgp" && pl.Interface != "":
-			v.add(pp+".interface", "applies to announce l2 only (announce is bgp)")
+		case pl.Announce == "bgp" && s.Dataplane == "dsr" && pl.Interface == "":
+			v.add(pp+".interface", "is required with dataplane dsr (the interface the pool's traffic comes in on: XDP runs there)")
+		case pl.Announce == "bgp" && s.Dataplane == "dsr" && !interfaceName(pl.Interface):
+			v.add(pp+".interface", "%q is not an interface name", pl.Interface)
+		case pl.Announce == "bgp" && s.Dataplane != "dsr" && pl.Interface != "":
+			v.add(pp+".interface", "applies to announce l2, or to bgp with dataplane dsr, only (announce is bgp)")
 		case pl.Announce == "bgp" && v.c.BGP.ASN == 0:
 			v.add(pp+".announce", "bgp needs the bgp section (asn, router_id, neighbors)")
 		}

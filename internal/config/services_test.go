@@ -100,7 +100,9 @@ func TestServicesErrors(t *testing.T) {
 		{"bad interface", "interface: eth0", "interface: a/b",
 			`kubernetes.services.pools[0].interface: "a/b" is not an interface name (line 8)`},
 		{"bgp with interface", "announce: bgp", "announce: bgp\n        interface: eth0",
-			`kubernetes.services.pools[1].interface: applies to announce l2 only (announce is bgp) (line 13)`},
+			`kubernetes.services.pools[1].interface: applies to announce l2, or to bgp with dataplane dsr, only (announce is bgp) (line 13)`},
+		{"dsr bgp pool without interface", "dataplane: proxy", "dataplane: dsr",
+			`kubernetes.services.pools[1].interface: is required with dataplane dsr (the interface the pool's traffic comes in on: XDP runs there) (line 11)`},
 		{"bgp without bgp section", "bgp:\n  asn: 64512\n  router_id: 10.0.0.1\n  neighbors: [{address: 10.0.0.254, asn: 64500}]\n", "",
 			`kubernetes.services.pools[1].announce: bgp needs the bgp section (asn, router_id, neighbors) (line 12)`},
 		{"bgp attributes on l2", `"2001:db8::/120"]`, `"2001:db8::/120"]` + "\n        bgp: {local_pref: 1}",
@@ -124,6 +126,20 @@ func TestServicesErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// With dataplane dsr a bgp pool names the interface its traffic comes in
+// on: the XDP program runs there.
+func TestServicesDSRBGPPoolTakesAnInterface(t *testing.T) {
+	src := strings.Replace(strings.Replace(goodServices, "dataplane: proxy", "dataplane: dsr", 1), "announce: bgp", "announce: bgp\n        interface: eth1", 1)
+	c, err := Parse([]byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := c.Kubernetes.Services; s.Dataplane != "dsr" || s.Pools[1].Interface != "eth1" {
+		t.Fatalf("services %+v, pool %+v", s, s.Pools[1])
+	}
+	roundTrip(t, c)
 }
 
 // A services section with no pools says so, and is something to do on its own.

@@ -31,6 +31,9 @@ type fakeKernel struct {
 	arp    map[netip.Addr]net.HardwareAddr // who answers a probe
 	probes []netip.Addr
 	loads  int
+	// barrier, when set, holds every ARP probe until as many as it
+	// counts are under way.
+	barrier *sync.WaitGroup
 }
 
 var errNoLink = errors.New("Link not found")
@@ -98,9 +101,22 @@ func (k *fakeKernel) Neighbour(ifindex int, ip netip.Addr) (net.HardwareAddr, er
 
 func (k *fakeKernel) ProbeARP(ctx context.Context, iface string, ip netip.Addr, wait time.Duration) ([]net.HardwareAddr, error) {
 	k.mu.Lock()
-	defer k.mu.Unlock()
 	k.probes = append(k.probes, ip)
-	if m := k.arp[ip]; m != nil {
+	m, barrier := k.arp[ip], k.barrier
+	k.mu.Unlock()
+	if barrier != nil {
+		// Each probe waits for the others, as a real one waits out its
+		// window: only probes that run at once all get through.
+		barrier.Done()
+		done := make(chan struct{})
+		go func() { barrier.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			return nil, errors.New("the other probes did not come: they run one after the other")
+		}
+	}
+	if m != nil {
 		return []net.HardwareAddr{m}, nil
 	}
 	return nil, nil
@@ -140,6 +156,7 @@ type fakeDataplane struct {
 	mu       sync.Mutex
 	attached map[int]string // ifindex -> mode asked for
 	services map[uint32]xdp.Service
+	removed  []netip.AddrPort // services removed, in order
 	backends map[uint32]fakeBackend
 	writes   int
 	closed   bool
@@ -183,6 +200,19 @@ func (d *fakeDataplane) SetService(s xdp.Service) error {
 		return fmt.Errorf("table size %d", s.Table.Size())
 	}
 	d.services[s.ID] = s
+	d.wrote()
+	return nil
+}
+
+func (d *fakeDataplane) RemoveService(vip netip.Addr, port uint16, proto uint8) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for id, s := range d.services {
+		if s.VIP == vip && s.Port == port && s.Proto == proto {
+			delete(d.services, id)
+			d.removed = append(d.removed, netip.AddrPortFrom(vip, port))
+		}
+	}
 	d.wrote()
 	return nil
 }

@@ -24,7 +24,7 @@ type Kernel interface {
 	// permanent) with an Ethernet address, or nil when there is none.
 	Neighbour(ifindex int, ip netip.Addr) (net.HardwareAddr, error)
 	// ProbeARP asks on iface who has the IPv4 address ip, and returns the
-	// MACs that answered within wait.
+	// MAC that answered first within wait (none when nobody did).
 	ProbeARP(ctx context.Context, iface string, ip netip.Addr, wait time.Duration) ([]net.HardwareAddr, error)
 	// LoadXDP loads the program. An error that wraps xdp.ErrLoad means the
 	// host cannot run it (no BPF rights, an old kernel).
@@ -53,6 +53,8 @@ type Dataplane interface {
 	Attach(ifindex int, mode string) (string, error)
 	// SetService writes a service's key and Maglev table.
 	SetService(s xdp.Service) error
+	// RemoveService stops steering a service (address, port, protocol).
+	RemoveService(vip netip.Addr, port uint16, proto uint8) error
 	// SetBackend writes backend idx: its MAC and, when it is reached
 	// through another interface than the program's (ifindex not 0), that
 	// interface's index and MAC.

@@ -87,7 +87,7 @@ func (linuxKernel) Neighbour(ifindex int, ip netip.Addr) (net.HardwareAddr, erro
 }
 
 func (linuxKernel) ProbeARP(ctx context.Context, iface string, ip netip.Addr, wait time.Duration) ([]net.HardwareAddr, error) {
-	r, err := garp.Probe(ctx, iface, ip, wait)
+	r, err := garp.ProbeFirst(ctx, iface, ip, wait)
 	if err != nil {
 		return nil, err
 	}

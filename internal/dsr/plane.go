@@ -29,15 +29,19 @@ type Plane struct {
 	k     Kernel
 	store *health.Store
 	log   *slog.Logger
-	dp    Dataplane         // nil: no dsr balancer, or the program did not load
-	modes map[string]string // interface -> XDP mode in use
-	cfgs  []config.Balancer // the dsr balancers of the config at New
-	down  []api.Balancer    // when the program did not load: the balancers, and why
+	dp    Dataplane // nil: no dsr balancer, or the program did not load
+	// loadErr is why the program did not load; nil when it did, or was
+	// not needed.
+	loadErr error
 
-	mu      sync.Mutex // guards what follows; the maps are used under it
+	mu      sync.Mutex        // guards what follows; the maps are used under it
+	modes   map[string]string // interface -> XDP mode in use
+	cfgs    []config.Balancer // the dsr balancers of the config in force
+	down    []api.Balancer    // when the program did not load: the balancers, and why
 	bals    []*balancer
 	closed  bool
 	slots   *backendSlots
+	ids     *serviceIDs
 	resolve chan struct{} // a reload added backends: resolve their MACs now
 }
 
@@ -48,6 +52,9 @@ type balancer struct {
 	services []xdp.Service
 	backends []*backend
 	state    health.State // last published under BalancerKey
+	// notes say which backends of a Service's balancer were left out, and
+	// why (not one hop away, an address of this host).
+	notes []string
 }
 
 type backend struct {
@@ -68,15 +75,17 @@ func (be *backend) usable() bool { return be.up && be.mac != nil && be.weight > 
 // until one of its backends has a MAC. Errors name the config key. When
 // the program cannot load (xdp.ErrLoad), the plane runs nothing and
 // reports its balancers as not running, with the reason; New logs it and
-// returns no error, so that the rest of the daemon runs.
+// returns no error, so that the rest of the daemon runs. With
+// kubernetes.services.dataplane dsr the program is loaded even before any
+// Service needs it, so that Services' balancers can come and go.
 func New(cfg *config.Config, k Kernel, store *health.Store, log *slog.Logger) (*Plane, error) {
 	bals, at := balancersAt(cfg)
 	p := &Plane{k: k, store: store, log: log, modes: map[string]string{}, cfgs: bals,
-		slots: &backendSlots{}, resolve: make(chan struct{}, 1)}
-	if len(bals) == 0 {
+		slots: &backendSlots{}, ids: &serviceIDs{}, resolve: make(chan struct{}, 1)}
+	if len(bals) == 0 && !servesServices(cfg) {
 		return p, nil
 	}
-	links, err := p.links(bals, at)
+	links, notes, err := p.links(bals, at)
 	if err != nil {
 		return nil, err
 	}
@@ -85,61 +94,23 @@ func New(cfg *config.Config, k Kernel, store *health.Store, log *slog.Logger) (*
 		if !errors.Is(err, xdp.ErrLoad) {
 			return nil, err
 		}
+		p.loadErr = err
 		p.notRunning(err)
 		return p, nil
 	}
 	p.dp = dp // the plane is not shared yet: no lock
-	var svcID uint32
 	for _, bc := range bals {
-		if _, ok := p.modes[bc.Interface]; !ok {
-			key := fmt.Sprintf("balancers[%d].interface", at[bc.Name])
-			lk, err := k.LinkByName(bc.Interface)
-			if err != nil {
-				dp.Close()
-				return nil, fmt.Errorf("%s (%s, line %d): interface %s: %w", key, bc.Name, cfg.Line(key), bc.Interface, err)
-			}
-			want := bc.XDPMode
-			if want != "generic" {
-				own, e := p.describeLink(bc.Interface), sendsOn(bals, links, bc.Interface)
-				if why := nativeDropsFrames(own, e, p.describeLink); why != "" {
-					if want == "native" {
-						dp.Close()
-						return nil, fmt.Errorf("%s (%s, line %d): interface %s: xdp: native mode would drop frames: %s (xdp_mode auto or generic runs the program in generic mode)",
-							key, bc.Name, cfg.Line(key), bc.Interface, why)
-					}
-					log.Info("xdp: generic mode, native would drop frames", "interface", bc.Interface, "why", why)
-					want = "generic"
-				} else if why := autoAvoidsNative(own, e, p.describeLink); want == "auto" && why != "" {
-					log.Info("xdp: generic mode (xdp_mode native to insist)", "interface", bc.Interface, "why", why)
-					want = "generic"
-				}
-			}
-			mode, err := dp.Attach(lk.Index, want)
-			if err != nil {
-				dp.Close()
-				return nil, fmt.Errorf("%s (%s, line %d): interface %s: %w", key, bc.Name, cfg.Line(key), bc.Interface, err)
-			}
-			p.modes[bc.Interface] = mode
-			log.Info("xdp attached", "interface", bc.Interface, "mode", mode)
+		if err := p.attachLocked(bc, bals, links); err != nil {
+			dp.Close()
+			return nil, fmt.Errorf("%s: %w", where(cfg, bc, at), err)
 		}
-		b := &balancer{cfg: bc}
-		proto := uint8(6)
-		if bc.Protocol == "udp" {
-			proto = 17
+		b, err := p.newBalancer(bc, links[bc.Name], notes[bc.Name], p.ids, p.slots)
+		if err != nil {
+			dp.Close()
+			return nil, fmt.Errorf("balancers[%d] (%s): %w", at[bc.Name], bc.Name, err)
 		}
-		for _, l := range bc.Listen {
-			ap, _ := config.ParseListen(l) // validated
-			b.services = append(b.services, xdp.Service{ID: svcID, VIP: ap.Addr(), Port: ap.Port(), Proto: proto})
-			svcID++
-		}
-		for _, be := range bc.Backends {
-			addr := netip.MustParseAddrPort(be.Address)
-			idx, ok := p.slots.take()
-			if !ok {
-				dp.Close()
-				return nil, fmt.Errorf("balancers[%d] (%s): more than %d dsr backends", at[bc.Name], bc.Name, xdp.MaxBackends)
-			}
-			b.backends = append(b.backends, &backend{addr: addr, idx: idx, weight: *be.Weight, up: true, link: links[bc.Name][addr.Addr()]})
+		if len(b.notes) > 0 {
+			p.logNotes(bc, b.notes)
 		}
 		p.bals = append(p.bals, b)
 		if err := p.write(b); err != nil {
@@ -152,18 +123,117 @@ func New(cfg *config.Config, k Kernel, store *health.Store, log *slog.Logger) (*
 	return p, nil
 }
 
+// servesServices reports whether the config's LoadBalancer Services use
+// the dsr dataplane.
+func servesServices(cfg *config.Config) bool {
+	k := cfg.Kubernetes
+	return k != nil && k.Services != nil && k.Services.Dataplane == "dsr"
+}
+
+// where names a balancer's interface key for an error: the config key and
+// line, or the Service a generated balancer serves.
+func where(cfg *config.Config, bc config.Balancer, at map[string]int) string {
+	if bc.Service != "" {
+		return fmt.Sprintf("balancer %s (Service %s)", bc.Name, bc.Service)
+	}
+	key := fmt.Sprintf("balancers[%d].interface", at[bc.Name])
+	return fmt.Sprintf("%s (%s, line %d)", key, bc.Name, cfg.Line(key))
+}
+
+// attachLocked attaches the program to bc's interface unless it runs
+// there already, in the mode bc asks for, or generic where native would
+// drop frames or auto should avoid it; bals and links are every balancer
+// of the config (what the program will send on the interface). The caller
+// holds p.mu or owns p.
+func (p *Plane) attachLocked(bc config.Balancer, bals []config.Balancer, links map[string]map[netip.Addr]backendLink) error {
+	if _, ok := p.modes[bc.Interface]; ok {
+		return nil
+	}
+	lk, err := p.k.LinkByName(bc.Interface)
+	if err != nil {
+		return fmt.Errorf("interface %s: %w", bc.Interface, err)
+	}
+	want := bc.XDPMode
+	if want != "generic" {
+		own, e := p.describeLink(bc.Interface), sendsOn(bals, links, bc.Interface)
+		if why := nativeDropsFrames(own, e, p.describeLink); why != "" {
+			if want == "native" {
+				return fmt.Errorf("interface %s: xdp: native mode would drop frames: %s (xdp_mode auto or generic runs the program in generic mode)", bc.Interface, why)
+			}
+			p.log.Info("xdp: generic mode, native would drop frames", "interface", bc.Interface, "why", why)
+			want = "generic"
+		} else if why := autoAvoidsNative(own, e, p.describeLink); want == "auto" && why != "" {
+			p.log.Info("xdp: generic mode (xdp_mode native to insist)", "interface", bc.Interface, "why", why)
+			want = "generic"
+		}
+	}
+	mode, err := p.dp.Attach(lk.Index, want)
+	if err != nil {
+		return fmt.Errorf("interface %s: %w", bc.Interface, err)
+	}
+	p.modes[bc.Interface] = mode
+	p.log.Info("xdp attached", "interface", bc.Interface, "mode", mode)
+	return nil
+}
+
+// newBalancer makes bc's balancer with service ids and backend indexes
+// from ids and slots; backends missing from links are left out (notes say
+// why).
+func (p *Plane) newBalancer(bc config.Balancer, links map[netip.Addr]backendLink, notes []string, ids *serviceIDs, slots *backendSlots) (*balancer, error) {
+	b := &balancer{cfg: bc, notes: notes}
+	proto := uint8(6)
+	if bc.Protocol == "udp" {
+		proto = 17
+	}
+	for _, l := range bc.Listen {
+		ap, _ := config.ParseListen(l) // validated
+		id, ok := ids.take()
+		if !ok {
+			return nil, fmt.Errorf("listen %s: the program steers at most %d addresses:ports, all in use", l, xdp.MaxServices)
+		}
+		b.services = append(b.services, xdp.Service{ID: id, VIP: ap.Addr(), Port: ap.Port(), Proto: proto})
+	}
+	for _, be := range bc.Backends {
+		addr := netip.MustParseAddrPort(be.Address)
+		link, ok := links[addr.Addr()]
+		if !ok {
+			continue // left out, with a note
+		}
+		idx, ok := slots.take()
+		if !ok {
+			return nil, fmt.Errorf("backend %s: all %d dsr backend slots are in use", be.Address, xdp.MaxBackends)
+		}
+		b.backends = append(b.backends, &backend{addr: addr, idx: idx, weight: *be.Weight, up: true, link: link})
+	}
+	return b, nil
+}
+
 // notRunning makes p the plane of balancers that could not start: it logs
 // why, keeps their status and publishes them as down. (Plan refuses
-// changes to them, so the status stays true.)
+// changes to the config's own, so the status stays true; a Service's come
+// and go, not running either.)
 func (p *Plane) notRunning(err error) {
 	p.log.Error("dsr balancers are not running", "err", err)
-	for _, bc := range p.cfgs {
-		ab := api.Balancer{Name: bc.Name, Listen: bc.Listen, Algorithm: bc.Algorithm, Mode: "dsr", Error: err.Error()}
+	p.setDownLocked(p.cfgs)
+}
+
+// setDownLocked makes cfgs the balancers that are not running: their
+// status, and their keys in the store down with the reason; the keys of
+// balancers no longer there go. The caller holds p.mu or owns p.
+func (p *Plane) setDownLocked(cfgs []config.Balancer) {
+	for _, old := range p.cfgs {
+		if !slices.ContainsFunc(cfgs, func(bc config.Balancer) bool { return bc.Name == old.Name }) {
+			p.store.Delete(health.BalancerKey(old.Name))
+		}
+	}
+	p.cfgs, p.down = cfgs, nil
+	for _, bc := range cfgs {
+		ab := api.Balancer{Name: bc.Name, Listen: bc.Listen, Algorithm: bc.Algorithm, Mode: "dsr", Error: p.loadErr.Error()}
 		for _, be := range bc.Backends {
 			ab.Backends = append(ab.Backends, api.Backend{Address: be.Address, Weight: *be.Weight})
 		}
 		p.down = append(p.down, ab)
-		p.store.Set(health.BalancerKey(bc.Name), health.State{Reason: err.Error()})
+		p.store.Set(health.BalancerKey(bc.Name), health.State{Reason: p.loadErr.Error()})
 	}
 }
 
@@ -182,17 +252,18 @@ func balancersAt(cfg *config.Config) ([]config.Balancer, map[string]int) {
 }
 
 // links finds, per balancer, where each backend is reached: they must be
-// one Ethernet hop from this host.
-func (p *Plane) links(bals []config.Balancer, at map[string]int) (map[string]map[netip.Addr]backendLink, error) {
-	links := map[string]map[netip.Addr]backendLink{}
+// one Ethernet hop from this host. A Service's balancer leaves out the
+// backends that are not, and notes say why, by balancer.
+func (p *Plane) links(bals []config.Balancer, at map[string]int) (map[string]map[netip.Addr]backendLink, map[string][]string, error) {
+	links, notes := map[string]map[netip.Addr]backendLink{}, map[string][]string{}
 	for _, b := range bals {
-		l, err := p.backendLinks(b)
+		l, n, err := p.backendLinks(b)
 		if err != nil {
-			return nil, fmt.Errorf("balancers[%d] (%s): %w", at[b.Name], b.Name, err)
+			return nil, nil, fmt.Errorf("balancers[%d] (%s): %w", at[b.Name], b.Name, err)
 		}
-		links[b.Name] = l
+		links[b.Name], notes[b.Name] = l, n
 	}
-	return links, nil
+	return links, notes, nil
 }
 
 // backendLink is the interface a dsr backend is reached through.
@@ -205,39 +276,48 @@ type backendLink struct {
 // backendLinks finds, for every backend, the interface with a subnet that
 // holds it: the balancer's interface first (frames go back out with
 // XDP_TX), else another one (frames are redirected to it). A backend on no
-// subnet of this host is an error: mode dsr sends it Ethernet frames.
-func (p *Plane) backendLinks(b config.Balancer) (map[netip.Addr]backendLink, error) {
+// subnet of this host is an error: mode dsr sends it Ethernet frames. A
+// Service's balancer (endpoints come and go with the cluster) leaves such
+// a backend out instead, and one that is an address of this host (the
+// program cannot send frames to its own host), and says so in a note.
+func (p *Plane) backendLinks(b config.Balancer) (map[netip.Addr]backendLink, []string, error) {
 	own, err := p.k.LinkByName(b.Interface)
 	if err != nil {
-		return nil, fmt.Errorf("interface %s: %w", b.Interface, err)
+		return nil, nil, fmt.Errorf("interface %s: %w", b.Interface, err)
 	}
 	addrs, err := p.k.Addrs()
 	if err != nil {
-		return nil, fmt.Errorf("addresses: %w", err)
+		return nil, nil, fmt.Errorf("addresses: %w", err)
 	}
 	out := map[netip.Addr]backendLink{}
+	var notes []string
 	for _, be := range b.Backends {
 		ip := netip.MustParseAddrPort(be.Address).Addr()
-		found := -1
+		found, local := -1, false
 		for _, a := range addrs {
 			if a.Prefix.Masked().Contains(ip) && (found < 0 || a.LinkIndex == own.Index) {
 				found = a.LinkIndex
 			}
+			local = local || a.Prefix.Addr() == ip
 		}
 		switch {
+		case b.Service != "" && local:
+			notes = append(notes, fmt.Sprintf("endpoint %s left out: it is an address of this host, and the XDP program sends frames to other hosts only", be.Address))
+		case b.Service != "" && found < 0:
+			notes = append(notes, fmt.Sprintf("endpoint %s left out: it is not on a subnet of %s or of another interface, and dataplane dsr sends it frames directly, so it must be one Ethernet hop away", be.Address, b.Interface))
 		case found < 0:
-			return nil, fmt.Errorf("backend %s is not on a subnet of %s or of another interface: mode dsr sends it frames directly, so it must be one Ethernet hop away", be.Address, b.Interface)
+			return nil, nil, fmt.Errorf("backend %s is not on a subnet of %s or of another interface: mode dsr sends it frames directly, so it must be one Ethernet hop away", be.Address, b.Interface)
 		case found == own.Index:
 			out[ip] = backendLink{name: b.Interface}
 		default:
 			lk, err := p.k.LinkByIndex(found)
 			if err != nil {
-				return nil, fmt.Errorf("backend %s: interface %d: %w", be.Address, found, err)
+				return nil, nil, fmt.Errorf("backend %s: interface %d: %w", be.Address, found, err)
 			}
 			out[ip] = backendLink{name: lk.Name, ifindex: uint32(found), mac: lk.MAC}
 		}
 	}
-	return out, nil
+	return out, notes, nil
 }
 
 // write rebuilds a balancer's Maglev table from its usable backends and
@@ -446,9 +526,18 @@ func (p *Plane) resolveMACs(ctx context.Context, all bool) {
 		}
 	}
 	p.mu.Unlock()
+	// At once, a few at a time: each probe waits out its window, and a
+	// Service's new endpoints should not wait one window each.
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, maxProbes)
 	for _, q := range qs {
-		q.mac, q.err = p.neighbourMAC(ctx, q.be.link.name, q.be.addr.Addr())
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			q.mac, q.err = p.neighbourMAC(ctx, q.be.link.name, q.be.addr.Addr())
+		})
 	}
+	wg.Wait()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -474,8 +563,12 @@ func (p *Plane) resolveMACs(ctx context.Context, all bool) {
 	p.rewriteLocked(changed)
 }
 
-// arpWait is how long an ARP probe for a backend waits for answers.
-const arpWait = 300 * time.Millisecond
+// arpWait is how long an ARP probe for a backend waits for answers;
+// maxProbes probes run at once.
+const (
+	arpWait   = 300 * time.Millisecond
+	maxProbes = 32
+)
 
 // neighbourMAC finds ip's MAC in the neighbour table, or asks with ARP.
 func (p *Plane) neighbourMAC(ctx context.Context, iface string, ip netip.Addr) (net.HardwareAddr, error) {
@@ -504,7 +597,7 @@ func (p *Plane) neighbourMAC(ctx context.Context, iface string, ip netip.Addr) (
 func (p *Plane) Status() ([]api.Balancer, map[string]uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.down != nil {
+	if p.loadErr != nil {
 		out := make([]api.Balancer, len(p.down))
 		for i, ab := range p.down {
 			ab.Backends = slices.Clone(ab.Backends)
@@ -518,7 +611,7 @@ func (p *Plane) Status() ([]api.Balancer, map[string]uint64) {
 	var out []api.Balancer
 	for _, b := range p.bals {
 		ab := api.Balancer{Name: b.cfg.Name, Listen: b.cfg.Listen, Algorithm: b.cfg.Algorithm, Mode: "dsr",
-			XDPMode: p.modes[b.cfg.Interface]}
+			XDPMode: p.modes[b.cfg.Interface], Notes: slices.Clone(b.notes)}
 		for _, s := range b.services {
 			if pk, by, err := p.dp.ServiceCounters(s.ID); err == nil {
 				ab.Packets += pk

@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/vigil-lb/vigil/internal/health"
@@ -114,6 +115,21 @@ func TestMACsFromTheNeighbourTableThenARP(t *testing.T) {
 	}
 	if a, b := n[p.idx(t, "web", "10.0.0.5:80")], n[p.idx(t, "web", "10.0.1.5:80")]; b < 2*a {
 		t.Errorf("entries %d (weight 1) and %d (weight 3)", a, b)
+	}
+}
+
+// Backends' ARP probes run at once, so that a balancer with many new
+// backends waits one probe window, not one per backend.
+func TestARPProbesRunAtOnce(t *testing.T) {
+	k := newKernel()
+	k.barrier = &sync.WaitGroup{}
+	k.barrier.Add(2)
+	k.answerARP("10.0.0.5", mac(5))
+	k.answerARP("10.0.1.5", mac(6))
+	p, _ := newPlane(t, k, twoBackends)
+	p.resolveMACs(context.Background(), true)
+	if got := inTable(t, p, k.dp, 0); !slices.Equal(got, []string{"10.0.0.5:80", "10.0.1.5:80"}) {
+		t.Fatalf("table %v, want both backends resolved by probes at once", got)
 	}
 }
 

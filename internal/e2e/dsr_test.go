@@ -266,10 +266,15 @@ func echo(c net.Conn, name string) {
 // askVIP connects from the client (source src, port 0: any) to addr and
 // returns the real server's answer, one line.
 func askVIP(client *netlab.Host, src, addr string, port int) (string, error) {
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src), Port: port}, Timeout: time.Second}
+	return askVIPWithin(client, src, addr, port, time.Second)
+}
+
+// askVIPWithin is askVIP with a connect timeout of d.
+func askVIPWithin(client *netlab.Host, src, addr string, port int, d time.Duration) (string, error) {
+	dialer := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src), Port: port}, Timeout: d}
 	var line string
 	err := client.Do(func() error {
-		c, err := d.Dial("tcp", addr)
+		c, err := dialer.Dial("tcp", addr)
 		if err != nil {
 			return err
 		}
@@ -621,37 +626,9 @@ func TestDSRReloadChangesBackends(t *testing.T) {
 	}
 
 	// A stream on rs2, answered line by line.
-	var stream net.Conn
-	var lines *bufio.Reader
-	for port := 25000; stream == nil; port++ {
-		if port == 25040 {
-			t.Fatal("no flow of 40 went to rs2")
-		}
-		client.Do(func() error {
-			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("10.80.0.100"), Port: port}, Timeout: time.Second}
-			c, err := d.Dial("tcp", dsrVIP+":80")
-			if err != nil {
-				return err
-			}
-			r := bufio.NewReader(c)
-			c.SetDeadline(time.Now().Add(2 * time.Second))
-			if first, _ := r.ReadString('\n'); strings.HasPrefix(first, "rs2 ") {
-				stream, lines = c, r
-			} else {
-				c.Close()
-			}
-			return nil
-		})
-	}
+	stream := openStream(t, client, "10.80.0.100", dsrVIP+":80", "rs2", 25000)
 	defer stream.Close()
-	say := func(i int) {
-		t.Helper()
-		stream.SetDeadline(time.Now().Add(2 * time.Second))
-		fmt.Fprintf(stream, "line %d\n", i)
-		if got, err := lines.ReadString('\n'); err != nil || got != fmt.Sprintf("rs2 line %d\n", i) {
-			t.Fatalf("stream on rs2, line %d: %q, %v", i, got, err)
-		}
-	}
+	say := func(i int) { t.Helper(); stream.say(t, i) }
 	say(0)
 
 	cfgPath := filepath.Join(lb.dir, "vigil.yaml")
@@ -699,6 +676,53 @@ func TestDSRReloadChangesBackends(t *testing.T) {
 	}
 	say(3)
 	t.Logf("new flows after the reload %v; the stream on rs2 answered all 4 lines", got)
+}
+
+// lineStream is a connection through a dsr address to a real server
+// running greetThenEcho, which answers it line by line.
+type lineStream struct {
+	net.Conn
+	r      *bufio.Reader
+	server string
+}
+
+// openStream connects from client (source src, ports from base on) to
+// addr until a connection's greeting comes from server; it fails after 40.
+func openStream(t *testing.T, client *netlab.Host, src, addr, server string, base int) *lineStream {
+	t.Helper()
+	for port := base; port < base+40; port++ {
+		var s *lineStream
+		client.Do(func() error {
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src), Port: port}, Timeout: time.Second}
+			c, err := d.Dial("tcp", addr)
+			if err != nil {
+				return err
+			}
+			r := bufio.NewReader(c)
+			c.SetDeadline(time.Now().Add(2 * time.Second))
+			if first, _ := r.ReadString('\n'); strings.HasPrefix(first, server+" ") {
+				s = &lineStream{Conn: c, r: r, server: server}
+			} else {
+				c.Close()
+			}
+			return nil
+		})
+		if s != nil {
+			return s
+		}
+	}
+	t.Fatalf("no flow of 40 to %s went to %s", addr, server)
+	return nil
+}
+
+// say sends line i and expects the server's echo.
+func (s *lineStream) say(t *testing.T, i int) {
+	t.Helper()
+	s.SetDeadline(time.Now().Add(2 * time.Second))
+	fmt.Fprintf(s, "line %d\n", i)
+	if got, err := s.r.ReadString('\n'); err != nil || got != fmt.Sprintf("%s line %d\n", s.server, i) {
+		t.Fatalf("stream on %s, line %d: %q, %v", s.server, i, got, err)
+	}
 }
 
 // A veth hands frames sent back out (XDP_TX) by a native program to its

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/netip"
@@ -32,6 +33,8 @@ type svcLab struct {
 	nodes  map[string]*netlab.Host
 	procs  map[string]*netlab.Proc
 	dir    string
+	// dataplane is kubernetes.services.dataplane; "" is proxy.
+	dataplane string
 }
 
 const svcPoolRange = "10.80.0.200-10.80.0.220"
@@ -131,6 +134,7 @@ func (sl *svcLab) events(t *testing.T, name string) []string {
 func (sl *svcLab) start(t *testing.T, name string) {
 	t.Helper()
 	h := sl.nodes[name]
+	dataplane := cmp.Or(sl.dataplane, "proxy")
 	cfg := fmt.Sprintf(`log: {level: debug}
 cluster: lab
 node: %[1]s
@@ -139,12 +143,12 @@ kubernetes:
   kubeconfig: %[3]s
   state_file: %[4]s
   services:
-    dataplane: proxy
+    dataplane: %[6]s
     hold: 1s
     pools:
       - {name: lan, addresses: [%[5]q], interface: eth0, nodes: "vigil=yes"}
 `, name, filepath.Join(sl.dir, name+".sock"), sl.env.Kubeconfig(t, "", sl.env.AdminToken),
-		filepath.Join(sl.dir, name+".json"), svcPoolRange)
+		filepath.Join(sl.dir, name+".json"), svcPoolRange, dataplane)
 	path := filepath.Join(sl.dir, name+".yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -31,7 +32,7 @@ const (
 // startBGP runs vigil on node name of sl with a bgp section peering with
 // the router at svcBGPRouter (AS 64500, hold time 3 s) and one
 // kubernetes.services pool announced over BGP with community
-// svcBGPCommunity.
+// svcBGPCommunity (with dataplane dsr, its XDP program on eth0).
 func (sl *svcLab) startBGP(t *testing.T, name string) {
 	t.Helper()
 	h := sl.nodes[name]
@@ -47,12 +48,13 @@ kubernetes:
   kubeconfig: %[3]s
   state_file: %[4]s
   services:
-    dataplane: proxy
+    dataplane: %[9]s
     hold: 1s
     pools:
-      - {name: edge, addresses: [%[5]q], announce: bgp, nodes: "vigil=yes", bgp: {communities: [%[8]q]}}
+      - {name: edge, addresses: [%[5]q], announce: bgp, nodes: "vigil=yes", bgp: {communities: [%[8]q]}%[10]s}
 `, name, filepath.Join(sl.dir, name+".sock"), sl.env.Kubeconfig(t, "", sl.env.AdminToken),
-		filepath.Join(sl.dir, name+".json"), svcBGPPool, h.Addr(false), svcBGPRouter, svcBGPCommunity)
+		filepath.Join(sl.dir, name+".json"), svcBGPPool, h.Addr(false), svcBGPRouter, svcBGPCommunity,
+		cmp.Or(sl.dataplane, "proxy"), map[bool]string{true: ", interface: eth0"}[sl.dataplane == "dsr"])
 	path := filepath.Join(sl.dir, name+".yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)

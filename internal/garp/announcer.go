@@ -234,6 +234,17 @@ type ProbeResult struct {
 // address 0.0.0.0, so no cache learns from it) and returns the hardware
 // addresses of every reply within wait, own replies excluded.
 func Probe(ctx context.Context, ifname string, ip netip.Addr, wait time.Duration) (ProbeResult, error) {
+	return probe(ctx, ifname, ip, wait, false)
+}
+
+// ProbeFirst is Probe that returns at the first reply, for a caller that
+// wants a MAC to send to (the dsr plane's backends), not every host that
+// claims the address.
+func ProbeFirst(ctx context.Context, ifname string, ip netip.Addr, wait time.Duration) (ProbeResult, error) {
+	return probe(ctx, ifname, ip, wait, true)
+}
+
+func probe(ctx context.Context, ifname string, ip netip.Addr, wait time.Duration, first bool) (ProbeResult, error) {
 	var res ProbeResult
 	if !ip.Is4() {
 		return res, fmt.Errorf("arp probe: %s is not IPv4", ip)
@@ -283,6 +294,9 @@ func Probe(ctx context.Context, ifname string, ip netip.Addr, wait time.Duration
 			continue
 		}
 		seen[rep.SenderMAC.String()] = rep.SenderMAC
+		if first {
+			break
+		}
 	}
 	for _, m := range seen {
 		res.MACs = append(res.MACs, m)

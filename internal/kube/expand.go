@@ -65,7 +65,9 @@ func ExpandFrom(static *config.Config, snap *Snapshot, last Expanded) Expanded {
 	for i := range x.Config.VRRP.Instances {
 		x.peers(i, &x.Config.VRRP.Instances[i], snap, vips, prev)
 	}
-	x.services(x.Config, snap, last.Slots)
+	if dsr := x.services(x.Config, snap, last.Slots); len(dsr) > 0 {
+		x.serviceDSR(x.Config, snap, dsr, last)
+	}
 	return x
 }
 

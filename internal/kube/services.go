@@ -44,17 +44,18 @@ func Serves(s *config.Services, svc Service) bool {
 // services adds what the LoadBalancer Services need on this node: a proxy
 // balancer per Service port (dataplane proxy), a BGP announcement per
 // address of a bgp pool while this node may announce, and the L2 slots of
-// every l2 pool with the addresses they carry.
-func (x *Expanded) services(c *config.Config, snap *Snapshot, prevSlots SlotNodes) {
+// every l2 pool with the addresses they carry. With dataplane dsr it
+// returns the Services (with their addresses in a pool) for serviceDSR.
+func (x *Expanded) services(c *config.Config, snap *Snapshot, prevSlots SlotNodes) (dsr []Service) {
 	x.Slots = SlotNodes{}
 	if c.Kubernetes == nil || c.Kubernetes.Services == nil {
-		return
+		return nil
 	}
 	sc := c.Kubernetes.Services
 	pools, err := lbipam.PoolsFrom(sc)
 	if err != nil {
 		x.note("kubernetes.services: %v; no Service served", err)
-		return
+		return nil
 	}
 	self := snap.node(c.Node)
 	byPool := map[string][]ServiceAddr{}
@@ -78,6 +79,10 @@ func (x *Expanded) services(c *config.Config, snap *Snapshot, prevSlots SlotNode
 			svc.Addresses = ours
 			x.serviceBalancers(c, snap, svc)
 		}
+		if sc.Dataplane == "dsr" && len(ours) > 0 {
+			svc.Addresses = ours
+			dsr = append(dsr, svc)
+		}
 	}
 	for i := range sc.Pools {
 		pc := &sc.Pools[i]
@@ -100,6 +105,7 @@ func (x *Expanded) services(c *config.Config, snap *Snapshot, prevSlots SlotNode
 			x.slots(c, snap, pc, eligible, addrs, prevSlots)
 		}
 	}
+	return dsr
 }
 
 // serviceBalancers adds one proxy balancer per TCP port of svc, listening

@@ -1,6 +1,7 @@
 package kube
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -149,5 +150,112 @@ func TestExpandServicesNotEligible(t *testing.T) {
 	}
 	if len(x.Config.Balancers) != 2 {
 		t.Fatalf("n3 still proxies what reaches it: %d balancers", len(x.Config.Balancers))
+	}
+}
+
+// dsrConfig serves Services with dataplane dsr: the bgp pool names the
+// interface its traffic comes in on.
+var dsrConfig = strings.NewReplacer("dataplane: proxy", "dataplane: dsr", "announce: bgp,", "announce: bgp, interface: eth1,").Replace(servicesConfig)
+
+// With dataplane dsr every address and TCP or UDP port of a Service is a
+// dsr balancer on its pool's interface over the ready endpoints on the
+// same port; endpoints on another port and SCTP ports are left out with a
+// note; bgp pools get no local routes (the program takes the frames
+// before routing).
+func TestExpandServicesDSR(t *testing.T) {
+	static, err := config.Parse([]byte(dsrConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip := netip.MustParseAddr
+	snap := servicesSnapshot()
+	snap.Services[0].Ports = append(snap.Services[0].Ports, ServicePort{Name: "sig", Protocol: "SCTP", Port: 9})
+	snap.Slices[0].Ports[0].Port = 80
+	snap.Slices = append(snap.Slices, Slice{Namespace: "web", Name: "front-2", Service: "front", AddressType: "IPv4",
+		Ports:     []Port{{Name: "http", Port: 8080, Protocol: "TCP"}, {Name: "dns", Port: 53, Protocol: "UDP"}},
+		Endpoints: []Endpoint{{Addresses: []netip.Addr{ip("10.1.0.3")}, Ready: true, NodeName: "n3"}}})
+	x := Expand(static, snap, nil)
+	c := x.Config
+	byName := map[string]config.Balancer{}
+	var names []string
+	for _, b := range c.Balancers {
+		names = append(names, b.Name)
+		byName[b.Name] = b
+	}
+	want := []string{"service/web/front/http/192.0.2.200", "service/web/front/dns/192.0.2.200", "service/web/public/http/198.51.100.1"}
+	if !slices.Equal(names, want) {
+		t.Fatalf("balancers %v, want %v", names, want)
+	}
+	http, dns, public := byName[want[0]], byName[want[1]], byName[want[2]]
+	backends := func(b config.Balancer) []string {
+		var out []string
+		for _, be := range b.Backends {
+			out = append(out, be.Address)
+		}
+		return out
+	}
+	if http.Mode != "dsr" || http.Interface != "eth0" || http.Protocol != "tcp" || http.Algorithm != "maglev" || http.XDPMode != "auto" ||
+		http.Service != "web/front" || !slices.Equal(http.Listen, []string{"192.0.2.200:80"}) || !slices.Equal(backends(http), []string{"10.1.0.1:80"}) {
+		t.Fatalf("front's http balancer %+v", http)
+	}
+	if dns.Protocol != "udp" || !slices.Equal(dns.Listen, []string{"192.0.2.200:53"}) || !slices.Equal(backends(dns), []string{"10.1.0.3:53"}) {
+		t.Fatalf("front's dns balancer %+v", dns)
+	}
+	if public.Interface != "eth1" || public.Service != "web/public" || len(public.Backends) != 0 {
+		t.Fatalf("public's balancer %+v", public)
+	}
+	if got := x.Origins[want[0]]["10.1.0.1:80"]; got != "endpoints web/front (node n2)" {
+		t.Fatalf("origin %q", got)
+	}
+	if len(c.BGP.Announce) != 1 || len(c.BGP.Local) != 0 {
+		t.Fatalf("announcements %+v, local routes %v", c.BGP.Announce, c.BGP.Local)
+	}
+	notes := strings.Join(x.Notes, "\n")
+	for _, w := range []string{
+		"Service web/front: 192.0.2.200:80/TCP: endpoints 10.1.0.3:8080 left out: dataplane dsr does not change ports, so the endpoints must serve on 80",
+		"Service web/front: port 9/SCTP: dataplane dsr steers TCP and UDP only; not served",
+	} {
+		if !strings.Contains(notes, w) {
+			t.Errorf("notes lack %q:\n%s", w, notes)
+		}
+	}
+}
+
+// The program steers at most config.MaxDSRServices addresses:ports, the
+// config's own dsr balancers' first. A Service beyond is left out with a
+// note naming it; one steered before keeps its place when another Service
+// comes first in order.
+func TestExpandServicesDSRLimit(t *testing.T) {
+	var listen []string
+	for i := range config.MaxDSRServices - 1 {
+		listen = append(listen, fmt.Sprintf(`"10.9.0.%d:80"`, i+1))
+	}
+	static, err := config.Parse([]byte(dsrConfig + fmt.Sprintf(`balancers:
+  - {name: own, mode: dsr, interface: eth0, listen: [%s], backends: [{address: "10.9.0.100:80"}]}
+`, strings.Join(listen, ", "))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := servicesSnapshot()
+	snap.Services = snap.Services[1:2] // web/public, one port
+	x := Expand(static, snap, nil)
+	if n := len(x.Config.Balancers); n != 2 || x.Config.Balancers[1].Name != "service/web/public/http/198.51.100.1" {
+		t.Fatalf("%d balancers: %+v", n, x.Config.Balancers)
+	}
+	// web/early sorts first, but web/public was steered before.
+	early := Service{Namespace: "web", Name: "early", Addresses: []netip.Addr{netip.MustParseAddr("192.0.2.202")},
+		Ports: []ServicePort{{Protocol: "TCP", Port: 443}}}
+	snap.Services = append([]Service{early}, snap.Services...)
+	y := ExpandFrom(static, snap, x)
+	if n := len(y.Config.Balancers); n != 2 || y.Config.Balancers[1].Name != "service/web/public/http/198.51.100.1" {
+		t.Fatalf("after web/early came: %d balancers: %+v", n, y.Config.Balancers)
+	}
+	want := "Service web/early: 192.0.2.202:443/TCP not steered: the XDP program steers at most 16 addresses:ports"
+	if !strings.Contains(strings.Join(y.Notes, "\n"), want) {
+		t.Fatalf("notes lack %q: %v", want, y.Notes)
+	}
+	// Without the history, the order decides.
+	if z := Expand(static, snap, nil); z.Config.Balancers[1].Name != "service/web/early/443/192.0.2.202" {
+		t.Fatalf("without history: %+v", z.Config.Balancers[1])
 	}
 }

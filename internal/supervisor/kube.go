@@ -411,8 +411,11 @@ func newAllocator(static *config.Config, log *slog.Logger) (*allocator, error) {
 		return nil, fmt.Errorf("kubernetes: client for %s: %w", rc.Host, err)
 	}
 	mode := corev1.LoadBalancerIPModeVIP
-	if sc.Dataplane == "proxy" {
-		mode = corev1.LoadBalancerIPModeProxy // kube-proxy must not short-circuit vigil's balancer
+	if sc.Dataplane == "proxy" || sc.Dataplane == "dsr" {
+		// kube-proxy must not short-circuit vigil's dataplane: with VIP it
+		// would DNAT the address on every node, also on the endpoints'
+		// hosts, where dsr's packets arrive with the address unchanged.
+		mode = corev1.LoadBalancerIPModeProxy
 	}
 	c, err := lbsvc.New(client, lbsvc.Options{Pools: pools, DefaultClass: *sc.DefaultClass, Node: static.Node,
 		LeaseNamespace: sc.LeaseNamespace, IPMode: mode, Hold: sc.Hold, Log: log.With("component", "allocator")})

@@ -1,0 +1,58 @@
+package garp_test
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/vigil-lb/vigil/internal/garp"
+	"github.com/vigil-lb/vigil/internal/netlab"
+)
+
+// ProbeFirst returns at the first answer, where Probe waits out its
+// window for every host that claims the address.
+func TestProbeFirstReturnsAtTheFirstAnswer(t *testing.T) {
+	if !netlab.Root() {
+		t.Skip("needs root to create network namespaces")
+	}
+	lab, err := netlab.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lab.Close() })
+	a, err := lab.AddHost("a", netip.MustParsePrefix("10.77.0.1/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := lab.AddHost("b", netip.MustParsePrefix("10.77.0.2/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want net.HardwareAddr
+	if err := b.Do(func() error {
+		ifi, err := net.InterfaceByName("eth0")
+		want = ifi.HardwareAddr
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	const window = 20 * time.Second
+	var res garp.ProbeResult
+	t0 := time.Now()
+	if err := a.Do(func() (err error) {
+		res, err = garp.ProbeFirst(context.Background(), "eth0", netip.MustParseAddr("10.77.0.2"), window)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(t0)
+	if len(res.MACs) != 1 || res.MACs[0].String() != want.String() {
+		t.Fatalf("answers %v, want b's %v", res.MACs, want)
+	}
+	if took >= window/2 {
+		t.Fatalf("ProbeFirst took %v of its %v window: it waited it out", took, window)
+	}
+	t.Logf("answered after %v", took)
+}
