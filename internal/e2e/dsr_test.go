@@ -107,7 +107,7 @@ func TestDSRThroughXDP(t *testing.T) {
 	// The status page shows the dsr balancer with its packets per backend.
 	page := openPage(t, lb.host, "http://127.0.0.1:9110/")
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		text, err := page.eval(`document.querySelector("#balancers tbody").innerText`)
+		text, err := page.eval(`document.querySelector("#balancers").innerText`)
 		if err == nil && strings.Contains(text, "dsr (xdp generic)") && strings.Contains(text, "10.80.0.11:80") && strings.Contains(text, " packets") {
 			t.Logf("status page: %q", text)
 			break
