@@ -455,7 +455,7 @@ func (l *localRoutes) Run(ctx context.Context) error {
 		l.mu.Unlock()
 		if routes == nil && len(want) > 0 {
 			var err error
-			if routes, err = vip.NewLocalRoutes(); err != nil {
+			if routes, err = vip.NewLocalRoutes(l.log); err != nil {
 				return err
 			}
 		}
