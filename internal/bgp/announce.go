@@ -6,11 +6,13 @@ import (
 	"log/slog"
 	"net/netip"
 	"reflect"
+	"slices"
 	"sync"
 
 	"github.com/vigil-lb/vigil/internal/component"
 	"github.com/vigil-lb/vigil/internal/config"
 	"github.com/vigil-lb/vigil/internal/health"
+	"github.com/vigil-lb/vigil/internal/vip"
 )
 
 // Router is what announcements need of a speaker.
@@ -29,6 +31,9 @@ type announcement struct {
 	// externalTrafficPolicy Local, where only such nodes may take traffic.
 	endpoints *health.Key
 	on        bool
+	// accept: the node takes the address as its own while announced (see
+	// acceptedAddrs).
+	accept bool
 }
 
 // want reports whether a should be advertised given the health state. A
@@ -60,6 +65,7 @@ func announcementsOf(cfg *config.Config) []*announcement {
 	for _, b := range cfg.Balancers {
 		balancers[b.Name] = true
 	}
+	accepted := acceptedAddrs(cfg)
 	var out []*announcement
 	for _, a := range cfg.BGP.Announce {
 		pfx, _ := config.ParseVIP(a.Prefix) // validated
@@ -68,7 +74,7 @@ func announcementsOf(cfg *config.Config) []*announcement {
 			v, _ := config.ParseCommunity(c) // validated
 			r.Communities = append(r.Communities, v)
 		}
-		an := &announcement{route: r}
+		an := &announcement{route: r, accept: accepted[pfx]}
 		switch {
 		case a.WhenHealthy == "":
 		case balancers[a.WhenHealthy]:
@@ -97,16 +103,33 @@ type announcer struct {
 	router Router
 	list   []*announcement
 	log    *slog.Logger
+	// openLocal opens the acceptor the first time an address is to be
+	// accepted; local is then it, and accepted what it accepts.
+	openLocal func() (Acceptor, error)
+	local     Acceptor
+	accepted  []netip.Prefix
 }
 
 // update announces what should be and withdraws what should not, so a
 // failure is withdrawn at once rather than after a hold timer. A router
-// error leaves the announcement to be tried at the next update.
+// error leaves the announcement to be tried at the next update. An address
+// to accept is accepted before it is announced (and not announced while it
+// cannot be) and no longer accepted after it is withdrawn, so the router
+// never sends here what the kernel would drop.
 func (an *announcer) update(store *health.Store) {
-	for _, a := range an.list {
-		want := a.want(store)
+	wants := make([]bool, len(an.list))
+	for i, a := range an.list {
+		wants[i] = a.want(store)
+	}
+	an.accept(func(i int) bool { return an.list[i].on || wants[i] })
+	defer an.accept(func(i int) bool { return an.list[i].on })
+	for i, a := range an.list {
+		want := wants[i]
 		if want == a.on {
 			continue
+		}
+		if want && a.accept && !slices.Contains(an.accepted, a.route.Prefix) {
+			continue // not announced while the kernel would drop its traffic
 		}
 		var err error
 		if want {
@@ -169,13 +192,16 @@ type Announcements struct {
 	next    []*announcement
 	sp      *Speaker // nil unless running
 	replan  chan struct{}
+	// openLocal opens what accepts announced addresses (vip.LocalRoutes).
+	openLocal func() (Acceptor, error)
 }
 
 // NewAnnouncements prepares the bgp section of cfg; the speaker starts
 // with Run.
 func NewAnnouncements(cfg *config.Config, store *health.Store, log *slog.Logger) *Announcements {
 	return &Announcements{store: store, log: log, session: sessionOf(cfg.BGP),
-		next: announcementsOf(cfg), replan: make(chan struct{}, 1)}
+		next: announcementsOf(cfg), replan: make(chan struct{}, 1),
+		openLocal: func() (Acceptor, error) { return vip.NewLocalRoutes(log) }}
 }
 
 func sessionOf(b config.BGP) config.BGP {
@@ -206,7 +232,7 @@ func (a *Announcements) Run(ctx context.Context) error {
 	a.mu.Lock()
 	a.sp = sp
 	a.mu.Unlock()
-	an := &announcer{router: sp, log: a.log}
+	an := &announcer{router: sp, log: a.log, openLocal: a.openLocal}
 	sub := a.store.Subscribe()
 	defer sub.Close()
 	for {
@@ -228,6 +254,7 @@ func (a *Announcements) Run(ctx context.Context) error {
 			if err := sp.Stop(context.Background()); err != nil {
 				a.log.Debug("bgp stop", "err", err)
 			}
+			an.close() // withdrawn first: the routers have stopped sending
 			return nil
 		}
 	}

@@ -125,7 +125,7 @@ func (s *Supervisor) build(opts Options) error {
 	// follows their health, before an instance can take a VIP; BGP
 	// announces last and so withdraws first, before the VIPs go and the
 	// balancers drain.
-	s.order = []component.Component{s.checks, links, s.dsr, s.fleet, s.redirect, newLocalRoutes(s.cfg, s.log), s.vrrp, s.bgp}
+	s.order = []component.Component{s.checks, links, s.dsr, s.fleet, s.redirect, s.vrrp, s.bgp}
 	if s.alloc != nil {
 		s.order = append([]component.Component{s.alloc}, s.order...)
 	}
