@@ -205,7 +205,7 @@ func NewAnnouncements(cfg *config.Config, store *health.Store, log *slog.Logger)
 }
 
 func sessionOf(b config.BGP) config.BGP {
-	b.Announce, b.Local = nil, nil // the announce list changes live; Local is not the speaker's
+	b.Announce = nil // the announce list changes live
 	return b
 }
 

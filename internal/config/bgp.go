@@ -18,11 +18,6 @@ type BGP struct {
 	ListenPort int        `yaml:"listen_port"`
 	Neighbors  []Neighbor `yaml:"neighbors"`
 	Announce   []Announce `yaml:"announce"`
-	// Local are addresses this node takes as its own (local routes, on no
-	// interface) so that traffic routed to them is delivered to vigil's
-	// proxy: generated for the LoadBalancer Services of bgp pools when
-	// vigil's dataplane carries their traffic (package kube).
-	Local []netip.Prefix `yaml:"-"`
 }
 
 // Neighbor is a BGP peer.
