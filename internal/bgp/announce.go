@@ -266,7 +266,7 @@ func (a *Announcements) Plan(cfg *config.Config) (component.Change, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if !reflect.DeepEqual(sessionOf(cfg.BGP), a.session) {
-		return nil, errors.New("the bgp section's asn, router_id, listen_port or neighbors changed: that needs a restart")
+		return nil, errors.New("the bgp section's asn, router_id, listen_port, neighbors or graceful_restart changed: that needs a restart")
 	}
 	list := announcementsOf(cfg)
 	return component.Func{OnCommit: func() {
@@ -289,6 +289,9 @@ func (a *Announcements) Speaker() *Speaker {
 
 func speakerConfig(b config.BGP) Config {
 	cfg := Config{ASN: b.ASN, RouterID: netip.MustParseAddr(b.RouterID), Listen: int32(b.ListenPort)}
+	if b.GracefulRestart.Enabled {
+		cfg.RestartTime = b.GracefulRestart.RestartTime
+	}
 	if b.ListenPort == 0 {
 		cfg.Listen = -1
 	}

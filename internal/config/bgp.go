@@ -18,7 +18,23 @@ type BGP struct {
 	ListenPort int        `yaml:"listen_port"`
 	Neighbors  []Neighbor `yaml:"neighbors"`
 	Announce   []Announce `yaml:"announce"`
+	// GracefulRestart (RFC 4724) with every neighbor. Default off.
+	GracefulRestart GracefulRestart `yaml:"graceful_restart"`
 }
+
+// GracefulRestart lets routers keep vigil's routes, marked stale, while
+// vigil restarts: a stop sends no withdrawal and closes the sessions
+// without a NOTIFICATION. For prefixes whose traffic does not depend on
+// vigil running (not health-tied); off by default.
+type GracefulRestart struct {
+	Enabled bool `yaml:"enabled"`
+	// RestartTime is how long a router keeps the routes when vigil is gone:
+	// whole seconds up to 4095 (the capability's 12 bits). Default 120s.
+	RestartTime time.Duration `yaml:"restart_time"`
+}
+
+// DefaultRestartTime is graceful restart's default restart time.
+const DefaultRestartTime = 120 * time.Second
 
 // Neighbor is a BGP peer.
 type Neighbor struct {
@@ -108,6 +124,12 @@ func (v *validator) bgp(checks map[string]bool, vips map[netip.Addr]string) {
 	}
 	if b.ListenPort == 0 && passive {
 		b.ListenPort = 179
+	}
+	if gr := &b.GracefulRestart; gr.Enabled {
+		setDefault(v, "bgp.graceful_restart.restart_time", &gr.RestartTime, DefaultRestartTime)
+		if gr.RestartTime < time.Second || gr.RestartTime > 4095*time.Second || gr.RestartTime%time.Second != 0 {
+			v.add("bgp.graceful_restart.restart_time", "%v: whole seconds from 1s to 4095s", gr.RestartTime)
+		}
 	}
 	if b.ListenPort < 0 || b.ListenPort > 65535 {
 		v.add("bgp.listen_port", "%d is out of range 0..65535", b.ListenPort)
