@@ -115,6 +115,12 @@ func waitAccepted(t *testing.T, h *netlab.Host, a string, want bool, d time.Dura
 // anycastTablePresent reports whether vigil's arp table is in h.
 func anycastTablePresent(t *testing.T, h *netlab.Host) bool {
 	t.Helper()
+	return nftTablePresent(t, h, vip.AnycastARPTable)
+}
+
+// nftTablePresent reports whether h has an nftables table named name.
+func nftTablePresent(t *testing.T, h *netlab.Host, name string) bool {
+	t.Helper()
 	found := false
 	err := h.Do(func() error {
 		conn, err := nftables.New()
@@ -123,7 +129,7 @@ func anycastTablePresent(t *testing.T, h *netlab.Host) bool {
 		}
 		tables, err := conn.ListTables()
 		for _, tb := range tables {
-			found = found || tb.Name == vip.AnycastARPTable
+			found = found || tb.Name == name
 		}
 		return err
 	})
