@@ -301,3 +301,29 @@ func TestBGPProxyAnycastAcceptedIPv6(t *testing.T) {
 		t.Fatalf("after lb1's withdrawal: answers %v, failures %v", got, failed)
 	}
 }
+
+// A link-local neighbor (issue 21 part 3): vigil peers with the router's
+// fe80::254%eth0, FRR with the node's fe80::1 on eth0; the /128 arrives
+// with a link-local next hop, is accepted by the node and answered from
+// behind the router.
+func TestBGPLinkLocalNeighbor(t *testing.T) {
+	var client *netlab.Host
+	router, nodes, _ := bgpLabWith(t, 1, bgpOpts{v6: true, linkLocal: true, balancer: proxyBalancer("[" + anycastVIP6 + "]:80"),
+		checkTiming: tolerantCheck, setup: func(_ *netlab.Lab, router *netlab.Host) { client = clientBehindRouter(t, router) }})
+	proxyAnycastNodes(t, nodes)
+	host := anycastVIP6 + "/128"
+	waitNexthopsFor(t, router, host, 1, 30*time.Second)
+	route := routeOf(t, router, host)
+	if !strings.Contains(route, "via fe80::1 dev eth0") {
+		t.Fatalf("the router's route %q: want via the node's link-local address", route)
+	}
+	snap := statusAt(t, nodes[0].socket())
+	if len(snap.BGP.Sessions) != 1 || snap.BGP.Sessions[0].Neighbor != "fe80::254%eth0" || snap.BGP.Sessions[0].State != "established" {
+		t.Fatalf("sessions %+v", snap.BGP.Sessions)
+	}
+	got, failed := askAll(client, "["+anycastVIP6+"]:80", 10)
+	t.Logf("session with %s; the router: %s; 10 requests from behind it: %v, failures %d", snap.BGP.Sessions[0].Neighbor, route, got, len(failed))
+	if len(failed) > 0 || got["lb1"] != 10 {
+		t.Fatalf("answers %v, failures %v", got, failed)
+	}
+}

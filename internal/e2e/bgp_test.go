@@ -152,6 +152,9 @@ type bgpOpts struct {
 	extraNeighbors string // more neighbor entries in every node's config
 	balancer       string // the nodes' balancers entry; empty: a proxy balancer on the VIP
 	v6             bool   // peer over IPv6 and announce the IPv6 anycast VIP
+	// linkLocal (with v6): peer over link-local addresses only, fe80::254
+	// the router's and fe80::N the nodes' (the kernel's own are removed).
+	linkLocal      bool
 	routerPassword string // TCP MD5 password the router asks for
 	nodePassword   string // and the one the nodes use
 	// setup runs before the nodes start, to add hosts they need.
@@ -165,6 +168,17 @@ type bgpOpts struct {
 	checkTiming string
 }
 
+// onlyLinkLocal replaces h's link-local addresses on eth0 by addr, so that
+// its sessions come from an address the peer's config names.
+func onlyLinkLocal(t *testing.T, h *netlab.Host, addr string) {
+	t.Helper()
+	for _, args := range [][]string{{"-6", "addr", "flush", "dev", "eth0", "scope", "link"}, {"-6", "addr", "add", addr, "dev", "eth0", "nodad"}} {
+		if out, code := execIn(t, h, 5*time.Second, "ip", args...); code != 0 {
+			t.Fatalf("ip %v on %s: %s", args, h.Name, out)
+		}
+	}
+}
+
 // bgpLabWith is bgpLab varied by opts.
 func bgpLabWith(t *testing.T, n int, opts bgpOpts) (*netlab.Host, []*bgpNode, func(*bgpNode)) {
 	t.Helper()
@@ -174,6 +188,9 @@ func bgpLabWith(t *testing.T, n int, opts bgpOpts) (*netlab.Host, []*bgpNode, fu
 	vip, host, neighbor := anycastVIP, anycastVIP+"/32", "10.82.0.254"
 	if opts.v6 {
 		vip, host, neighbor = "["+anycastVIP6+"]", anycastVIP6+"/128", "fd00:82::254"
+		if opts.linkLocal {
+			neighbor = "fe80::254%eth0"
+		}
 	}
 	if opts.checkTiming == "" {
 		opts.checkTiming = "interval: 100ms, timeout: 90ms, rise: 1, fall: 1"
@@ -185,6 +202,9 @@ func bgpLabWith(t *testing.T, n int, opts bgpOpts) (*netlab.Host, []*bgpNode, fu
 	router, err := lab.AddHost("router", mustPrefix("10.82.0.254/24"), mustPrefix("fd00:82::254/64"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if opts.linkLocal {
+		onlyLinkLocal(t, router, "fe80::254/64")
 	}
 	if opts.setup != nil {
 		opts.setup(lab, router)
@@ -215,6 +235,11 @@ bgp:
 		peer := addr
 		if opts.v6 {
 			peer = fmt.Sprintf("fd00:82::%d", i+1)
+		}
+		if opts.linkLocal {
+			peer = fmt.Sprintf("fe80::%d", i+1)
+			onlyLinkLocal(t, h, peer+"/64")
+			opts.routerLines = append(opts.routerLines, "neighbor "+peer+" interface eth0")
 		}
 		nodes, peers = append(nodes, n), append(peers, peer)
 	}

@@ -90,7 +90,8 @@ func TestBGPGracefulRestartWithFRR(t *testing.T) {
 }
 
 // vigil announces only: FRR announces 50 networks to it; vigil counts them
-// (routes_received), rejects them all on import and installs nothing (the
+// (routes_received; FRR may also send vigil's own route back, with vigil's
+// AS in its path), rejects them all on import and installs nothing (the
 // node's kernel tables have none of them and are as before), while its own
 // announcement reaches the router.
 func TestBGPRejectsRoutesFromFRR(t *testing.T) {
@@ -107,12 +108,12 @@ func TestBGPRejectsRoutesFromFRR(t *testing.T) {
 	before := tables(n)
 	waitNexthops(t, router, 1, 30*time.Second)
 	var received uint64
-	for t0 := time.Now(); received != 50; time.Sleep(100 * time.Millisecond) {
+	for t0 := time.Now(); received < 50; time.Sleep(100 * time.Millisecond) {
 		if snap, err := statusAtErr(n.socket()); err == nil && snap.BGP != nil && len(snap.BGP.Sessions) == 1 {
 			received = snap.BGP.Sessions[0].RoutesReceived
 		}
 		if time.Since(t0) > 20*time.Second {
-			t.Fatalf("vigil's status counts %d routes received from FRR, want 50", received)
+			t.Fatalf("vigil's status counts %d routes received from FRR, want 50 or more", received)
 		}
 	}
 	time.Sleep(time.Second) // what an install would take
@@ -123,5 +124,5 @@ func TestBGPRejectsRoutesFromFRR(t *testing.T) {
 	if strings.Contains(all, "10.200.") {
 		t.Fatalf("a route from FRR reached the node's kernel:\n%s", all)
 	}
-	t.Logf("50 routes received from FRR, none in the node's tables; vigil's own route at the router: %s", routeOf(t, router, anycastVIP+"/32"))
+	t.Logf("%d routes received from FRR, none in the node's tables; vigil's own route at the router: %s", received, routeOf(t, router, anycastVIP+"/32"))
 }
