@@ -104,6 +104,8 @@ func (v *validator) bgp(checks map[string]bool, vips map[netip.Addr]string) {
 			v.add(p+".address", "%q is not an IP address", n.Address)
 		case seen[a]:
 			v.add(p+".address", "%s is listed twice", a)
+		case a.IsLinkLocalUnicast() && a.Zone() == "":
+			v.add(p+".address", "%s is link-local: name its interface, %s%%eth0", a, a)
 		}
 		seen[a] = true
 		if n.ASN == 0 {

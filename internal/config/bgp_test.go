@@ -35,6 +35,7 @@ func TestBGPDefaultsAndErrors(t *testing.T) {
 		{"restart time", "  announce:", "  graceful_restart: {enabled: true, restart_time: 5000s}\n  announce:", "bgp.graceful_restart.restart_time: 1h23m20s: whole seconds from 1s to 4095s"},
 		{"restart time fraction", "  announce:", "  graceful_restart: {enabled: true, restart_time: 1500ms}\n  announce:", "bgp.graceful_restart.restart_time: 1.5s: whole seconds"},
 		{"graceful restart key", "  announce:", "  graceful_restart: {enable: true}\n  announce:", "bgp.graceful_restart.enable"},
+		{"link-local without interface", "[{address: 10.0.0.254,", "[{address: \"fe80::1\",", "bgp.neighbors[0].address: fe80::1 is link-local: name its interface, fe80::1%eth0"},
 		{"peer twice", "[{address: 10.0.0.254, asn: 64500}]", "[{address: 10.0.0.254, asn: 64500}, {address: 10.0.0.254, asn: 64501}]", "bgp.neighbors[1].address: 10.0.0.254 is listed twice"},
 	}
 	for _, c := range cases {
