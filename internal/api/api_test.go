@@ -80,7 +80,7 @@ func sample() Snapshot {
 				Error:    "xdp: the BPF program could not be loaded: permission denied: it needs CAP_BPF and CAP_NET_ADMIN (root)",
 				Backends: []Backend{{Address: "10.0.0.31:53", State: "down", Weight: 1}}}},
 		XDP: map[string]uint64{"tx": 9000, "pass": 120},
-		BGP: &BGP{Sessions: []BGPSession{{Neighbor: "10.0.0.254", ASN: 64500, State: "established", Since: t0.Add(-time.Hour)},
+		BGP: &BGP{Sessions: []BGPSession{{Neighbor: "10.0.0.254", ASN: 64500, State: "established", Since: t0.Add(-time.Hour), RoutesReceived: 3},
 			{Neighbor: "10.0.0.253", ASN: 64501, State: "idle", LastError: "bad peer as", Failures: 3, RetryAt: t0.Add(15 * time.Second)}},
 			Announced: []string{"192.0.2.10/32"}},
 		Kubernetes: &Kubernetes{Server: "127.0.0.1:6443", WatchUp: false, Synced: true, Origin: "api", Nodes: 3, Slices: 2,
@@ -364,7 +364,8 @@ func TestServer(t *testing.T) {
 		}
 		return string(b)
 	}
-	if m := get("/metrics"); !strings.Contains(m, `vigil_vrrp_state{state="MASTER",vrrp_instance="api"} 1`) {
+	if m := get("/metrics"); !strings.Contains(m, `vigil_vrrp_state{state="MASTER",vrrp_instance="api"} 1`) ||
+		!strings.Contains(m, `vigil_bgp_routes_received{neighbor="10.0.0.254"} 3`) {
 		t.Fatalf("metrics:\n%s", m)
 	}
 	if p := get("/"); !strings.Contains(p, "<title>vigil</title>") || strings.Contains(p, "http://") || strings.Contains(p, "https://") {

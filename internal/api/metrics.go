@@ -55,6 +55,7 @@ var (
 	dBGPSession    = desc("bgp_session_established", "1 while the BGP session with the neighbor is established.", "neighbor")
 	dBGPFailures   = desc("bgp_session_failures", "Failed attempts in a row with the neighbor (0 once established).", "neighbor")
 	dBGPAnnounced  = desc("bgp_announced", "1 for each prefix announced now.", "prefix")
+	dBGPReceived   = desc("bgp_routes_received", "Routes the neighbor sent, all rejected on import (vigil only announces).", "neighbor")
 	dKubeWatchUp   = desc("kubernetes_watch_up", "1 while every watch of the Kubernetes API is up.")
 	dKubeSynced    = desc("kubernetes_synced", "1 once the members in force come from a full read of the API (0: state file or none).")
 	dKubeObjects   = desc("kubernetes_objects", "Objects the source holds, by kind.", "kind")
@@ -128,6 +129,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		for _, ss := range s.BGP.Sessions {
 			gauge(dBGPSession, b2f(ss.State == "established"), ss.Neighbor)
 			gauge(dBGPFailures, float64(ss.Failures), ss.Neighbor)
+			gauge(dBGPReceived, float64(ss.RoutesReceived), ss.Neighbor)
 		}
 		for _, p := range s.BGP.Announced {
 			gauge(dBGPAnnounced, 1, p)

@@ -137,6 +137,8 @@ type BGPSession struct {
 	LastError string    `json:"last_error,omitempty"` // why the last attempt failed, while not established
 	Failures  int       `json:"failures,omitempty"`   // failed attempts in a row
 	RetryAt   time.Time `json:"retry_at,omitzero"`    // next attempt, while backing off
+	// RoutesReceived: routes the neighbor sent, all rejected on import.
+	RoutesReceived uint64 `json:"routes_received,omitempty"`
 }
 
 // Instance is one VRRP instance.

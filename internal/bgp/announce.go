@@ -6,11 +6,13 @@ import (
 	"log/slog"
 	"net/netip"
 	"reflect"
+	"slices"
 	"sync"
 
 	"github.com/vigil-lb/vigil/internal/component"
 	"github.com/vigil-lb/vigil/internal/config"
 	"github.com/vigil-lb/vigil/internal/health"
+	"github.com/vigil-lb/vigil/internal/vip"
 )
 
 // Router is what announcements need of a speaker.
@@ -29,6 +31,9 @@ type announcement struct {
 	// externalTrafficPolicy Local, where only such nodes may take traffic.
 	endpoints *health.Key
 	on        bool
+	// accept: the node takes the address as its own while announced (see
+	// acceptedAddrs).
+	accept bool
 }
 
 // want reports whether a should be advertised given the health state. A
@@ -60,6 +65,7 @@ func announcementsOf(cfg *config.Config) []*announcement {
 	for _, b := range cfg.Balancers {
 		balancers[b.Name] = true
 	}
+	accepted := acceptedAddrs(cfg)
 	var out []*announcement
 	for _, a := range cfg.BGP.Announce {
 		pfx, _ := config.ParseVIP(a.Prefix) // validated
@@ -68,7 +74,7 @@ func announcementsOf(cfg *config.Config) []*announcement {
 			v, _ := config.ParseCommunity(c) // validated
 			r.Communities = append(r.Communities, v)
 		}
-		an := &announcement{route: r}
+		an := &announcement{route: r, accept: accepted[pfx]}
 		switch {
 		case a.WhenHealthy == "":
 		case balancers[a.WhenHealthy]:
@@ -97,16 +103,33 @@ type announcer struct {
 	router Router
 	list   []*announcement
 	log    *slog.Logger
+	// openLocal opens the acceptor the first time an address is to be
+	// accepted; local is then it, and accepted what it accepts.
+	openLocal func() (Acceptor, error)
+	local     Acceptor
+	accepted  []netip.Prefix
 }
 
 // update announces what should be and withdraws what should not, so a
 // failure is withdrawn at once rather than after a hold timer. A router
-// error leaves the announcement to be tried at the next update.
+// error leaves the announcement to be tried at the next update. An address
+// to accept is accepted before it is announced (and not announced while it
+// cannot be) and no longer accepted after it is withdrawn, so the router
+// never sends here what the kernel would drop.
 func (an *announcer) update(store *health.Store) {
-	for _, a := range an.list {
-		want := a.want(store)
+	wants := make([]bool, len(an.list))
+	for i, a := range an.list {
+		wants[i] = a.want(store)
+	}
+	an.accept(func(i int) bool { return an.list[i].on || wants[i] })
+	defer an.accept(func(i int) bool { return an.list[i].on })
+	for i, a := range an.list {
+		want := wants[i]
 		if want == a.on {
 			continue
+		}
+		if want && a.accept && !slices.Contains(an.accepted, a.route.Prefix) {
+			continue // not announced while the kernel would drop its traffic
 		}
 		var err error
 		if want {
@@ -169,17 +192,20 @@ type Announcements struct {
 	next    []*announcement
 	sp      *Speaker // nil unless running
 	replan  chan struct{}
+	// openLocal opens what accepts announced addresses (vip.LocalRoutes).
+	openLocal func() (Acceptor, error)
 }
 
 // NewAnnouncements prepares the bgp section of cfg; the speaker starts
 // with Run.
 func NewAnnouncements(cfg *config.Config, store *health.Store, log *slog.Logger) *Announcements {
 	return &Announcements{store: store, log: log, session: sessionOf(cfg.BGP),
-		next: announcementsOf(cfg), replan: make(chan struct{}, 1)}
+		next: announcementsOf(cfg), replan: make(chan struct{}, 1),
+		openLocal: func() (Acceptor, error) { return vip.NewLocalRoutes(log) }}
 }
 
 func sessionOf(b config.BGP) config.BGP {
-	b.Announce, b.Local = nil, nil // the announce list changes live; Local is not the speaker's
+	b.Announce = nil // the announce list changes live
 	return b
 }
 
@@ -206,7 +232,7 @@ func (a *Announcements) Run(ctx context.Context) error {
 	a.mu.Lock()
 	a.sp = sp
 	a.mu.Unlock()
-	an := &announcer{router: sp, log: a.log}
+	an := &announcer{router: sp, log: a.log, openLocal: a.openLocal}
 	sub := a.store.Subscribe()
 	defer sub.Close()
 	for {
@@ -228,6 +254,7 @@ func (a *Announcements) Run(ctx context.Context) error {
 			if err := sp.Stop(context.Background()); err != nil {
 				a.log.Debug("bgp stop", "err", err)
 			}
+			an.close() // withdrawn first: the routers have stopped sending
 			return nil
 		}
 	}
@@ -239,7 +266,7 @@ func (a *Announcements) Plan(cfg *config.Config) (component.Change, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if !reflect.DeepEqual(sessionOf(cfg.BGP), a.session) {
-		return nil, errors.New("the bgp section's asn, router_id, listen_port or neighbors changed: that needs a restart")
+		return nil, errors.New("the bgp section's asn, router_id, listen_port, neighbors or graceful_restart changed: that needs a restart")
 	}
 	list := announcementsOf(cfg)
 	return component.Func{OnCommit: func() {
@@ -262,6 +289,9 @@ func (a *Announcements) Speaker() *Speaker {
 
 func speakerConfig(b config.BGP) Config {
 	cfg := Config{ASN: b.ASN, RouterID: netip.MustParseAddr(b.RouterID), Listen: int32(b.ListenPort)}
+	if b.GracefulRestart.Enabled {
+		cfg.RestartTime = b.GracefulRestart.RestartTime
+	}
 	if b.ListenPort == 0 {
 		cfg.Listen = -1
 	}

@@ -36,6 +36,10 @@ type Config struct {
 	RouterID  netip.Addr
 	Listen    int32 // port to accept sessions on; -1: none (vigil dials out)
 	Neighbors []Neighbor
+	// RestartTime turns on graceful restart (RFC 4724) with every neighbor:
+	// how long a router keeps vigil's routes, marked stale, while vigil is
+	// gone. Stop then sends no withdrawal. 0: off.
+	RestartTime time.Duration
 }
 
 // Route is one announcement's attributes.
@@ -57,6 +61,8 @@ type Speaker struct {
 
 	stop context.CancelFunc // ends the session monitor and its hold-downs
 	wg   sync.WaitGroup
+	// gracefulStop: Stop leaves the routes to the routers' graceful restart.
+	gracefulStop bool
 
 	mu        sync.Mutex
 	announced map[netip.Prefix]Route
@@ -107,6 +113,11 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*
 		return nil, fmt.Errorf("bgp: start (asn %d, router id %s): %w", cfg.ASN, cfg.RouterID, err)
 	}
 	sp.wg.Go(func() { sp.monitor(monitorCtx) })
+	if err := rejectLearned(ctx, s); err != nil {
+		sp.Stop(context.Background())
+		return nil, fmt.Errorf("bgp: import policy: %w", err)
+	}
+	sp.gracefulStop = cfg.RestartTime > 0
 	for _, n := range cfg.Neighbors {
 		hold := uint64(n.HoldTime / time.Second)
 		p := &api.Peer{
@@ -115,15 +126,52 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*
 				ConnectRetry: 1, IdleHoldTimeAfterReset: 1}},
 			Transport: &api.Transport{PassiveMode: n.Passive, RemotePort: uint32(n.Port)},
 		}
+		family := &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}
 		if n.Address.Is6() {
-			p.AfiSafis = []*api.AfiSafi{{Config: &api.AfiSafiConfig{Family: &api.Family{Afi: api.Family_AFI_IP6, Safi: api.Family_SAFI_UNICAST}, Enabled: true}}}
+			family = &api.Family{Afi: api.Family_AFI_IP6, Safi: api.Family_SAFI_UNICAST}
 		}
+		af := &api.AfiSafi{Config: &api.AfiSafiConfig{Family: family, Enabled: true}}
+		if cfg.RestartTime > 0 {
+			// LocalRestarting sets the Restart State and Forwarding State
+			// bits, so a router that kept vigil's routes as stale keeps them
+			// until vigil's End-of-RIB replaces them, instead of dropping them
+			// when the session comes back. With no selection deferral vigil
+			// announces at once all the same.
+			p.GracefulRestart = &api.GracefulRestart{Enabled: true, RestartTime: uint32(cfg.RestartTime / time.Second), LocalRestarting: true}
+			af.MpGracefulRestart = &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}}
+		}
+		p.AfiSafis = []*api.AfiSafi{af}
 		if err := s.AddPeer(ctx, &api.AddPeerRequest{Peer: p}); err != nil {
 			sp.Stop(context.Background())
 			return nil, fmt.Errorf("bgp: neighbor %s: %w", n.Address, err)
 		}
 	}
 	return sp, nil
+}
+
+// rejectLearned makes vigil announce only, never learn: every route a
+// neighbor sends is rejected on import, so none reaches the RIB (a router
+// that sends a full table by mistake fills only that neighbor's
+// Adj-RIB-In). GoBGP applies the global import policy to vigil's own paths
+// too, so the policy matches on any neighbor's address (its own paths have
+// none) rather than rejecting by default.
+func rejectLearned(ctx context.Context, s *server.BgpServer) error {
+	const set, policy = "vigil-any-neighbor", "vigil-reject-learned"
+	if err := s.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: &api.DefinedSet{
+		DefinedType: api.DefinedType_DEFINED_TYPE_NEIGHBOR, Name: set, List: []string{"0.0.0.0/0", "::/0"}}}); err != nil {
+		return err
+	}
+	if err := s.AddPolicy(ctx, &api.AddPolicyRequest{Policy: &api.Policy{Name: policy, Statements: []*api.Statement{{
+		Name:       policy,
+		Conditions: &api.Conditions{NeighborSet: &api.MatchSet{Type: api.MatchSet_TYPE_ANY, Name: set}},
+		Actions:    &api.Actions{RouteAction: api.RouteAction_ROUTE_ACTION_REJECT},
+	}}}}); err != nil {
+		return err
+	}
+	return s.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
+		Name: "global", Direction: api.PolicyDirection_POLICY_DIRECTION_IMPORT,
+		Policies: []*api.Policy{{Name: policy}}, DefaultAction: api.RouteAction_ROUTE_ACTION_ACCEPT,
+	}})
 }
 
 func (r Route) path() (*apiutil.Path, error) {
@@ -205,6 +253,9 @@ type Session struct {
 	LastError string    // why the last attempt or session failed; empty once established
 	Failures  int       // failed attempts in a row
 	RetryAt   time.Time // set while vigil holds the neighbor down to back off
+	// RoutesReceived counts the routes the neighbor sent: all rejected on
+	// import (vigil only announces), kept in its Adj-RIB-In.
+	RoutesReceived uint64
 }
 
 // Sessions lists the peers.
@@ -217,6 +268,9 @@ func (sp *Speaker) Sessions(ctx context.Context) []Session {
 		}
 		if t := p.GetTimers().GetState().GetUptime(); t != nil && s.State == "established" {
 			s.Since = t.AsTime()
+		}
+		for _, af := range p.GetAfiSafis() {
+			s.RoutesReceived += af.GetState().GetReceived()
 		}
 		sp.mu.Lock()
 		if info := sp.peers[s.Neighbor]; info != nil && s.State != "established" {
@@ -261,10 +315,15 @@ func (sp *Speaker) Announced() []netip.Prefix {
 }
 
 // Stop withdraws everything first, so routers move traffic before the
-// sessions close, then stops.
+// sessions close, then stops. With graceful restart it withdraws nothing
+// and closes the sessions without a NOTIFICATION: the routers keep the
+// routes as stale until vigil is back or the restart time ends.
 func (sp *Speaker) Stop(ctx context.Context) error {
 	var errs []error
 	announced := sp.Announced()
+	if sp.gracefulStop {
+		announced = nil
+	}
 	for _, p := range announced {
 		errs = append(errs, sp.Withdraw(p))
 	}
@@ -273,7 +332,7 @@ func (sp *Speaker) Stop(ctx context.Context) error {
 	}
 	sp.stop()
 	sp.wg.Wait()
-	errs = append(errs, sp.s.StopBgp(ctx, &api.StopBgpRequest{}))
+	errs = append(errs, sp.s.StopBgp(ctx, &api.StopBgpRequest{AllowGracefulRestart: sp.gracefulStop}))
 	sp.s.Stop()
 	return errors.Join(errs...)
 }

@@ -18,12 +18,23 @@ type BGP struct {
 	ListenPort int        `yaml:"listen_port"`
 	Neighbors  []Neighbor `yaml:"neighbors"`
 	Announce   []Announce `yaml:"announce"`
-	// Local are addresses this node takes as its own (local routes, on no
-	// interface) so that traffic routed to them is delivered to vigil's
-	// proxy: generated for the LoadBalancer Services of bgp pools when
-	// vigil's dataplane carries their traffic (package kube).
-	Local []netip.Prefix `yaml:"-"`
+	// GracefulRestart (RFC 4724) with every neighbor. Default off.
+	GracefulRestart GracefulRestart `yaml:"graceful_restart"`
 }
+
+// GracefulRestart lets routers keep vigil's routes, marked stale, while
+// vigil restarts: a stop sends no withdrawal and closes the sessions
+// without a NOTIFICATION. For prefixes whose traffic does not depend on
+// vigil running (not health-tied); off by default.
+type GracefulRestart struct {
+	Enabled bool `yaml:"enabled"`
+	// RestartTime is how long a router keeps the routes when vigil is gone:
+	// whole seconds up to 4095 (the capability's 12 bits). Default 120s.
+	RestartTime time.Duration `yaml:"restart_time"`
+}
+
+// DefaultRestartTime is graceful restart's default restart time.
+const DefaultRestartTime = 120 * time.Second
 
 // Neighbor is a BGP peer.
 type Neighbor struct {
@@ -93,6 +104,8 @@ func (v *validator) bgp(checks map[string]bool, vips map[netip.Addr]string) {
 			v.add(p+".address", "%q is not an IP address", n.Address)
 		case seen[a]:
 			v.add(p+".address", "%s is listed twice", a)
+		case a.IsLinkLocalUnicast() && a.Zone() == "":
+			v.add(p+".address", "%s is link-local: name its interface, %s%%eth0", a, a)
 		}
 		seen[a] = true
 		if n.ASN == 0 {
@@ -113,6 +126,12 @@ func (v *validator) bgp(checks map[string]bool, vips map[netip.Addr]string) {
 	}
 	if b.ListenPort == 0 && passive {
 		b.ListenPort = 179
+	}
+	if gr := &b.GracefulRestart; gr.Enabled {
+		setDefault(v, "bgp.graceful_restart.restart_time", &gr.RestartTime, DefaultRestartTime)
+		if gr.RestartTime < time.Second || gr.RestartTime > 4095*time.Second || gr.RestartTime%time.Second != 0 {
+			v.add("bgp.graceful_restart.restart_time", "%v: whole seconds from 1s to 4095s", gr.RestartTime)
+		}
 	}
 	if b.ListenPort < 0 || b.ListenPort > 65535 {
 		v.add("bgp.listen_port", "%d is out of range 0..65535", b.ListenPort)

@@ -32,6 +32,10 @@ func TestBGPDefaultsAndErrors(t *testing.T) {
 		{"community", `"64512:100"`, `"64512:70000"`, `bgp.announce[0].communities[0]: "64512:70000" is not a community`},
 		{"router id", "router_id: 10.0.0.1", "router_id: 2001:db8::1", `bgp.router_id: "2001:db8::1" is not an IPv4 address`},
 		{"no asn", "  asn: 64512\n", "", "bgp.asn: is required"},
+		{"restart time", "  announce:", "  graceful_restart: {enabled: true, restart_time: 5000s}\n  announce:", "bgp.graceful_restart.restart_time: 1h23m20s: whole seconds from 1s to 4095s"},
+		{"restart time fraction", "  announce:", "  graceful_restart: {enabled: true, restart_time: 1500ms}\n  announce:", "bgp.graceful_restart.restart_time: 1.5s: whole seconds"},
+		{"graceful restart key", "  announce:", "  graceful_restart: {enable: true}\n  announce:", "bgp.graceful_restart.enable"},
+		{"link-local without interface", "[{address: 10.0.0.254,", "[{address: \"fe80::1\",", "bgp.neighbors[0].address: fe80::1 is link-local: name its interface, fe80::1%eth0"},
 		{"peer twice", "[{address: 10.0.0.254, asn: 64500}]", "[{address: 10.0.0.254, asn: 64500}, {address: 10.0.0.254, asn: 64501}]", "bgp.neighbors[1].address: 10.0.0.254 is listed twice"},
 	}
 	for _, c := range cases {
@@ -42,6 +46,10 @@ func TestBGPDefaultsAndErrors(t *testing.T) {
 		if _, err := Parse([]byte(src)); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s:\n got %v\nwant %s", c.name, err, c.want)
 		}
+	}
+	gr := strings.Replace(goodBGP, "  announce:", "  graceful_restart: {enabled: true}\n  announce:", 1)
+	if c, err := Parse([]byte(gr)); err != nil || c.BGP.GracefulRestart.RestartTime != DefaultRestartTime {
+		t.Fatalf("graceful restart's default restart time: %v %+v", err, c.BGP.GracefulRestart)
 	}
 	passive := strings.Replace(goodBGP, "asn: 64500}", "asn: 64500, passive: true}", 1)
 	if c, err := Parse([]byte(passive)); err != nil || c.BGP.ListenPort != 179 {

@@ -24,15 +24,15 @@ const (
 
 // startFRR runs zebra and bgpd in the router host with multipath, peering
 // with the given balancer addresses (AS 64512); hold time 3 s; TCP MD5 with
-// password unless it is empty.
-func startFRR(t *testing.T, router *netlab.Host, peers []string, password string) {
+// password unless it is empty; routerLines go into its router bgp block.
+func startFRR(t *testing.T, router *netlab.Host, peers []string, password string, routerLines ...string) {
 	t.Helper()
-	startFRRIn(t, router, peers, password)
+	startFRRIn(t, router, peers, password, routerLines...)
 }
 
 // startFRRIn is startFRR returning the directory of FRR's vty sockets
 // (vtysh --vty_socket DIR).
-func startFRRIn(t *testing.T, router *netlab.Host, peers []string, password string) string {
+func startFRRIn(t *testing.T, router *netlab.Host, peers []string, password string, routerLines ...string) string {
 	t.Helper()
 	for _, bin := range []string{"/usr/lib/frr/zebra", "/usr/lib/frr/bgpd"} {
 		if _, err := os.Stat(bin); err != nil {
@@ -52,6 +52,9 @@ func startFRRIn(t *testing.T, router *netlab.Host, peers []string, password stri
 		if password != "" {
 			fmt.Fprintf(&b, " neighbor %s password %s\n", p, password)
 		}
+	}
+	for _, l := range routerLines {
+		fmt.Fprintf(&b, " %s\n", l)
 	}
 	b.WriteString(" address-family ipv4 unicast\n  maximum-paths 8\n exit-address-family\n")
 	b.WriteString(" address-family ipv6 unicast\n  maximum-paths 8\n")
@@ -149,10 +152,31 @@ type bgpOpts struct {
 	extraNeighbors string // more neighbor entries in every node's config
 	balancer       string // the nodes' balancers entry; empty: a proxy balancer on the VIP
 	v6             bool   // peer over IPv6 and announce the IPv6 anycast VIP
+	// linkLocal (with v6): peer over link-local addresses only, fe80::254
+	// the router's and fe80::N the nodes' (the kernel's own are removed).
+	linkLocal      bool
 	routerPassword string // TCP MD5 password the router asks for
 	nodePassword   string // and the one the nodes use
 	// setup runs before the nodes start, to add hosts they need.
 	setup func(lab *netlab.Lab, router *netlab.Host)
+	// extra is more YAML at the end of every node's config: top-level keys,
+	// or keys of the bgp section (which comes last) indented by two.
+	extra       string
+	routerLines []string // more lines of FRR's router bgp block
+	// checkTiming of the svc check; empty: interval 100ms, timeout 90ms,
+	// rise 1, fall 1 (for timing withdrawals).
+	checkTiming string
+}
+
+// onlyLinkLocal replaces h's link-local addresses on eth0 by addr, so that
+// its sessions come from an address the peer's config names.
+func onlyLinkLocal(t *testing.T, h *netlab.Host, addr string) {
+	t.Helper()
+	for _, args := range [][]string{{"-6", "addr", "flush", "dev", "eth0", "scope", "link"}, {"-6", "addr", "add", addr, "dev", "eth0", "nodad"}} {
+		if out, code := execIn(t, h, 5*time.Second, "ip", args...); code != 0 {
+			t.Fatalf("ip %v on %s: %s", args, h.Name, out)
+		}
+	}
 }
 
 // bgpLabWith is bgpLab varied by opts.
@@ -164,6 +188,12 @@ func bgpLabWith(t *testing.T, n int, opts bgpOpts) (*netlab.Host, []*bgpNode, fu
 	vip, host, neighbor := anycastVIP, anycastVIP+"/32", "10.82.0.254"
 	if opts.v6 {
 		vip, host, neighbor = "["+anycastVIP6+"]", anycastVIP6+"/128", "fd00:82::254"
+		if opts.linkLocal {
+			neighbor = "fe80::254%eth0"
+		}
+	}
+	if opts.checkTiming == "" {
+		opts.checkTiming = "interval: 100ms, timeout: 90ms, rise: 1, fall: 1"
 	}
 	if opts.balancer == "" {
 		opts.balancer = fmt.Sprintf(`{name: api, listen: ["%s:9445"], backends: [{address: "10.82.0.254:6443"}]}`, vip)
@@ -172,6 +202,9 @@ func bgpLabWith(t *testing.T, n int, opts bgpOpts) (*netlab.Host, []*bgpNode, fu
 	router, err := lab.AddHost("router", mustPrefix("10.82.0.254/24"), mustPrefix("fd00:82::254/64"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if opts.linkLocal {
+		onlyLinkLocal(t, router, "fe80::254/64")
 	}
 	if opts.setup != nil {
 		opts.setup(lab, router)
@@ -190,7 +223,7 @@ func bgpLabWith(t *testing.T, n int, opts bgpOpts) (*netlab.Host, []*bgpNode, fu
 		os.WriteFile(n.cfg, []byte(fmt.Sprintf(`api: {socket: %q}
 log: {level: debug}
 checks:
-  - {name: svc, exec: {script: "test -e %s"}, interval: 100ms, timeout: 90ms, rise: 1, fall: 1}
+  - {name: svc, exec: {script: "test -e %s"}, %s}
 balancers:
   - %s
 bgp:
@@ -198,14 +231,19 @@ bgp:
   router_id: %s
   neighbors: [{address: %s, asn: %d, hold_time: 3s, password: %q}%s]
   announce: [{prefix: %s, when_healthy: svc, communities: ["64512:100"]}]
-`, n.socket(), n.flag, opts.balancer, addr, neighbor, opts.routerASN, opts.nodePassword, opts.extraNeighbors, host)), 0o644)
+%s`, n.socket(), n.flag, opts.checkTiming, opts.balancer, addr, neighbor, opts.routerASN, opts.nodePassword, opts.extraNeighbors, host, opts.extra)), 0o644)
 		peer := addr
 		if opts.v6 {
 			peer = fmt.Sprintf("fd00:82::%d", i+1)
 		}
+		if opts.linkLocal {
+			peer = fmt.Sprintf("fe80::%d", i+1)
+			onlyLinkLocal(t, h, peer+"/64")
+			opts.routerLines = append(opts.routerLines, "neighbor "+peer+" interface eth0")
+		}
 		nodes, peers = append(nodes, n), append(peers, peer)
 	}
-	startFRR(t, router, peers, opts.routerPassword)
+	startFRR(t, router, peers, opts.routerPassword, opts.routerLines...)
 	start := func(n *bgpNode) { n.proc = startVigil(t, n.host, n.cfg, "", filepath.Join(n.dir, "vigil.log")) }
 	for _, n := range nodes {
 		logOnFailure(t, n.host.Name, filepath.Join(n.dir, "vigil.log"))

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/nftables"
 	"github.com/vigil-lb/vigil/internal/netlab"
 	"github.com/vigil-lb/vigil/internal/vip"
 	"github.com/vigil-lb/vigil/internal/vrrplab"
@@ -189,22 +188,7 @@ func TestAcceptModeOff(t *testing.T) {
 
 func guardPresent(t *testing.T, h *netlab.Host) bool {
 	t.Helper()
-	found := false
-	err := h.Do(func() error {
-		conn, err := nftables.New()
-		if err != nil {
-			return err
-		}
-		tables, err := conn.ListTables()
-		for _, tb := range tables {
-			found = found || tb.Name == vip.GuardTable
-		}
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return found
+	return nftTablePresent(t, h, vip.GuardTable)
 }
 
 // A tracked interface that does not exist counts as down: with weight -100,

@@ -93,11 +93,9 @@ func (x *Expanded) services(c *config.Config, snap *Snapshot, prevSlots SlotNode
 		case "bgp":
 			for _, sa := range addrs {
 				if mayAnnounce {
+					// With dataplane proxy, package bgp makes the node
+					// accept the address while it is announced.
 					x.bgpAnnounce(c, pc, sa)
-					if sc.Dataplane == "proxy" {
-						// Routed here: the kernel must deliver it to the proxy.
-						c.BGP.Local = append(c.BGP.Local, netip.PrefixFrom(sa.Addr, sa.Addr.BitLen()))
-					}
 				}
 				x.ServiceAddrs = append(x.ServiceAddrs, sa)
 			}

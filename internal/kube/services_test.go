@@ -207,8 +207,8 @@ func TestExpandServicesDSR(t *testing.T) {
 	if got := x.Origins[want[0]]["10.1.0.1:80"]; got != "endpoints web/front (node n2)" {
 		t.Fatalf("origin %q", got)
 	}
-	if len(c.BGP.Announce) != 1 || len(c.BGP.Local) != 0 {
-		t.Fatalf("announcements %+v, local routes %v", c.BGP.Announce, c.BGP.Local)
+	if len(c.BGP.Announce) != 1 {
+		t.Fatalf("announcements %+v", c.BGP.Announce)
 	}
 	notes := strings.Join(x.Notes, "\n")
 	for _, w := range []string{

@@ -24,7 +24,6 @@ import (
 	"github.com/vigil-lb/vigil/internal/lbipam"
 	"github.com/vigil-lb/vigil/internal/lbsvc"
 	"github.com/vigil-lb/vigil/internal/redirect"
-	"github.com/vigil-lb/vigil/internal/vip"
 )
 
 // kubeStartWait is how long a start waits for the API before it uses the
@@ -441,66 +440,4 @@ func (a *allocator) status() *api.Allocator {
 		out.Failures = append(out.Failures, api.AllocationFailure{Service: f.Service.String(), Reason: f.Reason})
 	}
 	return out
-}
-
-// localRoutes is the component that keeps bgp.Local (the routed Service
-// addresses vigil's proxy serves) local to this host.
-type localRoutes struct {
-	log  *slog.Logger
-	mu   sync.Mutex
-	want []netip.Prefix
-	wake chan struct{}
-}
-
-func newLocalRoutes(cfg *config.Config, log *slog.Logger) *localRoutes {
-	return &localRoutes{log: log, want: slices.Clone(cfg.BGP.Local), wake: make(chan struct{}, 1)}
-}
-
-func (l *localRoutes) Name() string { return "local routes" }
-
-func (l *localRoutes) Plan(cfg *config.Config) (component.Change, error) {
-	want := slices.Clone(cfg.BGP.Local)
-	return component.Func{OnCommit: func() {
-		l.mu.Lock()
-		l.want = want
-		l.mu.Unlock()
-		select {
-		case l.wake <- struct{}{}:
-		default:
-		}
-	}}, nil
-}
-
-// Run keeps the routes until ctx ends, then removes them. Without any to
-// keep it opens nothing.
-func (l *localRoutes) Run(ctx context.Context) error {
-	var routes *vip.LocalRoutes
-	defer func() {
-		if routes != nil {
-			if err := routes.Close(); err != nil {
-				l.log.Warn("local routes not removed", "err", err)
-			}
-		}
-	}()
-	for {
-		l.mu.Lock()
-		want := slices.Clone(l.want)
-		l.mu.Unlock()
-		if routes == nil && len(want) > 0 {
-			var err error
-			if routes, err = vip.NewLocalRoutes(); err != nil {
-				return err
-			}
-		}
-		if routes != nil {
-			if err := routes.Set(want); err != nil {
-				l.log.Warn("local routes", "err", err)
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-l.wake:
-		}
-	}
 }

@@ -96,7 +96,7 @@ func (s *Supervisor) Snapshot() api.Snapshot {
 		b := &api.BGP{Announced: []string{}}
 		for _, ss := range sp.Sessions(ctx) {
 			b.Sessions = append(b.Sessions, api.BGPSession{Neighbor: ss.Neighbor, ASN: ss.ASN, State: ss.State, Since: ss.Since,
-				LastError: ss.LastError, Failures: ss.Failures, RetryAt: ss.RetryAt})
+				LastError: ss.LastError, Failures: ss.Failures, RetryAt: ss.RetryAt, RoutesReceived: ss.RoutesReceived})
 		}
 		cancel()
 		for _, p := range sp.Announced() {

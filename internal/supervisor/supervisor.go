@@ -129,7 +129,7 @@ func (s *Supervisor) build(opts Options) error {
 	// follows their health, before an instance can take a VIP; BGP
 	// announces last and so withdraws first, before the VIPs go and the
 	// balancers drain.
-	s.order = []component.Component{s.checks, links, s.dsr, s.fleet, s.redirect, newLocalRoutes(s.cfg, s.log), s.vrrp, s.bgp}
+	s.order = []component.Component{s.checks, links, s.dsr, s.fleet, s.redirect, s.vrrp, s.bgp}
 	// The recorder first: it subscribes before the others publish (it
 	// would catch up anyway) and stops last, recording the shutdown.
 	s.history = history.New(s.health, clock.Real{}, s.historyPoint, s.log)
