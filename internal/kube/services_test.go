@@ -87,9 +87,9 @@ func TestExpandServices(t *testing.T) {
 		t.Fatalf("announcement %+v", an)
 	}
 
-	// Slots for n1 and n2 (n3 may not announce); 192.0.2.200 on one of them.
-	if !slices.Equal(x.Slots["lan"], []string{"n1", "n2"}) || len(c.VRRP.SlotInstances) != 2 {
-		t.Fatalf("slots %v, instances %d", x.Slots, len(c.VRRP.SlotInstances))
+	// Slots n1/n2 and n2/n1 (n3 may not announce); 192.0.2.200 on one of them.
+	if got := slotNames(c); !slices.Equal(got, []string{"slot/lan/n1/n2", "slot/lan/n2/n1"}) {
+		t.Fatalf("slots %v", got)
 	}
 	carried := 0
 	for _, in := range c.VRRP.SlotInstances {
@@ -104,6 +104,9 @@ func TestExpandServices(t *testing.T) {
 	var owners []string
 	for _, sa := range x.ServiceAddrs {
 		owners = append(owners, sa.Service.String()+"="+sa.Owner)
+		if sa.Owner != "" && !strings.HasPrefix(sa.Slot, "slot/lan/"+sa.Owner+"/") {
+			t.Fatalf("%s: owner %s, slot %s", sa.Addr, sa.Owner, sa.Slot)
+		}
 	}
 	slices.Sort(owners)
 	if len(owners) != 2 || !strings.HasPrefix(owners[0], "web/front=n") || owners[1] != "web/public=" {
@@ -119,22 +122,41 @@ func TestExpandServices(t *testing.T) {
 		t.Errorf("a Service of another class was looked at:\n%s", notes)
 	}
 
-	// A node that joins later gets no slot until a restart; the slots keep
-	// their nodes and the address its place.
+	// A node that joins gets its slots at once (the VRRP component adds
+	// them live); the slots that stay keep their VRIDs; one that leaves
+	// takes its slots with it.
 	snap := servicesSnapshot()
 	snap.Nodes[2].Labels = map[string]string{"lb": "yes"}
 	y := ExpandFrom(static, snap, x)
-	if !slices.Equal(y.Slots["lan"], []string{"n1", "n2"}) || len(y.Config.VRRP.SlotInstances) != 2 {
-		t.Fatalf("after n3 joined: slots %v", y.Slots)
+	if got := slotNames(y.Config); len(got) != 6 || !slices.Contains(got, "slot/lan/n3/n1") {
+		t.Fatalf("after n3 joined: slots %v", got)
 	}
-	if !strings.Contains(strings.Join(y.Notes, "\n"), "Node n3 may announce, but slots are made at start") {
-		t.Fatalf("no note for the new node: %v", y.Notes)
-	}
-	for i := range x.Config.VRRP.SlotInstances {
-		if !slices.Equal(x.Config.VRRP.SlotInstances[i].Slot.Extra, y.Config.VRRP.SlotInstances[i].Slot.Extra) {
-			t.Fatal("an address moved when a node joined")
+	for _, was := range c.VRRP.SlotInstances {
+		for _, now := range y.Config.VRRP.SlotInstances {
+			if now.Name == was.Name && now.VRID != was.VRID {
+				t.Errorf("slot %s: VRID %d, was %d", now.Name, now.VRID, was.VRID)
+			}
 		}
 	}
+	snap.Nodes = snap.Nodes[1:] // n1 deleted
+	z := ExpandFrom(static, snap, y)
+	if got := slotNames(z.Config); len(got) != 0 {
+		t.Fatalf("n1 deleted, yet it runs slots %v", got)
+	}
+	for _, sa := range z.ServiceAddrs {
+		if sa.Owner == "n1" {
+			t.Fatalf("%s still owned by the deleted n1", sa.Addr)
+		}
+	}
+}
+
+func slotNames(c *config.Config) []string {
+	var out []string
+	for _, in := range c.VRRP.SlotInstances {
+		out = append(out, in.Name)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // A node outside the pool's selector runs no slot and announces nothing.
