@@ -173,3 +173,53 @@ func TestExpandServicesNotEligible(t *testing.T) {
 		t.Fatalf("n3 still proxies what reaches it: %d balancers", len(x.Config.Balancers))
 	}
 }
+
+// A pool of both families has IPv4 slots (slot/, anchor 0.0.0.0) and IPv6
+// slots (slot6/, anchor ::), each carrying only its family's addresses;
+// a second l2 pool on the interface gets VRIDs of its own.
+func TestExpandServicesDualStackSlots(t *testing.T) {
+	y := strings.Replace(servicesConfig, `addresses: ["192.0.2.200-192.0.2.220"], interface: eth0`,
+		`addresses: ["192.0.2.200-192.0.2.220", "2001:db8::/120"], interface: eth0`, 1)
+	y = strings.Replace(y, "      - {name: wan", "      - {name: lan2, addresses: [\"192.0.2.240/29\"], interface: eth0, nodes: \"lb=yes\"}\n      - {name: wan", 1)
+	static, err := config.Parse([]byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := servicesSnapshot()
+	snap.Services[0].Addresses = append(snap.Services[0].Addresses, netip.MustParseAddr("2001:db8::5"))
+	x := Expand(static, snap, nil)
+	vrids := map[string]map[int]string{}
+	for _, in := range x.Config.VRRP.SlotInstances {
+		fam := "4"
+		if strings.HasPrefix(in.Name, "slot6/") {
+			fam = "6"
+		}
+		want := map[string]string{"4": "0.0.0.0/32", "6": "::/128"}[fam]
+		if in.VIPs[0] != want {
+			t.Fatalf("%s: anchor %v", in.Name, in.VIPs)
+		}
+		for _, p := range in.Slot.Extra {
+			if p.Addr().Is6() != (fam == "6") {
+				t.Fatalf("%s carries %s", in.Name, p)
+			}
+		}
+		if vrids[fam] == nil {
+			vrids[fam] = map[int]string{}
+		}
+		if other, dup := vrids[fam][in.VRID]; dup {
+			t.Fatalf("%s and %s share VRID %d", other, in.Name, in.VRID)
+		}
+		vrids[fam][in.VRID] = in.Name
+	}
+	if got := slotNames(x.Config); !slices.Equal(got, []string{"slot/lan/n1/n2", "slot/lan/n2/n1", "slot/lan2/n1/n2", "slot/lan2/n2/n1",
+		"slot6/lan/n1/n2", "slot6/lan/n2/n1"}) {
+		t.Fatalf("slots %v", got)
+	}
+	slots := map[string]string{}
+	for _, sa := range x.ServiceAddrs {
+		slots[sa.Addr.String()] = sa.Slot
+	}
+	if !strings.HasPrefix(slots["2001:db8::5"], "slot6/lan/") || !strings.HasPrefix(slots["192.0.2.200"], "slot/lan/") {
+		t.Fatalf("slots of the addresses %v", slots)
+	}
+}
