@@ -15,7 +15,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/vigil-lb/vigil/internal/garp"
 	"github.com/vigil-lb/vigil/internal/kubetest"
@@ -32,6 +31,9 @@ func (sl *svcLab) setPoolLabel(t *testing.T, name string, on bool) {
 		t.Fatal(err)
 	}
 	if on {
+		if n.Labels == nil {
+			n.Labels = map[string]string{}
+		}
 		n.Labels["vigil"] = "yes"
 	} else {
 		delete(n.Labels, "vigil")
@@ -205,13 +207,9 @@ func TestKubeServiceLocalFailsOverToAnEndpoint(t *testing.T) {
 	for _, n := range sl.names {
 		sl.start(t, n)
 	}
-	svc := sl.service(t, "local")
-	svc.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := sl.admin.CoreV1().Services("web").Update(ctx, svc, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	sl.service(t, "local", func(svc *corev1.Service) {
+		svc.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+	})
 	var eps []kubetest.Endpoint
 	for _, n := range sl.names {
 		eps = append(eps, kubetest.Endpoint{Address: sl.nodes[n].Addr(false), Node: n, Ready: n != "n2"})
@@ -271,17 +269,10 @@ func TestKubeServiceIPv6OverL2(t *testing.T) {
 	sl := newSvcLabWith(t, true, "n1", "n2")
 	sl.start(t, "n1")
 	sl.start(t, "n2")
-	class := "vigil.io/lb"
-	single := corev1.IPFamilyPolicySingleStack
-	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: "v6"},
-		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, LoadBalancerClass: &class,
-			IPFamilies: []corev1.IPFamily{corev1.IPv6Protocol}, IPFamilyPolicy: &single,
-			Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt(8080), Protocol: corev1.ProtocolTCP}}}}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := sl.admin.CoreV1().Services("web").Create(ctx, svc, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	sl.service(t, "v6", func(svc *corev1.Service) {
+		single := corev1.IPFamilyPolicySingleStack
+		svc.Spec.IPFamilies, svc.Spec.IPFamilyPolicy = []corev1.IPFamily{corev1.IPv6Protocol}, &single
+	})
 	kubetest.ApplySlice(t, sl.admin, kubetest.Slice("web", "v6-1", "v6", "http", 8080,
 		kubetest.Endpoint{Address: sl.nodes["n1"].Addr(true), Node: "n1", Ready: true},
 		kubetest.Endpoint{Address: sl.nodes["n2"].Addr(true), Node: "n2", Ready: true}))

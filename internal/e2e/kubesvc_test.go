@@ -111,14 +111,17 @@ func newSvcLabWith(t *testing.T, v6 bool, names ...string) *svcLab {
 }
 
 // service creates web/NAME of type LoadBalancer and class vigil.io/lb,
-// port 80 (http) to 8080.
-func (sl *svcLab) service(t *testing.T, name string) *corev1.Service {
+// port 80 (http) to 8080, after edit changes it (if given).
+func (sl *svcLab) service(t *testing.T, name string, edit ...func(*corev1.Service)) *corev1.Service {
 	t.Helper()
 	class := "vigil.io/lb"
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: name},
 		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, LoadBalancerClass: &class,
 			Selector: map[string]string{"app": name},
 			Ports:    []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt(8080), Protocol: corev1.ProtocolTCP}}}}
+	for _, e := range edit {
+		e(svc)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	out, err := sl.admin.CoreV1().Services("web").Create(ctx, svc, metav1.CreateOptions{})
