@@ -15,7 +15,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-
 	"github.com/vigil-lb/vigil/internal/garp"
 	"github.com/vigil-lb/vigil/internal/kubetest"
 )

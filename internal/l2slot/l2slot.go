@@ -1,19 +1,23 @@
 // Package l2slot plans the layer-2 announcement of many addresses over a
-// pool's nodes with one VRRP group per node, a slot, instead of one per
-// address: VRRP's 255 router ids per segment then bound the nodes, not the
-// addresses. Each slot is named after its first-choice node, has a VRID
-// derived from cluster, pool and node, and a priority order of every node;
-// each address goes to one slot, and the slot's master configures and
-// announces it (vrrp.Instance.SetExtra). Liveness stays on the wire: a dead
-// node's slot moves to the next node of its order at VRRP speed, whatever the
-// API does.
+// pool's nodes with a few VRRP groups, slots, instead of one per address:
+// VRRP's 255 router ids per segment then bound the nodes, not the
+// addresses. There is a slot per ordered pair of nodes (first choice,
+// heir), named "node/heir", with a VRID derived from cluster, pool and
+// name, and a priority order of every node: the first choice, its heir,
+// then the ring. Each address goes to one node, then to one of that node's
+// slots, and the slot's master configures and announces it
+// (vrrp.Instance.SetExtra). Liveness stays on the wire: a dead node's
+// slots move to their heirs at VRRP speed, whatever the API does, and as
+// each node's addresses are spread over all its heirs, the survivors stay
+// balanced. With too few free VRIDs for every pair, each node gets as many
+// heirs as they allow (Plan.Heirs, Plan.Limited).
 //
 // It is pure and deterministic: every node computes the same plan from the
 // same nodes and addresses, in whatever order it got them, so no
-// coordination is needed. The assignment is balanced (per slot at most one
-// address more than the least) and stable: rendezvous hashing under a load
-// bound, so a node joining or leaving moves little more than the share that
-// must move. It decides; vrrp and vip act.
+// coordination is needed. The assignment is balanced (per node at most one
+// address more than the least, also after any one node dies) and stable:
+// rendezvous hashing under a load bound, so a node joining or leaving moves
+// little more than the share that must move. It decides; vrrp and vip act.
 package l2slot
 
 import (
@@ -135,17 +139,6 @@ func (p Plan) SlotOf(a netip.Addr) (Slot, bool) {
 func (p Plan) Owner(a netip.Addr) (string, bool) {
 	s, ok := p.SlotOf(a)
 	return s.Node, ok
-}
-
-// Load returns how many addresses node carries first, over all its slots.
-func (p Plan) Load(node string) int {
-	n := 0
-	for _, s := range p.Slots {
-		if s.Node == node {
-			n += len(s.Addrs)
-		}
-	}
-	return n
 }
 
 // Errors of New.

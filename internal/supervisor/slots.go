@@ -298,9 +298,11 @@ func (s *slotSet) Run(ctx context.Context) {
 			s.ctx = nil
 			s.mu.Unlock()
 			s.wg.Wait()
+			s.mu.Lock()
 			for name := range s.runs {
 				s.store.Delete(health.MasterKey(name))
 			}
+			s.mu.Unlock()
 			return
 		case <-s.wake:
 		case <-fire:
