@@ -657,7 +657,7 @@ func (b *bench) failoverPhase(ctx context.Context) (*failoverResult, error) {
 			return nil, fmt.Errorf("kill %d: %w", k+1, err)
 		}
 		res.rounds = append(res.rounds, r)
-		fmt.Printf("kill %d: %s (leader %v) held %d addresses; all answered elsewhere %6.1f ms (median address %6.1f ms), now held by %v, one MAC %v\n",
+		fmt.Printf("kill %d: %s (leader %v) held %d addresses; all answered elsewhere %6.1f ms (median address %6.1f ms), now held by %v, neighbour entries naming the holders %v\n",
 			k+1, r.victim, r.leader, r.addrs, ms(r.all), ms(benchdoc.Median(r.each)), r.takenBy, r.rightMAC)
 	}
 	if err := b.forEach(names, func(n string) error { return b.deleteService(ctx, n) }); err != nil {
