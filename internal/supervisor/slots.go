@@ -27,7 +27,8 @@ import (
 // An added slot listens before it claims, as at start. Addresses that move
 // to it from a slot that stays are kept by that slot until the new one has
 // had time to win (settle), so a Node joining moves addresses without a
-// gap. A removed slot stops as at shutdown: a master sends priority 0 and
+// gap; so are addresses moving between two slots this node masters, for a
+// moment (slotHandover). A removed slot stops as at shutdown: a master sends priority 0 and
 // removes its addresses.
 type slotSet struct {
 	log    *slog.Logger
@@ -38,9 +39,12 @@ type slotSet struct {
 
 	mu   sync.Mutex
 	runs map[string]*slotRun
-	ctx  context.Context // where slots run; nil before Run and after it
-	wg   sync.WaitGroup
-	wake chan struct{} // the settle timer has a new deadline
+	// handing holds, for an address moving between two slots this node
+	// masters, until when the old slot keeps it too.
+	handing map[netip.Prefix]time.Time
+	ctx     context.Context // where slots run; nil before Run and after it
+	wg      sync.WaitGroup
+	wake    chan struct{} // the settle timer has a new deadline
 }
 
 // slotRun is one slot instance, running or ready to run.
@@ -64,7 +68,8 @@ type registrar interface {
 func newSlotSet(log *slog.Logger, store *health.Store, clk clock.Clock, settle time.Duration,
 	build func(config.Instance) (*slotRun, error)) *slotSet {
 	return &slotSet{log: log, store: store, clock: clk, build: build, settle: settle, runs: map[string]*slotRun{},
-		wake: make(chan struct{}, 1)}
+		handing: map[netip.Prefix]time.Time{},
+		wake:    make(chan struct{}, 1)}
 }
 
 // slotChange is what a reload does to the slots, by name.
@@ -237,26 +242,37 @@ func (s *slotSet) start(r *slotRun) {
 
 // hand gives every slot its addresses: its own, and those it holds now
 // that go to a slot added less than settle ago, which may not have won
-// yet. It arms the settle timer for the next of those to settle. Under mu.
+// yet, or to a slot this node masters, until handover has passed (the two
+// slots' workers run apart: if the old one released first, the address
+// would leave the interface and be announced again). It arms the timer
+// for the next of those to end. Under mu.
 func (s *slotSet) hand(now time.Time) {
 	young := map[netip.Prefix]bool{}
-	var next time.Time
+	finalOf := map[netip.Prefix]*slotRun{}
 	for _, r := range s.runs {
-		if until := r.added.Add(s.settle); now.Before(until) {
-			for _, p := range r.cfg.Slot.Extra {
+		for _, p := range r.cfg.Slot.Extra {
+			finalOf[p] = r
+			if now.Before(r.added.Add(s.settle)) {
 				young[p] = true
-			}
-			if next.IsZero() || until.Before(next) {
-				next = until
 			}
 		}
 	}
 	for _, r := range s.runs {
+		for _, p := range r.given {
+			dest := finalOf[p]
+			if _, ok := s.handing[p]; !ok && dest != nil && dest != r && dest.in.Status().State == vrrp.Master {
+				s.handing[p] = now.Add(slotHandover)
+			}
+		}
+	}
+	wake := len(young) > 0
+	for _, r := range s.runs {
 		want := append([]netip.Prefix{}, r.cfg.Slot.Extra...)
 		if !now.Before(r.added.Add(s.settle)) {
 			for _, p := range r.given {
-				if young[p] && !slices.Contains(r.cfg.Slot.Extra, p) {
+				if (young[p] || now.Before(s.handing[p])) && finalOf[p] != r {
 					want = append(want, p)
+					wake = true
 				}
 			}
 		}
@@ -269,13 +285,23 @@ func (s *slotSet) hand(now time.Time) {
 		}
 		r.given, r.handed = want, true
 	}
-	if !next.IsZero() {
+	for p, until := range s.handing {
+		if !now.Before(until) {
+			delete(s.handing, p)
+		}
+	}
+	if wake {
 		select {
 		case s.wake <- struct{}{}:
 		default:
 		}
 	}
 }
+
+// slotHandover is how long an address that moves between two slots this
+// node masters stays in the old one too: ample for the new one's worker to
+// configure it.
+const slotHandover = time.Second
 
 // Run runs the slots until ctx ends, then stops them all (priority-0
 // adverts, addresses removed) and waits for them.
@@ -331,6 +357,11 @@ func (s *slotSet) nextSettle() (time.Duration, bool) {
 	for _, r := range s.runs {
 		if d := r.added.Add(s.settle).Sub(now); d > 0 && (!found || d < next) {
 			next, found = d, true
+		}
+	}
+	for _, until := range s.handing {
+		if d := until.Sub(now); !found || d < next {
+			next, found = max(d, 0), true
 		}
 	}
 	return next, found

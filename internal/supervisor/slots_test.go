@@ -148,6 +148,28 @@ func TestSlotSetFollowsTheConfig(t *testing.T) {
 	clk.Advance(settle)
 	eventually(t, "a without 192.0.2.2", func() bool { return slices.Equal(s.givenTo(a.Name), []string{"192.0.2.1"}) })
 
+	// Both masters here (no other node speaks): 192.0.2.1 moves from a to
+	// c and stays in a too until c's worker has had slotHandover.
+	eventually(t, "a and c masters", func() bool {
+		return runA.in.Status().State == vrrp.Master && runC.in.Status().State == vrrp.Master
+	})
+	a3, c3 := slotCfg(a.Name, 3, 130), slotCfg(c.Name, 2, 250, "192.0.2.1", "192.0.2.2")
+	ch, err = s.plan([]config.Instance{a3, c3})
+	if err != nil || len(ch.update) != 2 {
+		t.Fatalf("move between masters: %+v, %v", ch, err)
+	}
+	s.commit(ch)
+	if got := s.givenTo(a.Name); !slices.Equal(got, []string{"192.0.2.1"}) {
+		t.Fatalf("a given %v right after the move, want it to keep 192.0.2.1 for now", got)
+	}
+	if got := s.givenTo(c.Name); !slices.Equal(got, []string{"192.0.2.1", "192.0.2.2"}) {
+		t.Fatalf("c given %v", got)
+	}
+	clk.BlockUntil(1)
+	clk.Advance(slotHandover)
+	eventually(t, "a without 192.0.2.1", func() bool { return len(s.givenTo(a.Name)) == 0 })
+	a2, c = a3, c3
+
 	// Another interface is not a live change: c is replaced.
 	c2 := c
 	c2.Interface = "eth1"
