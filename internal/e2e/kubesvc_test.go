@@ -266,10 +266,21 @@ func TestKubeServiceAnnouncedAndProxied(t *testing.T) {
 	}
 	t.Logf("%s took 10.80.0.200 over %v after %s was killed", other, time.Since(t0), owners[0])
 	// The dead node's address stays on its interface (a crash leaves it);
-	// the client's neighbour entry follows the takeover's GARP. Only the
-	// survivor's pod answers through it once its proxy has the address,
-	// the dead node's pod is still an endpoint (no kubelet here), so both
-	// may answer: each request must succeed.
+	// the client's neighbour entry follows the takeover's GARP, which may
+	// come a moment after the address is on the survivor's interface (and
+	// Linux takes one ARP update a second per entry): until it does, the
+	// client still reaches the dead node, which refuses. Once it names the
+	// survivor, the dead node's pod is still an endpoint (no kubelet
+	// here), so both pods may answer: each request must succeed.
+	a := netip.MustParseAddr("10.80.0.200")
+	for deadline = time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if m, _ := sl.client.Neighbor(a); m.String() == sl.nodes[other].MAC.String() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("10s after the takeover the client's neighbour entry for %s does not name %s", a, other)
+		}
+	}
 	got := fl.ask(t, "10.80.0.200:80", 10)
 	for k := range got {
 		if k != "pod-n1" && k != "pod-n2" {
