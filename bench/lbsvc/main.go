@@ -505,11 +505,11 @@ func (b *bench) settled(ctx context.Context) (leader, why string) {
 			}
 		}
 	}
-	if len(masters) != len(b.nodes) {
-		return "", fmt.Sprintf("slots %v, want one per node", masters)
+	if n := len(b.nodes); len(masters) != n*(n-1) {
+		return "", fmt.Sprintf("slots %v, want one per pair of nodes", masters)
 	}
 	for slot, ms := range masters {
-		if len(ms) != 1 || "slot/lan/"+ms[0] != slot {
+		if len(ms) != 1 || !strings.HasPrefix(slot, "slot/lan/"+ms[0]+"/") {
 			return "", fmt.Sprintf("slot %s has masters %v", slot, ms)
 		}
 	}
@@ -624,9 +624,8 @@ type killRound struct {
 	all      time.Duration   // SIGKILL -> the last of them answered elsewhere
 	each     []time.Duration // per address
 	failures int
-	takenBy  []string // the nodes holding them afterwards
-	oneMAC   bool     // the client's neighbour entries for them all name one MAC, a survivor's
-	macOf    string
+	takenBy  []string // the nodes holding them afterwards, with how many each ("n2 5")
+	rightMAC bool     // the client's neighbour entry for each names the survivor that holds it
 }
 
 type failoverResult struct {
@@ -658,8 +657,8 @@ func (b *bench) failoverPhase(ctx context.Context) (*failoverResult, error) {
 			return nil, fmt.Errorf("kill %d: %w", k+1, err)
 		}
 		res.rounds = append(res.rounds, r)
-		fmt.Printf("kill %d: %s (leader %v) held %d addresses; all answered elsewhere %6.1f ms (median address %6.1f ms), now held by %v, one MAC %v\n",
-			k+1, r.victim, r.leader, r.addrs, ms(r.all), ms(benchdoc.Median(r.each)), r.takenBy, r.oneMAC)
+		fmt.Printf("kill %d: %s (leader %v) held %d addresses; all answered elsewhere %6.1f ms (median address %6.1f ms), now held by %v, neighbour entries naming the holders %v\n",
+			k+1, r.victim, r.leader, r.addrs, ms(r.all), ms(benchdoc.Median(r.each)), r.takenBy, r.rightMAC)
 	}
 	if err := b.forEach(names, func(n string) error { return b.deleteService(ctx, n) }); err != nil {
 		return nil, err
@@ -801,26 +800,30 @@ func (b *bench) kill(ctx context.Context, addrs []netip.Addr, k int) (killRound,
 	if held, err = b.holders(); err != nil {
 		return r, err
 	}
+	holderOf := map[netip.Addr]*node{}
 	for _, n := range b.nodes {
-		if n != victim && slices.ContainsFunc(held[n.name], func(a netip.Addr) bool { return slices.Contains(mine, a) }) {
-			r.takenBy = append(r.takenBy, n.name)
+		if n == victim {
+			continue
+		}
+		k := 0
+		for _, a := range held[n.name] {
+			if slices.Contains(mine, a) {
+				holderOf[a] = n
+				k++
+			}
+		}
+		if k > 0 {
+			r.takenBy = append(r.takenBy, fmt.Sprintf("%s %d", n.name, k))
 		}
 	}
-	macs := map[string]bool{}
+	r.rightMAC = true
 	for _, a := range mine {
 		mac, err := b.client.Neighbor(a)
 		if err != nil {
 			return r, err
 		}
-		macs[mac.String()] = true
-	}
-	if len(macs) == 1 {
-		for mac := range macs {
-			for _, n := range b.nodes {
-				if n != victim && n.host.MAC.String() == mac {
-					r.oneMAC, r.macOf = true, n.name
-				}
-			}
+		if n := holderOf[a]; n == nil || n.host.MAC.String() != mac.String() {
+			r.rightMAC = false
 		}
 	}
 

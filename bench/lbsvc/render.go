@@ -20,7 +20,7 @@ func render(o options, leader string, created []createdRound, fo *failoverResult
 	fmt.Fprintf(&t, "Lab: namespaces on one switch (10.82.0.0/16). Host `api` runs etcd and kube-apiserver (%s, internal/kubetest), with namespaces %q (the allocator's Lease) and %q (the Services); "+
 		"three node hosts n1..n3 are Nodes (InternalIP, label `%s=yes`), each runs vigil and a host-network \"pod\" answering its name over HTTP on :%d; a client host. "+
 		"Each vigil: `kubernetes.services: {dataplane: proxy, hold: 1s, pools: [{name: lan, addresses: [%s], interface: eth0, nodes: \"%s=yes\"}]}` "+
-		"(VRRP and GARP defaults: advert 200ms, garp count 5 / interval 250ms / refresh 60s), so three L2 slots (one VRRP group per node, made at start; addresses join and leave them live) "+
+		"(VRRP and GARP defaults: advert 200ms, garp count 5 / interval 250ms / refresh 60s), so six L2 slots (one VRRP group per ordered pair of nodes: a node's addresses go to both survivors when it dies; slots and addresses follow the Nodes live) "+
 		"and a proxy balancer per Service port on every node. The allocator's leader at the start: %s. "+
 		"Services are type LoadBalancer, class `vigil.io/lb`, port 80 to 8080; the bench writes each one's EndpointSlice as the controller would (one ready endpoint per node).\n\n",
 		apiVersion, leaseNS, svcNS, nodeLabel, podPort, poolCIDR, nodeLabel, leader)
@@ -39,7 +39,7 @@ func render(o options, leader string, created []createdRound, fo *failoverResult
 		len(created), ms(benchdoc.Median(calls)), clientTimeout, fails)
 
 	var all, each []time.Duration
-	addrs, leaders, oneMAC := 0, 0, 0
+	addrs, leaders, rightMAC := 0, 0, 0
 	var victims, takers []string
 	for _, r := range fo.rounds {
 		all = append(all, r.all)
@@ -48,18 +48,18 @@ func render(o options, leader string, created []createdRound, fo *failoverResult
 		if r.leader {
 			leaders++
 		}
-		if r.oneMAC {
-			oneMAC++
+		if r.rightMAC {
+			rightMAC++
 		}
 		victims = append(victims, r.victim)
-		takers = append(takers, strings.Join(r.takenBy, "+"))
+		takers = append(takers, strings.Join(r.takenBy, " + "))
 	}
 	fmt.Fprintf(&t, "**Killed.** %d Services allocated; %d times the vigil of the node holding the most of their addresses (by its eth0: %s) gets SIGKILL "+
 		"(%d of the kills hit the allocator's leader; the addresses stay on the dead node's interface, as after a crash, and its pod keeps serving); "+
 		"from the signal, one prober per address of the killed node requests it back to back, and the time is when the last of them is answered (its proxy is dead, so an answer comes from another node). "+
-		"Addresses per kill: %d on average; taken over by %s. Afterwards the client's neighbour entries for them all named one MAC, the new holder's, in %d of %d kills. "+
+		"Addresses per kill: %d on average; taken over by (survivor and addresses) %s. Afterwards the client's neighbour entry for each named the survivor that holds it in %d of %d kills. "+
 		"Between kills the vigil is restarted and the bench waits until every slot is back at its first choice and every address answers.\n\n",
-		fo.services, len(fo.rounds), strings.Join(victims, ", "), leaders, addrs/len(fo.rounds), strings.Join(takers, ", "), oneMAC, len(fo.rounds))
+		fo.services, len(fo.rounds), strings.Join(victims, ", "), leaders, addrs/len(fo.rounds), strings.Join(takers, "; "), rightMAC, len(fo.rounds))
 
 	t.WriteString("| measure | median | worst | goal | documented anchor (not measured) |\n|---|---|---|---|---|\n")
 	fmt.Fprintf(&t, "| Service created -> address in status (%d rounds) | %.0f ms | %.0f ms |  |  |\n", len(created), ms(benchdoc.Median(st)), ms(slices.Max(st)))
@@ -92,7 +92,7 @@ func render(o options, leader string, created []createdRound, fo *failoverResult
 		fmt.Fprintf(&t, "gratuitous ARP (sender address = target address) %s; other ARP %d; NA %d, NS %d; VRRP adverts %d; other %d. ",
 			strings.Join(parts, ", "), f.arpOther, f.na, f.ns, f.vrrp, f.other)
 		fmt.Fprintf(&t, "What it is made of: each slot master repeats one round (an ARP request and a reply) for every address it holds every `garp.refresh` (60 s), "+
-			"so %d addresses give %d frames a minute, in three bursts of about %d (one per slot, unsynchronised). ", sc.n, 2*sc.n, 2*sc.n/3)
+			"so %d addresses give %d frames a minute, in six bursts of about %d (one per slot, unsynchronised). ", sc.n, 2*sc.n, 2*sc.n/6)
 		var gs []string
 		for _, n := range nodeNames {
 			gs = append(gs, fmt.Sprintf("%s %d sent / %d suppressed", n, sc.garpSent[n], sc.garpSuppressed[n]))

@@ -70,6 +70,9 @@ type ServiceAddress struct {
 	Announce string `json:"announce"` // l2 or bgp
 	// Owner is the node whose L2 slot carries the address ("" for bgp).
 	Owner string `json:"owner,omitempty"`
+	// Slot is the VRRP instance of that slot: the owner first, its heir
+	// (who takes the address if the owner dies) next.
+	Slot string `json:"slot,omitempty"`
 	// Here: this node announces it now (holds it, or advertises it).
 	Here      bool `json:"here"`
 	Local     bool `json:"local,omitempty"` // externalTrafficPolicy Local

@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -18,38 +20,67 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/vigil-lb/vigil/internal/garp"
 	"github.com/vigil-lb/vigil/internal/kubetest"
 	"github.com/vigil-lb/vigil/internal/netlab"
 )
 
 // svcLab is a cluster whose LoadBalancer Services vigil serves: host api
-// with the API server, nodes n1 and n2 running vigil and each a "pod" of
-// Service web/front on :8080 (host network), and a client.
+// with the API server, nodes n1 and n2 (or those named) running vigil and
+// each a "pod" of Service web/front on :8080 (host network), and a client.
 type svcLab struct {
 	lab    *netlab.Lab
 	env    *kubetest.Env
 	admin  kubernetes.Interface
 	client *netlab.Host
+	names  []string
 	nodes  map[string]*netlab.Host
 	procs  map[string]*netlab.Proc
 	dir    string
 	// dataplane is kubernetes.services.dataplane; "" is proxy.
 	dataplane string
+	pool      string // the addresses of the pool lan
 }
 
-const svcPoolRange = "10.80.0.200-10.80.0.220"
+const (
+	svcPoolRange  = "10.80.0.200-10.80.0.220"
+	svcPoolRange6 = "fd00:80::200-fd00:80::220"
+)
 
-func newSvcLab(t *testing.T) *svcLab {
+func newSvcLab(t *testing.T) *svcLab { t.Helper(); return newSvcLabOf(t, "n1", "n2") }
+
+// newSvcLabOf is newSvcLab with the nodes named, all with the label the
+// pool selects (vigil=yes).
+func newSvcLabOf(t *testing.T, names ...string) *svcLab {
+	t.Helper()
+	return newSvcLabWith(t, false, names...)
+}
+
+// newSvcLabWith is newSvcLabOf, with v6: the client and nodes also have
+// fd00:80::N/64, the pods listen on IPv6 too, and the pool is IPv6
+// (svcPoolRange6).
+func newSvcLabWith(t *testing.T, v6 bool, names ...string) *svcLab {
 	t.Helper()
 	if _, _, err := kubetest.Binaries(); err != nil {
 		kubetest.Unavailable(t, err)
 	}
-	sl := &svcLab{lab: newLab(t), nodes: map[string]*netlab.Host{}, procs: map[string]*netlab.Proc{}, dir: t.TempDir()}
+	sl := &svcLab{lab: newLab(t), names: names, nodes: map[string]*netlab.Host{}, procs: map[string]*netlab.Proc{}, dir: t.TempDir(),
+		pool: svcPoolRange}
+	addrs := func(v4 string, n int) []netip.Prefix {
+		out := []netip.Prefix{mustPrefix(v4)}
+		if v6 {
+			out = append(out, mustPrefix(fmt.Sprintf("fd00:80::%d/64", n)))
+		}
+		return out
+	}
+	if v6 {
+		sl.pool = svcPoolRange6
+	}
 	apiHost, err := sl.lab.AddHost("api", mustPrefix("10.80.0.2/24"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sl.client, err = sl.lab.AddHost("client", mustPrefix("10.80.0.100/24")); err != nil {
+	if sl.client, err = sl.lab.AddHost("client", addrs("10.80.0.100/24", 100)...); err != nil {
 		t.Fatal(err)
 	}
 	if sl.env, err = kubetest.Start(kubetest.Options{Host: apiHost}); err != nil {
@@ -60,13 +91,21 @@ func newSvcLab(t *testing.T) *svcLab {
 	kubetest.CreateNamespace(t, sl.admin, "web")
 	kubetest.CreateNamespace(t, sl.admin, "vigil-system") // the allocator's Lease
 	var eps []kubetest.Endpoint
-	for i, name := range []string{"n1", "n2"} {
-		h, err := sl.lab.AddHost(name, mustPrefix(fmt.Sprintf("10.80.0.%d/24", 11+i)))
+	for i, name := range names {
+		h, err := sl.lab.AddHost(name, addrs(fmt.Sprintf("10.80.0.%d/24", 11+i), 11+i)...)
 		if err != nil {
 			t.Fatal(err)
 		}
 		sl.nodes[name] = h
 		serveAnswer(t, h, "0.0.0.0:8080", "pod-"+name)
+		if v6 {
+			l, err := h.Listen("tcp6", "[::]:8080")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { l.Close() })
+			netlab.Serve(l, func(c net.Conn) { _, _ = io.WriteString(c, "pod-"+name) })
+		}
 		kubetest.CreateNode(t, sl.admin, kubetest.Node(name, map[string]string{"vigil": "yes"}, true, h.Addr(false)))
 		eps = append(eps, kubetest.Endpoint{Address: h.Addr(false), Node: name, Ready: true})
 	}
@@ -75,14 +114,17 @@ func newSvcLab(t *testing.T) *svcLab {
 }
 
 // service creates web/NAME of type LoadBalancer and class vigil.io/lb,
-// port 80 (http) to 8080.
-func (sl *svcLab) service(t *testing.T, name string) *corev1.Service {
+// port 80 (http) to 8080, after edit changes it (if given).
+func (sl *svcLab) service(t *testing.T, name string, edit ...func(*corev1.Service)) *corev1.Service {
 	t.Helper()
 	class := "vigil.io/lb"
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: name},
 		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, LoadBalancerClass: &class,
 			Selector: map[string]string{"app": name},
 			Ports:    []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt(8080), Protocol: corev1.ProtocolTCP}}}}
+	for _, e := range edit {
+		e(svc)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	out, err := sl.admin.CoreV1().Services("web").Create(ctx, svc, metav1.CreateOptions{})
@@ -148,7 +190,7 @@ kubernetes:
     pools:
       - {name: lan, addresses: [%[5]q], interface: eth0, nodes: "vigil=yes"}
 `, name, filepath.Join(sl.dir, name+".sock"), sl.env.Kubeconfig(t, "", sl.env.AdminToken),
-		filepath.Join(sl.dir, name+".json"), svcPoolRange, dataplane)
+		filepath.Join(sl.dir, name+".json"), sl.pool, dataplane)
 	path := filepath.Join(sl.dir, name+".yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -162,7 +204,7 @@ kubernetes:
 func (sl *svcLab) holders(t *testing.T, addr string) []string {
 	t.Helper()
 	var out []string
-	for _, name := range []string{"n1", "n2"} {
+	for _, name := range sl.names {
 		ok, err := sl.nodes[name].HasAddr(netip.MustParseAddr(addr))
 		if err != nil {
 			t.Fatal(err)
@@ -228,10 +270,21 @@ func TestKubeServiceAnnouncedAndProxied(t *testing.T) {
 	}
 	t.Logf("%s took 10.80.0.200 over %v after %s was killed", other, time.Since(t0), owners[0])
 	// The dead node's address stays on its interface (a crash leaves it);
-	// the client's neighbour entry follows the takeover's GARP. Only the
-	// survivor's pod answers through it once its proxy has the address,
-	// the dead node's pod is still an endpoint (no kubelet here), so both
-	// may answer: each request must succeed.
+	// the client's neighbour entry follows the takeover's GARP, which may
+	// come a moment after the address is on the survivor's interface (and
+	// Linux takes one ARP update a second per entry): until it does, the
+	// client still reaches the dead node, which refuses. Once it names the
+	// survivor, the dead node's pod is still an endpoint (no kubelet
+	// here), so both pods may answer: each request must succeed.
+	a := netip.MustParseAddr("10.80.0.200")
+	for deadline = time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if m, _ := sl.client.Neighbor(a); m.String() == sl.nodes[other].MAC.String() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("10s after the takeover the client's neighbour entry for %s does not name %s", a, other)
+		}
+	}
 	got := fl.ask(t, "10.80.0.200:80", 10)
 	for k := range got {
 		if k != "pod-n1" && k != "pod-n2" {
@@ -282,8 +335,8 @@ func TestKubeServiceSurvivesAPIOutage(t *testing.T) {
 	}
 }
 
-// A Service deleted frees its address: no node holds it any more, and the
-// proxy no longer listens on it.
+// A Service deleted frees its address: no node holds it any more, nobody
+// answers ARP for it on the wire, and the proxy no longer listens on it.
 func TestKubeServiceDeleteFrees(t *testing.T) {
 	sl := newSvcLab(t)
 	sl.start(t, "n1")
@@ -292,6 +345,13 @@ func TestKubeServiceDeleteFrees(t *testing.T) {
 	addr, _ := sl.waitAddress(t, "front")
 	fl := &frontLab{client: sl.client}
 	fl.waitAnswers(t, addr+":80", 10, "pod-n1", "pod-n2")
+	holder := sl.holders(t, addr)
+	if len(holder) != 1 {
+		t.Fatalf("%s held by %v", addr, holder)
+	}
+	if bad := sl.answeredByOne(t, map[string]string{addr: holder[0]}); len(bad) > 0 {
+		t.Fatalf("before the deletion: %v", bad)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := sl.admin.CoreV1().Services("web").Delete(ctx, "front", metav1.DeleteOptions{}); err != nil {
@@ -303,6 +363,22 @@ func TestKubeServiceDeleteFrees(t *testing.T) {
 			t.Fatalf("%s still held by %v 30s after its Service was deleted", addr, sl.holders(t, addr))
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	// On the wire: ARP probes (RFC 5227, from the client) over two
+	// seconds find no one answering for the freed address.
+	for range 4 {
+		var res garp.ProbeResult
+		err := sl.client.Do(func() error {
+			var err error
+			res, err = garp.Probe(context.Background(), "eth0", netip.MustParseAddr(addr), 500*time.Millisecond)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.MACs) > 0 {
+			t.Fatalf("%s answered on the wire by %v after its Service was deleted", addr, res.MACs)
+		}
 	}
 	for _, name := range []string{"n1", "n2"} {
 		if st := statusAt(t, filepath.Join(sl.dir, name+".sock")); len(st.Services) != 0 || len(st.Balancers) != 0 {

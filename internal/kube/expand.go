@@ -31,9 +31,6 @@ type Expanded struct {
 	// ServiceAddrs are the addresses of the LoadBalancer Services vigil
 	// serves, and who announces each.
 	ServiceAddrs []ServiceAddr
-	// Slots holds the nodes each L2 pool's slots were made for; pass it to
-	// the next Expand with Peers.
-	Slots SlotNodes
 }
 
 // Expand computes the effective config from the static one and a snapshot
@@ -51,7 +48,7 @@ func Expand(static *config.Config, snap *Snapshot, prev Peers) Expanded {
 }
 
 // ExpandFrom is Expand after last: its peers stay when an instance would
-// have none, and its L2 slots keep their nodes.
+// have none.
 func ExpandFrom(static *config.Config, snap *Snapshot, last Expanded) Expanded {
 	prev := last.Peers
 	if snap == nil {
@@ -65,7 +62,7 @@ func ExpandFrom(static *config.Config, snap *Snapshot, last Expanded) Expanded {
 	for i := range x.Config.VRRP.Instances {
 		x.peers(i, &x.Config.VRRP.Instances[i], snap, vips, prev)
 	}
-	if dsr := x.services(x.Config, snap, last.Slots); len(dsr) > 0 {
+	if dsr := x.services(x.Config, snap); len(dsr) > 0 {
 		x.serviceDSR(x.Config, snap, dsr, last)
 	}
 	return x

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/labels"
 
@@ -24,16 +25,11 @@ type ServiceAddr struct {
 	// Owner is the first-choice node of the L2 slot carrying the address
 	// ("" for bgp, or when no slot may carry it).
 	Owner string
+	// Slot is the name of the VRRP instance of that slot ("" without one).
+	Slot string
 	// Local: externalTrafficPolicy Local.
 	Local bool
 }
-
-// SlotNodes maps a pool to the nodes its L2 slots were made for. The set is
-// kept from the first expansion on: a slot is a VRRP instance, and
-// instances are made at start; a node that joins later gets its slot at
-// the next restart (Notes say so), one that leaves keeps its slot, which
-// its backups carry.
-type SlotNodes map[string][]string
 
 // Serves reports whether vigil serves svc: its class is vigil's, or it has
 // none and default_class holds.
@@ -46,8 +42,7 @@ func Serves(s *config.Services, svc Service) bool {
 // address of a bgp pool while this node may announce, and the L2 slots of
 // every l2 pool with the addresses they carry. With dataplane dsr it
 // returns the Services (with their addresses in a pool) for serviceDSR.
-func (x *Expanded) services(c *config.Config, snap *Snapshot, prevSlots SlotNodes) (dsr []Service) {
-	x.Slots = SlotNodes{}
+func (x *Expanded) services(c *config.Config, snap *Snapshot) (dsr []Service) {
 	if c.Kubernetes == nil || c.Kubernetes.Services == nil {
 		return nil
 	}
@@ -100,7 +95,7 @@ func (x *Expanded) services(c *config.Config, snap *Snapshot, prevSlots SlotNode
 				x.ServiceAddrs = append(x.ServiceAddrs, sa)
 			}
 		default:
-			x.slots(c, snap, pc, eligible, addrs, prevSlots)
+			x.slots(c, snap, pc, pools[i], eligible, addrs)
 		}
 	}
 	return dsr
@@ -153,21 +148,16 @@ func (x *Expanded) bgpAnnounce(c *config.Config, pc *config.ServicePool, sa Serv
 	c.BGP.Announce = append(c.BGP.Announce, an)
 }
 
-// slots plans the L2 slots of pool pc and adds this node's slot instances,
-// each with the addresses it carries.
-func (x *Expanded) slots(c *config.Config, snap *Snapshot, pc *config.ServicePool, eligible []string,
-	addrs []ServiceAddr, prevSlots SlotNodes) {
-	nodes := prevSlots[pc.Name]
-	if len(nodes) == 0 {
-		nodes = eligible
-	} else {
-		for _, n := range eligible {
-			if !slices.Contains(nodes, n) {
-				x.note("kubernetes.services pool %s: Node %s may announce, but slots are made at start: it gets one at the next restart", pc.Name, n)
-			}
-		}
-	}
-	if len(nodes) == 0 {
+// slots plans the L2 slots of pool pc over the Nodes that may announce now,
+// and adds this node's instances of them, each with the addresses it
+// carries. Slots follow the Nodes: one that joins gets its slots, and one
+// that is deleted loses them, at the next expansion (the VRRP component
+// adds and removes them live); whether a node is alive is for VRRP to
+// tell. Each family of the pool has its own slots: VRRP for IPv4 and IPv6
+// are separate groups with separate VRIDs.
+func (x *Expanded) slots(c *config.Config, snap *Snapshot, pc *config.ServicePool, p lbipam.Pool, eligible []string,
+	addrs []ServiceAddr) {
+	if len(eligible) == 0 {
 		for _, sa := range addrs {
 			x.ServiceAddrs = append(x.ServiceAddrs, sa)
 		}
@@ -176,41 +166,91 @@ func (x *Expanded) slots(c *config.Config, snap *Snapshot, pc *config.ServicePoo
 		}
 		return
 	}
-	x.Slots[pc.Name] = nodes
-	in := l2slot.Input{Cluster: c.Cluster, Pool: pc.Name, Nodes: nodes, Taken: takenVRIDs(c, pc.Interface)}
-	for _, sa := range addrs {
-		in.Addrs = append(in.Addrs, sa.Addr)
-		if sa.Local {
-			if in.Allowed == nil {
-				in.Allowed = map[netip.Addr][]string{}
+	for _, is6 := range poolFamilies(p) {
+		in := l2slot.Input{Cluster: c.Cluster, Pool: pc.Name, Nodes: eligible, Taken: takenVRIDs(c, pc.Interface, is6),
+			Budget: slotBudget(c, pc.Interface, is6)}
+		var fam []ServiceAddr
+		for _, sa := range addrs {
+			if sa.Addr.Is6() != is6 {
+				continue
 			}
-			in.Allowed[sa.Addr] = snap.ReadyNodes(sa.Service)
+			fam = append(fam, sa)
+			in.Addrs = append(in.Addrs, sa.Addr)
+			if sa.Local {
+				if in.Allowed == nil {
+					in.Allowed = map[netip.Addr][]string{}
+				}
+				in.Allowed[sa.Addr] = snap.ReadyNodes(sa.Service)
+			}
 		}
-	}
-	plan, err := l2slot.New(in)
-	if err != nil {
-		x.note("kubernetes.services pool %s: %v; not announced", pc.Name, err)
-		return
-	}
-	for _, sa := range addrs {
-		sa.Owner, _ = plan.Owner(sa.Addr)
-		x.ServiceAddrs = append(x.ServiceAddrs, sa)
-	}
-	if !slices.Contains(nodes, c.Node) {
-		return // this node announces nothing of the pool
-	}
-	for _, s := range plan.Slots {
-		x.Config.VRRP.SlotInstances = append(x.Config.VRRP.SlotInstances, slotInstance(c, pc, s))
+		plan, err := l2slot.New(in)
+		if err != nil {
+			x.ServiceAddrs = append(x.ServiceAddrs, fam...)
+			x.note("kubernetes.services pool %s: %v; not announced", pc.Name, err)
+			continue
+		}
+		if plan.Limited() {
+			n := len(eligible)
+			x.note("kubernetes.services pool %s (%s): %d Nodes need %d VRIDs on %s for a dead Node's addresses to spread over every survivor; "+
+				"the VRIDs free to the pool allow %d slots per Node, so they spread over %d survivors", pc.Name, familyName(is6), n, n*(n-1),
+				pc.Interface, plan.Heirs, plan.Heirs)
+		}
+		for _, sa := range fam {
+			if s, ok := plan.SlotOf(sa.Addr); ok {
+				sa.Owner, sa.Slot = s.Node, slotName(pc.Name, s, is6)
+			}
+			x.ServiceAddrs = append(x.ServiceAddrs, sa)
+		}
+		if !slices.Contains(eligible, c.Node) {
+			continue // this node announces nothing of the pool
+		}
+		for _, s := range plan.Slots {
+			x.Config.VRRP.SlotInstances = append(x.Config.VRRP.SlotInstances, slotInstance(c, pc, s, is6))
+		}
 	}
 }
 
-// slotInstance is this node's VRRP instance for slot s.
-func slotInstance(c *config.Config, pc *config.ServicePool, s l2slot.Slot) config.Instance {
+// poolFamilies lists the families of p's ranges: false for IPv4, true for
+// IPv6, IPv4 first.
+func poolFamilies(p lbipam.Pool) []bool {
+	var v4, v6 bool
+	for _, r := range p.Ranges {
+		v4, v6 = v4 || r.First.Is4(), v6 || r.First.Is6()
+	}
+	var out []bool
+	if v4 {
+		out = append(out, false)
+	}
+	if v6 {
+		out = append(out, true)
+	}
+	return out
+}
+
+func familyName(is6 bool) string {
+	if is6 {
+		return "IPv6"
+	}
+	return "IPv4"
+}
+
+// slotName is the VRRP instance name of slot s of pool: "slot/POOL/NAME"
+// for IPv4, "slot6/POOL/NAME" for IPv6.
+func slotName(pool string, s l2slot.Slot, is6 bool) string {
+	prefix := "slot/"
+	if is6 {
+		prefix = "slot6/"
+	}
+	return prefix + pool + "/" + s.Name()
+}
+
+// slotInstance is this node's VRRP instance for slot s. Its one VIP is the
+// family's unspecified address: an anchor that adverts name and nothing
+// configures.
+func slotInstance(c *config.Config, pc *config.ServicePool, s l2slot.Slot, is6 bool) config.Instance {
 	anchor := netip.IPv4Unspecified()
-	for _, a := range s.Addrs {
-		if a.Is6() {
-			anchor = netip.IPv6Unspecified()
-		}
+	if is6 {
+		anchor = netip.IPv6Unspecified()
 	}
 	slot := &config.Slot{Pool: pc.Name}
 	for _, a := range s.Addrs {
@@ -219,7 +259,7 @@ func slotInstance(c *config.Config, pc *config.ServicePool, s l2slot.Slot) confi
 	preempt, accept := true, true
 	count, refresh := config.DefaultGARPCount, config.DefaultGARPRefresh
 	return config.Instance{
-		Name: "slot/" + pc.Name + "/" + s.Node, Interface: pc.Interface, VRID: int(s.VRID),
+		Name: slotName(pc.Name, s, is6), Interface: pc.Interface, VRID: int(s.VRID),
 		Version: config.DefaultVersion, Priority: s.Priority(c.Node), AdvertInterval: config.DefaultAdvertInterval,
 		Preempt: &preempt, Accept: &accept, VIPs: []string{netip.PrefixFrom(anchor, anchor.BitLen()).String()},
 		GARP:          config.GARP{Count: &count, Interval: config.DefaultGARPInterval, Refresh: &refresh},
@@ -229,15 +269,47 @@ func slotInstance(c *config.Config, pc *config.ServicePool, s l2slot.Slot) confi
 	}
 }
 
-// takenVRIDs are the VRIDs of the other instances on ifname.
-func takenVRIDs(c *config.Config, ifname string) []uint8 {
+// takenVRIDs are the VRIDs the slots of a pool on ifname must avoid: those
+// of the configured instances there, and of the slots of the family's
+// pools planned before it.
+func takenVRIDs(c *config.Config, ifname string, is6 bool) []uint8 {
 	var out []uint8
 	for _, in := range c.VRRP.All() {
-		if in.Interface == ifname && in.Slot == nil {
+		if in.Interface == ifname && (in.Slot == nil || strings.HasPrefix(in.Name, "slot6/") == is6) {
 			out = append(out, uint8(in.VRID))
 		}
 	}
 	return out
+}
+
+// slotBudget is how many VRIDs each l2 pool of the family on ifname may
+// use: the ones the configured instances leave, shared evenly, so that the
+// pools planned first do not leave the later ones none.
+func slotBudget(c *config.Config, ifname string, is6 bool) int {
+	taken := map[int]bool{}
+	for _, in := range c.VRRP.Instances {
+		if in.Interface == ifname {
+			taken[in.VRID] = true
+		}
+	}
+	for _, in := range c.VRRP.PoolInstances {
+		if in.Interface == ifname {
+			taken[in.VRID] = true
+		}
+	}
+	pools := 0
+	if sc := c.Kubernetes.Services; sc != nil {
+		all, err := lbipam.PoolsFrom(sc)
+		if err != nil {
+			return 0
+		}
+		for i, pc := range sc.Pools {
+			if pc.Announce != "bgp" && pc.Interface == ifname && slices.Contains(poolFamilies(all[i]), is6) {
+				pools++
+			}
+		}
+	}
+	return (255 - len(taken)) / max(pools, 1)
 }
 
 // eligibleNodes are the Nodes matching selector, sorted.

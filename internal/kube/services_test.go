@@ -88,9 +88,9 @@ func TestExpandServices(t *testing.T) {
 		t.Fatalf("announcement %+v", an)
 	}
 
-	// Slots for n1 and n2 (n3 may not announce); 192.0.2.200 on one of them.
-	if !slices.Equal(x.Slots["lan"], []string{"n1", "n2"}) || len(c.VRRP.SlotInstances) != 2 {
-		t.Fatalf("slots %v, instances %d", x.Slots, len(c.VRRP.SlotInstances))
+	// Slots n1/n2 and n2/n1 (n3 may not announce); 192.0.2.200 on one of them.
+	if got := slotNames(c); !slices.Equal(got, []string{"slot/lan/n1/n2", "slot/lan/n2/n1"}) {
+		t.Fatalf("slots %v", got)
 	}
 	carried := 0
 	for _, in := range c.VRRP.SlotInstances {
@@ -105,6 +105,9 @@ func TestExpandServices(t *testing.T) {
 	var owners []string
 	for _, sa := range x.ServiceAddrs {
 		owners = append(owners, sa.Service.String()+"="+sa.Owner)
+		if sa.Owner != "" && !strings.HasPrefix(sa.Slot, "slot/lan/"+sa.Owner+"/") {
+			t.Fatalf("%s: owner %s, slot %s", sa.Addr, sa.Owner, sa.Slot)
+		}
 	}
 	slices.Sort(owners)
 	if len(owners) != 2 || !strings.HasPrefix(owners[0], "web/front=n") || owners[1] != "web/public=" {
@@ -120,22 +123,41 @@ func TestExpandServices(t *testing.T) {
 		t.Errorf("a Service of another class was looked at:\n%s", notes)
 	}
 
-	// A node that joins later gets no slot until a restart; the slots keep
-	// their nodes and the address its place.
+	// A node that joins gets its slots at once (the VRRP component adds
+	// them live); the slots that stay keep their VRIDs; one that leaves
+	// takes its slots with it.
 	snap := servicesSnapshot()
 	snap.Nodes[2].Labels = map[string]string{"lb": "yes"}
 	y := ExpandFrom(static, snap, x)
-	if !slices.Equal(y.Slots["lan"], []string{"n1", "n2"}) || len(y.Config.VRRP.SlotInstances) != 2 {
-		t.Fatalf("after n3 joined: slots %v", y.Slots)
+	if got := slotNames(y.Config); len(got) != 6 || !slices.Contains(got, "slot/lan/n3/n1") {
+		t.Fatalf("after n3 joined: slots %v", got)
 	}
-	if !strings.Contains(strings.Join(y.Notes, "\n"), "Node n3 may announce, but slots are made at start") {
-		t.Fatalf("no note for the new node: %v", y.Notes)
-	}
-	for i := range x.Config.VRRP.SlotInstances {
-		if !slices.Equal(x.Config.VRRP.SlotInstances[i].Slot.Extra, y.Config.VRRP.SlotInstances[i].Slot.Extra) {
-			t.Fatal("an address moved when a node joined")
+	for _, was := range c.VRRP.SlotInstances {
+		for _, now := range y.Config.VRRP.SlotInstances {
+			if now.Name == was.Name && now.VRID != was.VRID {
+				t.Errorf("slot %s: VRID %d, was %d", now.Name, now.VRID, was.VRID)
+			}
 		}
 	}
+	snap.Nodes = snap.Nodes[1:] // n1 deleted
+	z := ExpandFrom(static, snap, y)
+	if got := slotNames(z.Config); len(got) != 0 {
+		t.Fatalf("n1 deleted, yet it runs slots %v", got)
+	}
+	for _, sa := range z.ServiceAddrs {
+		if sa.Owner == "n1" {
+			t.Fatalf("%s still owned by the deleted n1", sa.Addr)
+		}
+	}
+}
+
+func slotNames(c *config.Config) []string {
+	var out []string
+	for _, in := range c.VRRP.SlotInstances {
+		out = append(out, in.Name)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // A node outside the pool's selector runs no slot and announces nothing.
@@ -257,5 +279,55 @@ func TestExpandServicesDSRLimit(t *testing.T) {
 	// Without the history, the order decides.
 	if z := Expand(static, snap, nil); z.Config.Balancers[1].Name != "service/web/early/443/192.0.2.202" {
 		t.Fatalf("without history: %+v", z.Config.Balancers[1])
+	}
+}
+
+// A pool of both families has IPv4 slots (slot/, anchor 0.0.0.0) and IPv6
+// slots (slot6/, anchor ::), each carrying only its family's addresses;
+// a second l2 pool on the interface gets VRIDs of its own.
+func TestExpandServicesDualStackSlots(t *testing.T) {
+	y := strings.Replace(servicesConfig, `addresses: ["192.0.2.200-192.0.2.220"], interface: eth0`,
+		`addresses: ["192.0.2.200-192.0.2.220", "2001:db8::/120"], interface: eth0`, 1)
+	y = strings.Replace(y, "      - {name: wan", "      - {name: lan2, addresses: [\"192.0.2.240/29\"], interface: eth0, nodes: \"lb=yes\"}\n      - {name: wan", 1)
+	static, err := config.Parse([]byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := servicesSnapshot()
+	snap.Services[0].Addresses = append(snap.Services[0].Addresses, netip.MustParseAddr("2001:db8::5"))
+	x := Expand(static, snap, nil)
+	vrids := map[string]map[int]string{}
+	for _, in := range x.Config.VRRP.SlotInstances {
+		fam := "4"
+		if strings.HasPrefix(in.Name, "slot6/") {
+			fam = "6"
+		}
+		want := map[string]string{"4": "0.0.0.0/32", "6": "::/128"}[fam]
+		if in.VIPs[0] != want {
+			t.Fatalf("%s: anchor %v", in.Name, in.VIPs)
+		}
+		for _, p := range in.Slot.Extra {
+			if p.Addr().Is6() != (fam == "6") {
+				t.Fatalf("%s carries %s", in.Name, p)
+			}
+		}
+		if vrids[fam] == nil {
+			vrids[fam] = map[int]string{}
+		}
+		if other, dup := vrids[fam][in.VRID]; dup {
+			t.Fatalf("%s and %s share VRID %d", other, in.Name, in.VRID)
+		}
+		vrids[fam][in.VRID] = in.Name
+	}
+	if got := slotNames(x.Config); !slices.Equal(got, []string{"slot/lan/n1/n2", "slot/lan/n2/n1", "slot/lan2/n1/n2", "slot/lan2/n2/n1",
+		"slot6/lan/n1/n2", "slot6/lan/n2/n1"}) {
+		t.Fatalf("slots %v", got)
+	}
+	slots := map[string]string{}
+	for _, sa := range x.ServiceAddrs {
+		slots[sa.Addr.String()] = sa.Slot
+	}
+	if !strings.HasPrefix(slots["2001:db8::5"], "slot6/lan/") || !strings.HasPrefix(slots["192.0.2.200"], "slot/lan/") {
+		t.Fatalf("slots of the addresses %v", slots)
 	}
 }

@@ -1,22 +1,27 @@
 // Package l2slot plans the layer-2 announcement of many addresses over a
-// pool's nodes with one VRRP group per node, a slot, instead of one per
-// address: VRRP's 255 router ids per segment then bound the nodes, not the
-// addresses. Each slot is named after its first-choice node, has a VRID
-// derived from cluster, pool and node, and a priority order of every node;
-// each address goes to one slot, and the slot's master configures and
-// announces it (vrrp.Instance.SetExtra). Liveness stays on the wire: a dead
-// node's slot moves to the next node of its order at VRRP speed, whatever the
-// API does.
+// pool's nodes with a few VRRP groups, slots, instead of one per address:
+// VRRP's 255 router ids per segment then bound the nodes, not the
+// addresses. There is a slot per ordered pair of nodes (first choice,
+// heir), named "node/heir", with a VRID derived from cluster, pool and
+// name, and a priority order of every node: the first choice, its heir,
+// then the ring. Each address goes to one node, then to one of that node's
+// slots, and the slot's master configures and announces it
+// (vrrp.Instance.SetExtra). Liveness stays on the wire: a dead node's
+// slots move to their heirs at VRRP speed, whatever the API does, and as
+// each node's addresses are spread over all its heirs, the survivors stay
+// balanced. With too few free VRIDs for every pair, each node gets as many
+// heirs as they allow (Plan.Heirs, Plan.Limited).
 //
 // It is pure and deterministic: every node computes the same plan from the
 // same nodes and addresses, in whatever order it got them, so no
-// coordination is needed. The assignment is balanced (per slot at most one
-// address more than the least) and stable: rendezvous hashing under a load
-// bound, so a node joining or leaving moves little more than the share that
-// must move. It decides; vrrp and vip act.
+// coordination is needed. The assignment is balanced (per node at most one
+// address more than the least, also after any one node dies) and stable:
+// rendezvous hashing under a load bound, so a node joining or leaving moves
+// little more than the share that must move. It decides; vrrp and vip act.
 package l2slot
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -45,14 +50,29 @@ type Input struct {
 	// Taken are VRIDs that other instances on the segment use; slots avoid
 	// them.
 	Taken []uint8
+	// Budget, when above 0, is the most VRIDs the plan may use (several
+	// pools share a segment's 255).
+	Budget int
 }
 
-// Slot is one VRRP group of the plan.
+// Slot is one VRRP group of the plan: addresses that one node carries
+// first and one survivor, its heir, takes over when that node dies. A node
+// has a slot for each of its heirs, so its addresses spread over them all
+// when it dies, not onto one survivor.
 type Slot struct {
-	Node  string       // first choice, and the slot's name
-	VRID  uint8        // derived from cluster, pool and node
-	Nodes []string     // priority order, first choice first
+	Node  string       // first choice
+	Heir  string       // first backup; "" when the pool has one node
+	VRID  uint8        // derived from cluster, pool and Name
+	Nodes []string     // priority order: Node, Heir, then the ring from Node
 	Addrs []netip.Addr // assigned to the slot, sorted
+}
+
+// Name names the slot among its pool's: "NODE/HEIR", or "NODE" alone.
+func (s Slot) Name() string {
+	if s.Heir == "" {
+		return s.Node
+	}
+	return s.Node + "/" + s.Heir
 }
 
 // Priority is node's VRRP priority in the slot, 0 if it is not one of its
@@ -76,27 +96,49 @@ func PriorityStep(nodes int) int { return max(1, (pool.TopPriority-10)/max(nodes
 
 // Plan is the slots and the assignment of addresses to them.
 type Plan struct {
-	Slots      []Slot       // sorted by Node
+	Slots      []Slot       // sorted by Node, then Heir
 	Unassigned []netip.Addr // addresses no allowed slot exists for, sorted
+	// Heirs is how many survivors share a dead node's addresses: every
+	// other node, unless the VRIDs left on the segment (Input.Budget,
+	// Taken) do not suffice for a slot per pair of nodes; then each node
+	// has this many heirs, the next ones on the ring.
+	Heirs int
 }
 
-// Slot returns the slot whose first choice is node.
-func (p Plan) Slot(node string) (Slot, bool) {
-	i, ok := slices.BinarySearchFunc(p.Slots, node, func(s Slot, n string) int { return strings.Compare(s.Node, n) })
-	if !ok {
-		return Slot{}, false
+// Limited reports whether a dead node's addresses spread over fewer than
+// all the survivors, for want of VRIDs.
+func (p Plan) Limited() bool {
+	nodes := map[string]bool{}
+	for _, s := range p.Slots {
+		nodes[s.Node] = true
 	}
-	return p.Slots[i], true
+	return p.Heirs < len(nodes)-1
+}
+
+// Slot returns the slot named name (Slot.Name).
+func (p Plan) Slot(name string) (Slot, bool) {
+	for _, s := range p.Slots {
+		if s.Name() == name {
+			return s, true
+		}
+	}
+	return Slot{}, false
+}
+
+// SlotOf returns the slot that carries a.
+func (p Plan) SlotOf(a netip.Addr) (Slot, bool) {
+	for _, s := range p.Slots {
+		if _, ok := slices.BinarySearchFunc(s.Addrs, a, netip.Addr.Compare); ok {
+			return s, true
+		}
+	}
+	return Slot{}, false
 }
 
 // Owner returns the first-choice node of the slot that carries a.
 func (p Plan) Owner(a netip.Addr) (string, bool) {
-	for _, s := range p.Slots {
-		if _, ok := slices.BinarySearchFunc(s.Addrs, a, netip.Addr.Compare); ok {
-			return s.Node, true
-		}
-	}
-	return "", false
+	s, ok := p.SlotOf(a)
+	return s.Node, ok
 }
 
 // Errors of New.
@@ -111,36 +153,83 @@ func New(in Input) (Plan, error) {
 	nodes := slices.Clone(in.Nodes)
 	slices.Sort(nodes)
 	nodes = slices.Compact(nodes)
-	if len(nodes) == 0 {
+	n := len(nodes)
+	if n == 0 {
 		return Plan{}, ErrNoNodes
 	}
-	if len(nodes) > pool.TopPriority {
-		return Plan{}, fmt.Errorf("%w: %d nodes", ErrTooMany, len(nodes))
+	if n > pool.TopPriority {
+		return Plan{}, fmt.Errorf("%w: %d nodes", ErrTooMany, n)
 	}
 	taken := [256]bool{0: true}
 	for _, v := range in.Taken {
 		taken[v] = true
 	}
-	plan := Plan{Slots: make([]Slot, len(nodes))}
-	for i, n := range nodes {
-		v, err := freeVRID(DeriveVRID(in.Cluster, in.Pool, n), &taken)
-		if err != nil {
-			return Plan{}, fmt.Errorf("pool %s, node %s: %w", in.Pool, n, err)
+	free := 0
+	for _, t := range taken {
+		if !t {
+			free++
 		}
-		// One slot per node: every slot is its node's first, so the ring
-		// order (pool.Rank's rotation 0) sends a failed node's slot to the
-		// next node, a different survivor for every failed node.
-		plan.Slots[i] = Slot{Node: n, VRID: v, Nodes: pool.Rank(nodes, i, 0)}
 	}
-	assign(&plan, in)
+	if in.Budget > 0 {
+		free = min(free, in.Budget)
+	}
+	if free < n {
+		return Plan{}, fmt.Errorf("pool %s: %d nodes, %d VRIDs free: %w", in.Pool, n, free, ErrNoFreeVRID)
+	}
+	// A slot per ordered pair of nodes when the VRIDs allow, else as many
+	// heirs per node as they do: the next nodes on the ring, so that every
+	// node is the heir of as many others as it has heirs.
+	heirs := min(n-1, free/n)
+	plan := Plan{Heirs: heirs}
+	for i, node := range nodes {
+		ring := pool.Rank(nodes, i, 0) // node, then the next ones round the ring
+		if heirs == 0 {
+			plan.Slots = append(plan.Slots, Slot{Node: node, Nodes: ring})
+		}
+		for j := 1; j <= heirs; j++ {
+			order := append([]string{node, ring[j]}, slices.Delete(slices.Clone(ring[1:]), j-1, j)...)
+			plan.Slots = append(plan.Slots, Slot{Node: node, Heir: ring[j], Nodes: order})
+		}
+	}
+	slices.SortFunc(plan.Slots, func(a, b Slot) int {
+		return cmp.Or(strings.Compare(a.Node, b.Node), strings.Compare(a.Heir, b.Heir))
+	})
+	// Collisions are resolved in an order fixed by each slot's own name,
+	// not by the nodes around it: a node joining or leaving changes the
+	// VRID of a slot that stays only if a new slot lands on it.
+	byRank := make([]int, len(plan.Slots))
+	for i := range byRank {
+		byRank[i] = i
+	}
+	rank := func(i int) uint64 {
+		return mix(uint64(DeriveVRID(in.Cluster, in.Pool, plan.Slots[i].Name())) ^ nameHash(plan.Slots[i].Name()))
+	}
+	slices.SortFunc(byRank, func(a, b int) int {
+		return cmp.Or(cmp.Compare(rank(a), rank(b)), strings.Compare(plan.Slots[a].Name(), plan.Slots[b].Name()))
+	})
+	for _, i := range byRank {
+		v, err := freeVRID(DeriveVRID(in.Cluster, in.Pool, plan.Slots[i].Name()), &taken)
+		if err != nil {
+			return Plan{}, fmt.Errorf("pool %s, slot %s: %w", in.Pool, plan.Slots[i].Name(), err)
+		}
+		plan.Slots[i].VRID = v
+	}
+	assign(&plan, nodes, in)
 	return plan, nil
 }
 
-// DeriveVRID is a slot's VRID before collisions are resolved: the same as
-// config.DeriveVRID gives an instance named "pool/node".
-func DeriveVRID(cluster, pool, node string) uint8 {
+func nameHash(s string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(s))
+	return h.Sum64()
+}
+
+// DeriveVRID is the VRID of the slot named name before collisions are
+// resolved: the same as config.DeriveVRID gives an instance named
+// "pool/name".
+func DeriveVRID(cluster, pool, name string) uint8 {
 	h := fnv.New32a()
-	h.Write([]byte(cluster + "/" + pool + "/" + node))
+	h.Write([]byte(cluster + "/" + pool + "/" + name))
 	return uint8(h.Sum32()%255) + 1
 }
 
@@ -177,23 +266,12 @@ func mix(x uint64) uint64 {
 	return x ^ x>>31
 }
 
-// assign spreads the addresses over the slots: each address, in an order
-// fixed by its own hash (the most restricted first), takes the slot of its
-// highest-scoring allowed node that has room, where room is the exact
-// balance: with n addresses over k slots, n mod k slots may hold n/k + 1,
-// the others n/k. An address whose allowed slots are all full goes to the
-// least loaded of them, so restrictions bend the balance only as far as
-// they must.
-func assign(plan *Plan, in Input) {
+// assign spreads the addresses over the nodes first (spread), then each
+// node's over its slots (heirs).
+func assign(plan *Plan, nodes []string, in Input) {
 	idx := map[string]int{}
-	for i, s := range plan.Slots {
-		idx[s.Node] = i
-	}
-	type item struct {
-		a       netip.Addr
-		allowed []int // slot indices, sorted; nil: all
-		group   string
-		key     uint64
+	for i, n := range nodes {
+		idx[n] = i
 	}
 	addrs := slices.Clone(in.Addrs)
 	slices.SortFunc(addrs, netip.Addr.Compare)
@@ -217,37 +295,74 @@ func assign(plan *Plan, in Input) {
 		}
 		items = append(items, it)
 	}
-	k := len(plan.Slots)
-	width := func(it item) int {
-		if it.allowed == nil {
-			return k
-		}
-		return len(it.allowed)
+	byNode := spread(items, nodes)
+	load := make([]int, len(nodes))
+	for i, its := range byNode {
+		load[i] = len(its)
 	}
-	slices.SortFunc(items, func(x, y item) int {
-		if d := width(x) - width(y); d != 0 {
-			return d
-		}
-		if x.key != y.key {
-			if x.key < y.key {
-				return -1
+	for i, its := range byNode {
+		var mine []int // this node's slots
+		for j, s := range plan.Slots {
+			if s.Node == nodes[i] {
+				mine = append(mine, j)
 			}
-			return 1
 		}
-		return x.a.Compare(y.a)
+		for k, it := range heirs(plan, mine, its, idx, load) {
+			plan.Slots[k].Addrs = append(plan.Slots[k].Addrs, it...)
+		}
+	}
+	for i := range plan.Slots {
+		slices.SortFunc(plan.Slots[i].Addrs, netip.Addr.Compare)
+	}
+}
+
+// item is an address to place, with the nodes allowed for it.
+type item struct {
+	a       netip.Addr
+	allowed []int // node indices, sorted; nil: all
+	group   string
+	key     uint64
+}
+
+// width is how many of k nodes the item may go to.
+func (it item) width(k int) int {
+	if it.allowed == nil {
+		return k
+	}
+	return len(it.allowed)
+}
+
+// byPlace sorts items the most restricted first, then in an order fixed by
+// each address alone, so that the same addresses come last, and yield, in
+// every plan.
+func byPlace(items []item, k int) {
+	slices.SortFunc(items, func(x, y item) int {
+		return cmp.Or(x.width(k)-y.width(k), cmp.Compare(x.key, y.key), x.a.Compare(y.a))
 	})
+}
+
+// spread puts each address on a node: in byPlace order, each takes its
+// highest-scoring allowed node that has room, where room is the exact
+// balance: with n addresses over k nodes, n mod k nodes may hold n/k + 1,
+// the others n/k. An address whose allowed nodes are all full goes to the
+// least loaded of them, so restrictions bend the balance only as far as
+// they must.
+func spread(items []item, nodes []string) [][]item {
+	k := len(nodes)
+	byPlace(items, k)
 	all := make([]int, k)
 	for i := range all {
 		all[i] = i
 	}
 	// The whole plan is one balance; the addresses with one same set of
-	// allowed slots are another, among those slots.
+	// allowed nodes are another, among those nodes.
 	total := newBalance(len(items), k)
 	groups := map[string]*balance{}
 	size := map[string]int{}
 	for _, it := range items {
 		size[it.group]++
 	}
+	out := make([][]item, k)
 	for _, it := range items {
 		cands, g := it.allowed, groups[it.group]
 		if cands == nil {
@@ -256,7 +371,7 @@ func assign(plan *Plan, in Input) {
 			g = newBalance(size[it.group], len(cands))
 			groups[it.group] = g
 		}
-		// The best-scoring slot with room in both balances, else with room
+		// The best-scoring node with room in both balances, else with room
 		// in the group's, else the least loaded.
 		best, bestRank, bestScore := -1, 3, uint64(0)
 		for _, s := range cands {
@@ -267,7 +382,7 @@ func assign(plan *Plan, in Input) {
 			case g != nil && g.room(s):
 				rank = 1
 			}
-			sc := score(it.a, plan.Slots[s].Node)
+			sc := score(it.a, nodes[s])
 			if rank == 2 {
 				// Among the full ones the least loaded wins.
 				sc = ^uint64(total.load[s])
@@ -280,11 +395,70 @@ func assign(plan *Plan, in Input) {
 		if g != nil {
 			g.take(best)
 		}
-		plan.Slots[best].Addrs = append(plan.Slots[best].Addrs, it.a)
+		out[best] = append(out[best], it)
 	}
-	for i := range plan.Slots {
-		slices.SortFunc(plan.Slots[i].Addrs, netip.Addr.Compare)
+	return out
+}
+
+// heirs splits one node's addresses over its slots (mine, indices into
+// plan.Slots), and returns them by slot. The shares are water-filled: each
+// next address's share goes to the heir whose own load plus share so far is
+// the least, so that when the node dies its survivors end up within one
+// address of each other, as the balance of spread had them. Within the
+// shares, an address goes to its highest-scoring heir with room, and an
+// externalTrafficPolicy Local address to an heir that has an endpoint when
+// one does, so that its failover lands on an endpoint too.
+func heirs(plan *Plan, mine []int, its []item, idx map[string]int, load []int) map[int][]netip.Addr {
+	out := map[int][]netip.Addr{}
+	if len(its) == 0 {
+		return out
 	}
+	if len(mine) == 1 {
+		for _, it := range its {
+			out[mine[0]] = append(out[mine[0]], it.a)
+		}
+		return out
+	}
+	room := map[int]int{}
+	for range its {
+		best := -1
+		for _, s := range mine {
+			h := idx[plan.Slots[s].Heir]
+			if best < 0 || load[h]+room[s] < load[idx[plan.Slots[best].Heir]]+room[best] {
+				best = s
+			}
+		}
+		room[best]++
+	}
+	byPlace(its, len(load))
+	for _, it := range its {
+		cands := mine
+		if it.allowed != nil {
+			var ok []int
+			for _, s := range mine {
+				if slices.Contains(it.allowed, idx[plan.Slots[s].Heir]) {
+					ok = append(ok, s)
+				}
+			}
+			if len(ok) > 0 {
+				cands = ok
+			}
+		}
+		// The best-scoring heir with room, else the one with the most.
+		best, bestRoom, bestScore := -1, 0, uint64(0)
+		for _, s := range cands {
+			r, sc := min(room[s], 1), score(it.a, plan.Slots[s].Heir)
+			if r <= 0 {
+				r, sc = 0, ^uint64(-room[s])
+			}
+			if best < 0 || r > bestRoom || r == bestRoom && sc > bestScore {
+				best, bestRoom, bestScore = s, r, sc
+			}
+		}
+		room[best]--
+		out[best] = append(out[best], it.a)
+	}
+	return out
 }
 
 // balance is the exact balance of n addresses over k slots: n mod k slots

@@ -37,26 +37,55 @@ func plan(t *testing.T, in l2slot.Input) l2slot.Plan {
 }
 
 // balanced checks that every address is in exactly one slot and that the
-// slots' counts differ by at most one.
+// nodes' counts (over their slots) differ by at most one.
 func balanced(t *testing.T, p l2slot.Plan, want []netip.Addr) {
 	t.Helper()
 	seen := map[netip.Addr]string{}
-	lo, hi := len(want), 0
 	for _, s := range p.Slots {
 		for _, a := range s.Addrs {
 			if o, dup := seen[a]; dup {
-				t.Fatalf("%s in slots %s and %s", a, o, s.Node)
+				t.Fatalf("%s in slots %s and %s", a, o, s.Name())
 			}
-			seen[a] = s.Node
+			seen[a] = s.Name()
 		}
-		lo, hi = min(lo, len(s.Addrs)), max(hi, len(s.Addrs))
 	}
 	if len(seen) != len(want) {
 		t.Fatalf("%d addresses assigned, want %d", len(seen), len(want))
 	}
-	if hi-lo > 1 {
-		t.Fatalf("slot counts from %d to %d", lo, hi)
+	if lo, hi := spreadOf(loads(p, nil)); hi-lo > 1 {
+		t.Fatalf("node counts from %d to %d", lo, hi)
 	}
+}
+
+// loads is how many addresses each node holds with every slot master at
+// its most preferred live node, dead ones left out.
+func loads(p l2slot.Plan, dead map[string]bool) map[string]int {
+	out := map[string]int{}
+	for _, s := range p.Slots {
+		for _, n := range s.Nodes {
+			if !dead[n] {
+				out[n] += 0
+			}
+		}
+		for _, n := range s.Nodes {
+			if !dead[n] {
+				out[n] += len(s.Addrs)
+				break
+			}
+		}
+	}
+	return out
+}
+
+func spreadOf(per map[string]int) (lo, hi int) {
+	lo = -1
+	for _, c := range per {
+		if lo < 0 || c < lo {
+			lo = c
+		}
+		hi = max(hi, c)
+	}
+	return max(lo, 0), hi
 }
 
 // moved counts the addresses whose slot differs between two plans.
@@ -92,45 +121,132 @@ func TestBalancedAndDeterministic(t *testing.T) {
 	}
 }
 
-// The slots: one per node, named after it, first choice highest, a failed
-// node's slot to the next node of the ring (a different survivor for each),
-// VRIDs as config.DeriveVRID names "pool/node", distinct, avoiding taken ones.
+// The slots: one per ordered pair of nodes (first choice, heir), first
+// choice highest, its heir next; every node is the heir of every other;
+// VRIDs as config.DeriveVRID names "pool/node/heir", distinct, avoiding
+// taken ones.
 func TestSlots(t *testing.T) {
 	ns := nodes(5)
 	p := plan(t, l2slot.Input{Cluster: "prod", Pool: "lan", Nodes: ns, Addrs: addrs(10)})
-	next := map[string]bool{}
+	if len(p.Slots) != 5*4 || p.Heirs != 4 || p.Limited() {
+		t.Fatalf("%d slots, %d heirs, limited %v; want 20, 4, false", len(p.Slots), p.Heirs, p.Limited())
+	}
+	pairs := map[string]bool{}
 	vrids := map[uint8]bool{}
-	for i, s := range p.Slots {
-		if s.Node != ns[i] || s.Nodes[0] != s.Node || len(s.Nodes) != len(ns) {
-			t.Fatalf("slot %d: %+v", i, s)
+	for _, s := range p.Slots {
+		if s.Nodes[0] != s.Node || s.Nodes[1] != s.Heir || s.Heir == s.Node || len(s.Nodes) != len(ns) {
+			t.Fatalf("slot %s: %+v", s.Name(), s)
 		}
-		if s.Priority(s.Node) != 250 || s.Priority(s.Nodes[1]) != 250-l2slot.PriorityStep(len(s.Nodes)) || s.Priority(s.Nodes[len(s.Nodes)-1]) < 10 || s.Priority("nope") != 0 {
-			t.Fatalf("slot %s priorities", s.Node)
+		if s.Priority(s.Node) != 250 || s.Priority(s.Heir) != 250-l2slot.PriorityStep(len(s.Nodes)) || s.Priority(s.Nodes[len(s.Nodes)-1]) < 10 || s.Priority("nope") != 0 {
+			t.Fatalf("slot %s priorities", s.Name())
 		}
-		if s.Nodes[1] == s.Node || next[s.Nodes[1]] {
-			t.Fatalf("slot %s falls back to %s, already another slot's fallback", s.Node, s.Nodes[1])
-		}
-		next[s.Nodes[1]] = true
-		if int(l2slot.DeriveVRID("prod", "lan", s.Node)) != config.DeriveVRID("prod", "lan/"+s.Node) {
-			t.Fatalf("slot %s: VRID not derived as config.DeriveVRID", s.Node)
+		pairs[s.Name()] = true
+		if int(l2slot.DeriveVRID("prod", "lan", s.Name())) != config.DeriveVRID("prod", "lan/"+s.Name()) {
+			t.Fatalf("slot %s: VRID not derived as config.DeriveVRID", s.Name())
 		}
 		if vrids[s.VRID] {
 			t.Fatalf("VRID %d twice", s.VRID)
 		}
 		vrids[s.VRID] = true
 	}
+	if len(pairs) != 20 {
+		t.Fatalf("%d distinct slots", len(pairs))
+	}
 	// A VRID taken by another instance moves the slot to the next free one.
 	s0 := p.Slots[0]
 	q := plan(t, l2slot.Input{Cluster: "prod", Pool: "lan", Nodes: ns, Addrs: addrs(10), Taken: []uint8{s0.VRID}})
-	if got, _ := q.Slot(s0.Node); got.VRID == s0.VRID {
-		t.Fatalf("slot %s kept taken VRID %d", s0.Node, s0.VRID)
+	if got, _ := q.Slot(s0.Name()); got.VRID == s0.VRID {
+		t.Fatalf("slot %s kept taken VRID %d", s0.Name(), s0.VRID)
 	}
-	// 255 slots cannot all get VRIDs with one taken.
+	// One node: one slot, no heir.
+	one := plan(t, l2slot.Input{Cluster: "prod", Pool: "lan", Nodes: ns[:1], Addrs: addrs(10)})
+	if len(one.Slots) != 1 || one.Slots[0].Name() != ns[0] || len(one.Slots[0].Addrs) != 10 {
+		t.Fatalf("one node: %+v", one.Slots)
+	}
+	// 250 nodes cannot all get VRIDs with six taken.
 	if _, err := l2slot.New(l2slot.Input{Nodes: nodes(250), Taken: []uint8{1, 2, 3, 4, 5, 6}}); err == nil {
 		t.Fatal("250 slots with 6 VRIDs taken: no error")
 	}
 	if _, err := l2slot.New(l2slot.Input{}); err == nil {
 		t.Fatal("no nodes: no error")
+	}
+}
+
+// Too few VRIDs for a slot per pair: each node gets as many heirs as they
+// allow, the next nodes on the ring, each node the heir of as many; the
+// plan says it is limited. A budget limits the same way.
+func TestVRIDBudget(t *testing.T) {
+	for _, c := range []struct {
+		nodes, budget, heirs int
+		taken                []uint8
+	}{
+		{20, 0, 12, nil}, // 380 pairs; 255/20
+		{20, 0, 11, []uint8{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}}, // 239/20
+		{5, 10, 2, nil},
+		{16, 0, 15, nil}, // 240 pairs fit
+	} {
+		p := plan(t, l2slot.Input{Cluster: "prod", Pool: "lan", Nodes: nodes(c.nodes), Addrs: addrs(1000), Taken: c.taken, Budget: c.budget})
+		if p.Heirs != c.heirs || len(p.Slots) != c.nodes*c.heirs || p.Limited() != (c.heirs < c.nodes-1) {
+			t.Fatalf("%d nodes, budget %d: %d heirs, %d slots, limited %v; want %d heirs", c.nodes, c.budget, p.Heirs, len(p.Slots), p.Limited(), c.heirs)
+		}
+		heirOf := map[string]int{}
+		for _, s := range p.Slots {
+			heirOf[s.Heir]++
+		}
+		for n, k := range heirOf {
+			if k != c.heirs {
+				t.Fatalf("%d nodes: %s is the heir of %d nodes, want %d", c.nodes, n, k, c.heirs)
+			}
+		}
+		balanced(t, p, addrs(1000))
+	}
+}
+
+// A dead node's addresses spread over its heirs so that the survivors end
+// within one address of each other, as before: the balance holds after a
+// failure, with no API.
+func TestDeadNodeSpreads(t *testing.T) {
+	for _, nn := range []int{2, 3, 4, 5, 7, 16} {
+		for _, na := range []int{1, 10, 300, 301, 1000} {
+			p := plan(t, l2slot.Input{Cluster: "prod", Pool: "lan", Nodes: nodes(nn), Addrs: addrs(na)})
+			for _, d := range nodes(nn) {
+				per := loads(p, map[string]bool{d: true})
+				if lo, hi := spreadOf(per); hi-lo > 1 {
+					t.Fatalf("%d nodes, %d addresses, %s dead: survivors hold %v", nn, na, d, per)
+				}
+			}
+		}
+	}
+	// With fewer heirs than survivors, a dead node's addresses still go to
+	// all its heirs evenly.
+	p := plan(t, l2slot.Input{Cluster: "prod", Pool: "lan", Nodes: nodes(20), Addrs: addrs(1000)})
+	per := loads(p, map[string]bool{"worker-0": true})
+	lo, hi := spreadOf(per)
+	t.Logf("20 nodes, %d heirs each, 1,000 addresses, one dead: survivors hold %d to %d", p.Heirs, lo, hi)
+	if hi > 50+(50+p.Heirs-1)/p.Heirs+1 {
+		t.Fatalf("survivors hold up to %d", hi)
+	}
+}
+
+// Slots that stay when a node joins or leaves keep their VRIDs (almost
+// always: only a new slot landing on one's derived VRID moves it).
+func TestVRIDsStable(t *testing.T) {
+	for _, c := range []struct{ from, to int }{{3, 4}, {4, 3}, {2, 3}, {5, 6}, {8, 9}} {
+		p := plan(t, l2slot.Input{Cluster: "prod", Pool: "lan", Nodes: nodes(c.from), Addrs: addrs(10)})
+		q := plan(t, l2slot.Input{Cluster: "prod", Pool: "lan", Nodes: nodes(c.to), Addrs: addrs(10)})
+		kept, changed := 0, 0
+		for _, s := range p.Slots {
+			if o, ok := q.Slot(s.Name()); ok {
+				kept++
+				if o.VRID != s.VRID {
+					changed++
+				}
+			}
+		}
+		t.Logf("%d -> %d nodes: %d slots kept, %d of them with a new VRID", c.from, c.to, kept, changed)
+		if changed > kept/10+1 {
+			t.Errorf("%d -> %d nodes: %d of %d kept slots changed VRID", c.from, c.to, changed, kept)
+		}
 	}
 }
 
@@ -182,6 +298,10 @@ func TestAllowed(t *testing.T) {
 			t.Fatalf("%s (Local) on %q", x, o)
 		}
 		per[o]++
+		// Its failover lands on the other node with an endpoint.
+		if sl, _ := p.SlotOf(x); sl.Heir != ns[0] && sl.Heir != ns[1] {
+			t.Fatalf("%s (Local) in slot %s: its heir has no endpoint", x, sl.Name())
+		}
 	}
 	if d := per[ns[0]] - per[ns[1]]; d < -1 || d > 1 {
 		t.Fatalf("restricted addresses split %v", per)

@@ -6,7 +6,9 @@ import (
 	"net/netip"
 
 	"github.com/vigil-lb/vigil/internal/api"
+	"github.com/vigil-lb/vigil/internal/config"
 	"github.com/vigil-lb/vigil/internal/proxy"
+	"github.com/vigil-lb/vigil/internal/vrrp"
 )
 
 var _ api.Control = (*Supervisor)(nil)
@@ -51,14 +53,25 @@ func (s *Supervisor) isDSR(name string) bool {
 }
 
 // SetResigned resigns or resumes a VRRP instance (vigil instance), on its
-// Run loop. Instances live as long as the daemon (a reload changes only
-// their peers), so a reload keeps it; a restart loses it.
+// Run loop. Configured instances live as long as the daemon (a reload
+// changes only their peers), so a reload keeps it; a restart loses it. An
+// L2 slot keeps it while the slot stays.
 func (s *Supervisor) SetResigned(instance string, resigned bool) error {
 	for _, in := range s.vrrp.instances {
 		if in.Name() == instance {
 			in.SetResigned(resigned)
 			return nil
 		}
+	}
+	found := false
+	s.vrrp.slots.each(func(_ config.Instance, in *vrrp.Instance) {
+		if in.Name() == instance {
+			in.SetResigned(resigned)
+			found = true
+		}
+	})
+	if found {
+		return nil
 	}
 	return fmt.Errorf("%w instance %q", api.ErrUnknown, instance)
 }

@@ -234,7 +234,7 @@ func serviceRows(x kube.Expanded, snap *kube.Snapshot) []api.ServiceAddress {
 	var out []api.ServiceAddress
 	for _, sa := range x.ServiceAddrs {
 		out = append(out, api.ServiceAddress{Service: sa.Service.String(), Address: sa.Addr.String(), Pool: sa.Pool,
-			Announce: sa.Announce, Owner: sa.Owner, Local: sa.Local, Endpoints: snap.ReadyCount(sa.Service)})
+			Announce: sa.Announce, Owner: sa.Owner, Slot: sa.Slot, Local: sa.Local, Endpoints: snap.ReadyCount(sa.Service)})
 	}
 	return out
 }
@@ -286,8 +286,8 @@ func (m *members) serviceStatus(master func(instance string) bool, announced fun
 		r := &rows[i]
 		if r.Announce == "bgp" {
 			r.Here = announced(netip.MustParseAddr(r.Address))
-		} else if r.Owner != "" {
-			r.Here = master("slot/" + r.Pool + "/" + r.Owner)
+		} else if r.Slot != "" {
+			r.Here = master(r.Slot)
 		}
 	}
 	return rows

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vigil-lb/vigil/internal/api"
+	"github.com/vigil-lb/vigil/internal/config"
 	"github.com/vigil-lb/vigil/internal/proxy"
 	"github.com/vigil-lb/vigil/internal/vrrp"
 )
@@ -17,53 +18,26 @@ import (
 func (s *Supervisor) Snapshot() api.Snapshot {
 	snap := api.Snapshot{Node: s.node, Cluster: s.cluster, Version: s.Version, Started: s.started, Taken: time.Now(),
 		Config: s.path, LastReload: s.reloadStatus()}
-	sts := make([]vrrp.Status, len(s.vrrp.instances))
+	// The configured instances, then the generated slots: the namer learns
+	// node names from all of them.
+	var rows []vrrpRow
 	for i, in := range s.vrrp.instances {
-		sts[i] = in.Status()
+		rows = append(rows, vrrpRow{s.vrrp.all[i], in.Status()})
+	}
+	s.vrrp.slots.each(func(ic config.Instance, in *vrrp.Instance) {
+		rows = append(rows, vrrpRow{ic, in.Status()})
+	})
+	sts := make([]vrrp.Status, len(rows))
+	for i, r := range rows {
+		sts[i] = r.st
 	}
 	names := newNamer(s.node, s.vrrp.names, s.kube.nodeName, s.vrrp.ranks, sts)
-	for i, st := range sts {
-		ic := s.vrrp.all[i]
-		out := api.Instance{Name: ic.Name, Interface: ic.Interface, VRID: ic.VRID, Version: ic.Version,
-			State: st.State.String(), Priority: ic.Priority, EffectivePriority: int(st.Priority), VIPs: ic.VIPs,
-			Since: st.Since, AdvertsSent: st.Adverts, AdvertsReceived: st.Received, Transitions: st.Transition,
-			ARPConflicts: st.Conflicts, Resigned: st.Resigned}
-		if len(st.Peers) > 0 {
-			out.UnicastPeers = addrs(st.Peers)
-		}
-		if st.Master.IsValid() {
-			out.Master = st.Master.String()
-		}
-		names.explain(&out, st, snap.Taken)
-		for _, c := range st.ARPConflicts {
-			ac := api.ARPConflict{VIP: c.VIP.String(), LastSeen: c.LastSeen, Others: addrs(c.Others)}
-			for _, m := range c.MACs {
-				ac.MACs = append(ac.MACs, m.String())
-			}
-			if c.Peer.IsValid() {
-				ac.Peer = c.Peer.String()
-			}
-			if len(ac.Others) == 0 {
-				ac.Others = nil
-			}
-			out.ARPConflictsNow = append(out.ARPConflictsNow, ac)
-		}
-		if len(st.Drops) > 0 {
-			out.Drops = map[string]uint64{}
-			for r, n := range st.Drops {
-				out.Drops[string(r)] = n
-			}
-		}
-		if f := st.Foreign; f != nil {
-			out.Foreign = &api.Foreign{Source: f.Source.String(), VIPs: addrs(f.VIPs), Reason: string(f.Reason),
-				LastSeen: f.LastSeen, Count: f.Count}
-			for _, fs := range f.Sources {
-				out.Foreign.Sources = append(out.Foreign.Sources, api.ForeignSource{Source: fs.Source.String(), Count: fs.Count, LastSeen: fs.LastSeen})
-			}
-		}
+	for _, r := range rows {
+		out := instanceRow(r.ic, r.st)
+		names.explain(&out, r.st, snap.Taken)
 		snap.Instances = append(snap.Instances, out)
 	}
-	for name, a := range s.vrrp.announcers {
+	for name, a := range s.vrrp.announcerList() {
 		snap.Interfaces = append(snap.Interfaces, api.Interface{Name: name, GARPSent: a.Sent(), GARPSuppressed: a.Suppressed()})
 	}
 	slices.SortFunc(snap.Interfaces, func(a, b api.Interface) int { return strings.Compare(a.Name, b.Name) })
@@ -140,6 +114,53 @@ func (s *Supervisor) Snapshot() api.Snapshot {
 	snap.Services = s.kube.serviceStatus(func(in string) bool { return masters[in] },
 		func(a netip.Addr) bool { return announced[netip.PrefixFrom(a, a.BitLen()).String()] })
 	return snap
+}
+
+// instanceRow is an instance's status row.
+func instanceRow(ic config.Instance, st vrrp.Status) api.Instance {
+	out := api.Instance{Name: ic.Name, Interface: ic.Interface, VRID: ic.VRID, Version: ic.Version,
+		State: st.State.String(), Priority: ic.Priority, EffectivePriority: int(st.Priority), VIPs: ic.VIPs,
+		Since: st.Since, AdvertsSent: st.Adverts, AdvertsReceived: st.Received, Transitions: st.Transition,
+		ARPConflicts: st.Conflicts, Resigned: st.Resigned}
+	if len(st.Peers) > 0 {
+		out.UnicastPeers = addrs(st.Peers)
+	}
+	if st.Master.IsValid() {
+		out.Master = st.Master.String()
+	}
+	for _, c := range st.ARPConflicts {
+		ac := api.ARPConflict{VIP: c.VIP.String(), LastSeen: c.LastSeen, Others: addrs(c.Others)}
+		for _, m := range c.MACs {
+			ac.MACs = append(ac.MACs, m.String())
+		}
+		if c.Peer.IsValid() {
+			ac.Peer = c.Peer.String()
+		}
+		if len(ac.Others) == 0 {
+			ac.Others = nil
+		}
+		out.ARPConflictsNow = append(out.ARPConflictsNow, ac)
+	}
+	if len(st.Drops) > 0 {
+		out.Drops = map[string]uint64{}
+		for r, n := range st.Drops {
+			out.Drops[string(r)] = n
+		}
+	}
+	if f := st.Foreign; f != nil {
+		out.Foreign = &api.Foreign{Source: f.Source.String(), VIPs: addrs(f.VIPs), Reason: string(f.Reason),
+			LastSeen: f.LastSeen, Count: f.Count}
+		for _, fs := range f.Sources {
+			out.Foreign.Sources = append(out.Foreign.Sources, api.ForeignSource{Source: fs.Source.String(), Count: fs.Count, LastSeen: fs.LastSeen})
+		}
+	}
+	return out
+}
+
+// vrrpRow is an instance's config and status, for one status row.
+type vrrpRow struct {
+	ic config.Instance
+	st vrrp.Status
 }
 
 func addrs(as []netip.Addr) []string {

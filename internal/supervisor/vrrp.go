@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"reflect"
@@ -13,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vigil-lb/vigil/internal/clock"
 	"github.com/vigil-lb/vigil/internal/component"
 	"github.com/vigil-lb/vigil/internal/config"
 	"github.com/vigil-lb/vigil/internal/garp"
@@ -38,14 +40,25 @@ type vrrpGroup struct {
 	// pools, in instances order. Status reads them from any goroutine, so
 	// a reload leaves them as they are: their unicast_peers are those at
 	// start, the instances' Status has the ones in force.
-	all        []config.Instance
+	all       []config.Instance
+	instances []*vrrp.Instance
+	// slots are the L2 slots of kubernetes.services, which reloads add,
+	// remove and change.
+	slots *slotSet
+	// ifMu guards transports, announcers and shared: a slot added by a
+	// reload may open them, while Status reads the announcers.
+	ifMu       sync.Mutex
 	transports map[string]*vrrp.Transport
 	announcers map[string]*garp.Announcer
-	instances  []*vrrp.Instance
-	hooks      map[string]*notify.Hook // instance or group name -> hook
-	groups     []*syncGroup
-	vipSets    []*vip.Set
-	guard      *vip.Guard
+	exclude    map[netip.Addr]bool // never an advert's source: the VIPs
+	// serving holds the transports' Serve, once Run has started them
+	// (running); a transport opened later starts serving at once.
+	serving sync.WaitGroup
+	running bool
+	hooks   map[string]*notify.Hook // instance or group name -> hook
+	groups  []*syncGroup
+	vipSets []*vip.Set
+	guard   *vip.Guard
 	// shared holds, per interface, the Service addresses L2 slots carry.
 	shared map[string]*vip.Shared
 	// ranks are the pool instances' rankings, by instance name, and
@@ -53,6 +66,11 @@ type vrrpGroup struct {
 	ranks map[string]poolRank
 	names map[netip.Addr]string
 }
+
+// slotSettle is how long an added L2 slot may take to win its group: the
+// master-down interval (three adverts and the skew, under one more) and a
+// margin.
+const slotSettle = 4*config.DefaultAdvertInterval + 500*time.Millisecond
 
 // probeWait is how long a new master listens for other hosts answering ARP
 // for its VIPs.
@@ -63,7 +81,8 @@ const probeWait = 500 * time.Millisecond
 // any address changes; on error it closes what it opened.
 func newVRRP(cfg *config.Config, store *health.Store, log *slog.Logger) (*vrrpGroup, error) {
 	g := &vrrpGroup{cfg: cfg, store: store, log: log, transports: map[string]*vrrp.Transport{},
-		announcers: map[string]*garp.Announcer{}, hooks: map[string]*notify.Hook{}}
+		announcers: map[string]*garp.Announcer{}, hooks: map[string]*notify.Hook{}, shared: map[string]*vip.Shared{}}
+	g.slots = newSlotSet(log, store, clock.Real{}, slotSettle, g.buildSlot)
 	if err := g.build(); err != nil {
 		g.close()
 		return nil, err
@@ -72,7 +91,8 @@ func newVRRP(cfg *config.Config, store *health.Store, log *slog.Logger) (*vrrpGr
 }
 
 func (g *vrrpGroup) build() error {
-	g.all = g.cfg.VRRP.All()
+	// The slots are not among them: slotSet runs those.
+	g.all = append(slices.Clone(g.cfg.VRRP.Instances), g.cfg.VRRP.PoolInstances...)
 	g.ranks = poolRanks(g.cfg)
 	g.names = map[netip.Addr]string{}
 	for a, name := range g.cfg.VRRP.PeerNames {
@@ -88,54 +108,32 @@ func (g *vrrpGroup) build() error {
 			exclude[p.Addr()] = ic.Priority != 255
 		}
 	}
-	g.shared = map[string]*vip.Shared{}
+	g.exclude = exclude
 	for i, ic := range g.all {
 		key := ic.Path + ".interface"
 		if _, err := net.InterfaceByName(ic.Interface); err != nil {
 			return fmt.Errorf("%s: no interface %q on this host (line %d)", key, ic.Interface, g.cfg.Line(key))
 		}
-		is6 := parsed[i][0].Addr().Is6()
-		tkey := fmt.Sprintf("%s/%v", ic.Interface, is6)
-		tr := g.transports[tkey]
-		if tr == nil {
-			var err error
-			if tr, err = vrrp.OpenTransport(ic.Interface, is6, exclude, g.log); err != nil {
-				return fmt.Errorf("vrrp instance %s: %w", ic.Name, err)
-			}
-			g.transports[tkey] = tr
-		}
-		ann := g.announcers[ic.Interface]
-		if ann == nil {
-			ann = garp.NewAnnouncer(ic.Interface)
-			g.announcers[ic.Interface] = ann
-		}
-		if err := ann.Open(!is6, is6); err != nil {
+		tr, ann, err := g.link(ic.Interface, parsed[i][0].Addr().Is6())
+		if err != nil {
 			return fmt.Errorf("vrrp instance %s: %w", ic.Name, err)
 		}
-		var in *vrrp.Instance
-		if ic.Slot != nil {
-			var err error
-			if in, err = g.slotInstance(ic, parsed[i], tr, ann); err != nil {
-				return err
-			}
-		} else {
-			set, err := vip.New(ic.Interface, parsed[i])
+		set, err := vip.New(ic.Interface, parsed[i])
+		if err != nil {
+			return err
+		}
+		g.vipSets = append(g.vipSets, set)
+		in := vrrp.NewInstance(instanceConfig(ic, parsed[i]), tr, set, ann, g.log)
+		in.Probe = func(ctx context.Context, ip netip.Addr) ([]net.HardwareAddr, error) {
+			r, err := garp.Probe(ctx, ic.Interface, ip, probeWait)
+			return r.MACs, err
+		}
+		in.Identify = func(mac net.HardwareAddr) []netip.Addr {
+			as, err := set.Neighbors(mac)
 			if err != nil {
-				return err
+				g.log.Debug("neighbour lookup", "mac", mac.String(), "err", err)
 			}
-			g.vipSets = append(g.vipSets, set)
-			in = vrrp.NewInstance(instanceConfig(ic, parsed[i]), tr, set, ann, g.log)
-			in.Probe = func(ctx context.Context, ip netip.Addr) ([]net.HardwareAddr, error) {
-				r, err := garp.Probe(ctx, ic.Interface, ip, probeWait)
-				return r.MACs, err
-			}
-			in.Identify = func(mac net.HardwareAddr) []netip.Addr {
-				as, err := set.Neighbors(mac)
-				if err != nil {
-					g.log.Debug("neighbour lookup", "mac", mac.String(), "err", err)
-				}
-				return as
-			}
+			return as
 		}
 		if err := tr.Register(uint8(ic.VRID), in.Receive()); err != nil {
 			return err
@@ -147,7 +145,43 @@ func (g *vrrpGroup) build() error {
 		return err
 	}
 	g.wireSyncGroups()
-	return nil
+	return g.slots.init(g.cfg.VRRP.SlotInstances)
+}
+
+// link returns the VRRP transport of ifname and family, and the
+// interface's announcer open for the family, opening what is not yet. A
+// transport opened after Run started is served at once.
+func (g *vrrpGroup) link(ifname string, is6 bool) (*vrrp.Transport, *garp.Announcer, error) {
+	g.ifMu.Lock()
+	defer g.ifMu.Unlock()
+	tkey := fmt.Sprintf("%s/%v", ifname, is6)
+	tr := g.transports[tkey]
+	if tr == nil {
+		var err error
+		if tr, err = vrrp.OpenTransport(ifname, is6, g.exclude, g.log); err != nil {
+			return nil, nil, err
+		}
+		g.transports[tkey] = tr
+		if g.running {
+			g.serving.Go(tr.Serve)
+		}
+	}
+	ann := g.announcers[ifname]
+	if ann == nil {
+		ann = garp.NewAnnouncer(ifname)
+		g.announcers[ifname] = ann
+	}
+	if err := ann.Open(!is6, is6); err != nil {
+		return nil, nil, err
+	}
+	return tr, ann, nil
+}
+
+// announcerList returns the interfaces' announcers, for status.
+func (g *vrrpGroup) announcerList() map[string]*garp.Announcer {
+	g.ifMu.Lock()
+	defer g.ifMu.Unlock()
+	return maps.Clone(g.announcers)
 }
 
 // wireSyncGroups builds the sync groups and the transition callbacks:
@@ -184,26 +218,41 @@ func (g *vrrpGroup) wireSyncGroups() {
 	}
 }
 
-// slotInstance builds the VRRP instance of an L2 slot: its one VIP is an
+// buildSlot builds the VRRP instance of an L2 slot: its one VIP is an
 // anchor only adverts name (never configured, never announced), and it
 // carries the slot's Service addresses as extra addresses, through the
 // interface's shared holder so that two slots mastered by this node can
-// pass an address between them.
-func (g *vrrpGroup) slotInstance(ic config.Instance, vips []netip.Prefix, tr *vrrp.Transport, ann *garp.Announcer) (*vrrp.Instance, error) {
-	sh := g.shared[ic.Interface]
-	if sh == nil {
-		var err error
-		if sh, err = vip.NewShared(ic.Interface); err != nil {
-			return nil, fmt.Errorf("kubernetes.services L2 slot %s: %w", ic.Name, err)
-		}
-		g.shared[ic.Interface] = sh
+// pass an address between them. It writes its mastership to the health
+// state, and starts with its interface's state as the health state has it.
+func (g *vrrpGroup) buildSlot(ic config.Instance) (*slotRun, error) {
+	anchor, err := config.ParseVIP(ic.VIPs[0])
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes.services L2 slot %s: anchor: %w", ic.Name, err)
 	}
-	in := vrrp.NewInstance(instanceConfig(ic, vips), tr, anchorOnly{}, skipAnchor{ann}, g.log,
-		vrrp.WithExtraAddresses(sh.Holder(ic.Name)))
-	if err := in.SetExtra(ic.Slot.Extra); err != nil {
+	tr, ann, err := g.link(ic.Interface, anchor.Addr().Is6())
+	if err != nil {
 		return nil, fmt.Errorf("kubernetes.services L2 slot %s: %w", ic.Name, err)
 	}
-	return in, nil
+	g.ifMu.Lock()
+	sh := g.shared[ic.Interface]
+	if sh == nil {
+		if sh, err = vip.NewShared(ic.Interface); err == nil {
+			g.shared[ic.Interface] = sh
+		}
+	}
+	g.ifMu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes.services L2 slot %s: %w", ic.Name, err)
+	}
+	in := vrrp.NewInstance(instanceConfig(ic, []netip.Prefix{anchor}), tr, anchorOnly{}, skipAnchor{ann}, g.log,
+		vrrp.WithExtraAddresses(sh.Holder(ic.Name)))
+	in.OnTransition = func(in *vrrp.Instance, t vrrp.Transition) {
+		g.store.Set(health.MasterKey(in.Name()), health.State{Up: t.To == vrrp.Master, Reason: t.To.String()})
+	}
+	if st, ok := g.store.Get(health.InterfaceKey(ic.Interface)); ok {
+		in.SetTracked("interface", ic.Interface, st.Up)
+	}
+	return &slotRun{in: in, reg: tr}, nil
 }
 
 // anchorOnly is the address set of a slot's anchor: there is nothing to
@@ -292,23 +341,32 @@ func (g *vrrpGroup) trackedInterfaces() []string {
 			out = append(out, t.Name)
 		}
 	}
+	// The L2 slots, which reloads add, track their pool's interface.
+	if k := g.cfg.Kubernetes; k != nil && k.Services != nil {
+		for _, p := range k.Services.Pools {
+			if p.Announce != "bgp" {
+				out = append(out, p.Interface)
+			}
+		}
+	}
 	return out
 }
 
 func (g *vrrpGroup) Name() string { return "vrrp" }
 
 // Plan accepts a config whose VRRP part differs from the running one only
-// in instances' unicast_peers, and refuses every other change to the vrrp
-// section, cluster or node: those need a restart. Commit hands each changed
-// instance its new peers (Instance.SetPeers), which take effect without a
-// state change. The transports keep no list of peers: they hand every
-// message to the instance of its VRID, which filters by source.
+// in instances' unicast_peers and in the L2 slots, and refuses every other
+// change to the vrrp section, cluster or node: those need a restart. Commit
+// hands each changed instance its new peers (Instance.SetPeers), which take
+// effect without a state change, and the slots their changes (slotSet). The
+// transports keep no list of peers: they hand every message to the
+// instance of its VRID, which filters by source.
 func (g *vrrpGroup) Plan(cfg *config.Config) (component.Change, error) {
 	peers, err := peerChanges(g.cfg, cfg)
 	if err != nil {
 		return nil, err
 	}
-	extras, err := slotChanges(g.cfg, cfg)
+	slots, err := g.slots.plan(cfg.VRRP.SlotInstances)
 	if err != nil {
 		return nil, err
 	}
@@ -319,36 +377,11 @@ func (g *vrrpGroup) Plan(cfg *config.Config) (component.Change, error) {
 				g.log.Error("unicast peers not applied", "instance", g.instances[i].Name(), "err", err)
 			}
 		}
-		for i, ps := range extras {
-			if err := g.instances[i].SetExtra(ps); err != nil {
-				g.log.Error("service addresses not applied", "instance", g.instances[i].Name(), "err", err)
-			}
+		if !slots.empty() {
+			g.slots.commit(slots)
 		}
 		g.cfg = cfg
 	}}, nil
-}
-
-// slotChanges compares the L2 slot instances of two configs and returns
-// the new Service addresses of every slot whose set changed, by index in
-// VRRP.All(). The slots themselves are made at start (kube.ExpandFrom
-// keeps their nodes), so any other difference needs a restart.
-func slotChanges(old, cfg *config.Config) (map[int][]netip.Prefix, error) {
-	was, now := old.VRRP.SlotInstances, cfg.VRRP.SlotInstances
-	if len(was) != len(now) {
-		return nil, fmt.Errorf("kubernetes.services: %d L2 slots, was %d: %s", len(now), len(was), errRestart)
-	}
-	base := len(old.VRRP.Instances) + len(old.VRRP.PoolInstances)
-	changed := map[int][]netip.Prefix{}
-	for i := range was {
-		a, b := was[i], now[i]
-		if key := differingKey(a, b, "Slot"); key != "" || a.Slot.Pool != b.Slot.Pool {
-			return nil, fmt.Errorf("kubernetes.services L2 slot %s: %s changed: %s", a.Name, key, errRestart)
-		}
-		if !slices.Equal(a.Slot.Extra, b.Slot.Extra) {
-			changed[base+i] = b.Slot.Extra
-		}
-	}
-	return changed, nil
 }
 
 // errRestart ends the reason of every VRRP change a reload refuses.
@@ -441,10 +474,15 @@ func (g *vrrpGroup) Run(ctx context.Context) error {
 		hooks.Go(func() { h.Run(hookCtx) })
 	}
 	ictx, cancel := context.WithCancel(ctx)
+	g.ifMu.Lock()
 	for _, tr := range g.transports {
-		bg.Go(tr.Serve)
+		g.serving.Go(tr.Serve)
 	}
+	g.running = true
+	g.ifMu.Unlock()
 	bg.Go(func() { g.track(ictx) })
+	var slots sync.WaitGroup
+	slots.Go(func() { g.slots.Run(ictx) })
 	var instances sync.WaitGroup
 	errs := make(chan error, len(g.instances))
 	for _, in := range g.instances {
@@ -461,7 +499,9 @@ func (g *vrrpGroup) Run(ctx context.Context) error {
 	}
 	cancel()
 	instances.Wait()
+	slots.Wait()
 	g.close()
+	g.serving.Wait()
 	bg.Wait()
 	for _, in := range g.instances {
 		g.store.Delete(health.MasterKey(in.Name()))
@@ -495,6 +535,7 @@ func (g *vrrpGroup) track(ctx context.Context) {
 			for _, in := range g.instances {
 				in.SetTracked(kind, c.Key.Name, up)
 			}
+			g.slots.each(func(_ config.Instance, in *vrrp.Instance) { in.SetTracked(kind, c.Key.Name, up) })
 		}
 		select {
 		case <-sub.Wake():
@@ -506,6 +547,8 @@ func (g *vrrpGroup) track(ctx context.Context) {
 
 // close releases the sockets and the guard; safe to call twice.
 func (g *vrrpGroup) close() {
+	g.ifMu.Lock()
+	defer g.ifMu.Unlock()
 	var errs []error
 	for _, tr := range g.transports {
 		errs = append(errs, tr.Close())

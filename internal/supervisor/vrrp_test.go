@@ -10,8 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigil-lb/vigil/internal/clock"
 	"github.com/vigil-lb/vigil/internal/component"
 	"github.com/vigil-lb/vigil/internal/config"
+	"github.com/vigil-lb/vigil/internal/health"
 	"github.com/vigil-lb/vigil/internal/vrrp"
 )
 
@@ -133,6 +135,7 @@ func TestVRRPCommitSetsPeers(t *testing.T) {
 	go func() { done <- in.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 	g := &vrrpGroup{cfg: old, log: slog.New(slog.DiscardHandler), instances: []*vrrp.Instance{in}}
+	g.slots = newSlotSet(g.log, health.New(), clock.Real{}, time.Second, nil)
 
 	next := parse(t, `unicast_peers: ["10.0.0.2", "10.0.0.3"]`, `unicast_peers: ["10.0.0.4", "10.0.0.3"]`)
 	ch := plan(t, g, next)

@@ -52,16 +52,28 @@ type Holder struct {
 // Acquire configures every address that no holder held before, and holds
 // them all for h. An address already present is not an error.
 func (h *Holder) Acquire(ps []netip.Prefix) error {
+	_, err := h.AcquireNew(ps)
+	return err
+}
+
+// AcquireNew is Acquire, and returns the addresses no other holder held:
+// the others only move between two instances of this node, which the
+// segment does not see (vrrp does not announce them again).
+func (h *Holder) AcquireNew(ps []netip.Prefix) ([]netip.Prefix, error) {
 	s := h.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	l, err := s.link()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var errs []error
+	var fresh []netip.Prefix
 	for _, p := range ps {
 		hs := s.holders[p]
+		if len(hs) == 0 || len(hs) == 1 && hs[h.name] {
+			fresh = append(fresh, p)
+		}
 		if len(hs) == 0 {
 			a := (&Set{h: s.h}).addr(l, p, true)
 			if err := s.h.AddrAdd(l, a); err != nil && !errors.Is(err, os.ErrExist) && !errors.Is(err, syscall.EEXIST) {
@@ -73,7 +85,7 @@ func (h *Holder) Acquire(ps []netip.Prefix) error {
 		}
 		hs[h.name] = true
 	}
-	return errors.Join(errs...)
+	return fresh, errors.Join(errs...)
 }
 
 // Release drops h's hold on every address and deletes those nobody holds

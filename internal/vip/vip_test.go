@@ -1,6 +1,7 @@
 package vip
 
 import (
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -121,11 +122,12 @@ func TestSharedHolders(t *testing.T) {
 			return err
 		}
 		x, y := s.Holder("x"), s.Holder("y")
-		if err := x.Acquire([]netip.Prefix{a, b}); err != nil {
-			return err
+		if fresh, err := x.AcquireNew([]netip.Prefix{a, b}); err != nil || len(fresh) != 2 {
+			return fmt.Errorf("x acquired %v as new (want both), %v", fresh, err)
 		}
-		if err := y.Acquire([]netip.Prefix{a}); err != nil {
-			return err
+		// a only moves from x to y on this node: nothing new on the wire.
+		if fresh, err := y.AcquireNew([]netip.Prefix{a}); err != nil || len(fresh) != 0 {
+			return fmt.Errorf("y acquired %v as new (want none: x holds it), %v", fresh, err)
 		}
 		if err := x.Release([]netip.Prefix{a, b}); err != nil {
 			return err

@@ -14,16 +14,17 @@ type DropReason string
 // Drop reasons.
 const (
 	DropNone        DropReason = ""
-	DropTTL         DropReason = "ttl"          // TTL / hop limit not 255: not from this link
-	DropMalformed   DropReason = "malformed"    // too short, bad count, unknown type
-	DropDuplicate   DropReason = "duplicate"    // an address listed twice: never a VIP set
-	DropVersion     DropReason = "version"      // other VRRP version than configured
-	DropChecksum    DropReason = "checksum"     // checksum does not verify
-	DropAuth        DropReason = "auth"         // v2 authentication type or password differ
-	DropInterval    DropReason = "interval"     // v2 advert interval differs (RFC 3768 7.1)
-	DropAddresses   DropReason = "vip_mismatch" // VIP list differs: another group on our VRID
-	DropUnknownPeer DropReason = "unknown_peer" // unicast mode: sender is not a configured peer
-	DropOwn         DropReason = "own"          // our own advert came back
+	DropTTL         DropReason = "ttl"           // TTL / hop limit not 255: not from this link
+	DropMalformed   DropReason = "malformed"     // too short, bad count, unknown type
+	DropDuplicate   DropReason = "duplicate"     // an address listed twice: never a VIP set
+	DropVersion     DropReason = "version"       // other VRRP version than configured
+	DropChecksum    DropReason = "checksum"      // checksum does not verify
+	DropAuth        DropReason = "auth"          // v2 authentication type or password differ
+	DropInterval    DropReason = "interval"      // v2 advert interval differs (RFC 3768 7.1)
+	DropAddresses   DropReason = "vip_mismatch"  // VIP list differs: another group on our VRID
+	DropUnknownPeer DropReason = "unknown_peer"  // unicast mode: sender is not a configured peer
+	DropOwn         DropReason = "own"           // our own advert came back
+	DropVRID        DropReason = "vrid_mismatch" // for another VRID: the instance moved to a new one (SetVRID)
 )
 
 // Expect is what a valid advertisement for one instance looks like.
@@ -59,6 +60,9 @@ func Accept(r Received, e *Expect) (Advert, *Packet, DropReason) {
 	}
 	if p.Version != e.Version {
 		return Advert{}, p, DropVersion
+	}
+	if e.VRID != 0 && p.VRID != e.VRID {
+		return Advert{}, p, DropVRID
 	}
 	if err := VerifyChecksum(r.Payload, r.Src, r.Dst); err != nil {
 		return Advert{}, p, DropChecksum

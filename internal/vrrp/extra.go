@@ -22,6 +22,14 @@ type ExtraAddresses interface {
 	Release(ps []netip.Prefix) error
 }
 
+// newAcquirer is an ExtraAddresses that tells which addresses it acquired
+// were held by no other instance of this node (vip.Holder): only those
+// changed hands on the segment, and only those are announced. Without it
+// every address acquired is announced.
+type newAcquirer interface {
+	AcquireNew(ps []netip.Prefix) ([]netip.Prefix, error)
+}
+
 // WithExtraAddresses lets the instance carry extra addresses (SetExtra),
 // configured through a.
 func WithExtraAddresses(a ExtraAddresses) Option {
@@ -218,17 +226,18 @@ func (w *extraWorker) reconcile() {
 			if w.changed(gen) {
 				break
 			}
-			if err := w.addrs.Acquire(c); err != nil {
+			fresh, err := w.acquire(c)
+			if err != nil {
 				w.in.log.Error("extra addresses not configured", "err", err)
 			}
 			for _, p := range c {
 				w.held[p] = true
 			}
 			w.updateStatus()
-			if w.in.cfg.GARPCount > 0 {
-				w.announce(c, "takeover")
+			if w.in.cfg.GARPCount > 0 && len(fresh) > 0 {
+				w.announce(fresh, "takeover")
 			}
-			added = append(added, c...)
+			added = append(added, fresh...)
 		}
 		if n := w.in.cfg.GARPCount; n > 1 && len(added) > 0 {
 			w.bursts = append(w.bursts, burstRound{due: w.in.clock.Now().Add(w.in.cfg.GARPInterval), addrs: added, left: n - 1})
@@ -248,6 +257,15 @@ func (w *extraWorker) reconcile() {
 			return
 		}
 	}
+}
+
+// acquire configures c and returns what the segment sees move: every
+// address, or with a newAcquirer those no other instance held.
+func (w *extraWorker) acquire(c []netip.Prefix) ([]netip.Prefix, error) {
+	if na, ok := w.addrs.(newAcquirer); ok {
+		return na.AcquireNew(c)
+	}
+	return c, w.addrs.Acquire(c)
 }
 
 // release gives up every address that may be held and is not wanted.

@@ -300,3 +300,47 @@ func TestThousandExtrasKeepAdvertsOnTime(t *testing.T) {
 		t.Fatalf("longest gap between adverts %v while 1,000 addresses were added, want < %v", gap, 3*interval)
 	}
 }
+
+// sharedExtra is a fakeExtra whose addresses in other are held by another
+// instance of the node already (vip.Holder.AcquireNew).
+type sharedExtra struct {
+	*fakeExtra
+	other map[netip.Prefix]bool
+}
+
+func (s sharedExtra) AcquireNew(ps []netip.Prefix) ([]netip.Prefix, error) {
+	var fresh []netip.Prefix
+	for _, p := range ps {
+		if !s.other[p] {
+			fresh = append(fresh, p)
+		}
+	}
+	return fresh, s.Acquire(ps)
+}
+
+// An address another instance of this node holds already only moves
+// between the node's instances: taking over, the instance holds it but
+// does not announce it; the others it announces as before.
+func TestExtraHeldElsewhereNotAnnounced(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	f, ann := &fakeNet{}, newFakeAnn()
+	ex := prefixes("192.0.2.20/32", "192.0.2.21/32")
+	x := sharedExtra{newFakeExtra(0), map[netip.Prefix]bool{ex[1]: true}}
+	cfg := Config{Name: "slot", Interface: "eth0", VRID: 7, Version: 3, Priority: 100, Interval: time.Second,
+		VIPs: prefixes("192.0.2.10/32"), GARPCount: 1}
+	in := NewInstance(cfg, f, f, ann, slog.New(slog.DiscardHandler), WithExtraAddresses(x))
+	if err := in.SetExtra(ex); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- in.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	in.Claim("test")
+	eventually(t, "both held, the fresh one announced", func() bool {
+		return slices.Equal(x.heldNow(), ex) && ann.of(ex[0]) == 1
+	})
+	if n := ann.of(ex[1]); n != 0 {
+		t.Fatalf("the address held elsewhere was announced %d times", n)
+	}
+}

@@ -166,6 +166,8 @@ type Instance struct {
 	unicast atomic.Bool
 	m       *Machine
 	clock   clock.Clock
+	// owner: configured with priority 255, the address owner, for good.
+	owner bool
 
 	recv chan Received
 	// wake tells Run that pending holds something; it holds one token, so
@@ -246,6 +248,8 @@ type pending struct {
 	peers   *[]netip.Addr   // nil: no SetPeers since the last batch; the latest wins
 	extra   *[]netip.Prefix // nil: no SetExtra since the last batch; the latest wins
 	resign  *bool           // nil: no SetResigned since the last batch; the latest wins
+	prio    *uint8          // nil: no SetPriority since the last batch; the latest wins
+	vrid    *uint8          // nil: no SetVRID since the last batch; the latest wins
 	actions []action
 }
 
@@ -288,6 +292,7 @@ func NewInstance(cfg Config, tx Sender, addrs Addresses, ann Announcer, log *slo
 	slices.SortFunc(in.vips, netip.Addr.Compare)
 	in.vips = slices.Compact(in.vips)
 	in.unicast.Store(len(cfg.Peers) > 0)
+	in.owner = cfg.Priority == 255
 	in.expect = Expect{Version: cfg.Version, VRID: cfg.VRID, Interval: cfg.Interval,
 		VIPs: in.vips, Peers: normalPeers(cfg.Peers), Local: tx.Local()}
 	if cfg.AuthPass != "" {
@@ -423,6 +428,47 @@ func (in *Instance) SetResigned(resigned bool) {
 	in.poke()
 }
 
+// ErrLiveChange is returned by SetPriority and SetVRID for a value the
+// instance cannot take while it runs.
+var ErrLiveChange = errors.New("not a change an instance takes while it runs")
+
+// SetPriority changes the configured priority, the one tracking weights
+// are added to, for instances whose place in their group's order changes
+// while they run (the L2 slots of a pool whose nodes change). A master
+// lowered below a backup keeps its addresses until that backup preempts it;
+// a backup raised above the master preempts it, as VRRP does. It never
+// blocks: Run applies the latest call. Address owners (255) and priority 0
+// are refused (ErrLiveChange).
+func (in *Instance) SetPriority(p uint8) error {
+	if p == 0 || p == 255 || in.owner {
+		return fmt.Errorf("vrrp %s: priority %d: %w", in.cfg.Name, p, ErrLiveChange)
+	}
+	in.pending.mu.Lock()
+	in.pending.prio = &p
+	in.pending.mu.Unlock()
+	in.poke()
+	return nil
+}
+
+// SetVRID moves the instance to another VRID without a state change: a
+// master keeps its addresses and advertises on the new VRID from the next
+// advert on, and adverts for the old one are dropped as vrid_mismatch. The
+// caller registers the instance's Receive for the new VRID on the
+// transport (and unregisters the old one). The other nodes of the group
+// move at about the same time, each at its next reload; a backup that moves
+// late misses adverts for as long. It never blocks: Run applies the latest
+// call. VRID 0 is refused (ErrLiveChange).
+func (in *Instance) SetVRID(v uint8) error {
+	if v == 0 {
+		return fmt.Errorf("vrrp %s: VRID 0: %w", in.cfg.Name, ErrLiveChange)
+	}
+	in.pending.mu.Lock()
+	in.pending.vrid = &v
+	in.pending.mu.Unlock()
+	in.poke()
+	return nil
+}
+
 func (in *Instance) act(a action) {
 	in.pending.mu.Lock()
 	// The same action twice in a row does nothing more than once: after a
@@ -449,10 +495,18 @@ func (in *Instance) poke() {
 func (in *Instance) applyPending() {
 	in.pending.mu.Lock()
 	tracked, group, peers, actions := in.pending.tracked, in.pending.group, in.pending.peers, in.pending.actions
-	extra, resign := in.pending.extra, in.pending.resign
+	extra, resign, prio, vrid := in.pending.extra, in.pending.resign, in.pending.prio, in.pending.vrid
 	in.pending.tracked, in.pending.group, in.pending.peers, in.pending.actions = nil, nil, nil, nil
-	in.pending.extra, in.pending.resign = nil, nil
+	in.pending.extra, in.pending.resign, in.pending.prio, in.pending.vrid = nil, nil, nil, nil
 	in.pending.mu.Unlock()
+
+	if vrid != nil && *vrid != in.cfg.VRID {
+		in.log.Info("VRID changed", "from", in.cfg.VRID, "to", *vrid)
+		in.cfg.VRID, in.expect.VRID = *vrid, *vrid
+		in.mu.Lock()
+		in.status.VRID = *vrid
+		in.mu.Unlock()
+	}
 
 	if peers != nil {
 		in.applyPeers(*peers)
@@ -463,6 +517,10 @@ func (in *Instance) applyPending() {
 	}
 
 	changed := false
+	if prio != nil && *prio != in.cfg.Priority {
+		in.log.Info("configured priority changed", "from", in.cfg.Priority, "to", *prio)
+		in.cfg.Priority, changed = *prio, true
+	}
 	keys := slices.SortedFunc(maps.Keys(tracked), func(a, b trackKey) int {
 		return cmp.Or(strings.Compare(a.kind, b.kind), strings.Compare(a.name, b.name))
 	})

@@ -138,6 +138,13 @@ func (t *Transport) Register(vrid uint8, ch chan<- Received) error {
 	return nil
 }
 
+// Unregister stops routing messages for vrid; an unknown vrid is no error.
+func (t *Transport) Unregister(vrid uint8) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.handlers, vrid)
+}
+
 // Sniff sends every message, whatever its VRID, to ch as well.
 func (t *Transport) Sniff(ch chan<- Received) {
 	t.mu.Lock()
