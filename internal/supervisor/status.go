@@ -54,7 +54,13 @@ func (s *Supervisor) Snapshot() api.Snapshot {
 		snap.Instances = append(snap.Instances, out)
 	}
 	for name, a := range s.vrrp.announcers {
-		snap.Interfaces = append(snap.Interfaces, api.Interface{Name: name, GARPSent: a.Sent(), GARPSuppressed: a.Suppressed()})
+		i := api.Interface{Name: name, GARPSent: a.Sent(), GARPSuppressed: a.Suppressed()}
+		for _, tr := range s.vrrp.transports {
+			if tr.Interface() == name {
+				i.VRRPSocketDrops += tr.KernelDrops()
+			}
+		}
+		snap.Interfaces = append(snap.Interfaces, i)
 	}
 	slices.SortFunc(snap.Interfaces, func(a, b api.Interface) int { return strings.Compare(a.Name, b.Name) })
 	for _, c := range s.checks.Statuses() {

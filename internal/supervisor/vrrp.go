@@ -128,7 +128,7 @@ func (g *vrrpGroup) build() error {
 				return as
 			}
 		}
-		if err := tr.Register(uint8(ic.VRID), in.Receive()); err != nil {
+		if err := tr.Register(uint8(ic.VRID), in); err != nil {
 			return err
 		}
 		g.instances = append(g.instances, in)

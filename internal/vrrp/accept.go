@@ -23,6 +23,9 @@ const (
 	DropAddresses   DropReason = "vip_mismatch" // VIP list differs: another group on our VRID
 	DropUnknownPeer DropReason = "unknown_peer" // unicast mode: sender is not a configured peer
 	DropOwn         DropReason = "own"          // our own advert came back
+	// DropQueueFull: the instance's receive queue was full (a flood on our
+	// VRID); adverts from the master it follows bypass the queue.
+	DropQueueFull DropReason = "queue_full"
 )
 
 // Expect is what a valid advertisement for one instance looks like.
