@@ -7,7 +7,7 @@ PKGS_DEBIAN := keepalived haproxy wrk chromium clang llvm libbpf-dev nftables co
 # without any failing input (go.dev/issue/75804, fixed in Go 1.27).
 FUZZTIME ?= 100000x
 
-.PHONY: all build deps k8s-tools demo test vet fuzz bench-failover bench-proxy bench-maglev bench-xdp bench-dsr bench-bgp bench-kube bench-lbsvc generate generated-check
+.PHONY: all build deps k8s-tools demo test vet fuzz reliability reliability-short bench-failover bench-proxy bench-maglev bench-xdp bench-dsr bench-bgp bench-kube bench-lbsvc generate generated-check
 
 all: build
 
@@ -50,6 +50,18 @@ fuzz:
 # VIGIL_REQUIRE_TOOLS the same for promtool (Debian package prometheus).
 test: deps k8s-tools vet generated-check fuzz
 	VIGIL_REQUIRE_K8S=1 VIGIL_REQUIRE_TOOLS=1 $(GO) test -race -count=1 ./...
+
+# reliability runs the fault, abuse and bad-input suite in namespace labs
+# (VRRP wire abuse, a flood of our VRID at rising rates, split brains,
+# crash loops, every fuzz target for FUZZ_EXECS executions) and rewrites
+# its table in docs/reliability.md. Not part of `make test`: it takes
+# tens of minutes. reliability-short is the same with small counts, for CI.
+FUZZ_EXECS ?= 10000000
+reliability: deps
+	$(GO) run ./bench/reliability -fuzz-execs $(FUZZ_EXECS) -out docs/reliability.md
+
+reliability-short: deps
+	$(GO) run ./bench/reliability -short -out docs/reliability.md
 
 # bench-failover measures vigil against keepalived and rewrites its table in docs/benchmarks.md.
 bench-failover: deps

@@ -1,0 +1,208 @@
+// Command reliability runs vigil's standing fault, abuse and bad-input
+// suite in namespace labs (`make reliability`) and writes one row per
+// scenario into docs/reliability.md between its markers: scenario, tries,
+// failures, the figure measured, the goal and the command that produced
+// it. Rows of scenarios not run keep their last result. Every scenario is
+// bounded in count and time and sends only inside the namespaces it made.
+// Needs root. -short runs every scenario small enough for CI.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vigil-lb/vigil/internal/benchdoc"
+	"github.com/vigil-lb/vigil/internal/netlab"
+)
+
+// row is one line of the table.
+type row struct {
+	scenario        string
+	tries, failures int
+	figure, goal    string
+	notes           []string // what failed, shown under the table
+	command         string
+	err             error // the scenario could not run
+}
+
+func (r row) broken(err error) row { r.err = err; r.failures++; return r }
+
+// scenarios in the table's order: the issue's priority.
+var order = []string{"abuse", "flood", "splitbrain", "crash", "fuzz"}
+
+func main() {
+	out := flag.String("out", "docs/reliability.md", "markdown file to update")
+	short := flag.Bool("short", false, "small counts, for CI (minutes, not tens of minutes)")
+	only := flag.String("only", "", "comma-separated scenarios to run ("+strings.Join(order, ",")+"); default all")
+	vigil := flag.String("vigil", "", "vigil binary to test (default: built from this tree)")
+	label := flag.String("label", "", "appended to each scenario's name, e.g. to record a run of another build")
+	fuzzExecs := flag.Int("fuzz-execs", 10_000_000, "executions per fuzz target (-short: 50,000)")
+	flag.Parse()
+	if err := run(*out, *short, *only, *vigil, *label, *fuzzExecs); err != nil {
+		fmt.Fprintln(os.Stderr, "bench/reliability:", err)
+		os.Exit(1)
+	}
+}
+
+func run(out string, short bool, only, vigil, label string, fuzzExecs int) error {
+	if !netlab.Root() {
+		return fmt.Errorf("needs root to build the namespace labs")
+	}
+	want := order
+	if only != "" {
+		want = strings.Split(only, ",")
+		for _, w := range want {
+			if !slices.Contains(order, w) {
+				return fmt.Errorf("-only: unknown scenario %q (have %s)", w, strings.Join(order, ","))
+			}
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if vigil == "" {
+		_, bin, cleanup, err := benchdoc.BuildVigil("vigil-reliability-")
+		if err != nil {
+			return err
+		}
+		defer cleanup()
+		vigil = bin
+	}
+	cmd := "make reliability"
+	if short {
+		cmd = "make reliability-short"
+	}
+	if only != "" || label != "" {
+		cmd = "go run ./bench/reliability " + strings.Join(os.Args[1:], " ")
+	}
+	p := params(short, fuzzExecs)
+	started := time.Now()
+	var rows []row
+	for _, name := range order {
+		if !slices.Contains(want, name) || ctx.Err() != nil {
+			continue
+		}
+		t0 := time.Now()
+		fmt.Fprintf(os.Stderr, "reliability: %s ...\n", name)
+		var r row
+		switch name {
+		case "abuse":
+			r = abuseRow(ctx, vigil, p.abuseCount)
+		case "flood":
+			r = floodRow(ctx, vigil, p.floodRates, p.floodStep, p.burn)
+		case "splitbrain":
+			r = splitBrainRow(ctx, vigil, p.splitRounds)
+		case "crash":
+			r = crashRow(ctx, vigil, p.crashRounds)
+		case "fuzz":
+			r = fuzzRow(ctx, p.fuzzExecs)
+		}
+		r.scenario += label
+		r.command = cmd
+		fmt.Fprintf(os.Stderr, "reliability: %s: %d tries, %d failures, %s (%v)\n", name, r.tries, r.failures, r.figure, time.Since(t0).Round(time.Second))
+		if r.err != nil {
+			fmt.Fprintf(os.Stderr, "reliability: %s: %v\n", name, r.err)
+		}
+		rows = append(rows, r)
+	}
+	if err := writeTable(out, rows, time.Since(started), short); err != nil {
+		return err
+	}
+	for _, r := range rows {
+		if r.err != nil {
+			return fmt.Errorf("%s: %w", r.scenario, r.err)
+		}
+	}
+	return nil
+}
+
+// counts are each scenario's sizes.
+type counts struct {
+	abuseCount  int
+	floodRates  []int
+	floodStep   time.Duration
+	burn        int
+	splitRounds int
+	crashRounds int
+	fuzzExecs   int
+}
+
+func params(short bool, fuzzExecs int) counts {
+	if short {
+		return counts{abuseCount: 20, floodRates: []int{20_000, 100_000}, floodStep: 3 * time.Second, burn: 1,
+			splitRounds: 2, crashRounds: 5, fuzzExecs: min(fuzzExecs, 50_000)}
+	}
+	return counts{abuseCount: 200, floodRates: []int{10_000, 25_000, 50_000, 100_000, 150_000, 200_000, 300_000},
+		floodStep: 10 * time.Second, burn: 2, splitRounds: 10, crashRounds: 100, fuzzExecs: fuzzExecs}
+}
+
+// writeTable merges rows into the table in out: a scenario's row replaces
+// its old one, the others stay.
+func writeTable(out string, rows []row, took time.Duration, short bool) error {
+	const name = "reliability"
+	old, _ := os.ReadFile(out)
+	kept := map[string]string{}
+	var keptOrder []string
+	if i, j := strings.Index(string(old), "<!-- "+name+":begin -->"), strings.Index(string(old), "<!-- "+name+":end -->"); i >= 0 && j > i {
+		for _, line := range strings.Split(string(old)[i:j], "\n") {
+			cells := strings.Split(line, "|")
+			if len(cells) < 3 || strings.HasPrefix(line, "| scenario") || strings.HasPrefix(line, "|---") {
+				continue
+			}
+			k := strings.TrimSpace(cells[1])
+			kept[k] = line
+			keptOrder = append(keptOrder, k)
+		}
+	}
+	if len(old) == 0 {
+		head := "# Reliability\n\nvigil's standing fault, abuse and bad-input suite (`make reliability`; `make reliability-short` for CI).\n" +
+			"Each scenario runs in network namespaces, bounded in count and time, against the code as it is.\n" +
+			"The table between the markers is written by bench/reliability; do not edit it by hand.\n"
+		if err := os.WriteFile(out, []byte(head), 0o644); err != nil {
+			return err
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "Measured %s on %s, load average %s; this run took %v%s.\n\n", time.Now().UTC().Format("2006-01-02"),
+		benchdoc.Machine(), benchdoc.LoadAverage(), took.Round(time.Second), map[bool]string{true: " (short mode)"}[short])
+	b.WriteString("| scenario | tries | failures | figure | goal | command |\n|---|---|---|---|---|---|\n")
+	fresh := map[string]bool{}
+	var notes []string
+	for _, r := range rows {
+		fresh[r.scenario] = true
+		fig := r.figure
+		if r.err != nil {
+			fig = "could not run: " + r.err.Error()
+		}
+		line := fmt.Sprintf("| %s | %d | %d | %s | %s | `%s` |", r.scenario, r.tries, r.failures, cell(fig), cell(r.goal), r.command)
+		kept[r.scenario] = line
+		if !slices.Contains(keptOrder, r.scenario) {
+			keptOrder = append(keptOrder, r.scenario)
+		}
+		for _, n := range r.notes {
+			notes = append(notes, fmt.Sprintf("- %s: %s", r.scenario, n))
+		}
+	}
+	for _, k := range keptOrder {
+		b.WriteString(kept[k] + "\n")
+	}
+	if len(notes) > 0 {
+		b.WriteString("\nFailures of this run:\n\n" + strings.Join(notes, "\n") + "\n")
+	}
+	return benchdoc.WriteSection(out, name, "Results", b.String())
+}
+
+func cell(s string) string { return strings.ReplaceAll(s, "|", "\\|") }
+
+// goTest runs go test with args and returns its combined output.
+func goTest(ctx context.Context, args ...string) (string, error) {
+	out, err := exec.CommandContext(ctx, "go", append([]string{"test"}, args...)...).CombinedOutput()
+	return string(out), err
+}
