@@ -90,7 +90,7 @@ func abuseRow(ctx context.Context, vigil string, count int) row {
 		r.tries++
 		before, trBefore := l.instance(backup), l.transitions()
 		for i := range count {
-			if _, err := l.flooder.send(c.pkt(spoofed(i))); err != nil {
+			if err := l.flooder.send(c.pkt(spoofed(i))); err != nil {
 				return r.broken(fmt.Errorf("%s: send: %w", c.name, err))
 			}
 			time.Sleep(200 * time.Microsecond) // well below any queue's limit

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"runtime"
@@ -15,21 +16,25 @@ import (
 
 // floodStep is one rate of the rising flood.
 type floodStep struct {
-	target, achieved int // packets per second
+	target, sent int // packets per second asked for, and sent
+	// arrived is the rate at which the flood reached the backup's socket:
+	// what it read, dropped as queue_full and the kernel dropped, per
+	// second of the step.
+	arrived  int
 	takeover         bool
 	kernelDrops      uint64 // on the backup's VRRP socket, during the step
 	queueDrops       uint64 // the backup's queue_full drops, during the step
 	read             uint64 // junk the backup read and dropped as vip_mismatch
 }
 
-// floodRow floods the VRID of a master (lb1) and a backup (lb2) with
-// adverts for that VRID from 100 spoofed sources carrying foreign VIP sets
+// floodRow floods the backup (lb2) of a master (lb1) with adverts for
+// their VRID from 100 spoofed sources carrying foreign VIP sets
 // (the VRID conflict of a neighbouring cluster, or an attacker), at rising
 // rates for step each, while burn goroutines keep the CPUs busy. It stops
 // at the first false takeover: any state change of either node. The figure
 // is the highest rate with none.
 func floodRow(ctx context.Context, vigil string, rates []int, step time.Duration, burn int) row {
-	r := row{scenario: "flood of our VRID at rising rates (foreign VIP sets, spoofed sources, CPU saturated)",
+	r := row{scenario: "flood of our VRID at rising rates (to the backup; foreign VIP sets, spoofed sources, CPU saturated)",
 		goal: "no false takeover at 100k packets/s"}
 	l, err := newLab(ctx, vigil, 2)
 	if err != nil {
@@ -37,12 +42,16 @@ func floodRow(ctx context.Context, vigil string, rates []int, step time.Duration
 	}
 	defer l.Close()
 	foreign := []netip.Addr{netip.MustParseAddr("10.77.0.211"), netip.MustParseAddr("10.77.0.212")}
+	// Sent to the backup's address: multicast through the lab's bridge
+	// costs the sender every receiver's work and tops out far lower on a
+	// small machine; the backup's socket takes both alike.
+	backup := l.Node("lb2")
+	dst := backup.Host.Addr(false)
 	var pkts [][]byte
 	for i := range 100 {
 		src := spoofed(i)
-		pkts = append(pkts, ipPacket(src, vrrp.Group4, 255, advert(3, labVRID, 250, foreign, src)))
+		pkts = append(pkts, ipPacket(src, dst, 255, advertTo(3, labVRID, 250, foreign, src, dst)))
 	}
-	backup := l.Node("lb2")
 	var steps []floodStep
 	best := 0
 	for _, rate := range rates {
@@ -52,25 +61,26 @@ func floodRow(ctx context.Context, vigil string, rates []int, step time.Duration
 		r.tries++
 		before, trBefore, kBefore := l.instance(backup), l.transitions(), l.socketDrops(backup)
 		stopBurn := burnCPU(burn)
-		sent, took, err := l.flooder.paced(pkts, rate, step)
+		sent, took, err := l.flood(pkts, rate, step)
 		stopBurn()
 		if err != nil {
 			return r.broken(fmt.Errorf("flood at %d/s: %w", rate, err))
 		}
 		time.Sleep(time.Second) // the backup drains its queue; a late takeover shows
 		after, trAfter := l.instance(backup), l.transitions()
-		s := floodStep{target: rate, achieved: int(float64(sent) / took.Seconds()),
+		s := floodStep{target: rate, sent: int(float64(sent) / took.Seconds()),
 			takeover:    !slices.Equal(trBefore, trAfter),
 			kernelDrops: l.socketDrops(backup) - kBefore,
 			queueDrops:  after.Drops[string(vrrp.DropQueueFull)] - before.Drops[string(vrrp.DropQueueFull)],
 			read:        after.Drops[string(vrrp.DropAddresses)] - before.Drops[string(vrrp.DropAddresses)]}
+		s.arrived = int(float64(s.read+s.queueDrops+s.kernelDrops) / took.Seconds())
 		steps = append(steps, s)
 		if s.takeover {
 			r.failures++
-			r.notes = append(r.notes, fmt.Sprintf("false takeover at %d/s: transitions %v -> %v", s.achieved, trBefore, trAfter))
+			r.notes = append(r.notes, fmt.Sprintf("false takeover at %d/s arriving: transitions %v -> %v", s.arrived, trBefore, trAfter))
 			break
 		}
-		best = max(best, s.achieved)
+		best = max(best, s.arrived)
 		if err := l.waitStates(ctx, 5*time.Second); err != nil {
 			return r.broken(err)
 		}
@@ -81,10 +91,10 @@ func floodRow(ctx context.Context, vigil string, rates []int, step time.Duration
 		if s.takeover {
 			mark = "FALSE TAKEOVER"
 		}
-		parts = append(parts, fmt.Sprintf("%dk/s: %s (backup read %d, queue_full %d, kernel drops %d)",
-			s.achieved/1000, mark, s.read, s.queueDrops, s.kernelDrops))
+		parts = append(parts, fmt.Sprintf("%dk/s sent, %dk/s arrived: %s (backup read %d, queue_full %d, kernel drops %d)",
+			s.sent/1000, s.arrived/1000, mark, s.read, s.queueDrops, s.kernelDrops))
 	}
-	r.figure = fmt.Sprintf("highest rate without a false takeover: %d packets/s; %s", best, strings.Join(parts, "; "))
+	r.figure = fmt.Sprintf("highest rate arriving at the backup without a false takeover: %d packets/s; %s", best, strings.Join(parts, "; "))
 	if best < 100_000 && r.failures == 0 {
 		r.notes = append(r.notes, fmt.Sprintf("the flooder reached only %d packets/s on this machine", best))
 	}
@@ -112,4 +122,33 @@ func burnCPU(n int) (stop func()) {
 		})
 	}
 	return func() { close(quit); wg.Wait() }
+}
+
+// flood sends pkts at rate for d from one socket per CPU, each taking its
+// share: a socket's send carries the packet through the lab's bridge to
+// every receiver on the sender's CPU, so one socket alone tops out early.
+func (l *lab) flood(pkts [][]byte, rate int, d time.Duration) (sent int, took time.Duration, err error) {
+	n := runtime.NumCPU()
+	var (
+		mu   sync.Mutex
+		wg   sync.WaitGroup
+		errs []error
+	)
+	t0 := time.Now()
+	for range n {
+		s, err := newRawSender(l.floodHost)
+		if err != nil {
+			return 0, 0, err
+		}
+		wg.Go(func() {
+			defer s.Close()
+			k, _, err := s.paced(pkts, rate/n, d)
+			mu.Lock()
+			sent += k
+			errs = append(errs, err)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return sent, time.Since(t0), errors.Join(errs...)
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/vigil-lb/vigil/internal/api"
+	"github.com/vigil-lb/vigil/internal/netlab"
 	"github.com/vigil-lb/vigil/internal/vrrplab"
 )
 
@@ -23,7 +24,9 @@ var (
 type lab struct {
 	*vrrplab.Cluster
 	flooder *rawSender
-	dir     string
+	// floodHost sends the flood, from one socket per CPU.
+	floodHost *netlab.Host
+	dir       string
 	bin     string // the vigil binary the nodes run
 }
 
@@ -46,6 +49,7 @@ func newLab(ctx context.Context, vigil string, nodes int) (*lab, error) {
 	l := &lab{Cluster: c, dir: dir, bin: vigil}
 	h, err := c.Lab.AddHost("flood", netip.MustParsePrefix("10.77.0.99/24"))
 	if err == nil {
+		l.floodHost = h
 		l.flooder, err = newRawSender(h)
 	}
 	if err == nil {

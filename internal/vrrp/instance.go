@@ -627,6 +627,10 @@ func (in *Instance) Run(ctx context.Context) error {
 		case <-in.wake:
 			in.applyPending()
 		case <-timer.C():
+			// A master's advert waiting in its slot pushes the deadline
+			// out: after a pause of the whole process, the timer and the
+			// advert are ready at once, and the advert came first.
+			in.handleMaster()
 			in.awaitDeadline()
 			in.m.Tick()
 		case <-refresh:
