@@ -27,7 +27,7 @@ type lab struct {
 	// floodHost sends the flood, from one socket per CPU.
 	floodHost *netlab.Host
 	dir       string
-	bin     string // the vigil binary the nodes run
+	bin       string // the vigil binary the nodes run
 }
 
 // newLab starts vigil on nodes lb1..lbN (priorities 200, 150, 100, ...)

@@ -36,7 +36,7 @@ type row struct {
 func (r row) broken(err error) row { r.err = err; r.failures++; return r }
 
 // scenarios in the table's order: the priority.
-var order = []string{"abuse", "flood", "splitbrain", "crash", "fuzz"}
+var order = []string{"abuse", "flood", "splitbrain", "crash", "reload", "fuzz"}
 
 func main() {
 	out := flag.String("out", "docs/reliability.md", "markdown file to update")
@@ -75,13 +75,7 @@ func run(out string, short bool, only, vigil, label string, fuzzExecs int) error
 		defer cleanup()
 		vigil = bin
 	}
-	cmd := "make reliability"
-	if short {
-		cmd = "make reliability-short"
-	}
-	if only != "" || label != "" {
-		cmd = "go run ./bench/reliability " + strings.Join(os.Args[1:], " ")
-	}
+	cmd := strings.TrimSpace("go run ./bench/reliability " + strings.Join(os.Args[1:], " "))
 	p := params(short, fuzzExecs)
 	started := time.Now()
 	var rows []row
@@ -101,6 +95,8 @@ func run(out string, short bool, only, vigil, label string, fuzzExecs int) error
 			r = splitBrainRow(ctx, vigil, p.splitRounds)
 		case "crash":
 			r = crashRow(ctx, vigil, p.crashRounds)
+		case "reload":
+			r = reloadRow(ctx, vigil, p.reloads, p.badReloads)
 		case "fuzz":
 			r = fuzzRow(ctx, p.fuzzExecs)
 		}
@@ -131,16 +127,18 @@ type counts struct {
 	burn        int
 	splitRounds int
 	crashRounds int
+	reloads     int // valid reloads; badReloads invalid ones
+	badReloads  int
 	fuzzExecs   int
 }
 
 func params(short bool, fuzzExecs int) counts {
 	if short {
 		return counts{abuseCount: 20, floodRates: []int{20_000, 100_000}, floodStep: 3 * time.Second, burn: 1,
-			splitRounds: 2, crashRounds: 5, fuzzExecs: min(fuzzExecs, 50_000)}
+			splitRounds: 2, crashRounds: 5, reloads: 10, badReloads: 2, fuzzExecs: min(fuzzExecs, 50_000)}
 	}
 	return counts{abuseCount: 200, floodRates: []int{10_000, 25_000, 50_000, 100_000, 150_000, 200_000, 300_000},
-		floodStep: 10 * time.Second, burn: 2, splitRounds: 10, crashRounds: 100, fuzzExecs: fuzzExecs}
+		floodStep: 10 * time.Second, burn: 2, splitRounds: 10, crashRounds: 100, reloads: 100, badReloads: 20, fuzzExecs: fuzzExecs}
 }
 
 // writeTable merges rows into the table in out: a scenario's row replaces

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -85,4 +86,60 @@ func TestMasterAdvertsSurviveAFloodOnOurVRID(t *testing.T) {
 		t.Fatalf("%d transitions under the flood", s.Transition)
 	}
 	t.Logf("junk: %d read and dropped as vip_mismatch, %d dropped as queue_full", s.Drops[DropAddresses], s.Drops[DropQueueFull])
+}
+
+// queuedNet is a transport whose socket holds one advert of the master that
+// its reader has not read yet: Drain delivers it.
+type queuedNet struct {
+	*fakeNet
+	in      *Instance
+	pending *Received
+	drains  atomic.Int32
+}
+
+func (q *queuedNet) Drain(int) int {
+	q.drains.Add(1)
+	if r := q.pending; r != nil {
+		q.pending = nil
+		q.in.Deliver(*r)
+		return 1
+	}
+	return 0
+}
+
+// When the master-down deadline comes, the backup first reads what its
+// socket has queued: the master's advert there (a flood kept the reader
+// behind, or the whole process was paused) arrived in time and holds off
+// the takeover. With nothing queued, the backup takes over.
+func TestBackupReadsTheQueueBeforeTakingOver(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	clk := clocktest.New(time.Unix(1000, 0))
+	cfg := Config{Name: "api", Interface: "eth0", VRID: 7, Version: 3, Priority: 100, Interval: 100 * time.Millisecond,
+		Preempt: true, VIPs: []netip.Prefix{netip.MustParsePrefix("192.0.2.10/32")}}
+	q := &queuedNet{fakeNet: &fakeNet{}}
+	in := NewInstance(cfg, q, q, q, slog.New(slog.DiscardHandler), WithClock(clk))
+	q.in = in
+	master := netip.MustParseAddr("10.0.0.9")
+	p := Packet{Version: 3, Type: TypeAdvertisement, VRID: 7, Priority: 200, MaxAdvertInt: 10,
+		Addresses: []netip.Addr{netip.MustParseAddr("192.0.2.10")}}
+	b, _ := p.Marshal(master, Group4)
+	adv := Received{Src: master, Dst: Group4, TTL: 255, Payload: b}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- in.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	in.Deliver(adv)
+	eventually(t, "following the master", func() bool { return in.Status().Master == master })
+
+	// The deadline passes with the master's next advert still queued.
+	q.pending = &adv
+	clk.Advance(time.Second)
+	eventually(t, "the queued advert read", func() bool { return in.Status().Received == 2 })
+	if s := in.Status(); s.State != Backup {
+		t.Fatalf("%s with the master's advert queued in time", s.State)
+	}
+	// Nothing queued: the master is gone.
+	clk.Advance(time.Second)
+	eventually(t, "the takeover", func() bool { return in.Status().State == Master })
 }

@@ -321,6 +321,30 @@ func (in *Instance) Deliver(r Received) {
 	}
 }
 
+// drainer is a Sender that can read, without waiting, what its socket has
+// queued (Transport).
+type drainer interface{ Drain(max int) int }
+
+// drainMax bounds what a backup reads from the socket before its
+// master-down timer may fire: about the socket's receive buffer.
+const drainMax = 8192
+
+// catchUp runs when the timer fires. A backup whose master-down deadline
+// has come first reads what the socket has queued and handles its
+// master's advert if one came: after a pause of the whole process under a
+// flood, the master's latest advert may still be in the kernel's queue, or
+// in its slot, with the timer ready at the same moment; it arrived in
+// time, and must hold off the takeover.
+func (in *Instance) catchUp() {
+	if in.m.State() != Backup || in.clock.Now().Before(in.m.NextDeadline()) {
+		return
+	}
+	if d, ok := in.tx.(drainer); ok {
+		d.Drain(drainMax)
+	}
+	in.handleMaster()
+}
+
 // handleMaster handles the master's message waiting in its slot, if any.
 func (in *Instance) handleMaster() {
 	if r := in.fromMaster.Swap(nil); r != nil {
@@ -627,11 +651,8 @@ func (in *Instance) Run(ctx context.Context) error {
 		case <-in.wake:
 			in.applyPending()
 		case <-timer.C():
-			// A master's advert waiting in its slot pushes the deadline
-			// out: after a pause of the whole process, the timer and the
-			// advert are ready at once, and the advert came first.
-			in.handleMaster()
 			in.awaitDeadline()
+			in.catchUp()
 			in.m.Tick()
 		case <-refresh:
 			if in.m.State() == Master {

@@ -52,6 +52,8 @@ type Transport struct {
 
 	p4 *ipv4.PacketConn
 	p6 *ipv6.PacketConn
+	// raw is the socket itself, for Drain's reads that must not wait.
+	raw syscall.RawConn
 
 	mu       sync.Mutex
 	handlers map[uint8]Receiver
@@ -98,6 +100,9 @@ func OpenTransport(ifname string, is6 bool, exclude map[netip.Addr]bool, log *sl
 	pc, err := lc.ListenPacket(context.Background(), network, wildcard)
 	if err != nil {
 		return nil, fmt.Errorf("vrrp: open raw socket on %s: %w", ifname, permission(err))
+	}
+	if sc, ok := pc.(syscall.Conn); ok {
+		t.raw, _ = sc.SyscallConn()
 	}
 	group := &net.IPAddr{IP: Group4.AsSlice()}
 	if is6 {
@@ -355,6 +360,51 @@ func (t *Transport) dispatch(r Received) {
 		default:
 		}
 	}
+}
+
+// Drain reads, without waiting, up to max messages already queued on the
+// socket and dispatches them as Serve does; it returns how many it read.
+// A backup calls it before its master-down timer makes it master: when the
+// whole process was paused (a saturated CPU) under a flood, the master's
+// latest advert may sit in the kernel's queue behind thousands of junk
+// messages that Serve has yet to read, and it arrived in time.
+func (t *Transport) Drain(max int) int {
+	if t.raw == nil {
+		return 0
+	}
+	oobLen := len(ipv4.NewControlMessage(ipv4.FlagTTL|ipv4.FlagDst|ipv4.FlagInterface)) + unix.CmsgSpace(4)
+	if t.is6 {
+		oobLen = len(ipv6.NewControlMessage(ipv6.FlagHopLimit|ipv6.FlagDst|ipv6.FlagInterface)) + unix.CmsgSpace(4)
+	}
+	m := ipv4.Message{Buffers: [][]byte{make([]byte, maxMessage)}, OOB: make([]byte, oobLen)}
+	read := 0
+	for read < max {
+		var (
+			from unix.Sockaddr
+			rerr error
+		)
+		// Control, not Read: Read would park the goroutine on an empty
+		// queue, and Drain must return at once.
+		err := t.raw.Control(func(fd uintptr) {
+			m.N, m.NN, m.Flags, from, rerr = unix.Recvmsg(int(fd), m.Buffers[0], m.OOB, unix.MSG_DONTWAIT)
+		})
+		if err != nil || rerr != nil {
+			break // EAGAIN: the queue is empty (or the socket closed)
+		}
+		read++
+		switch sa := from.(type) {
+		case *unix.SockaddrInet4:
+			m.Addr = &net.IPAddr{IP: net.IP(sa.Addr[:])}
+		case *unix.SockaddrInet6:
+			m.Addr = &net.IPAddr{IP: net.IP(sa.Addr[:])}
+		default:
+			m.Addr = nil
+		}
+		if r, ok := t.parse(&m); ok {
+			t.dispatch(r)
+		}
+	}
+	return read
 }
 
 // Close closes the socket, which ends Serve.

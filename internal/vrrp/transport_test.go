@@ -189,3 +189,31 @@ func TestTransportCountsKernelDrops(t *testing.T) {
 	}
 	t.Logf("%d delivered, %d dropped by the kernel", rec.total(), tr.KernelDrops())
 }
+
+// Drain reads what is queued without waiting, dispatching it, and returns at
+// once on an empty queue.
+func TestTransportDrain(t *testing.T) {
+	a, b := transportLab(t)
+	tr := openOn(t, a)
+	defer tr.Close()
+	rec := &recorder{}
+	if err := tr.Register(51, rec); err != nil {
+		t.Fatal(err)
+	}
+	sendFrom(t, b, 51, 5)
+	sendFrom(t, b, 52, 5) // filtered: never queued
+	time.Sleep(200 * time.Millisecond)
+	if n := tr.Drain(3); n != 3 || rec.count(51) != 3 {
+		t.Fatalf("Drain(3) read %d, delivered %d", n, rec.count(51))
+	}
+	t0 := time.Now()
+	if n := tr.Drain(100); n != 2 || rec.count(51) != 5 {
+		t.Fatalf("Drain(100) read %d, delivered %d in all", n, rec.count(51))
+	}
+	if n := tr.Drain(100); n != 0 {
+		t.Fatalf("Drain of an empty queue read %d", n)
+	}
+	if d := time.Since(t0); d > 5*time.Second {
+		t.Fatalf("Drain took %v", d)
+	}
+}
