@@ -63,7 +63,7 @@ func transportLab(t *testing.T) (a, b *netlab.Host) {
 	// queues only a few packets and drops the rest, which a test would
 	// take for the receiver's doing.
 	sendFrom(t, b, 0, 1)
-	waitFor(t, "b to resolve a's MAC", func() bool {
+	eventually(t, "b to resolve a's MAC", func() bool {
 		mac, err := b.Neighbor(netip.MustParseAddr("10.99.0.1"))
 		return err == nil && mac != nil
 	})
@@ -113,17 +113,6 @@ func serve(t *testing.T, tr *Transport) {
 	t.Cleanup(func() { tr.Close(); <-done })
 }
 
-// waitFor polls cond for up to 10s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
-		if cond() {
-			return
-		}
-	}
-	t.Fatalf("timed out waiting for %s", what)
-}
-
 // A flood for another VRID stays in the kernel: while nobody reads, 5,000
 // foreign adverts are sent, then 5 of ours; all 5 of ours are read, no
 // foreign one, and the kernel dropped nothing (without the filter the
@@ -139,9 +128,9 @@ func TestTransportFilterKeepsForeignVRIDsInTheKernel(t *testing.T) {
 	sendFrom(t, b, 51, 5)
 	time.Sleep(200 * time.Millisecond) // let the switch deliver before reading starts
 	serve(t, tr)
-	waitFor(t, "our 5 adverts", func() bool { return rec.count(51) == 5 })
+	eventually(t, "our 5 adverts", func() bool { return rec.count(51) == 5 })
 	sendFrom(t, b, 51, 1) // a marker: everything sent before it has been read once it is
-	waitFor(t, "the marker", func() bool { return rec.count(51) == 6 })
+	eventually(t, "the marker", func() bool { return rec.count(51) == 6 })
 	if n := rec.count(52); n != 0 {
 		t.Fatalf("%d adverts for foreign VRID 52 reached the transport", n)
 	}
@@ -158,7 +147,7 @@ func TestTransportFilterKeepsForeignVRIDsInTheKernel(t *testing.T) {
 		t.Fatal(err)
 	}
 	sendFrom(t, b, 52, 1)
-	waitFor(t, "VRID 52 once registered", func() bool { return rec.count(52) == 1 })
+	eventually(t, "VRID 52 once registered", func() bool { return rec.count(52) == 1 })
 	if n := rec.count(51); n != 6 {
 		t.Fatalf("VRID 51 after unregistering: %d delivered, want still 6", n)
 	}
@@ -180,10 +169,10 @@ func TestTransportCountsKernelDrops(t *testing.T) {
 	serve(t, tr)
 	// Queued messages carry the drop count as of their arrival: the last
 	// one sent after the overflow carries the whole count.
-	waitFor(t, "the queue to drain", func() bool { return rec.total() > 0 })
+	eventually(t, "the queue to drain", func() bool { return rec.total() > 0 })
 	time.Sleep(100 * time.Millisecond)
 	sendFrom(t, b, 51, 1)
-	waitFor(t, "delivered + dropped = sent", func() bool { return uint64(rec.total())+tr.KernelDrops() == sent })
+	eventually(t, "delivered + dropped = sent", func() bool { return uint64(rec.total())+tr.KernelDrops() == sent })
 	if tr.KernelDrops() == 0 {
 		t.Fatalf("no kernel drops counted; %d of %d delivered", rec.total(), sent)
 	}
