@@ -77,7 +77,8 @@ func floodRow(ctx context.Context, vigil string, rates []int, step time.Duration
 		steps = append(steps, s)
 		if s.takeover {
 			r.failures++
-			r.notes = append(r.notes, fmt.Sprintf("false takeover at %d/s sent: transitions %v -> %v", s.sent, trBefore, trAfter))
+			r.notes = append(r.notes, fmt.Sprintf("false takeover at %d/s sent: transitions %v -> %v; %s", s.sent, trBefore, trAfter,
+				lastStateChange(backup.Log())))
 			break
 		}
 		best = max(best, s.sent)
@@ -151,4 +152,16 @@ func (l *lab) flood(pkts [][]byte, rate int, d time.Duration) (sent int, took ti
 	}
 	wg.Wait()
 	return sent, time.Since(t0), errors.Join(errs...)
+}
+
+// lastStateChange is the last "state change" line of a vigil log, to say
+// why a takeover happened.
+func lastStateChange(log string) string {
+	lines := strings.Split(log, "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if strings.Contains(lines[i], "state change") && (strings.Contains(lines[i], "to=MASTER") || strings.Contains(lines[i], `"to":"MASTER"`)) {
+			return "lb2 log: " + strings.TrimSpace(lines[i])
+		}
+	}
+	return "no takeover line in lb2's log tail"
 }
