@@ -44,7 +44,7 @@ func main() {
 	only := flag.String("only", "", "comma-separated scenarios to run ("+strings.Join(order, ",")+"); default all")
 	vigil := flag.String("vigil", "", "vigil binary to test (default: built from this tree)")
 	label := flag.String("label", "", "appended to each scenario's name, e.g. to record a run of another build")
-	fuzzExecs := flag.Int("fuzz-execs", 10_000_000, "executions per fuzz target (-short: 50,000)")
+	fuzzExecs := flag.Int("fuzz-execs", 10_000_000, "executions per fuzz target (-short: at most 10,000)")
 	flag.Parse()
 	if err := run(*out, *short, *only, *vigil, *label, *fuzzExecs); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/reliability:", err)
@@ -135,7 +135,7 @@ type counts struct {
 func params(short bool, fuzzExecs int) counts {
 	if short {
 		return counts{abuseCount: 20, floodRates: []int{20_000, 100_000}, floodStep: 3 * time.Second, burn: 1,
-			splitRounds: 2, crashRounds: 5, reloads: 10, badReloads: 2, fuzzExecs: min(fuzzExecs, 50_000)}
+			splitRounds: 2, crashRounds: 5, reloads: 10, badReloads: 2, fuzzExecs: min(fuzzExecs, 10_000)}
 	}
 	return counts{abuseCount: 200, floodRates: []int{10_000, 25_000, 50_000, 100_000, 150_000, 200_000, 300_000},
 		floodStep: 10 * time.Second, burn: 2, splitRounds: 10, crashRounds: 100, reloads: 100, badReloads: 20, fuzzExecs: fuzzExecs}
@@ -199,8 +199,14 @@ func writeTable(out string, rows []row, took time.Duration, short bool) error {
 
 func cell(s string) string { return strings.ReplaceAll(s, "|", "\\|") }
 
-// goTest runs go test with args and returns its combined output.
+// goTest runs go test with args and returns its combined output. An end
+// of ctx kills its whole process group: the test binary and its fuzz
+// workers too, which would otherwise outlive the go command.
 func goTest(ctx context.Context, args ...string) (string, error) {
-	out, err := exec.CommandContext(ctx, "go", append([]string{"test"}, args...)...).CombinedOutput()
+	cmd := exec.CommandContext(ctx, "go", append([]string{"test"}, args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
+	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
