@@ -75,7 +75,14 @@ func run(out string, short bool, only, vigil, label string, fuzzExecs int) error
 		defer cleanup()
 		vigil = bin
 	}
-	cmd := strings.TrimSpace("go run ./bench/reliability " + strings.Join(os.Args[1:], " "))
+	args := []string{"go run ./bench/reliability"}
+	for _, a := range os.Args[1:] {
+		if strings.ContainsAny(a, " []") {
+			a = fmt.Sprintf("%q", a)
+		}
+		args = append(args, a)
+	}
+	cmd := strings.Join(args, " ")
 	p := params(short, fuzzExecs)
 	started := time.Now()
 	var rows []row
@@ -141,58 +148,65 @@ func params(short bool, fuzzExecs int) counts {
 		floodStep: 10 * time.Second, burn: 2, splitRounds: 10, crashRounds: 100, reloads: 100, badReloads: 20, fuzzExecs: fuzzExecs}
 }
 
-// writeTable merges rows into the table in out: a scenario's row replaces
-// its old one, the others stay.
+// writeTable merges rows into the table in out: a scenario's row and its
+// notes replace the old ones, the others stay.
 func writeTable(out string, rows []row, took time.Duration, short bool) error {
 	const name = "reliability"
 	old, _ := os.ReadFile(out)
-	kept := map[string]string{}
+	kept := map[string]string{}        // scenario -> table line
+	keptNotes := map[string][]string{} // scenario -> note lines
 	var keptOrder []string
 	if i, j := strings.Index(string(old), "<!-- "+name+":begin -->"), strings.Index(string(old), "<!-- "+name+":end -->"); i >= 0 && j > i {
 		for _, line := range strings.Split(string(old)[i:j], "\n") {
 			cells := strings.Split(line, "|")
-			if len(cells) < 3 || strings.HasPrefix(line, "| scenario") || strings.HasPrefix(line, "|---") {
-				continue
+			switch {
+			case strings.HasPrefix(line, "- "):
+				for _, k := range keptOrder {
+					if strings.HasPrefix(line, "- "+k+": ") {
+						keptNotes[k] = append(keptNotes[k], line)
+					}
+				}
+			case len(cells) < 3 || strings.HasPrefix(line, "| scenario") || strings.HasPrefix(line, "|---"):
+			default:
+				k := strings.TrimSpace(cells[1])
+				kept[k] = line
+				keptOrder = append(keptOrder, k)
 			}
-			k := strings.TrimSpace(cells[1])
-			kept[k] = line
-			keptOrder = append(keptOrder, k)
 		}
 	}
 	if len(old) == 0 {
 		head := "# Reliability\n\nvigil's standing fault, abuse and bad-input suite (`make reliability`; `make reliability-short` for CI).\n" +
-			"Each scenario runs in network namespaces, bounded in count and time, against the code as it is.\n" +
 			"The table between the markers is written by bench/reliability; do not edit it by hand.\n"
 		if err := os.WriteFile(out, []byte(head), 0o644); err != nil {
 			return err
 		}
 	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "Measured %s on %s, load average %s; this run took %v%s.\n\n", time.Now().UTC().Format("2006-01-02"),
-		benchdoc.Machine(), benchdoc.LoadAverage(), took.Round(time.Second), map[bool]string{true: " (short mode)"}[short])
-	b.WriteString("| scenario | tries | failures | figure | goal | command |\n|---|---|---|---|---|---|\n")
-	fresh := map[string]bool{}
-	var notes []string
 	for _, r := range rows {
-		fresh[r.scenario] = true
 		fig := r.figure
 		if r.err != nil {
 			fig = "could not run: " + r.err.Error()
 		}
-		line := fmt.Sprintf("| %s | %d | %d | %s | %s | `%s` |", r.scenario, r.tries, r.failures, cell(fig), cell(r.goal), r.command)
-		kept[r.scenario] = line
+		kept[r.scenario] = fmt.Sprintf("| %s | %d | %d | %s | %s | `%s` |", r.scenario, r.tries, r.failures, cell(fig), cell(r.goal), r.command)
 		if !slices.Contains(keptOrder, r.scenario) {
 			keptOrder = append(keptOrder, r.scenario)
 		}
+		keptNotes[r.scenario] = nil
 		for _, n := range r.notes {
-			notes = append(notes, fmt.Sprintf("- %s: %s", r.scenario, n))
+			keptNotes[r.scenario] = append(keptNotes[r.scenario], fmt.Sprintf("- %s: %s", r.scenario, n))
 		}
 	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "Last run %s on %s, load average %s; it took %v%s and wrote the rows it names in its command.\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), benchdoc.Machine(), benchdoc.LoadAverage(), took.Round(time.Second),
+		map[bool]string{true: " (short mode)"}[short])
+	b.WriteString("| scenario | tries | failures | figure | goal | command |\n|---|---|---|---|---|---|\n")
+	var notes []string
 	for _, k := range keptOrder {
 		b.WriteString(kept[k] + "\n")
+		notes = append(notes, keptNotes[k]...)
 	}
 	if len(notes) > 0 {
-		b.WriteString("\nFailures of this run:\n\n" + strings.Join(notes, "\n") + "\n")
+		b.WriteString("\nFailures and notes:\n\n" + strings.Join(notes, "\n") + "\n")
 	}
 	return benchdoc.WriteSection(out, name, "Results", b.String())
 }
