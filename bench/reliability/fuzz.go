@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path"
 	"regexp"
 	"strings"
 	"time"
@@ -51,7 +52,7 @@ func fuzzRow(ctx context.Context, execs int) row {
 			r.notes = append(r.notes, fmt.Sprintf("%s %s: %v: %s", t[1], t[0], err, strings.Join(lines[:min(len(lines), 6)], " / ")))
 			continue
 		}
-		rates = append(rates, fmt.Sprintf("%s %.0f/s", t[0], float64(execs)/took.Seconds()))
+		rates = append(rates, fmt.Sprintf("%s.%s %.0f/s", path.Base(t[1]), t[0], float64(execs)/took.Seconds()))
 	}
 	r.figure = fmt.Sprintf("%d targets × %d executions, crashers %d; execs/s incl. start-up: %s", r.tries, execs, r.failures, strings.Join(rates, ", "))
 	return r
