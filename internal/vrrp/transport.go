@@ -261,14 +261,10 @@ const maxMessage = 4096 + 64
 // Serve reads until the socket closes, dispatching by VRID to Deliver,
 // which never blocks: the reader must never wait on one slow instance.
 func (t *Transport) Serve() {
-	msgs := make([]ipv4.Message, readBatch)                                            // ipv6.Message is the same type
-	oobLen := ipv4.NewControlMessage(ipv4.FlagTTL | ipv4.FlagDst | ipv4.FlagInterface) // room for what we asked
-	if t.is6 {
-		oobLen = ipv6.NewControlMessage(ipv6.FlagHopLimit | ipv6.FlagDst | ipv6.FlagInterface)
-	}
+	msgs := make([]ipv4.Message, readBatch) // ipv6.Message is the same type
 	for i := range msgs {
 		msgs[i].Buffers = [][]byte{make([]byte, maxMessage)}
-		msgs[i].OOB = make([]byte, len(oobLen)+unix.CmsgSpace(4)) // and SO_RXQ_OVFL's counter
+		msgs[i].OOB = make([]byte, t.oobLen())
 	}
 	for {
 		var (
@@ -293,6 +289,15 @@ func (t *Transport) Serve() {
 			}
 		}
 	}
+}
+
+// oobLen is the room a read needs for the control messages asked for, and
+// SO_RXQ_OVFL's counter.
+func (t *Transport) oobLen() int {
+	if t.is6 {
+		return len(ipv6.NewControlMessage(ipv6.FlagHopLimit|ipv6.FlagDst|ipv6.FlagInterface)) + unix.CmsgSpace(4)
+	}
+	return len(ipv4.NewControlMessage(ipv4.FlagTTL|ipv4.FlagDst|ipv4.FlagInterface)) + unix.CmsgSpace(4)
 }
 
 // parse turns one message read into a Received: the payload without the
@@ -372,11 +377,7 @@ func (t *Transport) Drain(max int) int {
 	if t.raw == nil {
 		return 0
 	}
-	oobLen := len(ipv4.NewControlMessage(ipv4.FlagTTL|ipv4.FlagDst|ipv4.FlagInterface)) + unix.CmsgSpace(4)
-	if t.is6 {
-		oobLen = len(ipv6.NewControlMessage(ipv6.FlagHopLimit|ipv6.FlagDst|ipv6.FlagInterface)) + unix.CmsgSpace(4)
-	}
-	m := ipv4.Message{Buffers: [][]byte{make([]byte, maxMessage)}, OOB: make([]byte, oobLen)}
+	m := ipv4.Message{Buffers: [][]byte{make([]byte, maxMessage)}, OOB: make([]byte, t.oobLen())}
 	read := 0
 	for read < max {
 		var (
