@@ -118,10 +118,18 @@ func run(out string, short bool, only, vigil, label string, fuzzExecs int) error
 	if err := writeTable(out, rows, time.Since(started), short); err != nil {
 		return err
 	}
+	var failed []string
 	for _, r := range rows {
 		if r.err != nil {
 			return fmt.Errorf("%s: %w", r.scenario, r.err)
 		}
+		if r.failures > 0 {
+			failed = append(failed, fmt.Sprintf("%s (%d of %d)", r.scenario, r.failures, r.tries))
+		}
+	}
+	if len(failed) > 0 {
+		// The table is written either way; the exit status is CI's.
+		return fmt.Errorf("failures in %s (see %s)", strings.Join(failed, "; "), out)
 	}
 	return nil
 }
