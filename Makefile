@@ -7,7 +7,7 @@ PKGS_DEBIAN := keepalived haproxy wrk chromium clang llvm libbpf-dev nftables co
 # without any failing input (go.dev/issue/75804, fixed in Go 1.27).
 FUZZTIME ?= 100000x
 
-.PHONY: all build man deps k8s-tools demo test vet fuzz bench-failover bench-proxy bench-maglev bench-xdp bench-dsr bench-bgp bench-kube bench-lbsvc generate generated-check
+.PHONY: all build man deps k8s-tools demo test vet fuzz reliability reliability-short bench-failover bench-proxy bench-maglev bench-xdp bench-dsr bench-bgp bench-kube bench-lbsvc generate generated-check
 
 all: build man
 
@@ -65,6 +65,21 @@ fuzz:
 # VIGIL_REQUIRE_TOOLS the same for promtool (Debian package prometheus).
 test: deps k8s-tools vet generated-check fuzz
 	VIGIL_REQUIRE_K8S=1 VIGIL_REQUIRE_TOOLS=1 $(GO) test -race -count=1 ./...
+
+# reliability runs the fault, abuse and bad-input suite in namespace labs
+# (VRRP wire abuse, a flood of our VRID at rising rates, split brains,
+# crash loops, reloads under load, every fuzz target for FUZZ_EXECS
+# executions) and rewrites its table in docs/reliability.md. Not part of
+# `make test`: the labs take ~5 minutes, 10 M executions of the slowest
+# fuzz targets (~2,000/s on 2 cores) hours; FUZZ_EXECS=100000 keeps the
+# whole run near 10 minutes. reliability-short is the same with small
+# counts (~3 minutes), for CI.
+FUZZ_EXECS ?= 10000000
+reliability: deps
+	$(GO) run ./bench/reliability -fuzz-execs $(FUZZ_EXECS) -out docs/reliability.md
+
+reliability-short: deps
+	$(GO) run ./bench/reliability -short -out docs/reliability.md
 
 # bench-failover measures vigil against keepalived and rewrites its table in docs/benchmarks.md.
 bench-failover: deps

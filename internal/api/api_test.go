@@ -211,6 +211,7 @@ func TestMetricNamesLint(t *testing.T) {
 	}
 	for _, want := range []string{"vigil_vrrp_state", "vigil_vrrp_transitions_total", "vigil_vrrp_adverts_dropped_total",
 		"vigil_vrrp_vrid_conflict_adverts_total", "vigil_vrrp_arp_conflicts_total", "vigil_garp_sent_total", "vigil_garp_suppressed_total",
+		"vigil_vrrp_socket_drops_total",
 		"vigil_check_up", "vigil_check_latency_seconds", "vigil_backend_up", "vigil_backend_bytes_total", "vigil_balancer_connections_refused_total"} {
 		if !names[want] {
 			t.Errorf("metric %s missing", want)

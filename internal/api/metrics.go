@@ -37,6 +37,7 @@ var (
 	dVRRPARP       = desc("vrrp_arp_conflicts_total", "ARP audits (after a takeover's release window, and at each refresh) in which another host answered for a VIP.", "vrrp_instance")
 	dVRRPARPNow    = desc("vrrp_arp_conflict", "VIPs another host answers ARP for now, by the last audit of each; 0 once an audit hears no one, or when not master.", "vrrp_instance")
 	dGARPSent      = desc("garp_sent_total", "Gratuitous ARP and unsolicited NA frames sent.", "interface")
+	dVRRPSockDrops = desc("vrrp_socket_drops_total", "VRRP messages the kernel dropped on the interface's raw sockets because the receive queue was full (SO_RXQ_OVFL); counted as of the last message read.", "interface")
 	dGARPSupp      = desc("garp_suppressed_total", "Gratuitous ARP/NA frames not sent because of the per-interface rate limit.", "interface")
 	dCheckUp       = desc("check_up", "1 when the check is up.", "check")
 	dCheckLatency  = desc("check_latency_seconds", "Duration of the last probe.", "check")
@@ -118,6 +119,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	for _, i := range s.Interfaces {
 		counter(dGARPSent, i.GARPSent, i.Name)
 		counter(dGARPSupp, i.GARPSuppressed, i.Name)
+		counter(dVRRPSockDrops, i.VRRPSocketDrops, i.Name)
 	}
 	for _, k := range s.Checks {
 		gauge(dCheckUp, b2f(k.Up), k.Name)

@@ -255,11 +255,15 @@ type ForeignSource struct {
 	LastSeen time.Time `json:"last_seen"`
 }
 
-// Interface holds the gratuitous ARP / NA counters of one interface.
+// Interface holds the gratuitous ARP / NA counters of one interface, and
+// its VRRP sockets' kernel drops.
 type Interface struct {
 	Name           string `json:"name"`
 	GARPSent       uint64 `json:"garp_sent"`
 	GARPSuppressed uint64 `json:"garp_suppressed"`
+	// VRRPSocketDrops: VRRP messages the kernel dropped on the interface's
+	// raw sockets (IPv4 and IPv6) because a receive queue was full.
+	VRRPSocketDrops uint64 `json:"vrrp_socket_drops"`
 }
 
 // Check is one health check (named, or a balancer backend's).

@@ -38,7 +38,10 @@ func tapAdverts(t *testing.T, h *netlab.Host) *advertTap {
 	}
 	tap := &advertTap{count: map[netip.Addr]int{}}
 	ch := make(chan vrrp.Received, 256)
-	tr.Sniff(ch)
+	if err := tr.Sniff(ch); err != nil {
+		tr.Close()
+		t.Fatalf("tap on %s: %v", h.Name, err)
+	}
 	done := make(chan struct{})
 	go func() { defer close(done); tr.Serve() }()
 	go func() {

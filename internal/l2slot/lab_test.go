@@ -62,7 +62,7 @@ func startNode(t *testing.T, h *netlab.Host, p l2slot.Plan, anchors map[string]n
 				Priority: uint8(s.Priority(h.Name)), Interval: labInterval, Preempt: true,
 				VIPs: []netip.Prefix{anchors[s.Name()]}, GARPCount: 2, GARPInterval: 200 * time.Millisecond}
 			in := vrrp.NewInstance(cfg, n.tr, set, n.ann, log, vrrp.WithExtraAddresses(n.shared.Holder(s.Name())))
-			if err := n.tr.Register(s.VRID, in.Receive()); err != nil {
+			if err := n.tr.Register(s.VRID, in); err != nil {
 				return err
 			}
 			var extra []netip.Prefix

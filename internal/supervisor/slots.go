@@ -61,8 +61,8 @@ type slotRun struct {
 
 // registrar is the part of a transport that routes a VRID's adverts.
 type registrar interface {
-	Register(vrid uint8, ch chan<- vrrp.Received) error
-	Unregister(vrid uint8)
+	Register(vrid uint8, r vrrp.Receiver) error
+	Unregister(vrid uint8) error
 }
 
 func newSlotSet(log *slog.Logger, store *health.Store, clk clock.Clock, settle time.Duration,
@@ -161,7 +161,9 @@ func (s *slotSet) commit(c slotChange) {
 			}
 		}
 		if ic.VRID != r.cfg.VRID {
-			r.reg.Unregister(uint8(r.cfg.VRID))
+			if err := r.reg.Unregister(uint8(r.cfg.VRID)); err != nil {
+				s.log.Warn("slot's old VRID still passes the socket filter", "instance", ic.Name, "vrid", r.cfg.VRID, "err", err)
+			}
 			moved = append(moved, r)
 		}
 		r.cfg = ic
@@ -173,12 +175,14 @@ func (s *slotSet) commit(c slotChange) {
 			r.stop()
 			<-r.done
 		}
-		r.reg.Unregister(uint8(r.cfg.VRID))
+		if err := r.reg.Unregister(uint8(r.cfg.VRID)); err != nil {
+			s.log.Warn("removed slot's VRID still passes the socket filter", "instance", name, "vrid", r.cfg.VRID, "err", err)
+		}
 		s.store.Delete(health.MasterKey(name))
 		s.log.Info("L2 slot removed", "instance", name)
 	}
 	for _, r := range moved {
-		if err := r.reg.Register(uint8(r.cfg.VRID), r.in.Receive()); err != nil {
+		if err := r.reg.Register(uint8(r.cfg.VRID), r.in); err != nil {
 			s.log.Error("slot VRID not changed", "instance", r.cfg.Name, "err", err)
 			continue
 		}
@@ -216,7 +220,7 @@ func (s *slotSet) add(ic config.Instance, now time.Time) error {
 	if err != nil {
 		return err
 	}
-	if err := r.reg.Register(uint8(ic.VRID), r.in.Receive()); err != nil {
+	if err := r.reg.Register(uint8(ic.VRID), r.in); err != nil {
 		return err
 	}
 	r.cfg, r.added = ic, now

@@ -20,10 +20,10 @@ import (
 // fakeRegistrar records which instance each VRID routes to.
 type fakeRegistrar struct {
 	mu sync.Mutex
-	by map[uint8]chan<- vrrp.Received
+	by map[uint8]vrrp.Receiver
 }
 
-func (f *fakeRegistrar) Register(v uint8, ch chan<- vrrp.Received) error {
+func (f *fakeRegistrar) Register(v uint8, ch vrrp.Receiver) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if _, ok := f.by[v]; ok {
@@ -33,16 +33,17 @@ func (f *fakeRegistrar) Register(v uint8, ch chan<- vrrp.Received) error {
 	return nil
 }
 
-func (f *fakeRegistrar) Unregister(v uint8) {
+func (f *fakeRegistrar) Unregister(v uint8) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	delete(f.by, v)
+	return nil
 }
 
 func (f *fakeRegistrar) routes(v uint8, in *vrrp.Instance) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.by[v] == in.Receive()
+	return f.by[v] == vrrp.Receiver(in)
 }
 
 var errAlready = errors.New("VRID registered twice")
@@ -78,7 +79,7 @@ func (s *slotSet) givenTo(name string) []string {
 // that slot has had settle to win.
 func TestSlotSetFollowsTheConfig(t *testing.T) {
 	clk := clocktest.New(time.Unix(1000, 0))
-	reg := &fakeRegistrar{by: map[uint8]chan<- vrrp.Received{}}
+	reg := &fakeRegistrar{by: map[uint8]vrrp.Receiver{}}
 	f := fakeLink{}
 	log := slog.New(slog.DiscardHandler)
 	const settle = time.Second

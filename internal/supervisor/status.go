@@ -37,8 +37,10 @@ func (s *Supervisor) Snapshot() api.Snapshot {
 		names.explain(&out, r.st, snap.Taken)
 		snap.Instances = append(snap.Instances, out)
 	}
+	drops := s.vrrp.socketDrops()
 	for name, a := range s.vrrp.announcerList() {
-		snap.Interfaces = append(snap.Interfaces, api.Interface{Name: name, GARPSent: a.Sent(), GARPSuppressed: a.Suppressed()})
+		snap.Interfaces = append(snap.Interfaces, api.Interface{Name: name, GARPSent: a.Sent(), GARPSuppressed: a.Suppressed(),
+			VRRPSocketDrops: drops[name]})
 	}
 	slices.SortFunc(snap.Interfaces, func(a, b api.Interface) int { return strings.Compare(a.Name, b.Name) })
 	for _, c := range s.checks.Statuses() {

@@ -135,7 +135,7 @@ func (g *vrrpGroup) build() error {
 			}
 			return as
 		}
-		if err := tr.Register(uint8(ic.VRID), in.Receive()); err != nil {
+		if err := tr.Register(uint8(ic.VRID), in); err != nil {
 			return err
 		}
 		g.instances = append(g.instances, in)
@@ -182,6 +182,18 @@ func (g *vrrpGroup) announcerList() map[string]*garp.Announcer {
 	g.ifMu.Lock()
 	defer g.ifMu.Unlock()
 	return maps.Clone(g.announcers)
+}
+
+// socketDrops sums, per interface, what the kernel dropped on its
+// transports' raw sockets.
+func (g *vrrpGroup) socketDrops() map[string]uint64 {
+	g.ifMu.Lock()
+	defer g.ifMu.Unlock()
+	out := map[string]uint64{}
+	for _, tr := range g.transports {
+		out[tr.Interface()] += tr.KernelDrops()
+	}
+	return out
 }
 
 // wireSyncGroups builds the sync groups and the transition callbacks:

@@ -25,6 +25,9 @@ const (
 	DropUnknownPeer DropReason = "unknown_peer"  // unicast mode: sender is not a configured peer
 	DropOwn         DropReason = "own"           // our own advert came back
 	DropVRID        DropReason = "vrid_mismatch" // for another VRID: the instance moved to a new one (SetVRID)
+	// DropQueueFull: the instance's receive queue was full (a flood on our
+	// VRID); adverts from the master it follows bypass the queue.
+	DropQueueFull DropReason = "queue_full"
 )
 
 // Expect is what a valid advertisement for one instance looks like.

@@ -170,6 +170,13 @@ type Instance struct {
 	owner bool
 
 	recv chan Received
+	// fromMaster holds the latest message from the master this instance
+	// follows (masterSrc), apart from recv: a flood on our VRID fills recv
+	// and drops what arrives next, but the master's adverts, which hold
+	// off a false takeover, are never dropped; masterWake tells Run.
+	fromMaster atomic.Pointer[Received]
+	masterWake chan struct{}
+	masterSrc  atomic.Pointer[netip.Addr]
 	// wake tells Run that pending holds something; it holds one token, so
 	// callers never block and however many calls come, none is lost.
 	wake    chan struct{}
@@ -276,9 +283,9 @@ func WithClock(c clock.Clock) Option { return func(in *Instance) { in.clock = c 
 func NewInstance(cfg Config, tx Sender, addrs Addresses, ann Announcer, log *slog.Logger, opts ...Option) *Instance {
 	in := &Instance{
 		cfg: cfg, tx: tx, addrs: addrs, ann: ann, clock: clock.Real{},
-		log:     log.With("instance", cfg.Name, "vrid", cfg.VRID),
-		recv:    make(chan Received, 64),
-		wake:    make(chan struct{}, 1),
+		log:  log.With("instance", cfg.Name, "vrid", cfg.VRID),
+		recv: make(chan Received, recvQueue),
+		wake: make(chan struct{}, 1), masterWake: make(chan struct{}, 1),
 		track:   map[trackKey]*trackState{},
 		lastLog: map[DropReason]time.Time{},
 		heard:   map[netip.Addr]bool{}, conflicts: map[netip.Addr]ARPConflict{},
@@ -318,8 +325,69 @@ func NewInstance(cfg Config, tx Sender, addrs Addresses, ann Announcer, log *slo
 // Name is the instance name.
 func (in *Instance) Name() string { return in.cfg.Name }
 
-// Receive is the channel the transport delivers this VRID's messages to.
+// recvQueue is how many messages wait for Run; more are dropped as
+// queue_full, except the master's (Deliver).
+const recvQueue = 64
+
+// Receive is the channel of the instance's receive queue; Deliver is how
+// the transport fills it. Tests use it to hand a message to Run.
 func (in *Instance) Receive() chan<- Received { return in.recv }
+
+// Deliver hands Run a message for this VRID, without blocking (Receiver).
+// A message from the master the instance follows goes to a slot of its own
+// where the latest replaces an unread one; the others queue, and are
+// dropped as queue_full when the queue is full. So junk on our VRID, at any
+// rate, costs the backup no advert of its master, and no false takeover.
+// (A flood spoofing the master's own address can still replace them: VRRP
+// without authentication cannot tell those apart.)
+func (in *Instance) Deliver(r Received) {
+	if m := in.masterSrc.Load(); m != nil && *m == r.Src {
+		in.fromMaster.Store(&r)
+		select {
+		case in.masterWake <- struct{}{}:
+		default: // Run has a wake-up coming and reads the latest
+		}
+		return
+	}
+	select {
+	case in.recv <- r:
+	default:
+		in.mu.Lock()
+		in.status.Drops[DropQueueFull]++
+		in.mu.Unlock()
+	}
+}
+
+// drainer is a Sender that can read, without waiting, what its socket has
+// queued (Transport).
+type drainer interface{ Drain(max int) int }
+
+// drainMax bounds what a backup reads from the socket before its
+// master-down timer may fire: about the socket's receive buffer.
+const drainMax = 8192
+
+// catchUp runs when the timer fires. A backup whose master-down deadline
+// has come first reads what the socket has queued and handles its
+// master's advert if one came: after a pause of the whole process under a
+// flood, the master's latest advert may still be in the kernel's queue, or
+// in its slot, with the timer ready at the same moment; it arrived in
+// time, and must hold off the takeover.
+func (in *Instance) catchUp() {
+	if in.m.State() != Backup || in.clock.Now().Before(in.m.NextDeadline()) {
+		return
+	}
+	if d, ok := in.tx.(drainer); ok {
+		d.Drain(drainMax)
+	}
+	in.handleMaster()
+}
+
+// handleMaster handles the master's message waiting in its slot, if any.
+func (in *Instance) handleMaster() {
+	if r := in.fromMaster.Swap(nil); r != nil {
+		in.handle(*r)
+	}
+}
 
 // Status returns a snapshot.
 func (in *Instance) Status() Status {
@@ -674,12 +742,15 @@ func (in *Instance) Run(ctx context.Context) error {
 			in.m.Stop()
 			in.stopBurst()
 			return nil
+		case <-in.masterWake:
+			in.handleMaster()
 		case r := <-in.recv:
 			in.handle(r)
 		case <-in.wake:
 			in.applyPending()
 		case <-timer.C():
 			in.awaitDeadline()
+			in.catchUp()
 			in.m.Tick()
 		case <-refresh:
 			if in.m.State() == Master {
@@ -724,6 +795,8 @@ func (in *Instance) awaitDeadline() {
 			return
 		}
 		select {
+		case <-in.masterWake:
+			in.handleMaster()
 		case r := <-in.recv:
 			in.handle(r)
 		default:
@@ -757,8 +830,18 @@ func (in *Instance) handle(r Received) {
 	in.heard[r.Src] = true
 	in.mu.Unlock()
 	in.m.Receive(adv)
+	in.noteMaster()
+}
+
+// noteMaster publishes the master the machine follows, for status and for
+// Deliver's master slot.
+func (in *Instance) noteMaster() {
+	m := in.m.MasterAddr()
+	if old := in.masterSrc.Load(); old == nil || *old != m {
+		in.masterSrc.Store(&m)
+	}
 	in.mu.Lock()
-	in.status.Master, in.status.MasterPriority = in.m.MasterAddr(), in.m.MasterPriority()
+	in.status.Master, in.status.MasterPriority = m, in.m.MasterPriority()
 	in.mu.Unlock()
 }
 
@@ -863,10 +946,10 @@ func (in *Instance) transition(t Transition) {
 	in.status.State = t.To
 	in.status.Since = t.At
 	in.status.Last = t
-	in.status.Master, in.status.MasterPriority = in.m.MasterAddr(), in.m.MasterPriority()
 	in.status.PreemptFrom = in.m.PreemptFrom()
 	in.status.Transition++
 	in.mu.Unlock()
+	in.noteMaster()
 	if in.OnTransition != nil {
 		in.OnTransition(in, t)
 	}

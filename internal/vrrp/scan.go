@@ -28,7 +28,10 @@ func Scan(ctx context.Context, ifname string, is6 bool, d time.Duration, log *sl
 		return nil, err
 	}
 	ch := make(chan Received, 1024)
-	tr.Sniff(ch)
+	if err := tr.Sniff(ch); err != nil {
+		tr.Close()
+		return nil, err
+	}
 	done := make(chan struct{})
 	go func() { tr.Serve(); close(done) }()
 	defer func() { tr.Close(); <-done }()
