@@ -74,15 +74,21 @@ config in --config-dir. Run on the node, it reads that directory's
 vigil.yaml, when there is one, for the liveness probe's address (its
 api.http) unless --http is given.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			path := filepath.Join(configDir, "vigil.yaml")
 			if !cmd.Flags().Changed("http") {
-				if err := httpFromConfig(filepath.Join(configDir, "vigil.yaml"), &httpAddr); err != nil {
+				if err := httpFromConfig(path, &httpAddr); err != nil {
 					return err
 				}
+			}
+			cfg, err := loadIfThere(path)
+			if err != nil {
+				return err
 			}
 			c, err := container()
 			if err != nil {
 				return err
 			}
+			c.XDP = usesXDP(cfg)
 			return manifest.Write(cmd.OutOrStdout(), manifest.StaticPod(manifest.PodOptions{
 				Container: c, HostConfigDir: configDir, Kubeconfig: kubeconfig}))
 		},
@@ -104,13 +110,14 @@ holding the config: the file -c names (validated first, its api.http used for
 the liveness probe unless --http is given), else a commented example.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			data := []byte(manifest.Example)
-			services := false
+			services, xdp := false, false
 			if configFile != "" {
 				cfg, err := config.Load(configFile)
 				if err != nil {
 					return &exitError{2, err}
 				}
 				services = cfg.Kubernetes != nil && cfg.Kubernetes.Services != nil
+				xdp = usesXDP(cfg)
 				if data, err = os.ReadFile(configFile); err != nil {
 					return &exitError{2, fmt.Errorf("config: %w", err)}
 				}
@@ -124,6 +131,7 @@ the liveness probe unless --http is given), else a commented example.`,
 			if err != nil {
 				return err
 			}
+			c.XDP = xdp
 			return manifest.Write(cmd.OutOrStdout(),
 				manifest.ServiceAccount(namespace), manifest.ClusterRole(services), manifest.ClusterRoleBinding(namespace),
 				manifest.ConfigMap(namespace, data),
@@ -150,16 +158,42 @@ the liveness probe unless --http is given), else a commented example.`,
 // one that does not validate, or turns api.http off, is an error: the pod
 // would not run, or its probe would fail.
 func httpFromConfig(path string, addr *string) error {
-	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		return &exitError{2, err}
+	cfg, err := loadIfThere(path)
+	if err != nil || cfg == nil {
+		return err
 	}
 	if cfg.API.HTTP == "" {
 		return &exitError{2, fmt.Errorf("%s: api.http is off, and the liveness probe asks its /healthz", path)}
 	}
 	*addr = cfg.API.HTTP
 	return nil
+}
+
+// loadIfThere loads the config at path; nil when there is no file.
+func loadIfThere(path string) (*config.Config, error) {
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, &exitError{2, err}
+	}
+	return cfg, nil
+}
+
+// usesXDP tells a config that steers packets with XDP: dsr balancers, or
+// LoadBalancer Services with dataplane dsr. Its container needs CAP_BPF.
+func usesXDP(cfg *config.Config) bool {
+	if cfg == nil {
+		return false
+	}
+	if s := cfg.Kubernetes; s != nil && s.Services != nil && s.Services.Dataplane == "dsr" {
+		return true
+	}
+	for _, b := range cfg.Balancers {
+		if b.Mode == "dsr" {
+			return true
+		}
+	}
+	return false
 }

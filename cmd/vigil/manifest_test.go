@@ -205,3 +205,41 @@ func checkCommandLine(t *testing.T, args string) {
 		t.Fatalf("%q: %v", args, err)
 	}
 }
+
+// A config that steers with XDP (a dsr balancer) gets CAP_BPF in both
+// manifests; one that does not keeps the three capabilities.
+func TestManifestsAddBPFForXDP(t *testing.T) {
+	dir := t.TempDir()
+	dsr := `cluster: lab
+balancers:
+  - {name: fast, mode: dsr, interface: eth0, listen: ["192.0.2.10:80"], backends: [{address: "192.0.2.21:80"}]}
+`
+	for _, tt := range []struct {
+		name, cfg string
+		bpf       bool
+	}{{"example", manifest.Example, false}, {"dsr", dsr, true}} {
+		sub := filepath.Join(dir, tt.name)
+		if err := os.MkdirAll(sub, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		file := filepath.Join(sub, "vigil.yaml")
+		if err := os.WriteFile(file, []byte(tt.cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		for _, args := range [][]string{
+			{"manifest", "daemonset", "-c", file},
+			{"manifest", "static-pod", "--config-dir", sub},
+		} {
+			root := newRoot()
+			var out bytes.Buffer
+			root.SetOut(&out)
+			root.SetArgs(args)
+			if err := root.Execute(); err != nil {
+				t.Fatalf("%s %v: %v", tt.name, args, err)
+			}
+			if got := strings.Contains(out.String(), "- BPF\n"); got != tt.bpf {
+				t.Fatalf("%s %v: CAP_BPF %v, want %v:\n%s", tt.name, args, got, tt.bpf, out.String())
+			}
+		}
+	}
+}

@@ -49,6 +49,9 @@ type Container struct {
 	// probe asks /healthz.
 	ProbeHost string
 	ProbePort int
+	// XDP adds CAP_BPF, which loading the dsr XDP program needs beside
+	// CAP_NET_ADMIN (dsr balancers, Services with dataplane dsr).
+	XDP bool
 }
 
 // PodOptions configure StaticPod.
@@ -185,6 +188,10 @@ func DaemonSet(o DaemonSetOptions) *appsv1.DaemonSet {
 // vigil.yaml.
 func podSpec(o Container, config corev1.Volume) corev1.PodSpec {
 	grace := int64(15)
+	caps := []corev1.Capability{"NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE"}
+	if o.XDP {
+		caps = append(caps, "BPF")
+	}
 	return corev1.PodSpec{
 		HostNetwork:                   true,
 		PriorityClassName:             "system-node-critical",
@@ -195,7 +202,7 @@ func podSpec(o Container, config corev1.Volume) corev1.PodSpec {
 			Command: []string{"/vigil", "run", "-c", ConfigDir + "/" + ConfigFile, "--pid-file", RunDir + "/vigil.pid"},
 			SecurityContext: &corev1.SecurityContext{Capabilities: &corev1.Capabilities{
 				Drop: []corev1.Capability{"ALL"},
-				Add:  []corev1.Capability{"NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE"},
+				Add:  caps,
 			}},
 			LivenessProbe: &corev1.Probe{
 				ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
