@@ -44,6 +44,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzKeepalived$$' -fuzztime $(FUZZTIME) ./internal/importer
 	$(GO) test -run '^$$' -fuzz '^FuzzHAProxy$$' -fuzztime $(FUZZTIME) ./internal/importer
 	$(GO) test -run '^$$' -fuzz '^FuzzParseGenlAnswer$$' -fuzztime $(FUZZTIME) ./internal/xdp
+	$(GO) test -run '^$$' -fuzz '^FuzzUnmarshal$$' -fuzztime $(FUZZTIME) ./internal/bfd
 
 # Fuzzing first, so the test run's summary closes the output.
 # VIGIL_REQUIRE_K8S turns a missing API server into a failure, not a skip;
