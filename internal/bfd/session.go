@@ -119,7 +119,7 @@ func NewSession(c SessionConfig) *Session {
 	}
 	s := &Session{peer: c.Peer, params: c.Params, clock: c.Clock, tx: c.Transport, log: c.Log, onChange: onChange,
 		kick: make(chan struct{}, 1), rnd: rnd}
-	s.st = Status{State: Down, LocalDiscr: c.LocalDiscr, Since: c.Clock.Now()}
+	s.st = Status{State: Down, RemoteState: Down, LocalDiscr: c.LocalDiscr, Since: c.Clock.Now()}
 	s.desiredMinTx, s.requiredMinRx = max(c.Params.DesiredMinTx, SlowTx), c.Params.RequiredMinRx
 	s.txInUse, s.rxInUse = s.desiredMinTx, s.requiredMinRx
 	s.remoteMinRx = time.Microsecond // 6.8.1: bfd.RemoteMinRxInterval starts at 1
