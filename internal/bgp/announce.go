@@ -207,6 +207,7 @@ func (a *Announcements) Run(ctx context.Context) error {
 	a.sp = sp
 	a.mu.Unlock()
 	an := &announcer{router: sp, log: a.log}
+	gate := newBFDGate(b)
 	sub := a.store.Subscribe()
 	defer sub.Close()
 	for {
@@ -218,6 +219,7 @@ func (a *Announcements) Run(ctx context.Context) error {
 		a.mu.Unlock()
 		sub.Changes() // the state is read whole below: only the wake matters
 		an.update(a.store)
+		gate.update(ctx, a.store, sp)
 		select {
 		case <-sub.Wake():
 		case <-a.replan:
