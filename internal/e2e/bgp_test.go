@@ -31,10 +31,10 @@ func startFRR(t *testing.T, router *netlab.Host, peers []string, password string
 }
 
 // startFRRIn is startFRR returning the directory of FRR's vty sockets
-// (vtysh --vty_socket DIR).
-func startFRRIn(t *testing.T, router *netlab.Host, peers []string, password string) string {
+// (vtysh --vty_socket DIR); with bfd, it runs bfdd too (bfd_test.go).
+func startFRRIn(t *testing.T, router *netlab.Host, peers []string, password string, bfd ...frrBFD) string {
 	t.Helper()
-	for _, bin := range []string{"/usr/lib/frr/zebra", "/usr/lib/frr/bgpd"} {
+	for _, bin := range []string{"/usr/lib/frr/zebra", "/usr/lib/frr/bgpd", "/usr/lib/frr/bfdd"} {
 		if _, err := os.Stat(bin); err != nil {
 			t.Fatal("frr is not installed (make deps installs it)")
 		}
@@ -53,6 +53,9 @@ func startFRRIn(t *testing.T, router *netlab.Host, peers []string, password stri
 			fmt.Fprintf(&b, " neighbor %s password %s\n", p, password)
 		}
 	}
+	for _, f := range bfd {
+		b.WriteString(f.neighbors())
+	}
 	b.WriteString(" address-family ipv4 unicast\n  maximum-paths 8\n exit-address-family\n")
 	b.WriteString(" address-family ipv6 unicast\n  maximum-paths 8\n")
 	for _, p := range peers {
@@ -67,10 +70,14 @@ func startFRRIn(t *testing.T, router *netlab.Host, peers []string, password stri
 	if out, err := exec.Command("chown", "-R", "frr:frr", dir).CombinedOutput(); err != nil {
 		t.Fatalf("chown: %v %s", err, out)
 	}
-	for _, d := range []string{"zebra", "bgpd"} {
+	daemons := []string{"zebra", "bgpd"}
+	for _, f := range bfd {
+		os.WriteFile(filepath.Join(dir, "bfdd.conf"), []byte(f.profile()), 0o644)
+		daemons = []string{"zebra", "bfdd", "bgpd"}
+	}
+	for _, d := range daemons {
 		var log strings.Builder
-		cmd := exec.Command("/usr/lib/frr/"+d, "-f", filepath.Join(dir, d+".conf"), "-i", filepath.Join(dir, d+".pid"),
-			"-z", filepath.Join(dir, "zserv.api"), "--vty_socket", dir, "-u", "frr", "-g", "frr", "-P", "0")
+		cmd := frrDaemon(dir, d)
 		cmd.Stdout, cmd.Stderr = &log, &log
 		if _, err := router.Start(cmd); err != nil {
 			t.Fatal(err)
@@ -78,6 +85,17 @@ func startFRRIn(t *testing.T, router *netlab.Host, peers []string, password stri
 		time.Sleep(300 * time.Millisecond) // bgpd connects to zebra's socket
 	}
 	return dir
+}
+
+// frrDaemon is the command that runs FRR's daemon d (zebra, bgpd, bfdd)
+// with its files in dir.
+func frrDaemon(dir, d string) *exec.Cmd {
+	cmd := exec.Command("/usr/lib/frr/"+d, "-f", filepath.Join(dir, d+".conf"), "-i", filepath.Join(dir, d+".pid"),
+		"-z", filepath.Join(dir, "zserv.api"), "--vty_socket", dir, "-u", "frr", "-g", "frr", "-P", "0")
+	if d == "bfdd" { // its control socket defaults to one path for the whole machine
+		cmd.Args = append(cmd.Args, "--bfdctl", filepath.Join(dir, "bfdd.sock"))
+	}
+	return cmd
 }
 
 // routeOf is the router's kernel route for prefix, as ip prints it.
@@ -151,6 +169,13 @@ type bgpOpts struct {
 	v6             bool   // peer over IPv6 and announce the IPv6 anycast VIP
 	routerPassword string // TCP MD5 password the router asks for
 	nodePassword   string // and the one the nodes use
+	// bfd is, per node, the bfd map of its neighbor ("" or missing: none);
+	// the router runs bfdd with a session to each such node (routerBFD).
+	bfd       []string
+	routerBFD frrBFD
+	// frrDir, when set, receives the router's FRR directory (vtysh
+	// --vty_socket DIR).
+	frrDir *string
 	// setup runs before the nodes start, to add hosts they need.
 	setup func(lab *netlab.Lab, router *netlab.Host)
 }
@@ -196,16 +221,22 @@ balancers:
 bgp:
   asn: 64512
   router_id: %s
-  neighbors: [{address: %s, asn: %d, hold_time: 3s, password: %q}%s]
+  neighbors: [{address: %s, asn: %d, hold_time: 3s, password: %q%s}%s]
   announce: [{prefix: %s, when_healthy: svc, communities: ["64512:100"]}]
-`, n.socket(), n.flag, opts.balancer, addr, neighbor, opts.routerASN, opts.nodePassword, opts.extraNeighbors, host)), 0o644)
+`, n.socket(), n.flag, opts.balancer, addr, neighbor, opts.routerASN, opts.nodePassword, nodeBFD(opts.bfd, i), opts.extraNeighbors, host)), 0o644)
 		peer := addr
 		if opts.v6 {
 			peer = fmt.Sprintf("fd00:82::%d", i+1)
 		}
+		if nodeBFD(opts.bfd, i) != "" {
+			opts.routerBFD.peers = append(opts.routerBFD.peers, peer)
+		}
 		nodes, peers = append(nodes, n), append(peers, peer)
 	}
-	startFRR(t, router, peers, opts.routerPassword)
+	dir := startFRRIn(t, router, peers, opts.routerPassword, opts.routerBFD.orNone()...)
+	if opts.frrDir != nil {
+		*opts.frrDir = dir
+	}
 	start := func(n *bgpNode) { n.proc = startVigil(t, n.host, n.cfg, "", filepath.Join(n.dir, "vigil.log")) }
 	for _, n := range nodes {
 		logOnFailure(t, n.host.Name, filepath.Join(n.dir, "vigil.log"))
