@@ -93,6 +93,6 @@ generated-check: generate
 bench-dsr: deps
 	$(GO) run ./bench/dsr -out docs/benchmarks.md
 
-# bench-bgp times BGP withdrawal and return against FRR over 20 rounds and rewrites its table in docs/benchmarks.md.
+# bench-bgp times BGP withdrawal and return against FRR over 20 rounds, and a node's cable cut until the router drops it with BFD (FRR's bfdd) and without (hold time), and rewrites its table in docs/benchmarks.md.
 bench-bgp: deps
 	$(GO) test -count=1 -run '^TestBGPBenchTable$$' ./internal/e2e -bgp-bench-table $(CURDIR)/docs/benchmarks.md

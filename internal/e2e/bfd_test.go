@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"math/rand/v2"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -216,4 +217,31 @@ func TestBFDRouterBFDDownClosesSession(t *testing.T) {
 	waitNodeBFD(t, nodes[0], "Up", true, 30*time.Second)
 	took = waitNexthops(t, router, 2, 30*time.Second)
 	t.Logf("bfdd back -> BFD up, lb1's session and route back (route after %v)", took)
+}
+
+// cableCuts cuts lb1's cable (BFD 100 ms x 3) and lb2's (no BFD; hold time
+// 3 s) rounds times each, in turn, at a random phase, and times each cut
+// until the router's kernel route loses that next hop; each cable goes back
+// and both next hops return before the next cut.
+func cableCuts(t *testing.T, rounds int) (withBFD, without []time.Duration) {
+	t.Helper()
+	router, nodes, _ := bfdLab(t)
+	cut := func(n *bgpNode) time.Duration {
+		t.Helper()
+		time.Sleep(time.Duration(rand.IntN(100)) * time.Millisecond)
+		if err := n.host.SetCable(false); err != nil {
+			t.Fatal(err)
+		}
+		took := waitNexthops(t, router, 1, 10*time.Second)
+		if err := n.host.SetCable(true); err != nil {
+			t.Fatal(err)
+		}
+		waitNexthops(t, router, 2, 60*time.Second)
+		return took
+	}
+	for range rounds {
+		withBFD = append(withBFD, cut(nodes[0]))
+		without = append(without, cut(nodes[1]))
+	}
+	return withBFD, without
 }

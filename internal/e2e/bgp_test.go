@@ -342,7 +342,8 @@ func TestBGPWithMD5Password(t *testing.T) {
 var bgpBenchTable = flag.String("bgp-bench-table", "", "measure withdrawal and return times over 20 rounds and write the table into this markdown file")
 
 // TestBGPBenchTable is `make bench-bgp`: health failure -> route gone from
-// the router's kernel table, and recovery -> route back, over 20 rounds.
+// the router's kernel table, and recovery -> route back, over 20 rounds;
+// then 20 cable cuts with BFD and 20 without (cableCuts).
 func TestBGPBenchTable(t *testing.T) {
 	if *bgpBenchTable == "" {
 		t.Skip("only with -bgp-bench-table FILE (make bench-bgp)")
@@ -358,6 +359,7 @@ func TestBGPBenchTable(t *testing.T) {
 		os.WriteFile(nodes[0].flag, nil, 0o644)
 		up = append(up, waitNexthops(t, router, 3, 5*time.Second))
 	}
+	cutBFD, cutHold := cableCuts(t, 20)
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	var b strings.Builder
 	fmt.Fprintf(&b, "Written by `make bench-bgp` on %s. Three vigil nodes peer with FRR (bgpd + zebra, multipath) in a namespace lab; "+
@@ -366,6 +368,11 @@ func TestBGPBenchTable(t *testing.T) {
 	b.WriteString("| event | median | worst | goal |\n|---|---|---|---|\n")
 	fmt.Fprintf(&b, "| check fails -> route withdrawn | %.0f ms | %.0f ms | < 1 s and < interval + 200 ms (300 ms) |\n", ms(benchdoc.Median(down)), ms(slices.Max(down)))
 	fmt.Fprintf(&b, "| check passes -> route back | %.0f ms | %.0f ms | < 1 s and < interval + 200 ms (300 ms) |\n", ms(benchdoc.Median(up)), ms(slices.Max(up)))
+	fmt.Fprintf(&b, "| node's cable cut, BFD 100 ms x 3 -> route withdrawn | %.0f ms | %.0f ms | < 1 s |\n", ms(benchdoc.Median(cutBFD)), ms(slices.Max(cutBFD)))
+	fmt.Fprintf(&b, "| node's cable cut, no BFD -> route withdrawn (anchor: hold time 3 s, the shortest vigil allows) | %.0f ms | %.0f ms | - |\n", ms(benchdoc.Median(cutHold)), ms(slices.Max(cutHold)))
+	b.WriteString("\nCable cut: two nodes peer with FRR (hold time 3 s, keepalive 1 s); one runs BFD with FRR's bfdd (100 ms x 3 both ways), the other none. " +
+		"The node's switch port goes down (no reset, no goodbye: its TCP session is silently dead), timed until the router's kernel route loses that next hop; " +
+		"20 cuts each, in turn, at a random phase, the cable back and both routes returned before the next.\n")
 	if err := benchdoc.WriteSection(*bgpBenchTable, "bgp", "BGP withdrawal and return", b.String()); err != nil {
 		t.Fatal(err)
 	}
