@@ -49,21 +49,14 @@ func listen(port int, v4, v6 bool, handle func(received)) (*listener, error) {
 		}
 		l.closers = append(l.closers, c.Close)
 		l.wg.Go(func() {
-			buf := make([]byte, 1500)
-			for {
+			l.read(handle, func(buf []byte) (received, error) {
 				n, cm, src, err := pc.ReadFrom(buf)
-				if errors.Is(err, net.ErrClosed) {
-					return
-				}
-				if err != nil {
-					continue
-				}
 				r := received{b: buf[:n], ttl: -1, src: addrOf(src)}
 				if cm != nil {
 					r.ttl, r.ifi = cm.TTL, cm.IfIndex
 				}
-				handle(r)
-			}
+				return r, err
+			})
 		})
 	}
 	if v6 {
@@ -80,24 +73,32 @@ func listen(port int, v4, v6 bool, handle func(received)) (*listener, error) {
 		}
 		l.closers = append(l.closers, c.Close)
 		l.wg.Go(func() {
-			buf := make([]byte, 1500)
-			for {
+			l.read(handle, func(buf []byte) (received, error) {
 				n, cm, src, err := pc.ReadFrom(buf)
-				if errors.Is(err, net.ErrClosed) {
-					return
-				}
-				if err != nil {
-					continue
-				}
 				r := received{b: buf[:n], ttl: -1, src: addrOf(src)}
 				if cm != nil {
 					r.ttl, r.ifi = cm.HopLimit, cm.IfIndex
 				}
-				handle(r)
-			}
+				return r, err
+			})
 		})
 	}
 	return l, nil
+}
+
+// read hands each datagram that one reads to handle until the socket is
+// closed.
+func (l *listener) read(handle func(received), one func(buf []byte) (received, error)) {
+	buf := make([]byte, 1500)
+	for {
+		r, err := one(buf)
+		if errors.Is(err, net.ErrClosed) {
+			return
+		}
+		if err == nil {
+			handle(r)
+		}
+	}
 }
 
 func addrOf(a net.Addr) netip.Addr {
