@@ -2,6 +2,7 @@ package bgp
 
 import (
 	"context"
+	"net/netip"
 
 	api "github.com/osrg/gobgp/v4/api"
 
@@ -22,8 +23,8 @@ type bfdGate struct {
 func newBFDGate(b config.BGP) *bfdGate {
 	g := &bfdGate{seenUp: map[string]bool{}}
 	for _, n := range b.Neighbors {
-		if n.BFD != nil {
-			g.neighbors = append(g.neighbors, n.Address)
+		if a, err := netip.ParseAddr(n.Address); err == nil && n.BFD != nil {
+			g.neighbors = append(g.neighbors, a.String()) // as the speaker and package bfd name it
 		}
 	}
 	return g
