@@ -348,18 +348,24 @@ func TestBGPBenchTable(t *testing.T) {
 	if *bgpBenchTable == "" {
 		t.Skip("only with -bgp-bench-table FILE (make bench-bgp)")
 	}
-	router, nodes, _ := bgpLab(t, 3)
-	waitNexthops(t, router, 3, 30*time.Second)
-	var down, up []time.Duration
-	for range 20 {
-		time.Sleep(time.Duration(rand.IntN(100)) * time.Millisecond) // a random phase against the check interval
-		os.Remove(nodes[0].flag)
-		down = append(down, waitNexthops(t, router, 2, 5*time.Second))
-		time.Sleep(time.Duration(rand.IntN(100)) * time.Millisecond)
-		os.WriteFile(nodes[0].flag, nil, 0o644)
-		up = append(up, waitNexthops(t, router, 3, 5*time.Second))
+	var down, up, cutBFD, cutHold []time.Duration
+	// One lab at a time: each subtest's lab goes before the next starts.
+	t.Run("check", func(t *testing.T) {
+		router, nodes, _ := bgpLab(t, 3)
+		waitNexthops(t, router, 3, 30*time.Second)
+		for range 20 {
+			time.Sleep(time.Duration(rand.IntN(100)) * time.Millisecond) // a random phase against the check interval
+			os.Remove(nodes[0].flag)
+			down = append(down, waitNexthops(t, router, 2, 5*time.Second))
+			time.Sleep(time.Duration(rand.IntN(100)) * time.Millisecond)
+			os.WriteFile(nodes[0].flag, nil, 0o644)
+			up = append(up, waitNexthops(t, router, 3, 5*time.Second))
+		}
+	})
+	t.Run("cable", func(t *testing.T) { cutBFD, cutHold = cableCuts(t, 20) })
+	if t.Failed() {
+		return
 	}
-	cutBFD, cutHold := cableCuts(t, 20)
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	var b strings.Builder
 	fmt.Fprintf(&b, "Written by `make bench-bgp` on %s. Three vigil nodes peer with FRR (bgpd + zebra, multipath) in a namespace lab; "+
