@@ -378,7 +378,7 @@ func TestBGPBenchTable(t *testing.T) {
 	fmt.Fprintf(&b, "| node's cable cut, no BFD -> route withdrawn (anchor: hold time 3 s, the shortest vigil allows) | %.0f ms | %.0f ms | - |\n", ms(benchdoc.Median(cutHold)), ms(slices.Max(cutHold)))
 	b.WriteString("\nCable cut: two nodes peer with FRR (hold time 3 s, keepalive 1 s); one runs BFD with FRR's bfdd (100 ms x 3 both ways), the other none. " +
 		"The node's switch port goes down (no reset, no goodbye: its TCP session is silently dead), timed until the router's kernel route loses that next hop; " +
-		"20 cuts each, in turn, at a random phase, the cable back and both routes returned before the next.\n")
+		"20 cuts each, in turn, at a random phase, the cable back and both routes returned before the next (the node without BFD restarted: its hold-time failures are backed off).\n")
 	if err := benchdoc.WriteSection(*bgpBenchTable, "bgp", "BGP withdrawal and return", b.String()); err != nil {
 		t.Fatal(err)
 	}
