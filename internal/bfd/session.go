@@ -57,6 +57,15 @@ type Status struct {
 	Since time.Time
 	// Flaps counts transitions to Down.
 	Flaps uint64
+	// PeerRestarted is set while the session is Down because the peer
+	// reset its session rather than lost the path: it started a new one
+	// (a new discriminator, none for this end), or said Down "because
+	// this end signaled Down" while this end was Up. FRR does the latter,
+	// then the former, when a BGP session comes up and it fixes the BFD
+	// session's source address. It is cleared when the session comes up
+	// again, or when the peer stays silent for its detect mult times the
+	// slow rate (a new session sends at that rate).
+	PeerRestarted bool
 	// Sent and Received count control packets.
 	Sent, Received uint64
 }
@@ -194,6 +203,11 @@ func (s *Session) Receive(p *Packet) error {
 		return ErrAdminDown
 	}
 	now, state, remote := s.clock.Now(), s.st.State, s.st.RemoteState
+	// A Down that is no path failure: the peer's new session (no
+	// discriminator for this end, a new one of its own), or its session
+	// going down "because this end signaled Down", which an Up end did not.
+	restarted := p.YourDiscriminator == 0 && s.st.RemoteDiscr != 0 && p.MyDiscriminator != s.st.RemoteDiscr ||
+		p.Diag == DiagNeighborDown
 	s.st.Received++
 	s.st.RemoteDiscr, s.st.RemoteState, s.st.RemoteDiag = p.MyDiscriminator, p.State, p.Diag
 	s.remoteDemand, s.remoteMinRx, s.remoteMinTx, s.remoteMult = p.Demand, p.RequiredMinRx, p.DesiredMinTx, p.DetectMult
@@ -211,10 +225,16 @@ func (s *Session) Receive(p *Packet) error {
 	case s.st.State == Down && p.State == Init, s.st.State == Init && (p.State == Init || p.State == Up):
 		s.setStateLocked(Up, DiagNone)
 	case s.st.State == Up && p.State == Down:
+		s.st.PeerRestarted = restarted
 		s.setStateLocked(Down, DiagNeighborDown)
 	}
 	s.refreshLocked()
 	s.detectAt = now.Add(s.st.DetectionTime)
+	if s.st.PeerRestarted && state == Up {
+		// The peer's new session starts at the slow rate: give it as
+		// many of its intervals before silence counts.
+		s.detectAt = now.Add(time.Duration(p.DetectMult) * SlowTx)
+	}
 	if p.Poll {
 		s.sendLocked(true) // 6.8.7: the Final at once, whatever the timer says
 	}
@@ -244,11 +264,11 @@ func (s *Session) expireLocked(now time.Time) {
 		return
 	}
 	s.detectAt = time.Time{}
-	remote := s.st.RemoteState
-	s.st.RemoteDiscr, s.st.RemoteState = 0, Down
+	remote, restarted := s.st.RemoteState, s.st.PeerRestarted
+	s.st.RemoteDiscr, s.st.RemoteState, s.st.PeerRestarted = 0, Down, false
 	if s.st.State == Init || s.st.State == Up {
 		s.setStateLocked(Down, DiagDetectionTimeExpired)
-	} else if remote != Down {
+	} else if remote != Down || restarted {
 		s.onChange(s.st)
 	}
 	if s.nextTx.IsZero() && s.st.State != AdminDown {
@@ -266,6 +286,9 @@ func (s *Session) setStateLocked(to State, diag Diag) {
 	}
 	now := s.clock.Now()
 	s.st.State, s.st.LocalDiag, s.st.Since = to, diag, now
+	if to == Up || to == AdminDown {
+		s.st.PeerRestarted = false // kept through Init: the new session's handshake
+	}
 	if to == Down {
 		s.st.Flaps++
 	}
@@ -289,10 +312,16 @@ func (s *Session) setStateLocked(to State, diag Diag) {
 }
 
 // refreshLocked recomputes the negotiated intervals and detection time.
+// Until the poll sequence that follows Up has ended, the peer may still
+// send at the slow rate it used before (FRR does): detection allows for it.
 func (s *Session) refreshLocked() {
 	s.st.TxInterval = max(s.txInUse, s.remoteMinRx)
 	s.st.RxInterval = max(s.rxInUse, s.remoteMinTx)
-	s.st.DetectionTime = time.Duration(s.remoteMult) * s.st.RxInterval
+	rx := s.st.RxInterval
+	if s.polling {
+		rx = max(rx, SlowTx)
+	}
+	s.st.DetectionTime = time.Duration(s.remoteMult) * rx
 }
 
 // jitterLocked is the time to the next periodic packet: the negotiated

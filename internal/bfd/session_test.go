@@ -255,7 +255,12 @@ func TestDetectionTimeExpires(t *testing.T) {
 	r.up()
 	p := peer(Up, 0x1111)
 	p.DetectMult, p.DesiredMinTx = 4, 200*time.Millisecond // 4 x max(50 ms, 200 ms) = 800 ms
+	if r.s.Receive(p); r.s.Status().DetectionTime != 4*time.Second {
+		t.Fatalf("detection time while polling %v, want 4 x the 1 s slow rate", r.s.Status().DetectionTime)
+	}
+	p.Final = true // the poll sequence ends
 	r.s.Receive(p)
+	p.Final = false
 	if st := r.s.Status(); st.DetectionTime != 800*time.Millisecond {
 		t.Fatalf("detection time %v, want 800ms", st.DetectionTime)
 	}
@@ -396,5 +401,58 @@ func TestTxIntervalFollowsPeerMinRx(t *testing.T) {
 	}
 	if st := r.s.Status(); st.TxInterval != 400*time.Millisecond {
 		t.Fatalf("tx interval %v", st.TxInterval)
+	}
+}
+
+// A peer that starts a new session (Down, a new discriminator, none for
+// this end) takes an Up session Down, marked as a restart for 3 x 1 s (the
+// new session's slow rate), and the handshake brings it Up again; silence
+// clears the mark. A Down from the peer's running session is a restart
+// only when it claims this end signaled Down (FRR's way to drop a
+// session): with any other diagnostic it is a failure.
+func TestPeerRestartsItsSession(t *testing.T) {
+	r := newRig(t, fast)
+	r.up()
+	fresh := peer(Down, 0)
+	fresh.MyDiscriminator = 0x4444
+	r.s.Receive(fresh)
+	st := r.change()
+	if st.State != Down || !st.PeerRestarted || st.LocalDiag != DiagNeighborDown || st.RemoteDiscr != 0x4444 {
+		t.Fatalf("after the peer's new session: %+v", st)
+	}
+	r.advance(2900 * time.Millisecond) // a new session sends at 1 s: 3 x 1 s of grace
+	if st := r.s.Status(); !st.PeerRestarted {
+		t.Fatalf("the restart mark went within 3 x 1 s: %+v", st)
+	}
+	r.advance(200 * time.Millisecond) // silent that long: a failure after all
+	if st := r.change(); st.State != Down || st.PeerRestarted {
+		t.Fatalf("silent after a restart: %+v", st)
+	}
+
+	for _, tc := range []struct {
+		diag    Diag
+		restart bool
+	}{{DiagNone, false}, {DiagDetectionTimeExpired, false}, {DiagPathDown, false}, {DiagNeighborDown, true}} {
+		r2 := newRig(t, fast)
+		r2.up()
+		down := peer(Down, 0x1111) // the running session says Down
+		down.Diag = tc.diag
+		r2.s.Receive(down)
+		if st := r2.change(); st.State != Down || st.PeerRestarted != tc.restart {
+			t.Fatalf("the peer's session went down with diag %v: %+v", tc.diag, st)
+		}
+	}
+	r3 := newRig(t, fast)
+	r3.up()
+	r3.s.Receive(fresh)
+	r3.change()
+	r3.s.Receive(fresh) // Down again: Init, still a restart
+	if st := r3.change(); st.State != Init || !st.PeerRestarted {
+		t.Fatalf("the new session's handshake: %+v", st)
+	}
+	fresh.State, fresh.YourDiscriminator = Init, 0x1111
+	r3.s.Receive(fresh)
+	if st := r3.change(); st.State != Up || st.PeerRestarted || st.RemoteDiscr != 0x4444 {
+		t.Fatalf("the new session came up: %+v", st)
 	}
 }

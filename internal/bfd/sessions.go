@@ -126,13 +126,16 @@ func (m *Sessions) Run(ctx context.Context) error {
 
 // healthOf is what a session's state means for the BGP session: a path
 // that works. A peer that holds the session AdminDown says nothing about
-// the path, and must not take the BGP session down (RFC 5882 3.2).
+// the path, and must not take the BGP session down (RFC 5882 3.2); nor
+// does a peer that started a new session while its packets keep coming.
 func healthOf(st Status) health.State {
 	switch {
 	case st.State == Up:
 		return health.State{Up: true}
 	case st.State == Down && st.RemoteState == AdminDown:
 		return health.State{Up: true, Reason: "the neighbor holds BFD administratively down"}
+	case st.State != AdminDown && st.PeerRestarted:
+		return health.State{Up: true, Reason: "the neighbor started a new BFD session"}
 	}
 	return health.State{Reason: "bfd " + st.State.String() + ": " + st.LocalDiag.String()}
 }

@@ -72,6 +72,9 @@ func TestHealthOf(t *testing.T) {
 		{Status{State: Up, RemoteState: Up}, true},
 		{Status{State: Down, RemoteState: AdminDown, LocalDiag: DiagNeighborDown}, true},
 		{Status{State: Down, RemoteState: Down, LocalDiag: DiagDetectionTimeExpired}, false},
+		{Status{State: Down, RemoteState: Down, LocalDiag: DiagNeighborDown, PeerRestarted: true}, true},
+		{Status{State: Init, RemoteState: Down, PeerRestarted: true}, true},
+		{Status{State: Down, RemoteState: Down, LocalDiag: DiagNeighborDown}, false},
 		{Status{State: Init, RemoteState: Down}, false},
 		{Status{State: AdminDown}, false},
 	} {

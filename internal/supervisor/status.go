@@ -151,8 +151,12 @@ func bfdStatus(m *bfd.Sessions) *api.BFD {
 		out.Dropped = dropped
 	}
 	for _, s := range sessions {
+		diag := s.LocalDiag.String()
+		if s.PeerRestarted {
+			diag += " (it started a new session)"
+		}
 		out.Sessions = append(out.Sessions, api.BFDSession{Neighbor: s.Neighbor, State: s.State.String(),
-			RemoteState: s.RemoteState.String(), Diag: s.LocalDiag.String(), LocalDiscr: s.LocalDiscr, RemoteDiscr: s.RemoteDiscr,
+			RemoteState: s.RemoteState.String(), Diag: diag, LocalDiscr: s.LocalDiscr, RemoteDiscr: s.RemoteDiscr,
 			TxInterval: s.TxInterval, RxInterval: s.RxInterval, DetectionTime: s.DetectionTime, Since: s.Since, Flaps: s.Flaps,
 			Sent: s.Sent, Received: s.Received})
 	}
