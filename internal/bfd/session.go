@@ -230,7 +230,7 @@ func (s *Session) Receive(p *Packet) error {
 	}
 	s.refreshLocked()
 	s.detectAt = now.Add(s.st.DetectionTime)
-	if s.st.PeerRestarted && state == Up {
+	if s.st.PeerRestarted {
 		// The peer's new session starts at the slow rate: give it as
 		// many of its intervals before silence counts.
 		s.detectAt = now.Add(time.Duration(p.DetectMult) * SlowTx)
