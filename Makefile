@@ -59,6 +59,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzHAProxy$$' -fuzztime $(FUZZTIME) ./internal/importer
 	$(GO) test -run '^$$' -fuzz '^FuzzCurlScript$$' -fuzztime $(FUZZTIME) ./internal/importer
 	$(GO) test -run '^$$' -fuzz '^FuzzParseGenlAnswer$$' -fuzztime $(FUZZTIME) ./internal/xdp
+	$(GO) test -run '^$$' -fuzz '^FuzzUnmarshal$$' -fuzztime $(FUZZTIME) ./internal/bfd
 
 # Fuzzing first, so the test run's summary closes the output.
 # VIGIL_REQUIRE_K8S turns a missing API server into a failure, not a skip;
@@ -122,6 +123,6 @@ generated-check: generate
 bench-dsr: deps
 	$(GO) run ./bench/dsr -out docs/benchmarks.md
 
-# bench-bgp times BGP withdrawal and return against FRR over 20 rounds and rewrites its table in docs/benchmarks.md.
+# bench-bgp times BGP withdrawal and return against FRR over 20 rounds, and a node's cable cut until the router drops it with BFD (FRR's bfdd) and without (hold time), and rewrites its table in docs/benchmarks.md.
 bench-bgp: deps
 	$(GO) test -count=1 -run '^TestBGPBenchTable$$' ./internal/e2e -bgp-bench-table $(CURDIR)/docs/benchmarks.md

@@ -20,6 +20,9 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 // States a VRRP instance can be in, for the one-hot state gauge.
 var vrrpStates = []string{"INIT", "BACKUP", "MASTER", "FAULT"}
 
+// States a BFD session can be in, for its one-hot state gauge.
+var bfdStates = []string{"AdminDown", "Down", "Init", "Up"}
+
 var (
 	dInfo          = desc("info", "Always 1; labels say which vigil this is.", "version", "node", "cluster")
 	dStart         = desc("start_time_seconds", "When the daemon started, in Unix seconds.")
@@ -57,6 +60,14 @@ var (
 	dBGPFailures   = desc("bgp_session_failures", "Failed attempts in a row with the neighbor (0 once established).", "neighbor")
 	dBGPAnnounced  = desc("bgp_announced", "1 for each prefix announced now.", "prefix")
 	dBGPReceived   = desc("bgp_routes_received", "Routes the neighbor sent, all rejected on import (vigil only announces).", "neighbor")
+	dBFDState      = desc("bfd_session_state", "1 for the state the BFD session with the neighbor is in, 0 for the others.", "neighbor", "state")
+	dBFDFlaps      = desc("bfd_session_flaps_total", "Transitions of the BFD session to Down.", "neighbor")
+	dBFDTx         = desc("bfd_session_tx_interval_seconds", "Negotiated transmit interval of the BFD session (before jitter).", "neighbor")
+	dBFDRx         = desc("bfd_session_rx_interval_seconds", "Negotiated receive interval of the BFD session.", "neighbor")
+	dBFDDetect     = desc("bfd_session_detection_time_seconds", "Silence from the neighbor that takes the BFD session down.", "neighbor")
+	dBFDSent       = desc("bfd_packets_sent_total", "BFD control packets sent to the neighbor.", "neighbor")
+	dBFDReceived   = desc("bfd_packets_received_total", "BFD control packets from the neighbor that its session took.", "neighbor")
+	dBFDDropped    = desc("bfd_packets_dropped_total", "BFD control packets dropped before a session took them, by reason.", "reason")
 	dKubeWatchUp   = desc("kubernetes_watch_up", "1 while every watch of the Kubernetes API is up.")
 	dKubeSynced    = desc("kubernetes_synced", "1 once the members in force come from a full read of the API (0: state file or none).")
 	dKubeObjects   = desc("kubernetes_objects", "Objects the source holds, by kind.", "kind")
@@ -135,6 +146,22 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		for _, p := range s.BGP.Announced {
 			gauge(dBGPAnnounced, 1, p)
+		}
+	}
+	if b := s.BFD; b != nil {
+		for _, ss := range b.Sessions {
+			for _, st := range bfdStates {
+				gauge(dBFDState, b2f(ss.State == st), ss.Neighbor, st)
+			}
+			counter(dBFDFlaps, ss.Flaps, ss.Neighbor)
+			gauge(dBFDTx, ss.TxInterval.Seconds(), ss.Neighbor)
+			gauge(dBFDRx, ss.RxInterval.Seconds(), ss.Neighbor)
+			gauge(dBFDDetect, ss.DetectionTime.Seconds(), ss.Neighbor)
+			counter(dBFDSent, ss.Sent, ss.Neighbor)
+			counter(dBFDReceived, ss.Received, ss.Neighbor)
+		}
+		for reason, n := range b.Dropped {
+			counter(dBFDDropped, n, reason)
 		}
 	}
 	if k := s.Kubernetes; k != nil {

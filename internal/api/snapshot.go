@@ -23,6 +23,8 @@ type Snapshot struct {
 	// XDP holds the DSR program's verdict counters, when it runs.
 	XDP map[string]uint64 `json:"xdp,omitempty"`
 	BGP *BGP              `json:"bgp,omitempty"`
+	// BFD is the BFD sessions with BGP neighbors, when any has bfd set.
+	BFD *BFD `json:"bfd,omitempty"`
 	// Kubernetes is the API source of members, when configured.
 	Kubernetes *Kubernetes `json:"kubernetes,omitempty"`
 	// Redirects are the API port redirects (balancers' redirect_from).
@@ -142,6 +144,35 @@ type BGPSession struct {
 	RetryAt   time.Time `json:"retry_at,omitzero"`    // next attempt, while backing off
 	// RoutesReceived: routes the neighbor sent, all rejected on import.
 	RoutesReceived uint64 `json:"routes_received,omitempty"`
+}
+
+// BFD is the BFD sessions and the packets that reached none.
+type BFD struct {
+	Sessions []BFDSession `json:"sessions"`
+	// Dropped counts packets dropped before a session took them, by
+	// reason (TTL not 255, invalid, unknown peer or discriminator).
+	Dropped map[string]uint64 `json:"dropped,omitempty"`
+}
+
+// BFDSession is the BFD session with one BGP neighbor.
+type BFDSession struct {
+	Neighbor    string `json:"neighbor"`
+	State       string `json:"state"` // AdminDown, Down, Init, Up
+	RemoteState string `json:"remote_state"`
+	// Diag is why this end last went down ("control detection time
+	// expired", "neighbor signaled session down", ...).
+	Diag        string `json:"diag"`
+	LocalDiscr  uint32 `json:"local_discriminator"`
+	RemoteDiscr uint32 `json:"remote_discriminator"`
+	// TxInterval and RxInterval are the negotiated intervals; a packet
+	// missing for DetectionTime takes the session down.
+	TxInterval    time.Duration `json:"tx_interval"`
+	RxInterval    time.Duration `json:"rx_interval"`
+	DetectionTime time.Duration `json:"detection_time"`
+	Since         time.Time     `json:"since"`
+	Flaps         uint64        `json:"flaps"` // transitions to Down
+	Sent          uint64        `json:"packets_sent"`
+	Received      uint64        `json:"packets_received"`
 }
 
 // Instance is one VRRP instance.

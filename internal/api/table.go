@@ -155,6 +155,13 @@ func (t Table) Write(out io.Writer, s Snapshot, now time.Time) error {
 		}
 		fmt.Fprintf(w, "announced: %s\n", dash(strings.Join(s.BGP.Announced, ", ")))
 	}
+	if s.BFD != nil {
+		fmt.Fprintf(w, "\nBFD NEIGHBOR\tSTATE\tREMOTE\tDISCRIMINATORS\tTX/RX\tDETECT\tSINCE\tFLAPS\tDIAG\n")
+		for _, b := range s.BFD.Sessions {
+			fmt.Fprintf(w, "%s\t%s\t%s\t%d/%d\t%v/%v\t%v\t%s ago\t%d\t%s\n", b.Neighbor, b.State, b.RemoteState, b.LocalDiscr, b.RemoteDiscr,
+				b.TxInterval, b.RxInterval, b.DetectionTime, round(now.Sub(b.Since)), b.Flaps, b.Diag)
+		}
+	}
 	return w.Flush()
 }
 

@@ -233,6 +233,7 @@ func (a *Announcements) Run(ctx context.Context) error {
 	a.sp = sp
 	a.mu.Unlock()
 	an := &announcer{router: sp, log: a.log, openLocal: a.openLocal}
+	gate := newBFDGate(b)
 	sub := a.store.Subscribe()
 	defer sub.Close()
 	for {
@@ -244,6 +245,7 @@ func (a *Announcements) Run(ctx context.Context) error {
 		a.mu.Unlock()
 		sub.Changes() // the state is read whole below: only the wake matters
 		an.update(a.store)
+		gate.update(ctx, a.store, sp)
 		select {
 		case <-sub.Wake():
 		case <-a.replan:

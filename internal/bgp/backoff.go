@@ -56,6 +56,7 @@ type peerInfo struct {
 	notified  uint64                     // NOTIFICATIONs sent and received, as last polled
 	lastError string
 	retryAt   time.Time // zero unless vigil holds the peer down
+	bfdHeld   bool      // held down while its BFD session is down (bfd.go)
 }
 
 // pollInterval is how often the speaker looks at its sessions: GoBGP's
@@ -157,8 +158,8 @@ func (sp *Speaker) holdDown(ctx context.Context, addr string, d time.Duration) {
 		sp.log.Warn("bgp back-off: hold the neighbor down", "neighbor", addr, "err", err)
 		return
 	}
-	if clock.Sleep(ctx, sp.clock, d) != nil {
-		return
+	if clock.Sleep(ctx, sp.clock, d) != nil || sp.heldForBFD(addr) {
+		return // BFD lets the neighbor go once it is up
 	}
 	if err := sp.peerAPI.EnablePeer(ctx, &api.EnablePeerRequest{Address: addr}); err != nil {
 		sp.log.Warn("bgp back-off: let the neighbor retry", "neighbor", addr, "err", err)

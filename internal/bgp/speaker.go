@@ -278,6 +278,9 @@ func (sp *Speaker) Sessions(ctx context.Context) []Session {
 			if sp.clock.Now().Before(info.retryAt) {
 				s.RetryAt = info.retryAt
 			}
+			if info.bfdHeld {
+				s.LastError = "held down while the neighbor's bfd session is down"
+			}
 		}
 		sp.mu.Unlock()
 		out = append(out, s)

@@ -47,7 +47,29 @@ type Neighbor struct {
 	// within seconds; 3s is the lowest.
 	HoldTime time.Duration `yaml:"hold_time"`
 	Passive  bool          `yaml:"passive"`
+	// BFD runs a BFD session (RFC 5880, single-hop RFC 5881) with the
+	// neighbor and closes the BGP session the moment it goes down. nil:
+	// no BFD.
+	BFD *BFD `yaml:"bfd"`
 }
+
+// BFD is a neighbor's BFD session.
+type BFD struct {
+	// MinRx is the fastest rate this node accepts packets at; default
+	// 300ms.
+	MinRx time.Duration `yaml:"min_rx"`
+	// MinTx is the rate this node would like to send at; default 300ms.
+	MinTx time.Duration `yaml:"min_tx"`
+	// Multiplier is how many intervals without a packet take the session
+	// down; default 3.
+	Multiplier int `yaml:"multiplier"`
+}
+
+// BFD defaults: failure detected within ~1 s.
+const (
+	DefaultBFDInterval   = 300 * time.Millisecond
+	DefaultBFDMultiplier = 3
+)
 
 // Announce is a prefix advertised while its conditions hold.
 type Announce struct {
@@ -123,6 +145,9 @@ func (v *validator) bgp(checks map[string]bool, vips map[netip.Addr]string) {
 			v.add(p+".password", "is longer than 80 bytes (the TCP MD5 key limit)")
 		}
 		passive = passive || n.Passive
+		if n.BFD != nil {
+			v.bfd(p+".bfd", n.BFD)
+		}
 	}
 	if b.ListenPort == 0 && passive {
 		b.ListenPort = 179
@@ -172,6 +197,23 @@ func (v *validator) bgp(checks map[string]bool, vips map[netip.Addr]string) {
 				v.add(fmt.Sprintf("%s.communities[%d]", p, j), "%v", err)
 			}
 		}
+	}
+}
+
+func (v *validator) bfd(p string, b *BFD) {
+	setDefault(v, p+".min_rx", &b.MinRx, DefaultBFDInterval)
+	setDefault(v, p+".min_tx", &b.MinTx, DefaultBFDInterval)
+	setDefault(v, p+".multiplier", &b.Multiplier, DefaultBFDMultiplier)
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{{"min_rx", b.MinRx}, {"min_tx", b.MinTx}} {
+		if d.v < 10*time.Millisecond || d.v > time.Minute || d.v%time.Microsecond != 0 {
+			v.add(p+"."+d.key, "%v: from 10ms to 1m, in whole microseconds", d.v)
+		}
+	}
+	if b.Multiplier < 1 || b.Multiplier > 255 {
+		v.add(p+".multiplier", "%d is out of range 1..255", b.Multiplier)
 	}
 }
 

@@ -3,6 +3,7 @@ package config
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 const goodBGP = `checks:
@@ -54,5 +55,35 @@ func TestBGPDefaultsAndErrors(t *testing.T) {
 	passive := strings.Replace(goodBGP, "asn: 64500}", "asn: 64500, passive: true}", 1)
 	if c, err := Parse([]byte(passive)); err != nil || c.BGP.ListenPort != 179 {
 		t.Fatalf("a passive neighbor listens on 179: %v %d", err, c.BGP.ListenPort)
+	}
+}
+
+func TestBGPNeighborBFD(t *testing.T) {
+	src := strings.Replace(goodBGP, "asn: 64500}", "asn: 64500, bfd: {}}", 1)
+	c, err := Parse([]byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := c.BGP.Neighbors[0].BFD; b == nil || b.MinRx != DefaultBFDInterval || b.MinTx != DefaultBFDInterval || b.Multiplier != DefaultBFDMultiplier {
+		t.Fatalf("bfd defaults %+v", b)
+	}
+	if c, _ := Parse([]byte(goodBGP)); c.BGP.Neighbors[0].BFD != nil {
+		t.Fatal("bfd without the key")
+	}
+	src = strings.Replace(goodBGP, "asn: 64500}", "asn: 64500, bfd: {min_rx: 100ms, min_tx: 150ms, multiplier: 5}}", 1)
+	if c, err := Parse([]byte(src)); err != nil || *c.BGP.Neighbors[0].BFD != (BFD{MinRx: 100 * time.Millisecond, MinTx: 150 * time.Millisecond, Multiplier: 5}) {
+		t.Fatalf("bfd %v %+v", err, c.BGP.Neighbors[0].BFD)
+	}
+	for _, tc := range []struct{ bfd, want string }{
+		{"{min_rx: 1ms}", "bgp.neighbors[0].bfd.min_rx: 1ms: from 10ms to 1m, in whole microseconds (line 8)"},
+		{"{min_tx: 2m}", "bgp.neighbors[0].bfd.min_tx: 2m0s: from 10ms to 1m"},
+		{"{multiplier: 0}", "bgp.neighbors[0].bfd.multiplier: 0 is out of range 1..255"},
+		{"{multiplier: 256}", "bgp.neighbors[0].bfd.multiplier: 256 is out of range 1..255"},
+		{"{echo: true}", "bgp.neighbors[0].bfd.echo"},
+	} {
+		src := strings.Replace(goodBGP, "asn: 64500}", "asn: 64500, bfd: "+tc.bfd+"}", 1)
+		if _, err := Parse([]byte(src)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("bfd %s:\n got %v\nwant %s", tc.bfd, err, tc.want)
+		}
 	}
 }

@@ -27,14 +27,15 @@ const (
 // password unless it is empty; routerLines go into its router bgp block.
 func startFRR(t *testing.T, router *netlab.Host, peers []string, password string, routerLines ...string) {
 	t.Helper()
-	startFRRIn(t, router, peers, password, routerLines...)
+	startFRRIn(t, router, peers, password, nil, routerLines...)
 }
 
 // startFRRIn is startFRR returning the directory of FRR's vty sockets
-// (vtysh --vty_socket DIR).
-func startFRRIn(t *testing.T, router *netlab.Host, peers []string, password string, routerLines ...string) string {
+// (vtysh --vty_socket DIR); with bfd, it runs bfdd too (bfd_test.go);
+// routerLines go into its router bgp block.
+func startFRRIn(t *testing.T, router *netlab.Host, peers []string, password string, bfd []frrBFD, routerLines ...string) string {
 	t.Helper()
-	for _, bin := range []string{"/usr/lib/frr/zebra", "/usr/lib/frr/bgpd"} {
+	for _, bin := range []string{"/usr/lib/frr/zebra", "/usr/lib/frr/bgpd", "/usr/lib/frr/bfdd"} {
 		if _, err := os.Stat(bin); err != nil {
 			t.Fatal("frr is not installed (make deps installs it)")
 		}
@@ -56,6 +57,9 @@ func startFRRIn(t *testing.T, router *netlab.Host, peers []string, password stri
 	for _, l := range routerLines {
 		fmt.Fprintf(&b, " %s\n", l)
 	}
+	for _, f := range bfd {
+		b.WriteString(f.neighbors())
+	}
 	b.WriteString(" address-family ipv4 unicast\n  maximum-paths 8\n exit-address-family\n")
 	b.WriteString(" address-family ipv6 unicast\n  maximum-paths 8\n")
 	for _, p := range peers {
@@ -70,10 +74,14 @@ func startFRRIn(t *testing.T, router *netlab.Host, peers []string, password stri
 	if out, err := exec.Command("chown", "-R", "frr:frr", dir).CombinedOutput(); err != nil {
 		t.Fatalf("chown: %v %s", err, out)
 	}
-	for _, d := range []string{"zebra", "bgpd"} {
+	daemons := []string{"zebra", "bgpd"}
+	for _, f := range bfd {
+		os.WriteFile(filepath.Join(dir, "bfdd.conf"), []byte(f.profile()), 0o644)
+		daemons = []string{"zebra", "bfdd", "bgpd"}
+	}
+	for _, d := range daemons {
 		var log strings.Builder
-		cmd := exec.Command("/usr/lib/frr/"+d, "-f", filepath.Join(dir, d+".conf"), "-i", filepath.Join(dir, d+".pid"),
-			"-z", filepath.Join(dir, "zserv.api"), "--vty_socket", dir, "-u", "frr", "-g", "frr", "-P", "0")
+		cmd := frrDaemon(dir, d)
 		cmd.Stdout, cmd.Stderr = &log, &log
 		if _, err := router.Start(cmd); err != nil {
 			t.Fatal(err)
@@ -81,6 +89,17 @@ func startFRRIn(t *testing.T, router *netlab.Host, peers []string, password stri
 		time.Sleep(300 * time.Millisecond) // bgpd connects to zebra's socket
 	}
 	return dir
+}
+
+// frrDaemon is the command that runs FRR's daemon d (zebra, bgpd, bfdd)
+// with its files in dir.
+func frrDaemon(dir, d string) *exec.Cmd {
+	cmd := exec.Command("/usr/lib/frr/"+d, "-f", filepath.Join(dir, d+".conf"), "-i", filepath.Join(dir, d+".pid"),
+		"-z", filepath.Join(dir, "zserv.api"), "--vty_socket", dir, "-u", "frr", "-g", "frr", "-P", "0")
+	if d == "bfdd" { // its control socket defaults to one path for the whole machine
+		cmd.Args = append(cmd.Args, "--bfdctl", filepath.Join(dir, "bfdd.sock"))
+	}
+	return cmd
 }
 
 // routeOf is the router's kernel route for prefix, as ip prints it.
@@ -157,6 +176,13 @@ type bgpOpts struct {
 	linkLocal      bool
 	routerPassword string // TCP MD5 password the router asks for
 	nodePassword   string // and the one the nodes use
+	// bfd is, per node, the bfd map of its neighbor ("" or missing: none);
+	// the router runs bfdd with a session to each such node (routerBFD).
+	bfd       []string
+	routerBFD frrBFD
+	// frrDir, when set, receives the router's FRR directory (vtysh
+	// --vty_socket DIR).
+	frrDir *string
 	// setup runs before the nodes start, to add hosts they need.
 	setup func(lab *netlab.Lab, router *netlab.Host)
 	// extra is more YAML at the end of every node's config: top-level keys,
@@ -229,9 +255,9 @@ balancers:
 bgp:
   asn: 64512
   router_id: %s
-  neighbors: [{address: %s, asn: %d, hold_time: 3s, password: %q}%s]
+  neighbors: [{address: %s, asn: %d, hold_time: 3s, password: %q%s}%s]
   announce: [{prefix: %s, when_healthy: svc, communities: ["64512:100"]}]
-%s`, n.socket(), n.flag, opts.checkTiming, opts.balancer, addr, neighbor, opts.routerASN, opts.nodePassword, opts.extraNeighbors, host, opts.extra)), 0o644)
+%s`, n.socket(), n.flag, opts.checkTiming, opts.balancer, addr, neighbor, opts.routerASN, opts.nodePassword, nodeBFD(opts.bfd, i), opts.extraNeighbors, host, opts.extra)), 0o644)
 		peer := addr
 		if opts.v6 {
 			peer = fmt.Sprintf("fd00:82::%d", i+1)
@@ -241,9 +267,15 @@ bgp:
 			onlyLinkLocal(t, h, peer+"/64")
 			opts.routerLines = append(opts.routerLines, "neighbor "+peer+" interface eth0")
 		}
+		if nodeBFD(opts.bfd, i) != "" {
+			opts.routerBFD.peers = append(opts.routerBFD.peers, peer)
+		}
 		nodes, peers = append(nodes, n), append(peers, peer)
 	}
-	startFRR(t, router, peers, opts.routerPassword, opts.routerLines...)
+	dir := startFRRIn(t, router, peers, opts.routerPassword, opts.routerBFD.orNone(), opts.routerLines...)
+	if opts.frrDir != nil {
+		*opts.frrDir = dir
+	}
 	start := func(n *bgpNode) { n.proc = startVigil(t, n.host, n.cfg, "", filepath.Join(n.dir, "vigil.log")) }
 	for _, n := range nodes {
 		logOnFailure(t, n.host.Name, filepath.Join(n.dir, "vigil.log"))
@@ -355,21 +387,29 @@ func TestBGPWithMD5Password(t *testing.T) {
 var bgpBenchTable = flag.String("bgp-bench-table", "", "measure withdrawal and return times over 20 rounds and write the table into this markdown file")
 
 // TestBGPBenchTable is `make bench-bgp`: health failure -> route gone from
-// the router's kernel table, and recovery -> route back, over 20 rounds.
+// the router's kernel table, and recovery -> route back, over 20 rounds;
+// then 20 cable cuts with BFD and 20 without (cableCuts).
 func TestBGPBenchTable(t *testing.T) {
 	if *bgpBenchTable == "" {
 		t.Skip("only with -bgp-bench-table FILE (make bench-bgp)")
 	}
-	router, nodes, _ := bgpLab(t, 3)
-	waitNexthops(t, router, 3, 30*time.Second)
-	var down, up []time.Duration
-	for range 20 {
-		time.Sleep(time.Duration(rand.IntN(100)) * time.Millisecond) // a random phase against the check interval
-		os.Remove(nodes[0].flag)
-		down = append(down, waitNexthops(t, router, 2, 5*time.Second))
-		time.Sleep(time.Duration(rand.IntN(100)) * time.Millisecond)
-		os.WriteFile(nodes[0].flag, nil, 0o644)
-		up = append(up, waitNexthops(t, router, 3, 5*time.Second))
+	var down, up, cutBFD, cutHold []time.Duration
+	// One lab at a time: each subtest's lab goes before the next starts.
+	t.Run("check", func(t *testing.T) {
+		router, nodes, _ := bgpLab(t, 3)
+		waitNexthops(t, router, 3, 30*time.Second)
+		for range 20 {
+			time.Sleep(time.Duration(rand.IntN(100)) * time.Millisecond) // a random phase against the check interval
+			os.Remove(nodes[0].flag)
+			down = append(down, waitNexthops(t, router, 2, 5*time.Second))
+			time.Sleep(time.Duration(rand.IntN(100)) * time.Millisecond)
+			os.WriteFile(nodes[0].flag, nil, 0o644)
+			up = append(up, waitNexthops(t, router, 3, 5*time.Second))
+		}
+	})
+	t.Run("cable", func(t *testing.T) { cutBFD, cutHold = cableCuts(t, 20) })
+	if t.Failed() {
+		return
 	}
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	var b strings.Builder
@@ -379,6 +419,11 @@ func TestBGPBenchTable(t *testing.T) {
 	b.WriteString("| event | median | worst | goal |\n|---|---|---|---|\n")
 	fmt.Fprintf(&b, "| check fails -> route withdrawn | %.0f ms | %.0f ms | < 1 s and < interval + 200 ms (300 ms) |\n", ms(benchdoc.Median(down)), ms(slices.Max(down)))
 	fmt.Fprintf(&b, "| check passes -> route back | %.0f ms | %.0f ms | < 1 s and < interval + 200 ms (300 ms) |\n", ms(benchdoc.Median(up)), ms(slices.Max(up)))
+	fmt.Fprintf(&b, "| node's cable cut, BFD 100 ms x 3 -> route withdrawn | %.0f ms | %.0f ms | < 1 s |\n", ms(benchdoc.Median(cutBFD)), ms(slices.Max(cutBFD)))
+	fmt.Fprintf(&b, "| node's cable cut, no BFD -> route withdrawn (anchor: hold time 3 s, the shortest vigil allows) | %.0f ms | %.0f ms | - |\n", ms(benchdoc.Median(cutHold)), ms(slices.Max(cutHold)))
+	b.WriteString("\nCable cut: two nodes peer with FRR (hold time 3 s, keepalive 1 s); one runs BFD with FRR's bfdd (100 ms x 3 both ways), the other none. " +
+		"The node's switch port goes down (no reset, no goodbye: its TCP session is silently dead), timed until the router's kernel route loses that next hop; " +
+		"20 cuts each, in turn, at a random phase, the cable back and both routes returned before the next (the node without BFD restarted: its hold-time failures are backed off).\n")
 	if err := benchdoc.WriteSection(*bgpBenchTable, "bgp", "BGP withdrawal and return", b.String()); err != nil {
 		t.Fatal(err)
 	}

@@ -158,7 +158,7 @@ func TestKubeServiceBGP(t *testing.T) {
 			t.Fatalf("ip route add %v in %s: %s", route, h.Name, out)
 		}
 	}
-	vty := startFRRIn(t, router, []string{n1, n2}, "")
+	vty := startFRRIn(t, router, []string{n1, n2}, "", nil)
 	sl.startBGP(t, "n1")
 	sl.startBGP(t, "n2")
 

@@ -385,7 +385,7 @@ func TestKubeServiceDSRBGP(t *testing.T) {
 		}
 	}
 	n1, n2 := sl.nodes["n1"].Addr(false).String(), sl.nodes["n2"].Addr(false).String()
-	vty := startFRRIn(t, router, []string{n1, n2}, "")
+	vty := startFRRIn(t, router, []string{n1, n2}, "", nil)
 	sl.startBGP(t, "n1")
 	sl.startBGP(t, "n2")
 	dsrService(t, sl, "dsr", addr)

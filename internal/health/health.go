@@ -38,10 +38,14 @@ const (
 	// Endpoint is a Kubernetes Service (NS/NAME): up while this node has a
 	// ready endpoint of it.
 	Endpoint
+	// BFD is the BFD session with a BGP neighbor (Name: its address): up
+	// while the session is Up, or while the neighbor holds it
+	// administratively down (RFC 5882 3.2: not a failure of the path).
+	BFD
 )
 
 var kindNames = [...]string{Check: "check", Backend: "backend", Balancer: "balancer", Interface: "interface",
-	Master: "master", Endpoint: "endpoint"}
+	Master: "master", Endpoint: "endpoint", BFD: "bfd"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) && kindNames[k] != "" {
@@ -77,6 +81,9 @@ func MasterKey(instance string) Key { return Key{Kind: Master, Name: instance} }
 
 // EndpointKey names a Kubernetes Service's local readiness.
 func EndpointKey(service string) Key { return Key{Kind: Endpoint, Name: service} }
+
+// BFDKey names the BFD session with a BGP neighbor.
+func BFDKey(neighbor string) Key { return Key{Kind: BFD, Name: neighbor} }
 
 func (k Key) String() string {
 	if k.Kind == Backend {

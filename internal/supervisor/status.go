@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vigil-lb/vigil/internal/api"
+	"github.com/vigil-lb/vigil/internal/bfd"
 	"github.com/vigil-lb/vigil/internal/config"
 	"github.com/vigil-lb/vigil/internal/proxy"
 	"github.com/vigil-lb/vigil/internal/vrrp"
@@ -81,6 +82,7 @@ func (s *Supervisor) Snapshot() api.Snapshot {
 		slices.Sort(b.Announced)
 		snap.BGP = b
 	}
+	snap.BFD = bfdStatus(s.bfd)
 	bals, verdicts := s.dsr.Status()
 	snap.Balancers = append(snap.Balancers, bals...)
 	snap.XDP = verdicts
@@ -169,6 +171,29 @@ func addrs(as []netip.Addr) []string {
 	out := make([]string, len(as))
 	for i, a := range as {
 		out[i] = a.String()
+	}
+	return out
+}
+
+// bfdStatus is the BFD sessions for status; nil when none is configured.
+func bfdStatus(m *bfd.Sessions) *api.BFD {
+	sessions, dropped := m.Status()
+	if len(sessions) == 0 {
+		return nil
+	}
+	out := &api.BFD{Sessions: []api.BFDSession{}}
+	if len(dropped) > 0 {
+		out.Dropped = dropped
+	}
+	for _, s := range sessions {
+		diag := s.LocalDiag.String()
+		if s.PeerRestarted {
+			diag += " (it started a new session)"
+		}
+		out.Sessions = append(out.Sessions, api.BFDSession{Neighbor: s.Neighbor, State: s.State.String(),
+			RemoteState: s.RemoteState.String(), Diag: diag, LocalDiscr: s.LocalDiscr, RemoteDiscr: s.RemoteDiscr,
+			TxInterval: s.TxInterval, RxInterval: s.RxInterval, DetectionTime: s.DetectionTime, Since: s.Since, Flaps: s.Flaps,
+			Sent: s.Sent, Received: s.Received})
 	}
 	return out
 }

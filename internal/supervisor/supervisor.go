@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vigil-lb/vigil/internal/bfd"
 	"github.com/vigil-lb/vigil/internal/bgp"
 	"github.com/vigil-lb/vigil/internal/check"
 	"github.com/vigil-lb/vigil/internal/clock"
@@ -39,6 +40,7 @@ type Supervisor struct {
 	fleet  *proxy.Fleet
 	vrrp   *vrrpGroup
 	bgp    *bgp.Announcements
+	bfd    *bfd.Sessions
 	// kube is the Kubernetes source of members; nil without one.
 	kube     *members
 	alloc    *allocator // nil unless vigil serves LoadBalancer Services
@@ -122,14 +124,16 @@ func (s *Supervisor) build(opts Options) error {
 		return err
 	}
 	s.bgp = bgp.NewAnnouncements(s.cfg, s.health, s.log)
+	s.bfd = bfd.New(s.cfg, s.health, s.log)
 	links := linkstate.New(s.vrrp.trackedInterfaces(), s.health, s.log)
 	s.redirect = redirect.New(redirectRules(s.cfg), s.health, s.log, redirectRules)
 	// The API source reads first and stops last; checks and links report
 	// before anyone reads them; balancers listen, and their port redirect
 	// follows their health, before an instance can take a VIP; BGP
 	// announces last and so withdraws first, before the VIPs go and the
-	// balancers drain.
-	s.order = []component.Component{s.checks, links, s.dsr, s.fleet, s.redirect, s.vrrp, s.bgp}
+	// balancers drain. BFD runs before BGP, whose sessions it watches,
+	// and stops after, so its AdminDown never closes a BGP session.
+	s.order = []component.Component{s.checks, links, s.dsr, s.fleet, s.redirect, s.vrrp, s.bfd, s.bgp}
 	// The recorder first: it subscribes before the others publish (it
 	// would catch up anyway) and stops last, recording the shutdown.
 	s.history = history.New(s.health, clock.Real{}, s.historyPoint, s.log)
