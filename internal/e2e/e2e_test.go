@@ -200,7 +200,7 @@ func TestFailoverOnSIGTERMIsFastAndClean(t *testing.T) {
 	if took > 300*time.Millisecond {
 		t.Logf("note: SIGTERM failover took %v on this busy machine", took)
 	}
-	if !strings.Contains(c.Node("lb1").Log(), "to=STOP") {
+	if !strings.Contains(c.Node("lb1").Log(), "event=vrrp state=STOP") {
 		t.Fatal("no STOP transition logged")
 	}
 }
@@ -212,7 +212,7 @@ func TestFaultOnCarrierLossAndRecovery(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitOwner(t, c, "lb2", 5*time.Second) // lb1 in FAULT removed its VIP too
-	if !strings.Contains(lb1.Log(), "to=FAULT") {
+	if !strings.Contains(lb1.Log(), "event=vrrp state=FAULT") {
 		t.Fatal("lb1 did not enter FAULT on carrier loss")
 	}
 	if err := lb1.Host.SetCable(true); err != nil {
