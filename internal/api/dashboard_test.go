@@ -2,11 +2,15 @@ package api
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -61,30 +65,13 @@ func TestDashboardChartsEveryFamily(t *testing.T) {
 		}
 	}
 
-	b, err := os.ReadFile("../../docs/grafana-dashboard.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var d struct {
-		Panels []dashboardPanel `json:"panels"`
-	}
-	if err := json.Unmarshal(b, &d); err != nil {
-		t.Fatal(err)
-	}
 	charted := map[string][]string{} // family: titles of the panels that query it
 	metricRE := regexp.MustCompile(`\bvigil_\w+`)
-	var visit func(ps []dashboardPanel)
-	visit = func(ps []dashboardPanel) {
-		for _, p := range ps {
-			for _, q := range p.Targets {
-				for _, m := range metricRE.FindAllString(q.Expr, -1) {
-					charted[m] = append(charted[m], p.Title)
-				}
-			}
-			visit(p.Panels) // a collapsed row holds its panels
+	for _, q := range dashboardTargets(t) {
+		for _, m := range metricRE.FindAllString(q.Expr, -1) {
+			charted[m] = append(charted[m], q.Panel)
 		}
 	}
-	visit(d.Panels)
 	// vigil_info is in every query as the join; it counts as charted only
 	// through the allowlist.
 	delete(charted, "vigil_info")
@@ -107,6 +94,44 @@ func TestDashboardChartsEveryFamily(t *testing.T) {
 	}
 }
 
+// dashboardTarget is one query of a panel of the Grafana dashboard.
+type dashboardTarget struct {
+	Panel        string // its title
+	Expr         string
+	LegendFormat string
+}
+
+// dashboardTargets reads docs/grafana-dashboard.json and returns the queries
+// of its panels, also those inside a collapsed row.
+func dashboardTargets(t *testing.T) []dashboardTarget {
+	t.Helper()
+	b, err := os.ReadFile("../../docs/grafana-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Panels []dashboardPanel `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatalf("docs/grafana-dashboard.json: %v", err)
+	}
+	var out []dashboardTarget
+	var visit func(ps []dashboardPanel)
+	visit = func(ps []dashboardPanel) {
+		for _, p := range ps {
+			for _, q := range p.Targets {
+				out = append(out, dashboardTarget{Panel: p.Title, Expr: q.Expr, LegendFormat: q.LegendFormat})
+			}
+			visit(p.Panels)
+		}
+	}
+	visit(d.Panels)
+	if len(out) < 10 {
+		t.Fatalf("docs/grafana-dashboard.json has only %d queries", len(out))
+	}
+	return out
+}
+
 // dashboardPanel is the part of a Grafana panel the tests read.
 type dashboardPanel struct {
 	Title   string `json:"title"`
@@ -116,4 +141,66 @@ type dashboardPanel struct {
 		LegendFormat string `json:"legendFormat"`
 	} `json:"targets"`
 	Panels []dashboardPanel `json:"panels"`
+}
+
+// Every panel query of the dashboard returns series for each node when
+// Prometheus evaluates it over two scraped vigils (richSample as lb1 and
+// lb2, constant for 20 minutes): promtool test rules runs the real PromQL
+// engine, so a join that matches nothing or many-to-many, a selector of a
+// label value that never occurs, or a comparison that filters everything
+// fails here, where promtool check rules only parses. Every legend names
+// the node.
+func TestDashboardQueriesReturnSeriesPerNode(t *testing.T) {
+	promtool := needPromtool(t)
+	mfs, err := NewRegistry(richSample).Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f strings.Builder
+	f.WriteString("tests:\n  - interval: 1m\n    input_series:\n")
+	nodes := []string{"lb1", "lb2"}
+	for _, node := range nodes {
+		for _, mf := range mfs {
+			if !strings.HasPrefix(mf.GetName(), "vigil_") {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				labels := []string{`instance="` + node + `:9093"`, `job="vigil"`}
+				for _, l := range m.GetLabel() {
+					v := l.GetValue()
+					if mf.GetName() == "vigil_info" && l.GetName() == "node" {
+						v = node
+					}
+					labels = append(labels, l.GetName()+"="+strconv.Quote(v))
+				}
+				v := m.GetGauge().GetValue()
+				if m.GetCounter() != nil {
+					v = m.GetCounter().GetValue()
+				}
+				series := mf.GetName() + "{" + strings.Join(labels, ",") + "}"
+				fmt.Fprintf(&f, "      - series: %s\n        values: '%s+0x20'\n", strconv.Quote(series), strconv.FormatFloat(v, 'f', -1, 64))
+			}
+		}
+	}
+	f.WriteString("    promql_expr_test:\n")
+	vars := strings.NewReplacer("$cluster", ".*", "$node", ".*")
+	for _, q := range dashboardTargets(t) {
+		if !strings.Contains(q.LegendFormat, "{{node}}") {
+			t.Errorf("%s: legend %q does not name the node", q.Panel, q.LegendFormat)
+		}
+		// One sample per node and cluster when the query returns anything
+		// for that node; none when it returns nothing.
+		expr := "count by (node, cluster) (" + vars.Replace(q.Expr) + ") > bool 0"
+		fmt.Fprintf(&f, "      - expr: %s\n        eval_time: 15m\n        exp_samples:\n", strconv.Quote(expr))
+		for _, node := range nodes {
+			fmt.Fprintf(&f, "          - labels: %s\n            value: 1\n", strconv.Quote(`{cluster="prod-east", node="`+node+`"}`))
+		}
+	}
+	path := filepath.Join(t.TempDir(), "dashboard.test.yaml")
+	if err := os.WriteFile(path, []byte(f.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(promtool, "test", "rules", path).CombinedOutput(); err != nil {
+		t.Fatalf("promtool test rules %s: %v\n%s", path, err, out)
+	}
 }
