@@ -36,7 +36,8 @@ var dashboardUncharted = map[string]string{
 }
 
 // Every metric family vigil exports is charted by a panel of the Grafana
-// dashboard in docs/, or listed in dashboardUncharted with its reason. The
+// dashboard in docs/, or listed in dashboardUncharted with its reason, and
+// every panel's legend names the node. The
 // families are those of a served /metrics of richSample, which must hold
 // every desc(...) of metrics.go (a family missing from it would escape
 // this check).
@@ -65,11 +66,14 @@ func TestDashboardChartsEveryFamily(t *testing.T) {
 		}
 	}
 
-	charted := map[string][]string{} // family: titles of the panels that query it
+	charted := map[string]bool{}
 	metricRE := regexp.MustCompile(`\bvigil_\w+`)
 	for _, q := range dashboardTargets(t) {
 		for _, m := range metricRE.FindAllString(q.Expr, -1) {
-			charted[m] = append(charted[m], q.Panel)
+			charted[m] = true
+		}
+		if !strings.Contains(q.LegendFormat, "{{node}}") {
+			t.Errorf("%s: legend %q does not name the node", q.Panel, q.LegendFormat)
 		}
 	}
 	// vigil_info is in every query as the join; it counts as charted only
@@ -78,7 +82,7 @@ func TestDashboardChartsEveryFamily(t *testing.T) {
 
 	var missing []string
 	for f := range exported {
-		if charted[f] == nil && dashboardUncharted[f] == "" {
+		if !charted[f] && dashboardUncharted[f] == "" {
 			missing = append(missing, f)
 		}
 	}
@@ -135,7 +139,6 @@ func dashboardTargets(t *testing.T) []dashboardTarget {
 // dashboardPanel is the part of a Grafana panel the tests read.
 type dashboardPanel struct {
 	Title   string `json:"title"`
-	Type    string `json:"type"`
 	Targets []struct {
 		Expr         string `json:"expr"`
 		LegendFormat string `json:"legendFormat"`
@@ -148,8 +151,7 @@ type dashboardPanel struct {
 // lb2, constant for 20 minutes): promtool test rules runs the real PromQL
 // engine, so a join that matches nothing or many-to-many, a selector of a
 // label value that never occurs, or a comparison that filters everything
-// fails here, where promtool check rules only parses. Every legend names
-// the node.
+// fails here, where promtool check rules only parses.
 func TestDashboardQueriesReturnSeriesPerNode(t *testing.T) {
 	promtool := needPromtool(t)
 	mfs, err := NewRegistry(richSample).Gather()
@@ -185,9 +187,6 @@ func TestDashboardQueriesReturnSeriesPerNode(t *testing.T) {
 	f.WriteString("    promql_expr_test:\n")
 	vars := strings.NewReplacer("$cluster", ".*", "$node", ".*")
 	for _, q := range dashboardTargets(t) {
-		if !strings.Contains(q.LegendFormat, "{{node}}") {
-			t.Errorf("%s: legend %q does not name the node", q.Panel, q.LegendFormat)
-		}
 		// One sample per node and cluster when the query returns anything
 		// for that node; none when it returns nothing.
 		expr := "count by (node, cluster) (" + vars.Replace(q.Expr) + ") > bool 0"
