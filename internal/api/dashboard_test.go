@@ -203,3 +203,58 @@ func TestDashboardQueriesReturnSeriesPerNode(t *testing.T) {
 		t.Fatalf("promtool test rules %s: %v\n%s", path, err, out)
 	}
 }
+
+// The dashboard is one Grafana can lay out: panels of a known type with
+// distinct ids, inside the 24-column grid, none over another, and a row
+// before every chart.
+func TestDashboardLayout(t *testing.T) {
+	b, err := os.ReadFile("../../docs/grafana-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type grid struct{ X, Y, W, H int }
+	var d struct {
+		SchemaVersion int `json:"schemaVersion"`
+		Panels        []struct {
+			ID      int    `json:"id"`
+			Type    string `json:"type"`
+			Title   string `json:"title"`
+			GridPos grid   `json:"gridPos"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatal(err)
+	}
+	if d.SchemaVersion != 39 {
+		t.Errorf("schemaVersion %d, want 39", d.SchemaVersion)
+	}
+	ids := map[int]string{}
+	var placed []grid
+	rows := 0
+	for _, p := range d.Panels {
+		switch p.Type {
+		case "row":
+			rows++
+		case "timeseries", "state-timeline", "stat":
+			if rows == 0 {
+				t.Errorf("%s: before the first row", p.Title)
+			}
+		default:
+			t.Errorf("%s: panel type %q", p.Title, p.Type)
+		}
+		if other, ok := ids[p.ID]; ok || p.ID <= 0 {
+			t.Errorf("%s: id %d (also %q)", p.Title, p.ID, other)
+		}
+		ids[p.ID] = p.Title
+		g := p.GridPos
+		if g.W <= 0 || g.H <= 0 || g.X < 0 || g.X+g.W > 24 {
+			t.Errorf("%s: gridPos %+v outside the 24-column grid", p.Title, g)
+		}
+		for _, o := range placed {
+			if g.X < o.X+o.W && o.X < g.X+g.W && g.Y < o.Y+o.H && o.Y < g.Y+g.H {
+				t.Errorf("%s: gridPos %+v overlaps %+v", p.Title, g, o)
+			}
+		}
+		placed = append(placed, g)
+	}
+}
