@@ -453,7 +453,7 @@ func TestDashboardUsesRealMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mfs, err := NewRegistry(func() Snapshot { return sample() }).Gather()
+	mfs, err := NewRegistry(richSample).Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
