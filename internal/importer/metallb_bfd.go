@@ -33,7 +33,7 @@ func (m *mlConv) bfdProfile(o *mlObject) error {
 				break
 			}
 			d := time.Duration(ms) * time.Millisecond
-			if d < config.MinBFDInterval || d > config.MaxBFDInterval {
+			if ms < int(config.MinBFDInterval/time.Millisecond) || ms > int(config.MaxBFDInterval/time.Millisecond) { // before d can overflow
 				err = o.errAt("spec."+f.key, f.line, fmt.Errorf("%d ms is outside %v to %v", ms, config.MinBFDInterval, config.MaxBFDInterval))
 			} else if f.key == "receiveInterval" {
 				p.bfd.MinRx = d

@@ -349,6 +349,7 @@ func TestMetalLBErrors(t *testing.T) {
 		{"apiVersion: metallb.io/v1beta1\nkind: BFDProfile\nmetadata: {name: f}\nspec: {receiveInterval: 5}\n", "(BFDProfile/f): spec.receiveInterval: 5 ms is outside 10ms to 1m0s", "spec.receiveInterval"},
 		{"apiVersion: metallb.io/v1beta1\nkind: BFDProfile\nmetadata: {name: f}\nspec: {transmitInterval: fast}\n", "spec.transmitInterval: cannot unmarshal", "spec.transmitInterval"},
 		{"apiVersion: metallb.io/v1beta1\nkind: BFDProfile\nmetadata: {name: f}\nspec: {detectMultiplier: 256}\n", "spec.detectMultiplier: 256 is outside 1 to 255", "spec.detectMultiplier"},
+		{"apiVersion: metallb.io/v1beta1\nkind: BFDProfile\nmetadata: {name: f}\nspec: {transmitInterval: 9223372036854775807}\n", "spec.transmitInterval: 9223372036854775807 ms is outside", "spec.transmitInterval"},
 		{"- a\n- b\n", "is not a Kubernetes object", ""},
 	} {
 		_, err := MetalLB([]MetalLBFile{{Name: "f.yaml", Src: tc.src}}, MetalLBOptions{})
