@@ -58,6 +58,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzKeepalived$$' -fuzztime $(FUZZTIME) ./internal/importer
 	$(GO) test -run '^$$' -fuzz '^FuzzHAProxy$$' -fuzztime $(FUZZTIME) ./internal/importer
 	$(GO) test -run '^$$' -fuzz '^FuzzCurlScript$$' -fuzztime $(FUZZTIME) ./internal/importer
+	$(GO) test -run '^$$' -fuzz '^FuzzMetalLB$$' -fuzztime $(FUZZTIME) ./internal/importer
 	$(GO) test -run '^$$' -fuzz '^FuzzParseGenlAnswer$$' -fuzztime $(FUZZTIME) ./internal/xdp
 	$(GO) test -run '^$$' -fuzz '^FuzzUnmarshal$$' -fuzztime $(FUZZTIME) ./internal/bfd
 

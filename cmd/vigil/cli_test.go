@@ -96,7 +96,7 @@ func TestImportThenCheck(t *testing.T) {
 		{[]string{"keepalived", "../../internal/importer/testdata/keepalived.conf", "haproxy", "../../internal/importer/testdata/haproxy.cfg"}, 3},
 		{[]string{"metallb", ml + "l2.yaml"}, 0},
 		{[]string{"metallb", ml + "dualstack.yaml", ml + "l2.yaml", "--interface", "eth0"}, 0},
-		{[]string{"metallb", ml + "bgp.yaml", "--router-id", "10.0.0.11"}, 3}, // BFD and aggregation are lost
+		{[]string{"metallb", ml + "bgp.yaml", "--router-id", "10.0.0.11"}, 3}, // aggregation is lost
 		{[]string{"haproxy", "../../internal/importer/testdata/haproxy.cfg", "metallb", ml + "l2.yaml"}, 0},
 	} {
 		out := filepath.Join(t.TempDir(), "vigil.yaml")

@@ -69,6 +69,9 @@ type BFD struct {
 const (
 	DefaultBFDInterval   = 300 * time.Millisecond
 	DefaultBFDMultiplier = 3
+	// MinBFDInterval and MaxBFDInterval bound bfd.min_rx and min_tx.
+	MinBFDInterval = 10 * time.Millisecond
+	MaxBFDInterval = time.Minute
 )
 
 // Announce is a prefix advertised while its conditions hold.
@@ -208,7 +211,7 @@ func (v *validator) bfd(p string, b *BFD) {
 		key string
 		v   time.Duration
 	}{{"min_rx", b.MinRx}, {"min_tx", b.MinTx}} {
-		if d.v < 10*time.Millisecond || d.v > time.Minute || d.v%time.Microsecond != 0 {
+		if d.v < MinBFDInterval || d.v > MaxBFDInterval || d.v%time.Microsecond != 0 {
 			v.add(p+"."+d.key, "%v: from 10ms to 1m, in whole microseconds", d.v)
 		}
 	}

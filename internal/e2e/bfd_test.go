@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -263,12 +264,90 @@ func cableCuts(t *testing.T, rounds int) (withBFD, without []time.Duration) {
 // node's check flapping under load does not end the wait.
 func waitRouteGone(t *testing.T, router *netlab.Host, via string, d time.Duration) time.Duration {
 	t.Helper()
+	return waitRouteGoneFor(t, router, anycastVIP+"/32", via, d)
+}
+
+// waitRouteGoneFor is waitRouteGone for the route to prefix.
+func waitRouteGoneFor(t *testing.T, router *netlab.Host, prefix, via string, d time.Duration) time.Duration {
+	t.Helper()
 	t0 := time.Now()
-	for strings.Contains(routeOf(t, router, anycastVIP+"/32"), "via "+via+" ") {
+	for strings.Contains(routeOf(t, router, prefix), "via "+via+" ") {
 		if time.Since(t0) > d {
 			t.Fatalf("the router still routes via %s after %v", via, d)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	return time.Since(t0)
+}
+
+// BFD over IPv6 (RFC 5881 over UDP/IPv6, hop limit 255), with the node
+// peering with the router's global address and, in the second lab, with
+// link-local addresses only (neighbor fe80::254%eth0; FRR's neighbor
+// fe80::1 interface eth0): both sides bring the session Up, the /128 is in
+// the router's kernel table, and a cable cut at the switch takes lb1's next
+// hop away well before the 3 s hold time would.
+func TestBFDOverIPv6WithFRR(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		linkLocal      bool
+		neighbor, peer string // lb1's neighbor (the router) and the router's peer (lb1)
+	}{
+		{"global", false, "fd00:82::254", "fd00:82::1"},
+		{"link-local", true, "fe80::254%eth0", "fe80::1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var frrDir string
+			router, nodes, _ := bgpLabWith(t, 2, bgpOpts{v6: true, linkLocal: tc.linkLocal, bfd: []string{bfd100ms},
+				routerBFD: frrBFD{interval: 100 * time.Millisecond, mult: 3}, frrDir: &frrDir,
+				// lb2 must not flap under load: its next hop is the
+				// one that stays.
+				checkTiming: "interval: 1s, timeout: 900ms, rise: 1, fall: 3"})
+			host := anycastVIP6 + "/128"
+			took := waitNexthopsFor(t, router, host, 2, 30*time.Second)
+			waitFRRBFD(t, router, frrDir, tc.peer, "up", 30*time.Second)
+			bfd, bgp := waitNodeBFD(t, nodes[0], "Up", true, 30*time.Second)
+			t.Logf("two IPv6 next hops after %v; lb1's BFD session up both ways: %+v", took, bfd)
+			if bfd.Neighbor != tc.neighbor || bgp.Neighbor != tc.neighbor || bfd.RemoteDiscr == 0 || bfd.DetectionTime != 300*time.Millisecond {
+				t.Fatalf("lb1's sessions: BFD %+v, BGP %+v", bfd, bgp)
+			}
+			table, _ := exec.Command(vigilBin, "status", "--socket", nodes[0].socket()).CombinedOutput()
+			if !strings.Contains(string(table), "BFD NEIGHBOR") || !strings.Contains(string(table), tc.neighbor) {
+				t.Fatalf("vigil status has no BFD session with %s:\n%s", tc.neighbor, table)
+			}
+			if b, _ := os.ReadFile(filepath.Join(nodes[0].dir, "vigil.log")); strings.Contains(string(b), "bgp session closed") {
+				t.Errorf("lb1 closed its BGP session while BFD came up")
+			}
+			// The next hops are the nodes' addresses the router peers with.
+			lb2 := strings.TrimSuffix(tc.peer, "1") + "2"
+			if r := routeOf(t, router, host); !strings.Contains(r, "via "+tc.peer+" ") || !strings.Contains(r, "via "+lb2+" ") {
+				t.Fatalf("the router's route has not lb1's and lb2's next hops: %s", r)
+			}
+
+			if err := nodes[0].host.SetCable(false); err != nil {
+				t.Fatal(err)
+			}
+			took = waitRouteGoneFor(t, router, host, tc.peer, 10*time.Second)
+			t.Logf("lb1's cable cut (BFD 100 ms x 3) -> the router dropped its IPv6 next hop after %v", took)
+			if took > 2500*time.Millisecond {
+				t.Errorf("the route went after %v: that is the 3 s hold time, not BFD", took)
+			}
+			if r := routeOf(t, router, host); !strings.Contains(r, "via "+lb2+" ") {
+				t.Errorf("lb2's next hop went with lb1's: %q", r)
+			}
+			if st := frrBFDPeers(t, router, frrDir)[tc.peer]; st == "up" {
+				t.Errorf("the router's BFD session with lb1 is still up")
+			}
+			if bfd, bgp := waitNodeBFD(t, nodes[0], "Down", false, 5*time.Second); bfd.Diag != "control detection time expired" || !strings.Contains(bgp.LastError, "bfd") {
+				t.Errorf("lb1 after the cut: BFD %+v, BGP %+v", bfd, bgp)
+			}
+
+			if err := nodes[0].host.SetCable(true); err != nil {
+				t.Fatal(err)
+			}
+			waitFRRBFD(t, router, frrDir, tc.peer, "up", 30*time.Second)
+			took = waitNexthopsFor(t, router, host, 2, 30*time.Second)
+			waitNodeBFD(t, nodes[0], "Up", true, 10*time.Second)
+			t.Logf("lb1's cable back -> BFD up, two IPv6 next hops after %v", took)
+		})
+	}
 }

@@ -33,7 +33,8 @@ func MetalLB(files []MetalLBFile, opts MetalLBOptions) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &mlConv{r: &Result{}, opts: opts, communities: map[string]string{}, secrets: map[string]*mlObject{}}
+	m := &mlConv{r: &Result{}, opts: opts, communities: map[string]string{}, secrets: map[string]*mlObject{},
+		bfdProfiles: map[string]*mlBFD{}}
 	if err := m.convert(objs); err != nil {
 		return nil, err
 	}
@@ -45,6 +46,8 @@ type mlConv struct {
 	opts        MetalLBOptions
 	communities map[string]string
 	secrets     map[string]*mlObject
+	bfdProfiles map[string]*mlBFD
+	bfdOrder    []*mlBFD // in input order, for notes
 	pools       []*mlPool
 	peers       []*mlPeer
 	bgpAdvs     []*mlAdv
@@ -117,6 +120,10 @@ func (m *mlConv) convert(objs []*mlObject) error {
 			if err := m.community(o); err != nil {
 				return err
 			}
+		case o.kind == "BFDProfile":
+			if err := m.bfdProfile(o); err != nil {
+				return err
+			}
 		}
 	}
 	for _, o := range objs {
@@ -133,9 +140,7 @@ func (m *mlConv) convert(objs []*mlObject) error {
 			bgp = append(bgp, o)
 		case "BGPPeer":
 			err = m.peer(o)
-		case "Community":
-		case "BFDProfile":
-			m.note(o, 0, true, "not converted: vigil has no BFD; a BGP session fails after its hold time")
+		case "Community", "BFDProfile":
 		case "AddressPool":
 			m.note(o, 0, true, "the deprecated AddressPool is not converted: write it as an IPAddressPool and an L2Advertisement or BGPAdvertisement")
 		case "ServiceL2Status", "ServiceBGPStatus", "ConfigurationState":
@@ -161,6 +166,7 @@ func (m *mlConv) convert(objs []*mlObject) error {
 		m.r.note(f, otherLine[f], false, "not MetalLB configuration: %s", strings.Join(others[f], ", "))
 	}
 	m.bgpSection()
+	m.unusedBFDProfiles()
 	for _, a := range m.bgpAdvs {
 		m.peersOf(a)
 	}
@@ -589,7 +595,7 @@ func (m *mlConv) peer(o *mlObject) error {
 		case "bfdProfile":
 			var s string
 			if err = o.decode(f, &s); err == nil && s != "" {
-				m.note(o, f.line, true, "bfdProfile %s is not converted: vigil has no BFD", s)
+				m.bfdOf(o, f.line, s, p)
 			}
 		case "ebgpMultiHop":
 			var b bool

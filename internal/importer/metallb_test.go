@@ -42,8 +42,6 @@ var metallbCases = []struct {
 	lost: []string{
 		"bgp.yaml:39: NOT CONVERTED: BGPAdvertisement/transit: attributes for pool public",
 		"bgp.yaml:47: NOT CONVERTED: BGPAdvertisement/transit: aggregationLength 24",
-		"bgp.yaml:85: NOT CONVERTED: BGPPeer/tor-b: bfdProfile fast",
-		"bgp.yaml:87: NOT CONVERTED: BFDProfile/fast",
 	},
 	check: func(t *testing.T, c *config.Config) {
 		b := c.BGP
@@ -54,13 +52,41 @@ var metallbCases = []struct {
 		if a.Address != "10.0.0.1" || a.ASN != 64500 || a.Port != 179 || a.Password != "s3cret-md5" || a.HoldTime != 9*time.Second {
 			t.Fatalf("tor-a %+v (password from the Secret)", a)
 		}
-		if bb.Port != 1179 || bb.HoldTime != 30*time.Second {
-			t.Fatalf("tor-b %+v", bb)
+		if bb.Port != 1179 || bb.HoldTime != 30*time.Second ||
+			bb.BFD == nil || *bb.BFD != (config.BFD{MinRx: 100 * time.Millisecond, MinTx: 100 * time.Millisecond, Multiplier: 3}) {
+			t.Fatalf("tor-b %+v (bfd from BFDProfile fast)", bb)
+		}
+		if a.BFD != nil {
+			t.Fatalf("tor-a %+v has bfd; its BGPPeer names no bfdProfile", a)
 		}
 		p := c.Kubernetes.Services.Pools[0]
 		if p.Announce != "bgp" || p.Interface != "" || !*p.AvoidBuggyIPs || p.BGP == nil ||
 			!slices.Equal(p.BGP.Communities, []string{"64500:100", "65535:65282"}) || p.BGP.LocalPref != 100 {
 			t.Fatalf("pool %+v bgp %+v (the alias no-advertise is 65535:65282)", p, p.BGP)
+		}
+	},
+}, {
+	name: "bfd",
+	lost: []string{
+		"bfd.yaml:56: NOT CONVERTED: BGPPeer/bfd-c: bfdProfile missing is not in the input",
+		"bfd.yaml:67: NOT CONVERTED: BFDProfile/full: echoMode",
+		"bfd.yaml:69: NOT CONVERTED: BFDProfile/full: passiveMode",
+		"bfd.yaml:70: NOT CONVERTED: BFDProfile/full: minimumTtl 10",
+	},
+	check: func(t *testing.T, c *config.Config) {
+		ns := c.BGP.Neighbors
+		if len(ns) != 3 {
+			t.Fatalf("neighbors %+v", ns)
+		}
+		want := []*config.BFD{
+			{MinRx: 150 * time.Millisecond, MinTx: 100 * time.Millisecond, Multiplier: 5},
+			{MinRx: 50 * time.Millisecond, MinTx: 50 * time.Millisecond, Multiplier: 3},
+			nil,
+		}
+		for i, w := range want {
+			if got := ns[i].BFD; (got == nil) != (w == nil) || got != nil && *got != *w {
+				t.Errorf("neighbor %s: bfd %+v, want %+v", ns[i].Address, got, w)
+			}
 		}
 	},
 }, {
@@ -320,6 +346,10 @@ func TestMetalLBErrors(t *testing.T) {
 		{"apiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: r}\nspec: {myASN: 1, peerASN: 2, peerAddress: 10.0.0.1, holdTime: 90}\n", `spec.holdTime: "90" is not a duration`, "spec.holdTime"},
 		{"apiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: r}\nspec: {peerASN: 2, peerAddress: 10.0.0.1}\n", "spec.myASN: is required", "spec.myASN"},
 		{"apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nspec: {}\n", "metadata.name: is missing", "metadata.name"},
+		{"apiVersion: metallb.io/v1beta1\nkind: BFDProfile\nmetadata: {name: f}\nspec: {receiveInterval: 5}\n", "(BFDProfile/f): spec.receiveInterval: 5 ms is outside 10ms to 1m0s", "spec.receiveInterval"},
+		{"apiVersion: metallb.io/v1beta1\nkind: BFDProfile\nmetadata: {name: f}\nspec: {transmitInterval: fast}\n", "spec.transmitInterval: cannot unmarshal", "spec.transmitInterval"},
+		{"apiVersion: metallb.io/v1beta1\nkind: BFDProfile\nmetadata: {name: f}\nspec: {detectMultiplier: 256}\n", "spec.detectMultiplier: 256 is outside 1 to 255", "spec.detectMultiplier"},
+		{"apiVersion: metallb.io/v1beta1\nkind: BFDProfile\nmetadata: {name: f}\nspec: {transmitInterval: 9223372036854775807}\n", "spec.transmitInterval: 9223372036854775807 ms is outside", "spec.transmitInterval"},
 		{"- a\n- b\n", "is not a Kubernetes object", ""},
 	} {
 		_, err := MetalLB([]MetalLBFile{{Name: "f.yaml", Src: tc.src}}, MetalLBOptions{})
