@@ -66,7 +66,7 @@ fuzz:
 # VIGIL_REQUIRE_K8S turns a missing API server into a failure, not a skip;
 # VIGIL_REQUIRE_TOOLS the same for promtool (Debian package prometheus).
 test: deps k8s-tools vet generated-check fuzz
-	VIGIL_REQUIRE_K8S=1 VIGIL_REQUIRE_TOOLS=1 $(GO) test -race -count=1 ./...
+	VIGIL_REQUIRE_K8S=1 VIGIL_REQUIRE_TOOLS=1 $(GO) test -race -count=1 -timeout 45m ./...
 
 # reliability runs the fault, abuse and bad-input suite in namespace labs
 # (VRRP wire abuse, a flood of our VRID at rising rates, split brains,
