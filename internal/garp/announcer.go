@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -264,23 +265,44 @@ func probe(ctx context.Context, ifname string, ip netip.Addr, wait time.Duration
 	if err != nil {
 		return res, err
 	}
-	if _, err := c.WriteTo(f, &packet.Addr{HardwareAddr: broadcast}); err != nil {
-		return res, fmt.Errorf("arp probe %s on %s: %w", ip, ifname, err)
+	send := func() error {
+		if _, err := c.WriteTo(f, &packet.Addr{HardwareAddr: broadcast}); err != nil {
+			return fmt.Errorf("arp probe %s on %s: %w", ip, ifname, err)
+		}
+		return nil
+	}
+	if err := send(); err != nil {
+		return res, err
 	}
 	deadline := time.Now().Add(wait)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
-	_ = c.SetReadDeadline(deadline)
-	// Cancellation ends the wait early, as the deadline does.
+	// A lost request is sent again (as arping sends one a second), so one
+	// dropped frame does not cost the whole window.
+	readUntil := func(resend time.Time) {
+		if resend.After(deadline) {
+			resend = deadline
+		}
+		_ = c.SetReadDeadline(resend)
+	}
+	readUntil(time.Now().Add(probeResend))
+	// Cancellation ends the wait at once.
 	stop := context.AfterFunc(ctx, func() { _ = c.SetReadDeadline(time.Now()) })
 	defer stop()
 	seen := map[string]net.HardwareAddr{}
 	buf := make([]byte, 1500)
-	for {
+	for ctx.Err() == nil {
 		n, _, err := c.ReadFrom(buf)
 		if err != nil {
-			break // deadline reached
+			if now := time.Now(); errors.Is(err, os.ErrDeadlineExceeded) && now.Before(deadline) && ctx.Err() == nil {
+				if err := send(); err != nil {
+					return res, err
+				}
+				readUntil(now.Add(probeResend))
+				continue
+			}
+			break // the window is over, or cancelled
 		}
 		rep, err := ParseFrame(buf[:n])
 		if err != nil {
@@ -303,6 +325,9 @@ func probe(ctx context.Context, ifname string, ip netip.Addr, wait time.Duration
 	}
 	return res, nil
 }
+
+// probeResend is how often a probe sends its request again while it waits.
+const probeResend = time.Second
 
 func permission(err error) error {
 	if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EACCES) {

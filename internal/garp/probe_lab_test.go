@@ -9,6 +9,7 @@ import (
 
 	"github.com/vigil-lb/vigil/internal/garp"
 	"github.com/vigil-lb/vigil/internal/netlab"
+	"github.com/vishvananda/netlink"
 )
 
 // ProbeFirst returns at the first answer, where Probe waits out its
@@ -55,4 +56,50 @@ func TestProbeFirstReturnsAtTheFirstAnswer(t *testing.T) {
 		t.Fatalf("ProbeFirst took %v of its %v window: it waited it out", took, window)
 	}
 	t.Logf("answered after %v", took)
+}
+
+// A probe whose first request finds nobody sends it again: an address
+// that appears a moment later is answered within the window.
+func TestProbeSendsItsRequestAgain(t *testing.T) {
+	if !netlab.Root() {
+		t.Skip("needs root to create network namespaces")
+	}
+	lab, err := netlab.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lab.Close() })
+	a, err := lab.AddHost("a", netip.MustParsePrefix("10.77.0.1/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := lab.AddHost("b", netip.MustParsePrefix("10.77.0.2/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	late := netip.MustParsePrefix("10.77.0.3/24")
+	time.AfterFunc(1500*time.Millisecond, func() {
+		h, err := b.Netlink()
+		if err != nil {
+			return
+		}
+		defer h.Close()
+		lk, err := h.LinkByName("eth0")
+		if err != nil {
+			return
+		}
+		_ = h.AddrAdd(lk, &netlink.Addr{IPNet: &net.IPNet{IP: late.Addr().AsSlice(), Mask: net.CIDRMask(24, 32)}})
+	})
+	const window = 20 * time.Second
+	var res garp.ProbeResult
+	t0 := time.Now()
+	if err := a.Do(func() (err error) {
+		res, err = garp.ProbeFirst(context.Background(), "eth0", late.Addr(), window)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(t0); len(res.MACs) != 1 || took >= window/2 {
+		t.Fatalf("answers %v after %v: the request was not sent again once the address appeared", res.MACs, took)
+	}
 }
