@@ -48,7 +48,7 @@ func (c Case) Check(msg string) error {
 		}
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("%s: the message lacks %s: %s", c.Name, strings.Join(missing, ", "), strings.TrimSpace(msg))
+		return fmt.Errorf("the message lacks %s: %s", strings.Join(missing, ", "), strings.Join(strings.Fields(msg), " "))
 	}
 	return nil
 }
