@@ -18,7 +18,7 @@ import (
 	"strings"
 )
 
-//go:embed testdata/configs
+//go:embed testdata/configs testdata/kube
 var files embed.FS
 
 // Marker ends the line a case's error must name: "(line N)" in the message,
@@ -64,9 +64,42 @@ func Configs() ([]Case, error) {
 }
 
 // KubeObjects returns the broken Kubernetes object files of testdata/kube
-// (YAML, one or more documents each), sorted by name; their Want are the
-// "# want:" lines, which the tests read per object kind.
+// (YAML, one or more documents each), sorted by name. Their Want are the
+// "# want:" lines, "PACKAGE NAMESPACE/NAME EXPECTATION": the test of
+// PACKAGE (kube: the conversion into vigil's view; lbsvc: the allocator)
+// reads those for it with Expectations.
 func KubeObjects() ([]Case, error) { return read("testdata/kube", ".yaml") }
+
+// Expectation is one "# want:" line of a Kubernetes object case.
+type Expectation struct {
+	Object string // NAMESPACE/NAME, or NAME for a cluster-scoped object
+	Want   string // the rest of the line
+}
+
+// Expectations returns c's expectations for package pkg.
+func (c Case) Expectations(pkg string) []Expectation {
+	var out []Expectation
+	for _, w := range c.Want {
+		rest, ok := strings.CutPrefix(w, pkg+" ")
+		if !ok {
+			continue
+		}
+		obj, want, _ := strings.Cut(rest, " ")
+		out = append(out, Expectation{Object: obj, Want: want})
+	}
+	return out
+}
+
+// Documents splits c's data into its YAML documents.
+func (c Case) Documents() [][]byte {
+	var out [][]byte
+	for _, d := range bytes.Split(c.Data, []byte("\n---\n")) {
+		if len(bytes.TrimSpace(d)) > 0 {
+			out = append(out, d)
+		}
+	}
+	return out
+}
 
 func read(dir, ext string) ([]Case, error) {
 	ents, err := fs.ReadDir(files, dir)
