@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -128,10 +130,27 @@ func badKubeRow(ctx context.Context) row {
 		lines := strings.Split(strings.TrimSpace(out), "\n")
 		return r.broken(fmt.Errorf("go test: %w: %s", err, strings.Join(lines[max(0, len(lines)-6):], " / ")))
 	}
-	objects := map[string]bool{}
-	for _, p := range slices.Concat(pass, fail) {
-		objects[strings.SplitN(p[1], "/", 2)[0]] = true
+	cases, err := badinput.KubeObjects()
+	if err != nil {
+		return r.broken(err)
 	}
-	r.figure = fmt.Sprintf("%d files, %d checks (conversion in internal/kube, allocation in internal/lbsvc): %d as wanted", len(objects), r.tries, r.tries-r.failures)
+	kinds := map[string]int{}
+	total := 0
+	for _, c := range cases {
+		objs, err := c.Objects()
+		if err != nil {
+			return r.broken(err)
+		}
+		for _, o := range objs {
+			kinds[reflect.TypeOf(o).Elem().Name()]++
+			total++
+		}
+	}
+	var per []string
+	for _, k := range slices.Sorted(maps.Keys(kinds)) {
+		per = append(per, fmt.Sprintf("%d %ss", kinds[k], k))
+	}
+	r.figure = fmt.Sprintf("%d objects in %d files (%s); %d checks (conversion in internal/kube, allocation in internal/lbsvc): %d as wanted",
+		total, len(cases), strings.Join(per, ", "), r.tries, r.tries-r.failures)
 	return r
 }
