@@ -36,7 +36,7 @@ type row struct {
 func (r row) broken(err error) row { r.err = err; r.failures++; return r }
 
 // scenarios in the table's order: the priority.
-var order = []string{"abuse", "flood", "splitbrain", "crash", "reload", "fuzz"}
+var order = []string{"abuse", "flood", "splitbrain", "crash", "reload", "badconfig", "badkube", "security", "fuzz"}
 
 func main() {
 	out := flag.String("out", "docs/reliability.md", "markdown file to update")
@@ -104,6 +104,12 @@ func run(out string, short bool, only, vigil, label string, fuzzExecs int) error
 			r = crashRow(ctx, vigil, p.crashRounds)
 		case "reload":
 			r = reloadRow(ctx, vigil, p.reloads, p.badReloads)
+		case "badconfig":
+			r = badConfigRow(ctx, vigil)
+		case "badkube":
+			r = badKubeRow(ctx)
+		case "security":
+			r = securityRow(ctx, vigil)
 		case "fuzz":
 			r = fuzzRow(ctx, p.fuzzExecs)
 		}

@@ -18,8 +18,8 @@ func nodeFromAPI(n *corev1.Node) Node {
 		out.Labels = maps.Clone(n.Labels)
 	}
 	for _, a := range n.Status.Addresses {
-		ip, err := netip.ParseAddr(a.Address)
-		if err != nil {
+		ip, ok := parseIP(a.Address)
+		if !ok {
 			continue
 		}
 		out.Addresses = append(out.Addresses, NodeAddress{Type: string(a.Type), Address: ip})
@@ -30,6 +30,15 @@ func nodeFromAPI(n *corev1.Node) Node {
 		}
 	}
 	return out
+}
+
+// parseIP parses an address of an API object. One with a zone
+// ("fe80::1%eth0") is refused like one that does not parse: the API's
+// validation refuses zones, a zone names an interface of some other host,
+// and the allocator (internal/lbsvc) skips them in a Service's status too.
+func parseIP(s string) (netip.Addr, bool) {
+	ip, err := netip.ParseAddr(s)
+	return ip, err == nil && ip.Zone() == ""
 }
 
 // sliceFromAPI reduces an EndpointSlice; ok is false for a slice vigil
@@ -65,7 +74,7 @@ func sliceFromAPI(es *discoveryv1.EndpointSlice) (s Slice, ok bool) {
 			e.NodeName = *ep.NodeName
 		}
 		for _, a := range ep.Addresses {
-			if ip, err := netip.ParseAddr(a); err == nil {
+			if ip, ok := parseIP(a); ok {
 				e.Addresses = append(e.Addresses, ip)
 			}
 		}
@@ -100,7 +109,7 @@ func serviceFromAPI(svc *corev1.Service) (s Service, ok bool) {
 		}
 	}
 	for _, in := range svc.Status.LoadBalancer.Ingress {
-		if ip, err := netip.ParseAddr(in.IP); err == nil && !slices.Contains(s.Addresses, ip) {
+		if ip, ok := parseIP(in.IP); ok && !slices.Contains(s.Addresses, ip) {
 			s.Addresses = append(s.Addresses, ip)
 		}
 	}
