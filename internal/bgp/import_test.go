@@ -70,7 +70,7 @@ func TestImportRejectsEveryRoute(t *testing.T) {
 		if len(ss) == 1 && ss[0].State == "established" && ss[0].RoutesReceived == 100 {
 			break
 		}
-		if time.Since(t0) > 20*time.Second {
+		if time.Since(t0) > 60*time.Second {
 			t.Fatalf("sessions %+v: want established with 100 routes received", ss)
 		}
 	}
@@ -84,7 +84,7 @@ func TestImportRejectsEveryRoute(t *testing.T) {
 		t.Fatalf("vigil's global RIB %v: want only its own %s", rib, own)
 	}
 	got := 0
-	for t0 := time.Now(); got == 0 && time.Since(t0) < 10*time.Second; time.Sleep(50 * time.Millisecond) {
+	for t0 := time.Now(); got == 0 && time.Since(t0) < 30*time.Second; time.Sleep(50 * time.Millisecond) {
 		router.ListPath(apiutil.ListPathRequest{TableType: api.TableType_TABLE_TYPE_ADJ_IN, Name: "127.0.0.1", Family: bgp.RF_IPv4_UC},
 			func(prefix bgp.NLRI, _ []*apiutil.Path) {
 				if prefix.String() == own.String() {
