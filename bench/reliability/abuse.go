@@ -65,9 +65,10 @@ func abuseCases() []abuseCase {
 		{"our VIP and a foreign one", vrrp.DropAddresses, func(src netip.Addr) []byte {
 			return ip(src, advert(3, labVRID, 250, append(slices.Clone(ours), foreign...), src))
 		}},
-		// Last: before bug 6's fix the collapsed list passes, and the
-		// spoofed priority 250 takes the VIP from lb1 for a while.
-		{"our VIP 255 times, priority 250", vrrp.DropMalformed, func(src netip.Addr) []byte {
+		// Last: before bug 6's fix the collapsed list passed, and the
+		// spoofed priority 250 took the VIP from lb1 for a while; now an
+		// address listed twice is its own drop reason.
+		{"our VIP 255 times, priority 250", vrrp.DropDuplicate, func(src netip.Addr) []byte {
 			return ip(src, advert(3, labVRID, 250, dups, src))
 		}},
 	}
