@@ -81,10 +81,12 @@ type Source struct {
 	client  kubernetes.Interface
 	dialer  *fallbackDialer // nil when the config came with its own Dial
 	watches []*watched
-	kick    chan struct{} // informer events, one slot
-	updates chan struct{} // wakes for the reader, one slot
-	started atomic.Bool
-	pubMu   sync.Mutex // serialises publish (and the state file writes)
+	// verifiers compare the informers' stores with the API (verify.go).
+	verifiers []*verifier
+	kick      chan struct{} // informer events, one slot
+	updates   chan struct{} // wakes for the reader, one slot
+	started   atomic.Bool
+	pubMu     sync.Mutex // serialises publish (and the state file writes)
 
 	mu       sync.Mutex
 	latest   Snapshot
@@ -103,8 +105,9 @@ type watched struct {
 
 	mu      sync.Mutex
 	up      bool
-	text    string // the current error, "" when up
-	lastErr error  // the error the calls saw last, to skip it in the handler
+	text    string      // the current error, "" when up
+	lastErr error       // the error the calls saw last, to skip it in the handler
+	cur     *relistable // the watch the informer runs now
 }
 
 // NewSource builds a Source for o; nothing is started before Start.
@@ -225,6 +228,12 @@ func (s *Source) add(what string, example runtime.Object,
 		},
 		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
 			wi, err := watchFn(ctx, opts)
+			if err == nil {
+				streaming := opts.SendInitialEvents != nil && *opts.SendInitialEvents
+				r := newRelistable(wi, s.opts.dropEvents, streaming)
+				w.setWatch(r)
+				wi = r
+			}
 			if opts.SendInitialEvents != nil && *opts.SendInitialEvents {
 				// A streaming list. The reflector retries it when the
 				// server is unreachable or busy, and otherwise falls back
@@ -253,6 +262,9 @@ func (s *Source) add(what string, example runtime.Object,
 		DeleteFunc: func(any) { s.poke() },
 	})
 	s.watches = append(s.watches, w)
+	s.verifiers = append(s.verifiers, &verifier{w: w, list: func(ctx context.Context) (runtime.Object, error) {
+		return list(ctx, metav1.ListOptions{ResourceVersion: ""}) // consistent
+	}})
 }
 
 // stripManagedFields drops what vigil never reads and the informer would
@@ -377,6 +389,12 @@ func (s *Source) Start(ctx context.Context, wait time.Duration) (Snapshot, Origi
 		s.poke() // a sync with no objects has no events
 	}()
 	go s.run(ctx)
+	if every := s.opts.VerifyEvery; every >= 0 {
+		if every == 0 {
+			every = DefaultVerifyEvery
+		}
+		go s.verify(ctx, every, verifyGrace)
+	}
 
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
