@@ -43,8 +43,9 @@ type Options struct {
 	// before the Source wakes its reader. Default: 50ms.
 	Coalesce time.Duration
 	// VerifyEvery is how often each informer's store is compared with a
-	// consistent list from the API (see verify.go); a difference makes
-	// the informer relist. 0 means DefaultVerifyEvery; negative disables.
+	// consistent list from the API (package kubeverify); a persistent
+	// difference makes the informer relist. Default (0):
+	// kubeverify.DefaultEvery; negative disables.
 	VerifyEvery time.Duration
 	// Log receives one line per change of watch state. Default: discard.
 	Log *slog.Logger
@@ -56,11 +57,6 @@ type Options struct {
 
 // DefaultCoalesce is Options.Coalesce when unset.
 const DefaultCoalesce = 50 * time.Millisecond
-
-// DefaultVerifyEvery is Options.VerifyEvery when unset: one list of each
-// watched kind per period, so a watch that went silent (after an API
-// server restart) is caught within it.
-const DefaultVerifyEvery = 30 * time.Second
 
 // PrimaryDialTimeout bounds the dial of the kubeconfig's server when
 // fallback servers are configured: long enough for a live server on a

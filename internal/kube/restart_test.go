@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/vigil-lb/vigil/internal/kubetest"
+	"github.com/vigil-lb/vigil/internal/kubeverify"
 )
 
 // testVerifyEvery is the check period in these tests, and seenWithin the
@@ -21,7 +22,7 @@ import (
 // period, the grace and time for a loaded machine.
 const (
 	testVerifyEvery = 3 * time.Second
-	seenWithin      = testVerifyEvery + verifyGrace + 10*time.Second
+	seenWithin      = testVerifyEvery + kubeverify.Grace + 10*time.Second
 )
 
 // A Node, a LoadBalancer Service and an EndpointSlice deleted right after

@@ -28,6 +28,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
+
+	"github.com/vigil-lb/vigil/internal/kubeverify"
 )
 
 // Origin says where a snapshot came from.
@@ -81,12 +83,10 @@ type Source struct {
 	client  kubernetes.Interface
 	dialer  *fallbackDialer // nil when the config came with its own Dial
 	watches []*watched
-	// verifiers compare the informers' stores with the API (verify.go).
-	verifiers []*verifier
-	kick      chan struct{} // informer events, one slot
-	updates   chan struct{} // wakes for the reader, one slot
-	started   atomic.Bool
-	pubMu     sync.Mutex // serialises publish (and the state file writes)
+	kick    chan struct{} // informer events, one slot
+	updates chan struct{} // wakes for the reader, one slot
+	started atomic.Bool
+	pubMu   sync.Mutex // serialises publish (and the state file writes)
 
 	mu       sync.Mutex
 	latest   Snapshot
@@ -105,9 +105,10 @@ type watched struct {
 
 	mu      sync.Mutex
 	up      bool
-	text    string      // the current error, "" when up
-	lastErr error       // the error the calls saw last, to skip it in the handler
-	cur     *relistable // the watch the informer runs now
+	text    string // the current error, "" when up
+	lastErr error  // the error the calls saw last, to skip it in the handler
+	// verify compares the store with the API and relists a silent watch.
+	verify *kubeverify.Verifier
 }
 
 // NewSource builds a Source for o; nothing is started before Start.
@@ -220,6 +221,10 @@ func (s *Source) add(what string, example runtime.Object,
 	watchFn func(context.Context, metav1.ListOptions) (watch.Interface, error),
 ) {
 	w := &watched{what: what, log: s.log}
+	w.verify = kubeverify.New(what, func(ctx context.Context) (runtime.Object, error) {
+		return list(ctx, metav1.ListOptions{ResourceVersion: ""}) // consistent
+	})
+	w.verify.Drop = s.opts.dropEvents
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
 			obj, err := list(ctx, opts)
@@ -229,10 +234,7 @@ func (s *Source) add(what string, example runtime.Object,
 		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
 			wi, err := watchFn(ctx, opts)
 			if err == nil {
-				streaming := opts.SendInitialEvents != nil && *opts.SendInitialEvents
-				r := newRelistable(wi, s.opts.dropEvents, streaming)
-				w.setWatch(r)
-				wi = r
+				wi = w.verify.Watch(wi, opts)
 			}
 			if opts.SendInitialEvents != nil && *opts.SendInitialEvents {
 				// A streaming list. The reflector retries it when the
@@ -262,9 +264,6 @@ func (s *Source) add(what string, example runtime.Object,
 		DeleteFunc: func(any) { s.poke() },
 	})
 	s.watches = append(s.watches, w)
-	s.verifiers = append(s.verifiers, &verifier{w: w, list: func(ctx context.Context) (runtime.Object, error) {
-		return list(ctx, metav1.ListOptions{ResourceVersion: ""}) // consistent
-	}})
 }
 
 // stripManagedFields drops what vigil never reads and the informer would
@@ -389,11 +388,10 @@ func (s *Source) Start(ctx context.Context, wait time.Duration) (Snapshot, Origi
 		s.poke() // a sync with no objects has no events
 	}()
 	go s.run(ctx)
-	if every := s.opts.VerifyEvery; every >= 0 {
-		if every == 0 {
-			every = DefaultVerifyEvery
+	if s.opts.VerifyEvery >= 0 {
+		for _, w := range s.watches {
+			go w.verify.Run(ctx, w.inf, s.opts.VerifyEvery, kubeverify.Grace, s.log)
 		}
-		go s.verify(ctx, every, verifyGrace)
 	}
 
 	timer := time.NewTimer(wait)
