@@ -42,8 +42,17 @@ type Options struct {
 	// Coalesce is how long the first event of a burst waits for more
 	// before the Source wakes its reader. Default: 50ms.
 	Coalesce time.Duration
+	// VerifyEvery is how often each informer's store is compared with a
+	// consistent list from the API (package kubeverify); a persistent
+	// difference makes the informer relist. Default (0):
+	// kubeverify.DefaultEvery; negative disables.
+	VerifyEvery time.Duration
 	// Log receives one line per change of watch state. Default: discard.
 	Log *slog.Logger
+
+	// dropEvents, in tests, makes every watch drop its events while it
+	// returns true: a watch that is up and delivers nothing.
+	dropEvents func() bool
 }
 
 // DefaultCoalesce is Options.Coalesce when unset.

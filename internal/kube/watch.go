@@ -28,6 +28,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
+
+	"github.com/vigil-lb/vigil/internal/kubeverify"
 )
 
 // Origin says where a snapshot came from.
@@ -105,6 +107,8 @@ type watched struct {
 	up      bool
 	text    string // the current error, "" when up
 	lastErr error  // the error the calls saw last, to skip it in the handler
+	// verify compares the store with the API and relists a silent watch.
+	verify *kubeverify.Verifier
 }
 
 // NewSource builds a Source for o; nothing is started before Start.
@@ -217,6 +221,10 @@ func (s *Source) add(what string, example runtime.Object,
 	watchFn func(context.Context, metav1.ListOptions) (watch.Interface, error),
 ) {
 	w := &watched{what: what, log: s.log}
+	w.verify = kubeverify.New(what, func(ctx context.Context) (runtime.Object, error) {
+		return list(ctx, metav1.ListOptions{ResourceVersion: ""}) // consistent
+	})
+	w.verify.Drop = s.opts.dropEvents
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
 			obj, err := list(ctx, opts)
@@ -225,6 +233,9 @@ func (s *Source) add(what string, example runtime.Object,
 		},
 		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
 			wi, err := watchFn(ctx, opts)
+			if err == nil {
+				wi = w.verify.Watch(wi, opts)
+			}
 			if opts.SendInitialEvents != nil && *opts.SendInitialEvents {
 				// A streaming list. The reflector retries it when the
 				// server is unreachable or busy, and otherwise falls back
@@ -377,6 +388,11 @@ func (s *Source) Start(ctx context.Context, wait time.Duration) (Snapshot, Origi
 		s.poke() // a sync with no objects has no events
 	}()
 	go s.run(ctx)
+	if s.opts.VerifyEvery >= 0 {
+		for _, w := range s.watches {
+			go w.verify.Run(ctx, w.inf, s.opts.VerifyEvery, kubeverify.Grace, s.log)
+		}
+	}
 
 	timer := time.NewTimer(wait)
 	defer timer.Stop()

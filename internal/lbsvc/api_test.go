@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/vigil-lb/vigil/internal/kubetest"
+	"github.com/vigil-lb/vigil/internal/kubeverify"
 	"github.com/vigil-lb/vigil/internal/lbipam"
 	"github.com/vigil-lb/vigil/internal/manifest"
 )
@@ -657,4 +659,27 @@ func TestFailoverAfterExpiry(t *testing.T) {
 	if a, b := f.addrs("before"), f.wait("after", 1); a[0] == b[0] {
 		t.Fatalf("before and after share %v", a)
 	}
+}
+
+// A Services watch that is up but delivers nothing (seen after an API
+// server restart) would keep a deleted Service served, and its address
+// announced, until a relist: the verifier makes the informer relist
+// within its period and the grace.
+func TestSilentWatchRelists(t *testing.T) {
+	f := setup(t)
+	o := f.options("node-a")
+	o.VerifyEvery = 2 * time.Second
+	var silent atomic.Bool
+	r := f.start(o, func(c *Controller) { c.verify.Drop = silent.Load })
+	f.leader(r)
+	f.svc("web")
+	f.wait("web", 1)
+	eventually(t, 10*time.Second, "web in Latest", func() bool { return len(r.Latest()) == 1 })
+	silent.Store(true)
+	if err := f.admin.CoreV1().Services(f.ns).Delete(context.Background(), "web", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	deleted := time.Now()
+	eventually(t, o.VerifyEvery+kubeverify.Grace+10*time.Second, "web gone from Latest", func() bool { return len(r.Latest()) == 0 })
+	t.Logf("deletion served after %v with the watch silent", time.Since(deleted).Round(time.Millisecond))
 }

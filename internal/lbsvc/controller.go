@@ -16,6 +16,7 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -27,6 +28,7 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 
+	"github.com/vigil-lb/vigil/internal/kubeverify"
 	"github.com/vigil-lb/vigil/internal/lbipam"
 )
 
@@ -86,6 +88,11 @@ type Options struct {
 	// Coalesce is how long the first change of a burst waits for more.
 	// Default: DefaultCoalesce.
 	Coalesce time.Duration
+	// VerifyEvery is how often the Services informer's store is compared
+	// with a consistent list (package kubeverify): a watch that is up but
+	// silent would keep a deleted Service's address announced. Default
+	// (0): kubeverify.DefaultEvery; negative disables.
+	VerifyEvery time.Duration
 	// LeaseDuration, RenewDeadline and RetryPeriod time the election
 	// (client-go leaderelection). Defaults: DefaultLeaseDuration,
 	// DefaultRenewDeadline, DefaultRetryPeriod.
@@ -139,6 +146,7 @@ type Controller struct {
 	stopping     atomic.Bool
 	lock         *fencedLock
 	keepLease    bool // tests: stop as a crash would, the Lease left to expire
+	verify       *kubeverify.Verifier
 	broadcaster  record.EventBroadcaster
 	recorder     record.EventRecorder
 
@@ -228,6 +236,9 @@ func New(client kubernetes.Interface, o Options) (*Controller, error) {
 		c.poolNames = append(c.poolNames, p.Name)
 	}
 	svcs := client.CoreV1().Services(o.Namespace)
+	c.verify = kubeverify.New("services", func(ctx context.Context) (runtime.Object, error) {
+		return svcs.List(ctx, metav1.ListOptions{ResourceVersion: ""}) // consistent
+	})
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
 			obj, err := svcs.List(ctx, opts)
@@ -237,6 +248,9 @@ func New(client kubernetes.Interface, o Options) (*Controller, error) {
 		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
 			w, err := svcs.Watch(ctx, opts)
 			c.watchResult(ctx, "watch", err)
+			if err == nil {
+				w = c.verify.Watch(w, opts)
+			}
 			return w, err
 		},
 	}
@@ -250,7 +264,8 @@ func New(client kubernetes.Interface, o Options) (*Controller, error) {
 		return obj, nil
 	})
 	_ = c.inf.SetWatchErrorHandlerWithContext(func(ctx context.Context, _ *cache.Reflector, err error) {
-		if ctx.Err() == nil {
+		// 410 is a routine relist (also the verifier's cue), not a failure.
+		if ctx.Err() == nil && !apierrors.IsResourceExpired(err) && !apierrors.IsGone(err) {
 			c.watchResult(ctx, "watch", err)
 		}
 	})
@@ -306,6 +321,9 @@ func (c *Controller) Run(ctx context.Context) error {
 		c.broadcaster.Shutdown()
 	}()
 	go c.inf.RunWithContext(ictx)
+	if c.o.VerifyEvery >= 0 {
+		go c.verify.Run(ictx, c.inf, c.o.VerifyEvery, kubeverify.Grace, c.log)
+	}
 	if !cache.WaitForCacheSync(ctx.Done(), c.inf.HasSynced) {
 		return nil
 	}
