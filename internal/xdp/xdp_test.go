@@ -346,14 +346,18 @@ func TestBenchTable(t *testing.T) {
 	fmt.Fprintf(&b, "Written by `make bench-xdp` on %s: BPF_PROG_TEST_RUN, %d runs per figure, best of 5, same run. "+
 		"IPv4 has its own service and connection-tracking maps with 8- and 16-byte keys (IPv6: 20 and 40); "+
 		"before that split an IPv4 hit took 42 ns. A bitmap of the services' (address, port, protocol) hashes in global data "+
-		"turns away a packet that is not for a service before any map lookup (before it: 19 ns, 3.2x). Lab packets per second are in the next table.\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), repeat)
-	b.WriteString("| program | ns per packet | vs MAC swap | goal |\n|---|---|---|---|\n")
-	fmt.Fprintf(&b, "| xdp_swap (swap MACs, XDP_TX) | %.1f | 1.00x | |\n", float64(swap.Nanoseconds()))
-	fmt.Fprintf(&b, "| xdp_dsr, VIP hit, tracked flow | %.1f | %.2fx | <= 3x |\n", float64(tracked.Nanoseconds()), float64(tracked)/float64(swap))
-	fmt.Fprintf(&b, "| xdp_dsr, IPv6 VIP hit, tracked flow | %.1f | %.2fx | <= 4x |\n", float64(tracked6.Nanoseconds()), float64(tracked6)/float64(swap))
-	fmt.Fprintf(&b, "| xdp_dsr, not a service: the VIP, another port (XDP_PASS) | %.1f | %.2fx | <= 1.5x |\n", float64(miss.Nanoseconds()), float64(miss)/float64(swap))
-	fmt.Fprintf(&b, "| xdp_dsr, not a service: another address (XDP_PASS) | %.1f | %.2fx | <= 1.5x |\n", float64(other.Nanoseconds()), float64(other)/float64(swap))
-	fmt.Fprintf(&b, "| xdp_dsr, not a service: another IPv6 address (XDP_PASS) | %.1f | %.2fx | <= 1.5x |\n", float64(other6.Nanoseconds()), float64(other6)/float64(swap))
+		"turns away a packet that is not for a service before any map lookup, and a tracked flow is found by its connection-tracking entry alone "+
+		"(its service's generation in global data says it is still valid). The MAC swap's own cost is the test run's fixed part and differs between machines "+
+		"(6 ns on the machine of 2026-11-23, 26-30 ns on this one), which compresses the ratios: the column above the MAC swap is the program's own work. "+
+		"Same run on 2026-12-07, before these two changes (at 19945e8): tracked IPv4 hit 84-91 ns (57-61 above the swap), IPv6 97 ns, not a service 43-46 ns (16 above). "+
+		"Lab packets per second are in the next table.\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), repeat)
+	b.WriteString("| program | ns per packet | vs MAC swap | above MAC swap, ns | goal |\n|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| xdp_swap (swap MACs, XDP_TX) | %.1f | 1.00x | 0 | |\n", float64(swap.Nanoseconds()))
+	fmt.Fprintf(&b, "| xdp_dsr, VIP hit, tracked flow | %.1f | %.2fx | %.0f | <= 3x |\n", float64(tracked.Nanoseconds()), float64(tracked)/float64(swap), float64((tracked - swap).Nanoseconds()))
+	fmt.Fprintf(&b, "| xdp_dsr, IPv6 VIP hit, tracked flow | %.1f | %.2fx | %.0f | <= 4x |\n", float64(tracked6.Nanoseconds()), float64(tracked6)/float64(swap), float64((tracked6 - swap).Nanoseconds()))
+	fmt.Fprintf(&b, "| xdp_dsr, not a service: the VIP, another port (XDP_PASS) | %.1f | %.2fx | %.0f | <= 1.5x |\n", float64(miss.Nanoseconds()), float64(miss)/float64(swap), float64((miss - swap).Nanoseconds()))
+	fmt.Fprintf(&b, "| xdp_dsr, not a service: another address (XDP_PASS) | %.1f | %.2fx | %.0f | <= 1.5x |\n", float64(other.Nanoseconds()), float64(other)/float64(swap), float64((other - swap).Nanoseconds()))
+	fmt.Fprintf(&b, "| xdp_dsr, not a service: another IPv6 address (XDP_PASS) | %.1f | %.2fx | %.0f | <= 1.5x |\n", float64(other6.Nanoseconds()), float64(other6)/float64(swap), float64((other6 - swap).Nanoseconds()))
 	if err := benchdoc.WriteSection(*benchTable, "xdp", "XDP DSR program", b.String()); err != nil {
 		t.Fatal(err)
 	}
