@@ -138,7 +138,8 @@ func read(dir, ext string) ([]Case, error) {
 
 // generatedConfigs are the cases too big to keep as files: a key of 1 MB,
 // a file beyond the 2 MiB limit made of valid YAML, and nesting deep
-// enough to hurt a recursive parser.
+// enough to hurt a recursive parser; and the start of an executable, which
+// the repository's check for committed binaries would take for one.
 func generatedConfigs() []Case {
 	key := "cluster: prod\n" + strings.Repeat("k", 1<<20) + ": 1\n"
 	var huge strings.Builder
@@ -151,5 +152,6 @@ func generatedConfigs() []Case {
 		{Name: "gen-key-1mb", Data: []byte(key), Want: []string{"(line 2)"}},
 		{Name: "gen-file-3mb", Data: []byte(huge.String()), Want: []string{"the file is over 2097152 bytes"}},
 		{Name: "gen-nesting-5000", Data: []byte(deep), Want: []string{"(line 2)"}},
+		{Name: "elf-header", Data: []byte("\x7fELF\x02\x01\x01\x00 #<\n"), Want: []string{"(line 1)"}},
 	}
 }
