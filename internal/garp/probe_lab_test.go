@@ -15,22 +15,7 @@ import (
 // ProbeFirst returns at the first answer, where Probe waits out its
 // window for every host that claims the address.
 func TestProbeFirstReturnsAtTheFirstAnswer(t *testing.T) {
-	if !netlab.Root() {
-		t.Skip("needs root to create network namespaces")
-	}
-	lab, err := netlab.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lab.Close() })
-	a, err := lab.AddHost("a", netip.MustParsePrefix("10.77.0.1/24"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := lab.AddHost("b", netip.MustParsePrefix("10.77.0.2/24"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b := twoHosts(t)
 	var want net.HardwareAddr
 	if err := b.Do(func() error {
 		ifi, err := net.InterfaceByName("eth0")
@@ -61,22 +46,7 @@ func TestProbeFirstReturnsAtTheFirstAnswer(t *testing.T) {
 // A probe whose first request finds nobody sends it again: an address
 // that appears a moment later is answered within the window.
 func TestProbeSendsItsRequestAgain(t *testing.T) {
-	if !netlab.Root() {
-		t.Skip("needs root to create network namespaces")
-	}
-	lab, err := netlab.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lab.Close() })
-	a, err := lab.AddHost("a", netip.MustParsePrefix("10.77.0.1/24"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := lab.AddHost("b", netip.MustParsePrefix("10.77.0.2/24"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b := twoHosts(t)
 	late := netip.MustParsePrefix("10.77.0.3/24")
 	time.AfterFunc(1500*time.Millisecond, func() {
 		h, err := b.Netlink()
@@ -102,4 +72,25 @@ func TestProbeSendsItsRequestAgain(t *testing.T) {
 	if took := time.Since(t0); len(res.MACs) != 1 || took >= window/2 {
 		t.Fatalf("answers %v after %v: the request was not sent again once the address appeared", res.MACs, took)
 	}
+}
+
+// twoHosts is a lab of two hosts on one switch, 10.77.0.1 and .2.
+func twoHosts(t *testing.T) (a, b *netlab.Host) {
+	t.Helper()
+	if !netlab.Root() {
+		t.Skip("needs root to create network namespaces")
+	}
+	lab, err := netlab.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lab.Close() })
+	if a, err = lab.AddHost("a", netip.MustParsePrefix("10.77.0.1/24")); err != nil {
+		t.Fatal(err)
+	}
+	b, err = lab.AddHost("b", netip.MustParsePrefix("10.77.0.2/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, b
 }
