@@ -48,18 +48,24 @@ func TestProbeFirstReturnsAtTheFirstAnswer(t *testing.T) {
 func TestProbeSendsItsRequestAgain(t *testing.T) {
 	a, b := twoHosts(t)
 	late := netip.MustParsePrefix("10.77.0.3/24")
-	time.AfterFunc(1500*time.Millisecond, func() {
+	// The address appears on b after the first request went unanswered;
+	// the test waits for this before the lab is closed.
+	added := make(chan error, 1)
+	go func() {
+		time.Sleep(1500 * time.Millisecond)
 		h, err := b.Netlink()
 		if err != nil {
+			added <- err
 			return
 		}
 		defer h.Close()
 		lk, err := h.LinkByName("eth0")
 		if err != nil {
+			added <- err
 			return
 		}
-		_ = h.AddrAdd(lk, &netlink.Addr{IPNet: &net.IPNet{IP: late.Addr().AsSlice(), Mask: net.CIDRMask(24, 32)}})
-	})
+		added <- h.AddrAdd(lk, &netlink.Addr{IPNet: &net.IPNet{IP: late.Addr().AsSlice(), Mask: net.CIDRMask(24, 32)}})
+	}()
 	const window = 20 * time.Second
 	var res garp.ProbeResult
 	t0 := time.Now()
@@ -68,6 +74,9 @@ func TestProbeSendsItsRequestAgain(t *testing.T) {
 		return err
 	}); err != nil {
 		t.Fatal(err)
+	}
+	if err := <-added; err != nil {
+		t.Fatalf("adding %s on b: %v", late, err)
 	}
 	if took := time.Since(t0); len(res.MACs) != 1 || took >= window/2 {
 		t.Fatalf("answers %v after %v: the request was not sent again once the address appeared", res.MACs, took)
